@@ -1,0 +1,127 @@
+//! The command line: `paybridge [serve | sandbox | check-config]`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Mode};
+
+/// PayBridge: WeChat Pay backend for mini-program jump payments, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "paybridge", version, about)]
+pub struct Cli {
+    /// What to do; with none, run the sandbox demo.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run PayBridge with a config file.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the local sandbox: PayBridge plus a WeChat Pay simulator, no credentials, no real money.
+    Sandbox {
+        /// PayBridge's address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The simulator's address.
+        #[arg(long)]
+        simulator_listen: Option<SocketAddr>,
+        /// Where sandbox data is kept.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective settings (secrets masked).
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Sets up logging: human-readable to stderr, filtered by `PAYBRIDGE_LOG` or `RUST_LOG`.
+fn init_tracing() {
+    let filter =
+        std::env::var("PAYBRIDGE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs the command line.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
+            Command::Serve { config } => {
+                let config = Config::load(&config)?;
+                serve(config).await
+            }
+            Command::Sandbox { listen, simulator_listen, data_dir } => {
+                serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir)).await
+            }
+            Command::CheckConfig { config } => {
+                let config = Config::load(&config)?;
+                println!("{config:#?}");
+                println!("config OK");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = crate::app::start(config).await?;
+    let base = format!("http://{}", running.addr);
+    match (&running.config.mode, &running.simulator) {
+        (Mode::Sandbox, Some(sim)) => {
+            tracing::warn!(
+                "SANDBOX mode: simulated WeChat Pay, no real money; data in {}",
+                running.config.data_dir.display()
+            );
+            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            let code = format!("demo-{}", &crate::wechat::nonce_str()[..8]);
+            println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}")));
+            println!("PayBridge SANDBOX listening on {base}");
+        }
+        _ => println!("PayBridge listening on {base} (live mode)"),
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,532 @@
+//! Configuration: a TOML file, then `PAYBRIDGE_<SECTION>_<KEY>` environment
+//! overrides, validated once at start-up into a [`Config`] the rest of the
+//! program can trust.
+//!
+//! Every error names the key that is wrong. Secrets may also come from a file
+//! named by `PAYBRIDGE_<SECTION>_<KEY>_FILE` (systemd credentials, Docker secrets).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::Secret;
+use crate::wechat::sign::SignType;
+
+/// WeChat's real API hosts, the defaults of the base URLs.
+pub const WECHAT_PAY_BASE_URL: &str = "https://api.mch.weixin.qq.com";
+/// The mini-program login API host.
+pub const WECHAT_SNS_BASE_URL: &str = "https://api.weixin.qq.com";
+
+/// Whether PayBridge talks to WeChat or to its own simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Real WeChat Pay with the merchant's credentials.
+    Live,
+    /// The built-in simulator with built-in credentials; no real money.
+    Sandbox,
+}
+
+impl Mode {
+    /// The name used in config files and in the data directory's marker.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Live or sandbox; decides where WeChat calls go and how orders are marked.
+    pub mode: Mode,
+    /// Where sled keeps orders and the notify log.
+    pub data_dir: PathBuf,
+    /// The plain-HTTP listener.
+    pub http: HttpConfig,
+    /// WeChat credentials and endpoints.
+    pub wechat: WechatConfig,
+    /// Order policy.
+    pub orders: OrdersConfig,
+    /// Sandbox settings (only used in sandbox mode).
+    pub sandbox: SandboxConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Address of the plain-HTTP listener.
+    pub listen: SocketAddr,
+}
+
+/// `[wechat]`
+#[derive(Debug, Clone)]
+pub struct WechatConfig {
+    /// The payment mini-program's AppID (mini-program B).
+    pub appid: String,
+    /// The mini-program's AppSecret, for `jscode2session`.
+    pub app_secret: Secret,
+    /// The merchant number bound to `appid`.
+    pub mch_id: String,
+    /// The 32-character merchant API key (v2) that signs every message.
+    pub mch_key: Secret,
+    /// Algorithm for unified orders, `paySign` and expected notifies.
+    pub sign_type: SignType,
+    /// Base URL of the pay API (`/pay/unifiedorder` ...).
+    pub pay_base_url: Url,
+    /// Base URL of the login API (`/sns/jscode2session`).
+    pub sns_base_url: Url,
+    /// Where WeChat posts payment notifies; decided by the server, never the client.
+    pub notify_url: Url,
+    /// Time limit for one call to WeChat.
+    pub timeout: Duration,
+}
+
+/// `[orders]`
+#[derive(Debug, Clone)]
+pub struct OrdersConfig {
+    /// Whether `/pay/unifiedOrder` may take the amount from the mini-program.
+    /// Off by default: a client can send any amount it likes.
+    pub accept_client_amount: bool,
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Address of the simulated WeChat Pay server.
+    pub simulator_listen: SocketAddr,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with the key and line.
+        message: String,
+    },
+    /// A key has a bad value.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The key, as `section.key`, or the environment variable.
+        key: String,
+        /// What is wrong, in plain words.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), message: message.into() }
+}
+
+// The file as written: every key optional, unknown keys refused so that a typo
+// (`acept_client_amount`) is an error rather than a silently ignored setting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    wechat: RawWechat,
+    #[serde(default)]
+    orders: RawOrders,
+    #[serde(default)]
+    sandbox: RawSandbox,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWechat {
+    appid: Option<String>,
+    app_secret: Option<Secret>,
+    mch_id: Option<String>,
+    mch_key: Option<Secret>,
+    sign_type: Option<String>,
+    pay_base_url: Option<String>,
+    sns_base_url: Option<String>,
+    notify_url: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrders {
+    accept_client_amount: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    simulator_listen: Option<String>,
+}
+
+/// Environment variables that are secrets: their value may come from `<NAME>_FILE`.
+const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET"];
+
+impl RawConfig {
+    /// Applies one `PAYBRIDGE_<NAME>` override; `name` is without the prefix.
+    fn set_from_env(&mut self, name: &str, value: String) -> Result<(), ConfigError> {
+        let var = format!("PAYBRIDGE_{name}");
+        match name {
+            "MODE" => self.mode = Some(value),
+            "DATA_DIR" => self.data_dir = Some(value.into()),
+            "HTTP_LISTEN" => self.http.listen = Some(value),
+            "WECHAT_APPID" => self.wechat.appid = Some(value),
+            "WECHAT_APP_SECRET" => self.wechat.app_secret = Some(Secret::new(value)),
+            "WECHAT_MCH_ID" => self.wechat.mch_id = Some(value),
+            "WECHAT_MCH_KEY" => self.wechat.mch_key = Some(Secret::new(value)),
+            "WECHAT_SIGN_TYPE" => self.wechat.sign_type = Some(value),
+            "WECHAT_PAY_BASE_URL" => self.wechat.pay_base_url = Some(value),
+            "WECHAT_SNS_BASE_URL" => self.wechat.sns_base_url = Some(value),
+            "WECHAT_NOTIFY_URL" => self.wechat.notify_url = Some(value),
+            "WECHAT_TIMEOUT_MS" => {
+                self.wechat.timeout_ms =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number of milliseconds"))?)
+            }
+            "ORDERS_ACCEPT_CLIENT_AMOUNT" => {
+                self.orders.accept_client_amount =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected true or false"))?)
+            }
+            "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
+            _ => return Err(invalid(&var, "unknown setting (see the README's config reference)")),
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (var, value) in vars {
+            let Some(name) = var.strip_prefix("PAYBRIDGE_") else {
+                continue;
+            };
+            if name == "CONFIG" || name == "LOG" {
+                continue; // read by the CLI and the logger, not settings
+            }
+            match name.strip_suffix("_FILE").filter(|base| SECRET_VARS.contains(base)) {
+                Some(base) => {
+                    let content = std::fs::read_to_string(&value)
+                        .map_err(|e| invalid(&var, format!("cannot read {value}: {e}")))?;
+                    self.set_from_env(base, content.trim_end_matches(['\r', '\n']).to_owned())?;
+                }
+                None => self.set_from_env(name, value)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text, path, std::env::vars())
+    }
+
+    /// Parses `text` (read from `path`, named in errors), applies `env`, validates.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        raw.apply_env(env)?;
+        raw.validate()
+    }
+
+    /// The built-in sandbox configuration: simulator, loopback ports, a data
+    /// directory in the working directory, client amounts allowed.
+    pub fn sandbox_default() -> Config {
+        let raw = RawConfig { mode: Some("sandbox".into()), ..RawConfig::default() };
+        raw.validate().expect("the built-in sandbox config is valid")
+    }
+
+    /// Overrides the listeners and data directory (the `sandbox` command's flags).
+    pub fn with_overrides(
+        mut self,
+        listen: Option<SocketAddr>,
+        simulator_listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Config {
+        if let Some(listen) = listen {
+            self.http.listen = listen;
+        }
+        if let Some(sim) = simulator_listen {
+            self.sandbox.simulator_listen = sim;
+        }
+        if let Some(dir) = data_dir {
+            self.data_dir = dir;
+        }
+        self
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| invalid(key, format!("{value:?} is not an address like \"127.0.0.1:8080\"")))
+}
+
+fn parse_base_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| invalid(key, format!("{value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(key, format!("{value:?} must be an http:// or https:// URL")));
+    }
+    Ok(url)
+}
+
+fn required(key: &str, value: Option<String>) -> Result<String, ConfigError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(invalid(key, "is required in live mode")),
+    }
+}
+
+/// The simulator's built-in merchant, used in sandbox mode. Not secret: it
+/// only opens the simulator, which moves no money.
+pub mod sandbox_credentials {
+    /// AppID of the simulated mini-program.
+    pub const APPID: &str = "wx5andb0x000000000";
+    /// AppSecret of the simulated mini-program.
+    pub const APP_SECRET: &str = "sandbox-app-secret-not-a-real-one";
+    /// Merchant number of the simulated merchant.
+    pub const MCH_ID: &str = "1900000109";
+    /// API key of the simulated merchant (32 characters, as WeChat's).
+    pub const MCH_KEY: &str = "SANDBOXsandboxSANDBOXsandbox0000";
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mode = match self.mode.as_deref() {
+            None | Some("live") => Mode::Live,
+            Some("sandbox") => Mode::Sandbox,
+            Some(other) => return Err(invalid("mode", format!("must be \"live\" or \"sandbox\", not {other:?}"))),
+        };
+        let listen = parse_addr("http.listen", self.http.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let simulator_listen = parse_addr(
+            "sandbox.simulator_listen",
+            self.sandbox.simulator_listen.as_deref().unwrap_or("127.0.0.1:8081"),
+        )?;
+        let timeout = Duration::from_millis(self.wechat.timeout_ms.unwrap_or(10_000));
+        if timeout.is_zero() {
+            return Err(invalid("wechat.timeout_ms", "must be more than 0"));
+        }
+        let sign_type = match self.wechat.sign_type.as_deref() {
+            None => SignType::Md5,
+            Some(name) => SignType::parse(name).ok_or_else(|| {
+                invalid("wechat.sign_type", format!("must be \"MD5\" or \"HMAC-SHA256\", not {name:?}"))
+            })?,
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| match mode {
+            Mode::Live => PathBuf::from("/var/lib/paybridge"),
+            Mode::Sandbox => PathBuf::from("paybridge-sandbox-data"),
+        });
+        let notify_default = format!("http://{listen}/pay/notify");
+
+        let wechat = match mode {
+            Mode::Sandbox => {
+                // SECURITY: sandbox mode never takes real credentials or hosts, so that
+                // it can never be mistaken for live mode or send anything to WeChat.
+                let w = &self.wechat;
+                let set = [
+                    ("appid", w.appid.is_some()),
+                    ("app_secret", w.app_secret.is_some()),
+                    ("mch_id", w.mch_id.is_some()),
+                    ("mch_key", w.mch_key.is_some()),
+                    ("pay_base_url", w.pay_base_url.is_some()),
+                    ("sns_base_url", w.sns_base_url.is_some()),
+                ];
+                if let Some((name, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                    return Err(invalid(
+                        &format!("wechat.{name}"),
+                        "sandbox mode uses the simulator's built-in merchant; remove this key or set mode = \"live\"",
+                    ));
+                }
+                // The simulator's real address is only known once it is bound.
+                let sim = Url::parse(&format!("http://{simulator_listen}")).expect("an address makes a URL");
+                WechatConfig {
+                    appid: sandbox_credentials::APPID.into(),
+                    app_secret: Secret::new(sandbox_credentials::APP_SECRET),
+                    mch_id: sandbox_credentials::MCH_ID.into(),
+                    mch_key: Secret::new(sandbox_credentials::MCH_KEY),
+                    sign_type,
+                    pay_base_url: sim.clone(),
+                    sns_base_url: sim,
+                    notify_url: parse_notify_url(self.wechat.notify_url.as_deref().unwrap_or(&notify_default))?,
+                    timeout,
+                }
+            }
+            Mode::Live => {
+                let w = self.wechat;
+                let mch_key = w
+                    .mch_key
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| invalid("wechat.mch_key", "is required in live mode"))?;
+                if mch_key.expose().chars().count() != 32 {
+                    return Err(invalid(
+                        "wechat.mch_key",
+                        "must be the 32-character API key from the merchant platform",
+                    ));
+                }
+                let app_secret = w
+                    .app_secret
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| invalid("wechat.app_secret", "is required in live mode"))?;
+                let mch_id = required("wechat.mch_id", w.mch_id)?;
+                if !mch_id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid("wechat.mch_id", format!("{mch_id:?} is not a merchant number (digits only)")));
+                }
+                let notify_url = w.notify_url.ok_or_else(|| {
+                    invalid("wechat.notify_url", "is required: the https:// URL of /pay/notify on this server")
+                })?;
+                WechatConfig {
+                    appid: required("wechat.appid", w.appid)?,
+                    app_secret,
+                    mch_id,
+                    mch_key,
+                    sign_type,
+                    pay_base_url: parse_base_url(
+                        "wechat.pay_base_url",
+                        w.pay_base_url.as_deref().unwrap_or(WECHAT_PAY_BASE_URL),
+                    )?,
+                    sns_base_url: parse_base_url(
+                        "wechat.sns_base_url",
+                        w.sns_base_url.as_deref().unwrap_or(WECHAT_SNS_BASE_URL),
+                    )?,
+                    notify_url: parse_notify_url(&notify_url)?,
+                    timeout,
+                }
+            }
+        };
+        Ok(Config {
+            mode,
+            data_dir,
+            http: HttpConfig { listen },
+            wechat,
+            orders: OrdersConfig {
+                accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
+            },
+            sandbox: SandboxConfig { simulator_listen },
+        })
+    }
+}
+
+fn parse_notify_url(value: &str) -> Result<Url, ConfigError> {
+    let url = parse_base_url("wechat.notify_url", value)?;
+    if url.query().is_some() {
+        return Err(invalid("wechat.notify_url", "WeChat refuses a notify URL with a query string"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = r#"
+        data_dir = "/tmp/pb"
+        [http]
+        listen = "127.0.0.1:9000"
+        [wechat]
+        appid = "wxd930ea5d5a258f4f"
+        app_secret = "s3cr3t"
+        mch_id = "10000100"
+        mch_key = "192006250b4c09247ec02edce69f6a2d"
+        sign_type = "HMAC-SHA256"
+        notify_url = "https://pay.example.com/pay/notify"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        Config::from_toml(text, Path::new("test.toml"), env.into_iter())
+    }
+
+    fn error(text: &str, env: &[(&str, &str)]) -> String {
+        load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn live_config_with_defaults() {
+        let c = load(LIVE, &[]).unwrap();
+        assert_eq!(c.mode, Mode::Live);
+        assert_eq!(c.wechat.sign_type, SignType::HmacSha256);
+        assert_eq!(c.wechat.pay_base_url.as_str(), "https://api.mch.weixin.qq.com/");
+        assert!(!c.orders.accept_client_amount);
+        assert_eq!(c.http.listen.port(), 9000);
+    }
+
+    #[test]
+    fn environment_overrides_secrets_and_names_bad_values() {
+        let c = load(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", "ffffffffffffffffffffffffffffffff")]).unwrap();
+        assert_eq!(c.wechat.mch_key.expose(), "ffffffffffffffffffffffffffffffff");
+        let e = error(LIVE, &[("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT", "yes")]);
+        assert!(e.contains("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT") && e.contains("true or false"), "{e}");
+        assert!(error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KY", "x")]).contains("PAYBRIDGE_WECHAT_MCH_KY"));
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\n").unwrap();
+        let c = load(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY_FILE", file.to_str().unwrap())]).unwrap();
+        assert_eq!(c.wechat.mch_key.expose(), "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (LIVE.replace("HMAC-SHA256", "SHA1"), "wechat.sign_type"),
+            (LIVE.replace("127.0.0.1:9000", "nine thousand"), "http.listen"),
+            (LIVE.replace("10000100", "abc"), "wechat.mch_id"),
+            (LIVE.replace("192006250b4c09247ec02edce69f6a2d", "short"), "wechat.mch_key"),
+            (LIVE.replace("/pay/notify\"", "/pay/notify?x=1\""), "wechat.notify_url"),
+            (LIVE.replace("mch_key =", "mch_kee ="), "mch_kee"),
+            (LIVE.replace("[http]", "[orders]\naccept_client_amount = \"yes\"\n[http]"), "accept_client_amount"),
+            (LIVE.replace("appid = \"wxd930ea5d5a258f4f\"", ""), "wechat.appid"),
+            (format!("mode = \"test\"\n{LIVE}"), "mode"),
+        ];
+        for (text, key) in cases {
+            let e = error(&text, &[]);
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_secrets() {
+        let c = load(LIVE, &[]).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("192006250b4c09247ec02edce69f6a2d") && !printed.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn sandbox_refuses_real_credentials() {
+        let e = error(&format!("mode = \"sandbox\"\n{LIVE}"), &[]);
+        assert!(e.contains("wechat.appid") && e.contains("sandbox"), "{e}");
+        let c = Config::sandbox_default();
+        assert_eq!(c.mode, Mode::Sandbox);
+        assert!(c.orders.accept_client_amount);
+        assert_eq!(c.wechat.pay_base_url.host_str(), Some("127.0.0.1"));
+    }
+}

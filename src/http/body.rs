@@ -1,0 +1,56 @@
+//! Request bodies with a size limit, chunked or not.
+//!
+//! warp's `content_length_limit` refuses requests without `Content-Length`;
+//! this filter takes both kinds and stops reading as soon as the limit is
+//! passed, so a 10 MB body costs at most `limit` bytes of memory.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use warp::{Filter, Rejection};
+
+/// The body was larger than the endpoint allows.
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    /// The endpoint's limit in bytes.
+    pub limit: usize,
+}
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The body could not be read (the client went away mid-way).
+#[derive(Debug)]
+pub struct BodyUnreadable;
+
+impl warp::reject::Reject for BodyUnreadable {}
+
+/// Extracts the whole body, refusing more than `limit` bytes.
+pub fn limited(limit: usize) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| collect(declared, stream, limit))
+}
+
+async fn collect<S, B>(declared: Option<u64>, stream: S, limit: usize) -> Result<Bytes, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(warp::reject::custom(BodyTooLarge { limit }));
+    }
+    let mut body = BytesMut::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
+        if body.len() + chunk.remaining() > limit {
+            return Err(warp::reject::custom(BodyTooLarge { limit }));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}

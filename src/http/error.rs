@@ -1,0 +1,75 @@
+//! The one place where errors become HTTP replies.
+//!
+//! A client sees a status, a stable `code` and a message that says what to
+//! fix; causes that may hold internals (storage errors) are logged, not sent.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::{self, Reply, Response};
+use warp::Rejection;
+
+use super::body::{BodyTooLarge, BodyUnreadable};
+use crate::pay::PayError;
+use crate::wechat::client::WechatError;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// A JSON error reply: `{"error": {"code": ..., "message": ...}}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code, message } };
+    reply::with_status(reply::json(&body), status).into_response()
+}
+
+/// Renders a payment error.
+pub fn pay_error(e: &PayError) -> Response {
+    let message = e.to_string();
+    let (status, code) = match e {
+        PayError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        PayError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        PayError::ClientAmountRefused => (StatusCode::FORBIDDEN, "CLIENT_AMOUNT_NOT_ALLOWED"),
+        PayError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+        PayError::NotFound(_) => (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"),
+        PayError::Login(WechatError::Login { errcode: 40029 | 40163 | 40226, .. }) => {
+            (StatusCode::BAD_REQUEST, "INVALID_LOGIN_CODE")
+        }
+        PayError::Login(_) => (StatusCode::BAD_GATEWAY, "WECHAT_LOGIN_FAILED"),
+        PayError::Upstream(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
+        PayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "WECHAT_ERROR"),
+        PayError::Store(cause) => {
+            tracing::error!(error = %cause, "storage error");
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        }
+    };
+    json_error(status, code, &message)
+}
+
+/// Renders what warp's routing refused: unknown path, wrong method, body too large.
+pub async fn rejection(r: Rejection) -> Result<Response, Infallible> {
+    let reply = if r.is_not_found() {
+        json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint (see the API reference in the README)")
+    } else if let Some(too_large) = r.find::<BodyTooLarge>() {
+        let message = format!("the request body is larger than this endpoint's limit of {} bytes", too_large.limit);
+        json_error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", &message)
+    } else if r.find::<BodyUnreadable>().is_some() {
+        json_error(StatusCode::BAD_REQUEST, "BODY_UNREADABLE", "the request body could not be read")
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        json_error(StatusCode::BAD_REQUEST, "INVALID_QUERY", &e.to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        json_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not take that HTTP method")
+    } else {
+        tracing::debug!(rejection = ?r, "unhandled rejection");
+        json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the request could not be understood")
+    };
+    Ok(reply)
+}

@@ -1,0 +1,186 @@
+//! Routes for mini-program B: login, unified order, order status.
+//!
+//! The JSON matches the usual tutorial client (`outTradeNo`, `totalFee`,
+//! `prepayId`, `sign`...), but the server decides everything that matters:
+//! `notify_url`, `spbill_create_ip`, `trade_type`, `appid`, `mch_id`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use warp::filters::BoxedFilter;
+use warp::reply::{self, Reply, Response};
+use warp::Filter;
+
+use super::error::pay_error;
+use super::{body, with, PeerAddr};
+use crate::pay::{NewOrder, PayError, Payments};
+use crate::wechat::sign::SignType;
+
+/// The largest `/pay/unifiedOrder` body: the fields are short.
+const ORDER_BODY_LIMIT: usize = 16 * 1024;
+
+/// The body of `POST /pay/unifiedOrder`. `spbillCreateIp`, `notifyURL` and
+/// `tradeType` may be sent (the tutorial client does) and are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UnifiedOrderBody {
+    out_trade_no: String,
+    #[serde(default, deserialize_with = "fen")]
+    total_fee: Option<u64>,
+    body: String,
+    #[serde(default)]
+    attach: Option<String>,
+    openid: String,
+}
+
+/// Accepts `7` or `"7"` (fen); refuses fractions, negatives and words.
+fn fen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Fen;
+    const EXPECTED: &str = "a whole number of fen, like 100 or \"100\" for 1.00 yuan";
+    impl<'de> Visitor<'de> for Fen {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v).map(Some).map_err(|_| E::custom(format!("totalFee {v} is negative; expected {EXPECTED}")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("totalFee {v} is not {EXPECTED} (amounts are in fen, not yuan)")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                v.parse().map(Some).map_err(|_| E::custom(format!("totalFee {v:?} is too large")))
+            } else {
+                Err(E::custom(format!("totalFee {v:?} is not {EXPECTED}")))
+            }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Fen)
+}
+
+/// The reply: what `wx.requestPayment` takes, plus what the tutorial client reads.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UnifiedOrderReply {
+    out_trade_no: String,
+    app_id: String,
+    time_stamp: String,
+    nonce_str: String,
+    package: String,
+    sign_type: SignType,
+    pay_sign: String,
+    prepay_id: String,
+    /// The tutorial client reads `sign`; it is `paySign`.
+    sign: String,
+    sandbox: bool,
+}
+
+/// `GET /pay/openid`, `POST /pay/unifiedOrder`, `GET /pay/orders/{outTradeNo}`.
+pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
+    let openid = warp::path!("pay" / "openid")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with(pay.clone()))
+        .then(|query: HashMap<String, String>, pay: Arc<Payments>| async move {
+            let code = query.get("code").map(String::as_str).unwrap_or("");
+            match pay.openid(code).await {
+                Ok(openid) => reply::json(&serde_json::json!({ "openid": openid })).into_response(),
+                Err(e) => pay_error(&e),
+            }
+        });
+
+    let unified_order = warp::path!("pay" / "unifiedOrder")
+        .and(warp::post())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(body::limited(ORDER_BODY_LIMIT))
+        .and(with(pay.clone()))
+        .then(|peer: Option<PeerAddr>, body: bytes::Bytes, pay: Arc<Payments>| async move {
+            let request: UnifiedOrderBody = match parse_json(&body) {
+                Ok(r) => r,
+                Err(e) => return pay_error(&e),
+            };
+            let new = NewOrder {
+                out_trade_no: request.out_trade_no,
+                total_fee: request.total_fee,
+                body: request.body,
+                attach: request.attach.unwrap_or_default(),
+                openid: request.openid,
+            };
+            let payer_ip = peer.map(|p| p.0.ip().to_string()).unwrap_or_else(|| "127.0.0.1".into());
+            match pay.unified_order(new, &payer_ip).await {
+                Ok((order, p)) => reply::json(&UnifiedOrderReply {
+                    out_trade_no: order.out_trade_no,
+                    prepay_id: p.package.trim_start_matches("prepay_id=").to_owned(),
+                    sign: p.pay_sign.clone(),
+                    app_id: p.app_id,
+                    time_stamp: p.time_stamp,
+                    nonce_str: p.nonce_str,
+                    package: p.package,
+                    sign_type: p.sign_type,
+                    pay_sign: p.pay_sign,
+                    sandbox: order.sandbox,
+                })
+                .into_response(),
+                Err(e) => pay_error(&e),
+            }
+        });
+
+    let order =
+        warp::path!("pay" / "orders" / String).and(warp::get()).and(with(pay)).map(|no: String, pay: Arc<Payments>| {
+            match pay.order_view(&no) {
+                Ok(view) => reply::json(&view).into_response(),
+                Err(e) => pay_error(&e),
+            }
+        });
+
+    openid.or(unified_order).unify().or(order).unify().boxed()
+}
+
+/// Parses a JSON body, with an error that says what is wrong and where.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PayError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(PayError::InvalidJson("it is not valid UTF-8".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| PayError::InvalidJson(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<UnifiedOrderBody, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tutorial_client_body_is_accepted() {
+        let b = parse(
+            r#"{"outTradeNo":"abc1234","totalFee":"7","body":"支付测试","attach":"云塔山香烟",
+                "spbillCreateIp":"123.267.12.2","notifyURL":"https://evil.example/x","tradeType":"JSAPI","openid":"o1"}"#,
+        )
+        .unwrap();
+        assert_eq!(b.total_fee, Some(7));
+        assert_eq!(b.attach.as_deref(), Some("云塔山香烟"));
+    }
+
+    #[test]
+    fn amounts_are_whole_fen() {
+        let body = |fee: &str| format!(r#"{{"outTradeNo":"abc1234","totalFee":{fee},"body":"b","openid":"o"}}"#);
+        assert_eq!(parse(&body("100")).unwrap().total_fee, Some(100));
+        assert_eq!(parse(&body("null")).unwrap().total_fee, None);
+        for bad in ["1.5", "-3", "\"7.00\"", "\"abc\"", "\"\"", "true"] {
+            let e = parse(&body(bad)).unwrap_err();
+            assert!(e.contains("fen"), "{bad}: {e}");
+        }
+    }
+}

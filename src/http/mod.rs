@@ -1,0 +1,66 @@
+//! HTTP routes, one module per audience, and what they share.
+//!
+//! - [`miniprogram`]: mini-program B's API (`/pay/openid`, `/pay/unifiedOrder`, `/pay/orders/..`).
+//! - [`notify`]: WeChat's payment notifies.
+//! - [`error`]: the one place errors become replies.
+//! - [`body`]: size-limited request bodies.
+
+pub mod body;
+pub mod error;
+pub mod miniprogram;
+pub mod notify;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderMap, HeaderValue};
+use warp::reply::{Reply, Response};
+use warp::Filter;
+
+use crate::pay::Payments;
+
+/// The peer's socket address, put into each request by [`crate::server`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A filter that hands a clone of `value` to the handler.
+pub fn with<T: Clone + Send + Sync + 'static>(value: T) -> impl Filter<Extract = (T,), Error = Infallible> + Clone {
+    warp::any().map(move || value.clone())
+}
+
+/// Every PayBridge route, with error rendering, security headers and access logs.
+pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    let sandbox = pay.is_sandbox();
+    if sandbox {
+        headers.insert("x-paybridge-mode", HeaderValue::from_static("SANDBOX"));
+    }
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(move || warp::reply::json(&serde_json::json!({ "status": "ok", "sandbox": sandbox })).into_response());
+    miniprogram::routes(pay.clone())
+        .or(notify::routes(pay))
+        .unify()
+        .or(health)
+        .unify()
+        .recover(error::rejection)
+        .unify()
+        .with(warp::reply::with::headers(headers))
+        .with(warp::log::custom(|info| {
+            // The path only: query strings may carry login codes.
+            tracing::info!(
+                target: "paybridge::access",
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                elapsed_ms = info.elapsed().as_millis() as u64,
+            );
+        }))
+        .map(Reply::into_response)
+        .boxed()
+}

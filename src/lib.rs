@@ -1,0 +1,26 @@
+//! PayBridge: the backend of a WeChat Pay mini-program (mini-program B in
+//! the A → B → A jump payment), in one binary.
+//!
+//! # Layout
+//! - [`wechat`]: WeChat Pay v2 protocol — signing, XML, `wx.requestPayment`
+//!   parameters — and the HTTP client for WeChat's servers.
+//! - [`store`]: sled storage of orders and the notify log, with paging indexes.
+//! - [`pay`]: the payment flow (login, unified order, notify), free of HTTP.
+//! - [`http`]: the routes, one module per audience, and error rendering.
+//! - [`server`]: the accept loop and graceful shutdown.
+//! - [`sandbox`]: the WeChat Pay simulator used by tests and sandbox mode.
+//! - [`config`], [`secret`], [`app`] (wiring), [`cli`].
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod pay;
+pub mod sandbox;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod wechat;

@@ -1,0 +1,132 @@
+//! The payment flow, independent of HTTP: login, unified order, notify.
+//!
+//! The HTTP routes in [`crate::http`] parse requests and render replies;
+//! everything that decides something about money is here.
+
+mod notify;
+mod order;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use crate::config::{Config, Mode};
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
+use crate::wechat::client::{WechatClient, WechatError};
+use crate::wechat::sign::SignType;
+
+pub use notify::NotifyAck;
+pub use order::{NewOrder, OrderView};
+
+/// Why a payment request failed. [`crate::http::error`] turns it into a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    /// The request is malformed; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body is not the JSON the endpoint takes; the message says where.
+    #[error("the body is not the expected JSON: {0}")]
+    InvalidJson(String),
+    /// The client sent an amount and the server is not configured to take it.
+    #[error(
+        "this server does not take the amount from the mini-program (orders.accept_client_amount = false); \
+         see \"Amounts\" in the PayBridge README"
+    )]
+    ClientAmountRefused,
+    /// The request conflicts with what is stored.
+    #[error("{message}")]
+    Conflict {
+        /// A stable code for programs (`ORDER_CONFLICT`, `ORDER_PAID`, ...).
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// No such order.
+    #[error("no order {0:?}")]
+    NotFound(String),
+    /// The login code was refused by WeChat.
+    #[error("WeChat login failed: {0}")]
+    Login(WechatError),
+    /// WeChat failed or refused; the order is kept and can be retried.
+    #[error("{0}; the order is kept, retry with the same outTradeNo")]
+    Upstream(WechatError),
+    /// Storage failed.
+    #[error("storage error")]
+    Store(#[from] StoreError),
+}
+
+/// Per-order locks: a repeated tap waits for the first one's unified order
+/// instead of racing it. Striped so memory stays fixed.
+struct OrderLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl OrderLocks {
+    fn new() -> OrderLocks {
+        OrderLocks { stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    async fn lock(&self, out_trade_no: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        out_trade_no.hash(&mut h);
+        self.stripes[(h.finish() % self.stripes.len() as u64) as usize].lock().await
+    }
+}
+
+/// The payment service for one merchant.
+pub struct Payments {
+    store: Store,
+    client: WechatClient,
+    appid: String,
+    mch_id: String,
+    mch_key: Secret,
+    sign_type: SignType,
+    accept_client_amount: bool,
+    sandbox: bool,
+    locks: OrderLocks,
+}
+
+impl Payments {
+    /// Builds the service from the configuration and an open store.
+    pub fn new(config: &Config, store: Store) -> Result<Payments, reqwest::Error> {
+        Ok(Payments {
+            client: WechatClient::new(&config.wechat)?,
+            store,
+            appid: config.wechat.appid.clone(),
+            mch_id: config.wechat.mch_id.clone(),
+            mch_key: config.wechat.mch_key.clone(),
+            sign_type: config.wechat.sign_type,
+            accept_client_amount: config.orders.accept_client_amount,
+            sandbox: config.mode == Mode::Sandbox,
+            locks: OrderLocks::new(),
+        })
+    }
+
+    /// The store, for read-only views.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether this is sandbox mode.
+    pub fn is_sandbox(&self) -> bool {
+        self.sandbox
+    }
+
+    /// Exchanges a `wx.login` code for the openid. `session_key` never
+    /// leaves [`WechatClient::jscode2session`].
+    pub async fn openid(&self, code: &str) -> Result<String, PayError> {
+        if code.is_empty() || code.len() > 256 {
+            return Err(PayError::Invalid("the query parameter `code` (from wx.login) is required".into()));
+        }
+        match self.client.jscode2session(code).await {
+            Ok(session) => Ok(session.openid),
+            Err(e @ WechatError::Login { .. }) => Err(PayError::Login(e)),
+            Err(e) => Err(PayError::Upstream(e)),
+        }
+    }
+}
+
+/// Now, in unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,180 @@
+//! Payment notifies: verify, decide, log, make durable, then acknowledge.
+//!
+//! Every notify is logged with its verdict, whatever it is. SUCCESS is
+//! answered only after the order change and the log entry are flushed to
+//! disk, so a crash can never lose a notify WeChat believes delivered.
+
+use std::net::SocketAddr;
+
+use super::{now_ms, Payments};
+use crate::store::{NotifyRecord, Payment, PaymentOutcome, Verdict};
+use crate::wechat::is_valid_out_trade_no;
+use crate::wechat::sign::{self, Fields, SignType};
+use crate::wechat::xml;
+
+/// The reply to WeChat: `SUCCESS` stops its retries, `FAIL` asks for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyAck {
+    /// Whether to answer `SUCCESS`.
+    pub success: bool,
+    /// `return_msg`.
+    pub message: String,
+}
+
+impl NotifyAck {
+    fn ok() -> NotifyAck {
+        NotifyAck { success: true, message: "OK".into() }
+    }
+
+    fn fail(message: impl Into<String>) -> NotifyAck {
+        NotifyAck { success: false, message: message.into() }
+    }
+
+    /// WeChat's XML reply.
+    pub fn to_xml(&self) -> String {
+        let code = if self.success { "SUCCESS" } else { "FAIL" };
+        xml::write(&sign::fields([("return_code", code), ("return_msg", self.message.as_str())]))
+    }
+}
+
+/// The checks that need no database: what the notify says, if it is authentic.
+enum Checked {
+    /// Verified and a successful payment.
+    Payment(Payment),
+    /// Decided already: the verdict, the reason and the reply.
+    Decided(Verdict, String, NotifyAck),
+}
+
+impl Payments {
+    fn check_notify(&self, fields: &Fields) -> Checked {
+        let rejected =
+            |reason: String, reply: &str| Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail(reply));
+        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+        if get("return_code") != "SUCCESS" {
+            // Nothing signed to act on; acknowledge so it is not resent.
+            let reason = format!("return_code {:?}: {}", get("return_code"), get("return_msg"));
+            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok());
+        }
+        // WeChat signs notifies with the unified order's algorithm but often
+        // omits sign_type; an MD5 notify is accepted under HMAC too.
+        let accepted: &[SignType] = match self.sign_type {
+            SignType::Md5 => &[SignType::Md5],
+            SignType::HmacSha256 => &[SignType::HmacSha256, SignType::Md5],
+        };
+        if let Err(e) = sign::verify(fields, &self.mch_key, accepted) {
+            return rejected(format!("signature: {e}"), "签名失败");
+        }
+        if get("appid") != self.appid {
+            return rejected(format!("appid {:?} is not this mini-program's", get("appid")), "appid不匹配");
+        }
+        if get("mch_id") != self.mch_id {
+            return rejected(format!("mch_id {:?} is not this merchant's", get("mch_id")), "mch_id不匹配");
+        }
+        if get("result_code") != "SUCCESS" {
+            let reason = format!("payment failed: {} {}", get("err_code"), get("err_code_des"));
+            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok());
+        }
+        let Ok(total_fee) = get("total_fee").parse::<u64>() else {
+            return rejected(format!("total_fee {:?} is not a whole number of fen", get("total_fee")), "参数错误");
+        };
+        if !matches!(get("fee_type"), "" | "CNY") {
+            return rejected(format!("fee_type {:?} is not CNY", get("fee_type")), "参数错误");
+        }
+        if get("transaction_id").is_empty() {
+            return rejected("no transaction_id".into(), "参数错误");
+        }
+        Checked::Payment(Payment {
+            transaction_id: get("transaction_id").into(),
+            total_fee,
+            time_end: get("time_end").into(),
+            openid: get("openid").into(),
+        })
+    }
+
+    /// Handles one notify body from `peer`; returns the reply for WeChat.
+    pub async fn handle_notify(&self, raw: &[u8], peer: Option<SocketAddr>) -> NotifyAck {
+        let parsed = xml::parse(raw);
+        let field = |name: &str| parsed.as_ref().ok().and_then(|f| f.get(name)).filter(|v| !v.is_empty()).cloned();
+        let out_trade_no = field("out_trade_no").filter(|no| is_valid_out_trade_no(no));
+        let id = match self.store.next_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot log a notify; asking WeChat to resend");
+                return NotifyAck::fail("系统繁忙");
+            }
+        };
+        let record = NotifyRecord {
+            id,
+            received_at: now_ms(),
+            peer: peer.map(|p| p.to_string()),
+            raw: raw.to_vec(),
+            out_trade_no: out_trade_no.clone(),
+            transaction_id: field("transaction_id"),
+            verdict: Verdict::Rejected,
+            reason: String::new(),
+            sandbox: self.sandbox,
+        };
+        let checked = match &parsed {
+            Ok(fields) => self.check_notify(fields),
+            Err(e) => Checked::Decided(Verdict::Rejected, e.to_string(), NotifyAck::fail("XML格式错误")),
+        };
+        let checked = match (checked, &out_trade_no) {
+            (Checked::Payment(_), None) => Checked::Decided(
+                Verdict::Rejected,
+                "out_trade_no is missing or malformed".into(),
+                NotifyAck::fail("参数错误"),
+            ),
+            (checked, _) => checked,
+        };
+
+        let now = record.received_at;
+        let result = match checked {
+            Checked::Decided(verdict, reason, ack) => {
+                self.store.record_notify(record, |_| (verdict, reason.clone(), ack.clone()))
+            }
+            Checked::Payment(payment) => self.store.record_notify(record, |order| match order {
+                // FAIL: WeChat resends for 24 h, time to restore a backup.
+                None => (
+                    Verdict::Rejected,
+                    "unknown order: PayBridge has no such out_trade_no".into(),
+                    NotifyAck::fail("订单不存在"),
+                ),
+                Some(order) => match order.apply_payment(&payment, now) {
+                    PaymentOutcome::Paid => (Verdict::Paid, "order marked PAID".into(), NotifyAck::ok()),
+                    PaymentOutcome::Duplicate => {
+                        (Verdict::Duplicate, "already PAID by this transaction".into(), NotifyAck::ok())
+                    }
+                    // A signed notify that does not fit is an incident, not a
+                    // forgery: record it and acknowledge, since resending changes nothing.
+                    PaymentOutcome::Conflict(reason) => (
+                        Verdict::Rejected,
+                        format!("{reason}; order not changed, needs reconciliation"),
+                        NotifyAck::ok(),
+                    ),
+                },
+            }),
+        };
+        let (record, ack) = match result {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a notify; asking WeChat to resend");
+                return NotifyAck::fail("系统繁忙");
+            }
+        };
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "cannot flush a notify to disk; asking WeChat to resend");
+            return NotifyAck::fail("系统繁忙");
+        }
+        match record.verdict {
+            Verdict::Rejected => tracing::warn!(
+                notify_id = record.id, out_trade_no = ?record.out_trade_no, peer = ?record.peer,
+                reason = %record.reason, "payment notify rejected"
+            ),
+            verdict => tracing::info!(
+                notify_id = record.id, out_trade_no = ?record.out_trade_no, verdict = verdict.as_str(),
+                sandbox = self.sandbox, "payment notify"
+            ),
+        }
+        ack
+    }
+}

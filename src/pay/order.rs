@@ -1,0 +1,201 @@
+//! Placing orders: store first, then ask WeChat, then sign for `wx.requestPayment`.
+
+use serde::Serialize;
+
+use super::{now_ms, PayError, Payments};
+use crate::store::{Order, OrderContents, OrderStatus, Prepay};
+use crate::wechat::client::{UnifiedOrder, WechatError};
+use crate::wechat::jsapi::PayParams;
+use crate::wechat::{is_valid_out_trade_no, nonce_str};
+
+/// A prepay id is valid for 2 hours; past this age a repeated tap gets a new one.
+const PREPAY_REUSE_MS: i64 = 110 * 60 * 1000;
+
+/// An order as the mini-program asks for it (already parsed from JSON).
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// Merchant order number.
+    pub out_trade_no: String,
+    /// Amount in fen, if the client sent one.
+    pub total_fee: Option<u64>,
+    /// Goods description.
+    pub body: String,
+    /// Merchant data.
+    pub attach: String,
+    /// Payer's openid.
+    pub openid: String,
+}
+
+/// What `/pay/orders/{no}` shows: status and amount, no openid, no secrets.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    /// Merchant order number.
+    pub out_trade_no: String,
+    /// `CREATED`, `PREPAID`, `PAID` or `CLOSED`.
+    pub status: &'static str,
+    /// Amount in fen.
+    pub total_fee: u64,
+    /// Whether the order is paid.
+    pub paid: bool,
+    /// WeChat's transaction id, once paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// WeChat's payment time (Beijing, `yyyyMMddHHmmss`), once paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_end: Option<String>,
+    /// True for a sandbox order: no real money.
+    pub sandbox: bool,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> OrderView {
+        OrderView {
+            out_trade_no: o.out_trade_no.clone(),
+            status: o.status.as_str(),
+            total_fee: o.total_fee,
+            paid: o.status == OrderStatus::Paid,
+            transaction_id: o.transaction_id.clone(),
+            time_end: o.time_end.clone(),
+            sandbox: o.sandbox,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> PayError {
+    PayError::Invalid(message.into())
+}
+
+impl NewOrder {
+    fn validate(self) -> Result<OrderContents, PayError> {
+        if !is_valid_out_trade_no(&self.out_trade_no) {
+            return Err(invalid("outTradeNo must be 6 to 32 characters of letters, digits, _ - | *"));
+        }
+        if self.body.is_empty() || self.body.len() > 127 {
+            return Err(invalid(
+                "body is required and must be at most 127 bytes of UTF-8 (about 42 Chinese characters)",
+            ));
+        }
+        if self.attach.len() > 127 {
+            return Err(invalid("attach must be at most 127 bytes of UTF-8"));
+        }
+        if self.openid.is_empty() || self.openid.len() > 128 {
+            return Err(invalid("openid is required (get it from /pay/openid)"));
+        }
+        match self.total_fee {
+            None => Err(invalid("totalFee (in fen) is required")),
+            Some(0) => Err(invalid("totalFee must be at least 1 fen")),
+            Some(total_fee) => {
+                Ok(OrderContents { total_fee, body: self.body, attach: self.attach, openid: self.openid })
+            }
+        }
+    }
+}
+
+impl Payments {
+    /// Places (or repeats) an order and returns the signed `wx.requestPayment`
+    /// parameters. `payer_ip` becomes `spbill_create_ip`.
+    pub async fn unified_order(&self, new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams), PayError> {
+        if !self.accept_client_amount {
+            return Err(PayError::ClientAmountRefused);
+        }
+        let out_trade_no = new.out_trade_no.clone();
+        let contents = new.validate()?;
+        let _guard = self.locks.lock(&out_trade_no).await;
+
+        let order = match self.store.order(&out_trade_no)? {
+            Some(existing) => {
+                if !existing.same_contents(&contents) {
+                    return Err(PayError::Conflict {
+                        code: "ORDER_CONFLICT",
+                        message: format!(
+                            "order {} already exists with different contents; use a new outTradeNo",
+                            existing.out_trade_no
+                        ),
+                    });
+                }
+                match existing.status {
+                    OrderStatus::Paid => {
+                        return Err(PayError::Conflict {
+                            code: "ORDER_PAID",
+                            message: "this order is already paid".into(),
+                        })
+                    }
+                    OrderStatus::Closed => {
+                        return Err(PayError::Conflict {
+                            code: "ORDER_CLOSED",
+                            message: "this order is closed; use a new outTradeNo".into(),
+                        })
+                    }
+                    OrderStatus::Created | OrderStatus::Prepaid => {}
+                }
+                if let Some(prepay) = &existing.prepay {
+                    if now_ms() - prepay.obtained_at < PREPAY_REUSE_MS {
+                        let params = prepay.params.clone();
+                        return Ok((existing, params));
+                    }
+                }
+                existing
+            }
+            None => {
+                let order = Order::new(out_trade_no, self.store.next_id()?, contents, self.sandbox, now_ms());
+                // The order is durable before WeChat hears of it, so no
+                // payment can arrive for an order we do not know.
+                self.store.insert_order(&order)?;
+                self.store.flush().await?;
+                order
+            }
+        };
+
+        let result = self
+            .client
+            .unified_order(&UnifiedOrder {
+                out_trade_no: &order.out_trade_no,
+                total_fee: order.total_fee,
+                body: &order.body,
+                attach: &order.attach,
+                openid: &order.openid,
+                spbill_create_ip: payer_ip,
+            })
+            .await;
+        match result {
+            Ok(prepay_id) => {
+                let now = now_ms();
+                let params =
+                    PayParams::new(&self.appid, &prepay_id, &self.mch_key, self.sign_type, now / 1000, nonce_str());
+                let prepay = Prepay { prepay_id, obtained_at: now, params: params.clone() };
+                let stored = self.store.update_order(&order.out_trade_no, |o| {
+                    // A notify may have beaten us here; never move a paid order back.
+                    if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
+                        o.record_prepay(prepay.clone(), now);
+                    }
+                })?;
+                self.store.flush().await?;
+                tracing::info!(out_trade_no = %order.out_trade_no, total_fee = order.total_fee, sandbox = self.sandbox, "unified order placed");
+                Ok((stored.unwrap_or(order), params))
+            }
+            Err(e) => {
+                let now = now_ms();
+                let message = e.to_string();
+                self.store.update_order(&order.out_trade_no, |o| o.record_prepay_error(message.clone(), now))?;
+                self.store.flush().await?;
+                tracing::warn!(out_trade_no = %order.out_trade_no, error = %e, retryable = e.is_retryable(), "unified order failed");
+                Err(match e {
+                    WechatError::Business { code, description } if code == "ORDERPAID" => PayError::Conflict {
+                        code: "ORDER_PAID",
+                        message: format!("WeChat says this order is already paid ({description})"),
+                    },
+                    e => PayError::Upstream(e),
+                })
+            }
+        }
+    }
+
+    /// The order's public view.
+    pub fn order_view(&self, out_trade_no: &str) -> Result<OrderView, PayError> {
+        match self.store.order(out_trade_no)? {
+            Some(order) => Ok(OrderView::from(&order)),
+            None => Err(PayError::NotFound(out_trade_no.to_owned())),
+        }
+    }
+}

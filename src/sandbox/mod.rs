@@ -1,0 +1,152 @@
+//! Sandbox mode: a faithful WeChat Pay simulator, served on its own port.
+//!
+//! Tests use it as WeChat's stand-in; `paybridge sandbox` (or `paybridge`
+//! with no arguments) runs PayBridge against it so a merchant can try the
+//! whole flow without credentials. Everything here says SANDBOX.
+
+pub mod notifier;
+pub mod simulator;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use warp::http::StatusCode;
+use warp::reply::{self, Reply, Response};
+use warp::Filter;
+
+pub use simulator::{Fault, PayRequest, Simulator, SimulatorConfig};
+
+use crate::http::body;
+
+/// The simulator's HTTP routes: WeChat's (`/sns/jscode2session`,
+/// `/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`) and the
+/// control API (`/sandbox/pay`, `/sandbox/orders/{no}`, `/sandbox/faults`).
+pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
+    let with_sim = {
+        let sim = sim.clone();
+        warp::any().map(move || sim.clone())
+    };
+    let login = warp::path!("sns" / "jscode2session")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_sim.clone())
+        .map(|q: HashMap<String, String>, sim: Simulator| reply::json(&sim.jscode2session(&q)).into_response());
+    let pay =
+        warp::path!("pay" / String).and(warp::method()).and(body::limited(1024 * 1024)).and(with_sim.clone()).then(
+            |api: String, method: warp::http::Method, body: bytes::Bytes, sim: Simulator| async move {
+                let r = sim.pay_api(&api, method == warp::http::Method::POST, &body);
+                if let Some(delay) = r.delay {
+                    tokio::time::sleep(delay).await;
+                }
+                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let content_type = if r.status == 200 { "text/plain" } else { "text/html" };
+                reply::with_header(reply::with_status(r.body, status), "content-type", content_type).into_response()
+            },
+        );
+    let control_pay = warp::path!("sandbox" / "pay")
+        .and(warp::post())
+        .and(warp::body::json())
+        .and(with_sim.clone())
+        .map(|req: PayRequest, sim: Simulator| match sim.pay(&req) {
+            Ok(transaction_id) => reply::json(&serde_json::json!({ "transaction_id": transaction_id })).into_response(),
+            Err(e) => control_error(StatusCode::CONFLICT, &e),
+        });
+    let control_order = warp::path!("sandbox" / "orders" / String).and(warp::get()).and(with_sim.clone()).map(
+        |no: String, sim: Simulator| match sim.report(&no) {
+            Some(report) => reply::json(&report).into_response(),
+            None => control_error(StatusCode::NOT_FOUND, "no such order in the simulator"),
+        },
+    );
+    let control_faults = warp::path!("sandbox" / "faults").and(warp::post()).and(warp::body::json()).and(with_sim).map(
+        |faults: Vec<Fault>, sim: Simulator| {
+            sim.inject(faults);
+            reply::json(&serde_json::json!({ "ok": true })).into_response()
+        },
+    );
+    login
+        .or(pay)
+        .unify()
+        .or(control_pay)
+        .unify()
+        .or(control_order)
+        .unify()
+        .or(control_faults)
+        .unify()
+        .recover(|r: warp::Rejection| async move {
+            let message = format!("SANDBOX simulator: {r:?}");
+            Ok::<_, Infallible>(control_error(StatusCode::BAD_REQUEST, &message))
+        })
+        .unify()
+        .boxed()
+}
+
+fn control_error(status: StatusCode, message: &str) -> Response {
+    reply::with_status(reply::json(&serde_json::json!({ "error": message })), status).into_response()
+}
+
+/// The walkthrough printed when the sandbox starts.
+pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out_trade_no: &str) -> String {
+    format!(
+        r#"
+================================================================
+  PayBridge SANDBOX — simulated WeChat Pay, no real money moves
+================================================================
+PayBridge:            http://{paybridge}
+WeChat Pay simulator: http://{simulator}
+
+Take an order from login to PAID (copy and paste, in order):
+
+1. Log in (what mini-program B does after wx.login):
+   curl 'http://{paybridge}/pay/openid?code={code}'
+
+2. Place the order with the openid from step 1 (amounts are in fen):
+   curl -X POST http://{paybridge}/pay/unifiedOrder \
+        -H 'content-type: application/json' \
+        -d '{{"outTradeNo":"{out_trade_no}","totalFee":1,"body":"PayBridge demo","openid":"<openid from step 1>"}}'
+
+3. Be the user who pays (the simulator then sends PayBridge a signed notify):
+   curl -X POST http://{simulator}/sandbox/pay \
+        -H 'content-type: application/json' -d '{{"out_trade_no":"{out_trade_no}"}}'
+
+4. See the order PAID:
+   curl http://{paybridge}/pay/orders/{out_trade_no}
+
+Login codes are single-use, as in WeChat: use a new code for each login.
+Stop with Ctrl-C. Orders are kept in the sandbox data directory.
+"#
+    )
+}
+
+/// A simulator serving on a bound port.
+pub struct SimulatorHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The simulator, to inspect or control directly.
+    pub simulator: Simulator,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimulatorHandle {
+    /// Its base URL, for `pay_base_url` and `sns_base_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `simulator` on `listener`.
+pub fn serve_simulator(simulator: Simulator, listener: tokio::net::TcpListener) -> std::io::Result<SimulatorHandle> {
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), async {
+        let _ = stopped.await;
+    }));
+    Ok(SimulatorHandle { addr, simulator, stop, task })
+}

@@ -1,0 +1,304 @@
+//! The order record and its state machine.
+//!
+//! An order is written before WeChat is asked for a prepay id, so a payment
+//! can never arrive for an order PayBridge does not know. Its history keeps
+//! every step, for the merchant and for reconciliation.
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, CodecError};
+use crate::wechat::jsapi::PayParams;
+
+/// The format version written by this release.
+pub const ORDER_VERSION: u8 = 1;
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Stored; no prepay id yet (or the last attempt failed: retryable).
+    Created,
+    /// WeChat gave a prepay id; waiting for the user to pay.
+    Prepaid,
+    /// A verified notify (or query) says WeChat took the money.
+    Paid,
+    /// Closed without payment.
+    Closed,
+}
+
+impl OrderStatus {
+    /// Every status, in index order.
+    pub const ALL: [OrderStatus; 4] =
+        [OrderStatus::Created, OrderStatus::Prepaid, OrderStatus::Paid, OrderStatus::Closed];
+
+    /// The upper-case name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Created => "CREATED",
+            OrderStatus::Prepaid => "PREPAID",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Closed => "CLOSED",
+        }
+    }
+
+    /// Parses the API name.
+    pub fn parse(name: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// The byte that prefixes this status in the by-status index.
+    pub(crate) fn index_byte(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A prepay id obtained from WeChat and the signed `wx.requestPayment`
+/// parameters given to the mini-program, kept so a repeated tap gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepay {
+    /// WeChat's prepay id (valid for 2 hours).
+    pub prepay_id: String,
+    /// When WeChat issued it (unix ms).
+    pub obtained_at: i64,
+    /// The parameters returned to the mini-program.
+    pub params: PayParams,
+}
+
+/// One step in an order's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// When (unix ms).
+    pub at: i64,
+    /// What happened, e.g. `CREATED`, `PREPAY_FAILED`, `PAID`.
+    pub kind: String,
+    /// Details for a person (never a secret).
+    pub detail: String,
+}
+
+/// What the payer asked for: the parts of an order a repeated tap must repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderContents {
+    /// Amount in fen.
+    pub total_fee: u64,
+    /// Goods description.
+    pub body: String,
+    /// Merchant data.
+    pub attach: String,
+    /// The payer's openid.
+    pub openid: String,
+}
+
+/// A merchant order. Money is in fen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The merchant's order number, the key.
+    pub out_trade_no: String,
+    /// Unique, increasing number; orders the indexes among equal timestamps.
+    pub seq: u64,
+    /// Amount in fen.
+    pub total_fee: u64,
+    /// Goods description sent to WeChat.
+    pub body: String,
+    /// Merchant data echoed by WeChat.
+    pub attach: String,
+    /// The payer's openid under our appid.
+    pub openid: String,
+    /// True for orders made in sandbox mode: no real money.
+    pub sandbox: bool,
+    /// Current state.
+    pub status: OrderStatus,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Last change (unix ms).
+    pub updated_at: i64,
+    /// The latest prepay, if any.
+    pub prepay: Option<Prepay>,
+    /// WeChat's transaction id, once paid.
+    pub transaction_id: Option<String>,
+    /// WeChat's `time_end` (Beijing time, `yyyyMMddHHmmss`), once paid.
+    pub time_end: Option<String>,
+    /// When PayBridge learned of the payment (unix ms).
+    pub paid_at: Option<i64>,
+    /// The last error met while talking to WeChat about this order.
+    pub last_error: Option<String>,
+    /// Everything that happened, oldest first.
+    pub history: Vec<OrderEvent>,
+}
+
+/// What a verified payment notify says about an order.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    /// `transaction_id`
+    pub transaction_id: String,
+    /// `total_fee`, fen.
+    pub total_fee: u64,
+    /// `time_end`
+    pub time_end: String,
+    /// `openid`
+    pub openid: String,
+}
+
+/// The result of applying a payment to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The order moved to PAID now.
+    Paid,
+    /// It was already PAID by this transaction: nothing changed.
+    Duplicate,
+    /// The payment does not fit the order; nothing changed but the history.
+    Conflict(String),
+}
+
+impl Order {
+    /// A new order in `Created`.
+    pub fn new(out_trade_no: String, seq: u64, contents: OrderContents, sandbox: bool, now: i64) -> Order {
+        let OrderContents { total_fee, body, attach, openid } = contents;
+        Order {
+            out_trade_no,
+            seq,
+            total_fee,
+            body,
+            attach,
+            openid,
+            sandbox,
+            status: OrderStatus::Created,
+            created_at: now,
+            updated_at: now,
+            prepay: None,
+            transaction_id: None,
+            time_end: None,
+            paid_at: None,
+            last_error: None,
+            history: vec![OrderEvent { at: now, kind: "CREATED".into(), detail: format!("{total_fee} fen") }],
+        }
+    }
+
+    /// Whether a request for the same order number describes this same order
+    /// (a repeated tap), as opposed to a different order reusing the number.
+    pub fn same_contents(&self, c: &OrderContents) -> bool {
+        self.total_fee == c.total_fee && self.body == c.body && self.attach == c.attach && self.openid == c.openid
+    }
+
+    fn event(&mut self, now: i64, kind: &str, detail: String) {
+        self.updated_at = now;
+        self.history.push(OrderEvent { at: now, kind: kind.into(), detail });
+    }
+
+    /// Records a prepay id. Only an unpaid, open order takes one.
+    pub fn record_prepay(&mut self, prepay: Prepay, now: i64) {
+        debug_assert!(matches!(self.status, OrderStatus::Created | OrderStatus::Prepaid));
+        self.event(now, "PREPAY", format!("prepay_id {}", prepay.prepay_id));
+        self.prepay = Some(prepay);
+        self.status = OrderStatus::Prepaid;
+        self.last_error = None;
+    }
+
+    /// Records a failed attempt to get a prepay id; the order stays retryable.
+    pub fn record_prepay_error(&mut self, error: String, now: i64) {
+        self.event(now, "PREPAY_FAILED", error.clone());
+        self.last_error = Some(error);
+    }
+
+    /// Applies a verified payment. PAID happens at most once; a repeat of
+    /// the same transaction is a duplicate; anything else that does not fit
+    /// is a conflict recorded in the history.
+    pub fn apply_payment(&mut self, p: &Payment, now: i64) -> PaymentOutcome {
+        if self.status == OrderStatus::Paid {
+            if self.transaction_id.as_deref() == Some(p.transaction_id.as_str()) {
+                return PaymentOutcome::Duplicate;
+            }
+            let reason = format!(
+                "already paid by transaction {}, notify names transaction {}",
+                self.transaction_id.as_deref().unwrap_or("?"),
+                p.transaction_id
+            );
+            self.event(now, "PAYMENT_CONFLICT", reason.clone());
+            return PaymentOutcome::Conflict(reason);
+        }
+        if p.total_fee != self.total_fee {
+            let reason = format!("amount mismatch: notify says {} fen, order is {} fen", p.total_fee, self.total_fee);
+            self.event(now, "PAYMENT_CONFLICT", reason.clone());
+            return PaymentOutcome::Conflict(reason);
+        }
+        let from = self.status;
+        self.status = OrderStatus::Paid;
+        self.transaction_id = Some(p.transaction_id.clone());
+        self.time_end = Some(p.time_end.clone());
+        self.paid_at = Some(now);
+        let mut detail = format!("transaction {} at {}", p.transaction_id, p.time_end);
+        if from == OrderStatus::Closed {
+            detail.push_str(" (the order had been closed: WeChat took the money anyway)");
+        }
+        if p.openid != self.openid {
+            detail.push_str(&format!(" (paid by openid {})", p.openid));
+        }
+        self.event(now, "PAID", detail);
+        PaymentOutcome::Paid
+    }
+
+    /// Encodes the current format.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(ORDER_VERSION, self)
+    }
+
+    /// Decodes any format this release knows.
+    pub fn decode(bytes: &[u8]) -> Result<Order, CodecError> {
+        match codec::split(bytes)? {
+            (ORDER_VERSION, payload) => codec::decode(payload),
+            (other, _) => Err(CodecError::UnknownVersion(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> Order {
+        let contents = OrderContents { total_fee: 100, body: "b".into(), attach: "".into(), openid: "o1".into() };
+        Order::new("T0000001".into(), 1, contents, false, 1000)
+    }
+
+    fn payment(tx: &str, fee: u64) -> Payment {
+        Payment { transaction_id: tx.into(), total_fee: fee, time_end: "20200526152550".into(), openid: "o1".into() }
+    }
+
+    #[test]
+    fn paid_once_then_duplicate() {
+        let mut o = order();
+        assert_eq!(o.apply_payment(&payment("42", 100), 2000), PaymentOutcome::Paid);
+        assert_eq!(o.status, OrderStatus::Paid);
+        assert_eq!(o.paid_at, Some(2000));
+        let before = o.clone();
+        assert_eq!(o.apply_payment(&payment("42", 100), 3000), PaymentOutcome::Duplicate);
+        assert_eq!(o, before);
+    }
+
+    #[test]
+    fn amount_mismatch_and_second_transaction_conflict() {
+        let mut o = order();
+        assert!(matches!(o.apply_payment(&payment("42", 99), 2000), PaymentOutcome::Conflict(r) if r.contains("99")));
+        assert_eq!(o.status, OrderStatus::Created);
+        o.apply_payment(&payment("42", 100), 2000);
+        assert!(matches!(o.apply_payment(&payment("43", 100), 3000), PaymentOutcome::Conflict(_)));
+        assert_eq!(o.transaction_id.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn encoding_round_trips_and_refuses_unknown_versions() {
+        let o = order();
+        let bytes = o.encode();
+        assert_eq!(Order::decode(&bytes).unwrap(), o);
+        let mut newer = bytes.clone();
+        newer[0] = 99;
+        assert!(matches!(Order::decode(&newer), Err(CodecError::UnknownVersion(99))));
+    }
+
+    #[test]
+    fn status_names() {
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(OrderStatus::parse("paid"), Some(OrderStatus::Paid));
+        assert_eq!(OrderStatus::parse("nope"), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! The HTTP client for WeChat: login (`jscode2session`) and the pay API v2
+//! (`unifiedorder`, `orderquery`, `closeorder`).
+//!
+//! Every pay reply goes through one path ([`WechatClient::call`]): size limit,
+//! XML, `return_code`, signature, echoed `appid`/`mch_id`, then `result_code`.
+//! Nothing in a reply is trusted before its signature is verified.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::sign::{self, Fields, SignType};
+use super::xml::{self, MAX_XML_BYTES};
+use crate::config::WechatConfig;
+use crate::secret::Secret;
+
+/// A failed call to WeChat. The messages are safe to show a client: they
+/// carry WeChat's own words, never a URL (which may hold the app secret).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WechatError {
+    /// No reply within the configured time.
+    #[error("WeChat did not answer within the time limit")]
+    Timeout,
+    /// Could not connect, or the connection broke.
+    #[error("could not reach WeChat: {0}")]
+    Transport(String),
+    /// An HTTP status other than 200.
+    #[error("WeChat answered with HTTP status {0}")]
+    HttpStatus(u16),
+    /// The reply is not a WeChat message.
+    #[error("WeChat's reply could not be read: {0}")]
+    BadReply(String),
+    /// The reply's signature does not verify: it is not trusted at all.
+    #[error("WeChat's reply failed signature verification ({0})")]
+    BadSignature(sign::SignError),
+    /// A signed reply for another appid or merchant.
+    #[error("WeChat's reply names {field} {value:?}, not this merchant's")]
+    WrongMerchant {
+        /// `appid` or `mch_id`.
+        field: &'static str,
+        /// What it said.
+        value: String,
+    },
+    /// `return_code=FAIL`: the request was not processed (bad signature, bad parameters).
+    #[error("WeChat refused the request: {0}")]
+    ReturnFail(String),
+    /// `result_code=FAIL`: a business error such as `ORDERPAID` or `SYSTEMERROR`.
+    #[error("WeChat error {code}: {description}")]
+    Business {
+        /// WeChat's `err_code`.
+        code: String,
+        /// WeChat's `err_code_des`.
+        description: String,
+    },
+    /// `jscode2session` answered with an `errcode`.
+    #[error("WeChat login error {errcode}: {errmsg}")]
+    Login {
+        /// WeChat's `errcode` (40029 invalid code, 40163 code used, ...).
+        errcode: i64,
+        /// WeChat's `errmsg`.
+        errmsg: String,
+    },
+}
+
+impl WechatError {
+    /// Whether the same request may simply be sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WechatError::Timeout
+            | WechatError::Transport(_)
+            | WechatError::HttpStatus(_)
+            | WechatError::BadReply(_)
+            | WechatError::BadSignature(_) => true,
+            WechatError::Business { code, .. } => {
+                matches!(code.as_str(), "SYSTEMERROR" | "BIZERR_NEED_RETRY" | "FREQUENCY_LIMITED")
+            }
+            WechatError::Login { errcode, .. } => *errcode == -1 || *errcode == 45011,
+            WechatError::WrongMerchant { .. } | WechatError::ReturnFail(_) => false,
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> WechatError {
+    if e.is_timeout() {
+        WechatError::Timeout
+    } else {
+        // SECURITY: the jscode2session URL carries the app secret in its
+        // query; reqwest puts the URL in its error text unless removed.
+        WechatError::Transport(e.without_url().to_string())
+    }
+}
+
+/// What `jscode2session` tells us. `session_key` is deliberately absent:
+/// it is never deserialized, stored, logged or returned.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Session {
+    /// The user's id under our appid.
+    pub openid: String,
+    /// The user's id across the Open Platform account, if bound.
+    pub unionid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginReply {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    openid: Option<String>,
+    unionid: Option<String>,
+}
+
+/// The business fields of a unified order; the client adds the rest.
+#[derive(Debug, Clone)]
+pub struct UnifiedOrder<'a> {
+    /// Merchant order number.
+    pub out_trade_no: &'a str,
+    /// Amount in fen.
+    pub total_fee: u64,
+    /// Goods description.
+    pub body: &'a str,
+    /// Merchant data echoed in the notify (may be empty).
+    pub attach: &'a str,
+    /// The payer's openid.
+    pub openid: &'a str,
+    /// The payer's IP address.
+    pub spbill_create_ip: &'a str,
+}
+
+/// A client for one merchant.
+#[derive(Clone)]
+pub struct WechatClient {
+    http: reqwest::Client,
+    appid: String,
+    app_secret: Secret,
+    mch_id: String,
+    mch_key: Secret,
+    sign_type: SignType,
+    pay_base_url: Url,
+    sns_base_url: Url,
+    notify_url: String,
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    url.set_path(&joined);
+    url
+}
+
+impl WechatClient {
+    /// A client for the merchant in `config`.
+    pub fn new(config: &WechatConfig) -> Result<WechatClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("PayBridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(WechatClient {
+            http,
+            appid: config.appid.clone(),
+            app_secret: config.app_secret.clone(),
+            mch_id: config.mch_id.clone(),
+            mch_key: config.mch_key.clone(),
+            sign_type: config.sign_type,
+            pay_base_url: config.pay_base_url.clone(),
+            sns_base_url: config.sns_base_url.clone(),
+            notify_url: config.notify_url.to_string(),
+        })
+    }
+
+    /// The signature algorithm this client uses.
+    pub fn sign_type(&self) -> SignType {
+        self.sign_type
+    }
+
+    /// Exchanges a `wx.login` code for the user's openid.
+    pub async fn jscode2session(&self, code: &str) -> Result<Session, WechatError> {
+        let url = join(&self.sns_base_url, "/sns/jscode2session");
+        let reply = self
+            .http
+            .get(url)
+            .query(&[
+                ("appid", self.appid.as_str()),
+                ("secret", self.app_secret.expose()),
+                ("js_code", code),
+                ("grant_type", "authorization_code"),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        if reply.status() != reqwest::StatusCode::OK {
+            return Err(WechatError::HttpStatus(reply.status().as_u16()));
+        }
+        let body = read_limited(reply).await?;
+        let login: LoginReply =
+            serde_json::from_slice(&body).map_err(|e| WechatError::BadReply(format!("not the expected JSON: {e}")))?;
+        match login {
+            LoginReply { errcode: 0, openid: Some(openid), unionid, .. } if !openid.is_empty() => {
+                Ok(Session { openid, unionid })
+            }
+            LoginReply { errcode: 0, .. } => Err(WechatError::BadReply("no openid in the reply".into())),
+            LoginReply { errcode, errmsg, .. } => Err(WechatError::Login { errcode, errmsg }),
+        }
+    }
+
+    /// Places a JSAPI unified order and returns the prepay id.
+    pub async fn unified_order(&self, order: &UnifiedOrder<'_>) -> Result<String, WechatError> {
+        let total_fee = order.total_fee.to_string();
+        let mut fields = sign::fields([
+            ("body", order.body),
+            ("attach", order.attach),
+            ("out_trade_no", order.out_trade_no),
+            ("total_fee", total_fee.as_str()),
+            ("spbill_create_ip", order.spbill_create_ip),
+            ("notify_url", self.notify_url.as_str()),
+            ("trade_type", "JSAPI"),
+            ("openid", order.openid),
+        ]);
+        fields.retain(|_, v| !v.is_empty());
+        let reply = self.call("/pay/unifiedorder", fields).await?;
+        reply
+            .get("prepay_id")
+            .filter(|id| !id.is_empty())
+            .cloned()
+            .ok_or_else(|| WechatError::BadReply("no prepay_id in a successful reply".into()))
+    }
+
+    /// Queries an order; returns WeChat's verified fields (`trade_state` ...).
+    pub async fn order_query(&self, out_trade_no: &str) -> Result<Fields, WechatError> {
+        self.call("/pay/orderquery", sign::fields([("out_trade_no", out_trade_no)])).await
+    }
+
+    /// Closes an unpaid order.
+    pub async fn close_order(&self, out_trade_no: &str) -> Result<(), WechatError> {
+        self.call("/pay/closeorder", sign::fields([("out_trade_no", out_trade_no)])).await.map(drop)
+    }
+
+    /// Signs and sends one pay API request; returns the verified reply.
+    async fn call(&self, path: &str, mut fields: Fields) -> Result<Fields, WechatError> {
+        fields.insert("appid".into(), self.appid.clone());
+        fields.insert("mch_id".into(), self.mch_id.clone());
+        fields.insert("nonce_str".into(), super::nonce_str());
+        if self.sign_type != SignType::Md5 {
+            fields.insert("sign_type".into(), self.sign_type.as_str().into());
+        }
+        let signature = sign::sign(&fields, &self.mch_key, self.sign_type);
+        fields.insert("sign".into(), signature);
+
+        let reply = self
+            .http
+            .post(join(&self.pay_base_url, path))
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(xml::write(&fields))
+            .send()
+            .await
+            .map_err(transport)?;
+        if reply.status() != reqwest::StatusCode::OK {
+            return Err(WechatError::HttpStatus(reply.status().as_u16()));
+        }
+        let body = read_limited(reply).await?;
+        self.check_reply(&body)
+    }
+
+    /// The reply checks, in WeChat's order; separate from I/O so it is easy to test.
+    fn check_reply(&self, body: &[u8]) -> Result<Fields, WechatError> {
+        let reply = xml::parse(body).map_err(|e| WechatError::BadReply(e.to_string()))?;
+        match reply.get("return_code").map(String::as_str) {
+            Some("SUCCESS") => {}
+            Some("FAIL") => {
+                let msg = reply.get("return_msg").or(reply.get("retmsg")).cloned().unwrap_or_default();
+                return Err(WechatError::ReturnFail(msg));
+            }
+            _ => return Err(WechatError::BadReply("no return_code".into())),
+        }
+        sign::verify(&reply, &self.mch_key, &[self.sign_type]).map_err(WechatError::BadSignature)?;
+        for (field, ours) in [("appid", &self.appid), ("mch_id", &self.mch_id)] {
+            match reply.get(field) {
+                Some(value) if value != ours => return Err(WechatError::WrongMerchant { field, value: value.clone() }),
+                _ => {}
+            }
+        }
+        match reply.get("result_code").map(String::as_str) {
+            Some("SUCCESS") => Ok(reply),
+            _ => Err(WechatError::Business {
+                code: reply.get("err_code").cloned().unwrap_or_else(|| "UNKNOWN".into()),
+                description: reply.get("err_code_des").cloned().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Reads a reply body, refusing more than [`MAX_XML_BYTES`].
+async fn read_limited(mut reply: reqwest::Response) -> Result<Vec<u8>, WechatError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_XML_BYTES {
+            return Err(WechatError::BadReply(format!("larger than {MAX_XML_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn client() -> WechatClient {
+        WechatClient::new(&Config::sandbox_default().wechat).unwrap()
+    }
+
+    fn signed(c: &WechatClient, pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut f = sign::fields(pairs.iter().copied());
+        let s = sign::sign(&f, &c.mch_key, SignType::Md5);
+        f.insert("sign".into(), s);
+        xml::write(&f).into_bytes()
+    }
+
+    #[test]
+    fn reply_checks_in_order() {
+        let c = client();
+        let ok = [
+            ("return_code", "SUCCESS"),
+            ("appid", c.appid.as_str()),
+            ("mch_id", c.mch_id.as_str()),
+            ("result_code", "SUCCESS"),
+            ("prepay_id", "wx1"),
+        ];
+        assert_eq!(c.check_reply(&signed(&c, &ok)).unwrap()["prepay_id"], "wx1");
+
+        let fail = b"<xml><return_code>FAIL</return_code><return_msg>\xe7\xad\xbe\xe5\x90\x8d\xe9\x94\x99\xe8\xaf\xaf</return_msg></xml>";
+        assert!(matches!(c.check_reply(fail), Err(WechatError::ReturnFail(m)) if m == "签名错误"));
+
+        let mut forged = signed(&c, &ok);
+        let at = forged.windows(3).position(|w| w == b"wx1").unwrap();
+        forged[at + 2] = b'2';
+        assert!(matches!(c.check_reply(&forged), Err(WechatError::BadSignature(_))));
+
+        let other = [("return_code", "SUCCESS"), ("appid", "wxother"), ("result_code", "SUCCESS")];
+        assert!(matches!(c.check_reply(&signed(&c, &other)), Err(WechatError::WrongMerchant { field: "appid", .. })));
+
+        let business = [
+            ("return_code", "SUCCESS"),
+            ("result_code", "FAIL"),
+            ("err_code", "ORDERPAID"),
+            ("err_code_des", "已支付"),
+        ];
+        let e = c.check_reply(&signed(&c, &business)).unwrap_err();
+        assert!(matches!(&e, WechatError::Business { code, .. } if code == "ORDERPAID"));
+        assert!(!e.is_retryable());
+        assert!(matches!(c.check_reply(b"<html>502</html>"), Err(WechatError::BadReply(_))));
+    }
+
+    #[test]
+    fn base_url_paths_join() {
+        let base = Url::parse("http://127.0.0.1:9/sim/").unwrap();
+        assert_eq!(join(&base, "/pay/unifiedorder").as_str(), "http://127.0.0.1:9/sim/pay/unifiedorder");
+        let root = Url::parse("https://api.mch.weixin.qq.com").unwrap();
+        assert_eq!(join(&root, "/pay/orderquery").as_str(), "https://api.mch.weixin.qq.com/pay/orderquery");
+    }
+}

@@ -1,0 +1,81 @@
+//! WeChat Pay API v2 and the mini-program login API, as WeChat defines them.
+//!
+//! Pure protocol code ([`sign`], [`xml`], [`jsapi`]) is separate from the
+//! HTTP client ([`client`]) so that the simulator in [`crate::sandbox`] signs
+//! and verifies with exactly the same functions as the client.
+
+pub mod client;
+pub mod jsapi;
+pub mod sign;
+pub mod xml;
+
+use rand::distr::{Alphanumeric, SampleString};
+use time::macros::{format_description, offset};
+use time::OffsetDateTime;
+
+/// A fresh `nonce_str`: 32 random alphanumeric characters (WeChat's maximum).
+pub fn nonce_str() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// `yyyyMMddHHmmss` in Beijing time (UTC+8), the format of `time_end` and friends.
+pub fn beijing_compact(at: OffsetDateTime) -> String {
+    at.to_offset(offset!(+8))
+        .format(format_description!("[year][month][day][hour][minute][second]"))
+        .expect("a valid date formats")
+}
+
+/// Whether `s` is a valid merchant order number: 6 to 32 characters of
+/// `[0-9A-Za-z_-|*]` (WeChat's rule for `out_trade_no`).
+pub fn is_valid_out_trade_no(s: &str) -> bool {
+    (6..=32).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*'))
+}
+
+/// Cuts `s` to at most `max` UTF-8 bytes on a character boundary (WeChat
+/// limits `body` to 127 bytes).
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_32_alphanumeric() {
+        let n = nonce_str();
+        assert_eq!(n.len(), 32);
+        assert!(n.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(n, nonce_str());
+    }
+
+    #[test]
+    fn beijing_time_is_utc_plus_8() {
+        let t = time::macros::datetime!(2020-05-26 07:25:50 UTC);
+        assert_eq!(beijing_compact(t), "20200526152550");
+    }
+
+    #[test]
+    fn out_trade_no_rule() {
+        assert!(is_valid_out_trade_no("20150806125346"));
+        assert!(is_valid_out_trade_no("A-b_c|d*e"));
+        assert!(!is_valid_out_trade_no("short"));
+        assert!(!is_valid_out_trade_no(&"x".repeat(33)));
+        assert!(!is_valid_out_trade_no("has space1"));
+        assert!(!is_valid_out_trade_no("订单号123456"));
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_utf8("支付测试", 7), "支付");
+        assert_eq!(truncate_utf8("abc", 127), "abc");
+    }
+}
