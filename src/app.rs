@@ -23,6 +23,8 @@ pub struct Running {
     pub simulator: Option<SimulatorHandle>,
     /// The configuration in force (with the bound addresses filled in).
     pub config: Config,
+    /// The store, for read-only views (tests, later the admin page).
+    pub store: Store,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,6 +76,7 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
     let payments = Arc::new(Payments::new(&config, store.clone()).context("cannot build the WeChat client")?);
     let routes = crate::http::routes(payments);
+    let store_view = store.clone();
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -86,5 +89,5 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
         }
     });
     tracing::info!(%addr, mode = config.mode.as_str(), "PayBridge listening");
-    Ok(Running { addr, simulator, config, stop, task })
+    Ok(Running { addr, simulator, config, store: store_view, stop, task })
 }

@@ -151,6 +151,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PayError
     if std::str::from_utf8(body).is_err() {
         return Err(PayError::InvalidJson("it is not valid UTF-8".into()));
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(PayError::InvalidJson("it must be a JSON object, {...}".into()));
+    }
     serde_json::from_slice(body).map_err(|e| PayError::InvalidJson(e.to_string()))
 }
 

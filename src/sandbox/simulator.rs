@@ -162,6 +162,8 @@ struct Inner {
     config: SimulatorConfig,
     orders: Mutex<HashMap<String, SimOrder>>,
     used_codes: Mutex<HashSet<String>>,
+    /// Every session_key handed out, so tests can prove none leaks.
+    session_keys: Mutex<Vec<String>>,
     faults: Mutex<VecDeque<Fault>>,
     http: reqwest::Client,
 }
@@ -195,6 +197,7 @@ impl Simulator {
                 config,
                 orders: Mutex::default(),
                 used_codes: Mutex::default(),
+                session_keys: Mutex::default(),
                 faults: Mutex::default(),
                 http: reqwest::Client::new(),
             }),
@@ -233,7 +236,13 @@ impl Simulator {
         }
         // A real session_key is returned, as WeChat does: PayBridge must drop it.
         let session_key = format!("SK{}", &nonce_str()[..22]);
+        self.inner.session_keys.lock().expect("keys lock").push(session_key.clone());
         serde_json::json!({ "openid": self.openid_for(code), "session_key": session_key })
+    }
+
+    /// Every `session_key` this simulator has issued.
+    pub fn issued_session_keys(&self) -> Vec<String> {
+        self.inner.session_keys.lock().expect("keys lock").clone()
     }
 
     /// Queues faults for the next pay API calls, one per call.

@@ -1,0 +1,231 @@
+//! Shared test harness: a real simulator and a real PayBridge on
+//! `127.0.0.1:0`, a real sled in a temp dir, and helpers that speak HTTP.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use paybridge::app::{self, Running};
+use paybridge::config::Config;
+use paybridge::sandbox::{self, Simulator, SimulatorConfig, SimulatorHandle};
+use paybridge::secret::Secret;
+use paybridge::store::NotifyRecord;
+use paybridge::wechat::sign::{self, Fields, SignType};
+use paybridge::wechat::xml;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+pub const APPID: &str = "wxd930ea5d5a258f4f";
+pub const APP_SECRET: &str = "app-secret-for-tests-0123456789";
+pub const MCH_ID: &str = "10000100";
+pub const MCH_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+
+/// How a test environment is set up.
+#[derive(Clone)]
+pub struct Opts {
+    pub sign_type: SignType,
+    pub accept_client_amount: bool,
+    pub timeout_ms: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { sign_type: SignType::Md5, accept_client_amount: true, timeout_ms: 2000 }
+    }
+}
+
+/// A simulator with the test merchant and a fast notify schedule.
+pub async fn start_simulator() -> SimulatorHandle {
+    let mut config = SimulatorConfig::new(APPID, &Secret::new(APP_SECRET), MCH_ID, &Secret::new(MCH_KEY));
+    config.notify_schedule = vec![Duration::from_millis(200); 5];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    sandbox::serve_simulator(Simulator::new(config), listener).unwrap()
+}
+
+/// The live-mode config text for a PayBridge at `addr` talking to `sim_url`.
+pub fn config_text(data_dir: &Path, addr: &str, sim_url: &str, opts: &Opts) -> String {
+    format!(
+        r#"
+data_dir = "{data_dir}"
+[http]
+listen = "{addr}"
+[wechat]
+appid = "{APPID}"
+app_secret = "{APP_SECRET}"
+mch_id = "{MCH_ID}"
+mch_key = "{MCH_KEY}"
+sign_type = "{sign_type}"
+pay_base_url = "{sim_url}"
+sns_base_url = "{sim_url}"
+notify_url = "http://{addr}/pay/notify"
+timeout_ms = {timeout_ms}
+[orders]
+accept_client_amount = {accept}
+"#,
+        data_dir = data_dir.display(),
+        sign_type = opts.sign_type.as_str(),
+        timeout_ms = opts.timeout_ms,
+        accept = opts.accept_client_amount,
+    )
+}
+
+/// A running PayBridge (live mode) with its simulator and data directory.
+pub struct Env {
+    pub dir: TempDir,
+    pub sim: SimulatorHandle,
+    pub app: Running,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub opts: Opts,
+}
+
+impl Env {
+    pub async fn start(opts: Opts) -> Env {
+        let sim = start_simulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        Env::start_in(dir, sim, opts).await
+    }
+
+    /// Starts PayBridge on a data directory that may already hold data.
+    pub async fn start_in(dir: TempDir, sim: SimulatorHandle, opts: Opts) -> Env {
+        Env::start_in_at(dir, sim, opts, "127.0.0.1:0").await
+    }
+
+    /// Stops PayBridge and starts it again on the same address and data.
+    pub async fn restart(self) -> Env {
+        let addr = self.app.addr.to_string();
+        let opts = self.opts.clone();
+        let (dir, sim) = self.stop().await;
+        Env::start_in_at(dir, sim, opts, &addr).await
+    }
+
+    pub async fn start_in_at(dir: TempDir, sim: SimulatorHandle, opts: Opts, addr: &str) -> Env {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let text = config_text(&dir.path().join("data"), &addr, &sim.url(), &opts);
+        let config = Config::from_toml(&text, Path::new("test.toml"), std::iter::empty()).unwrap();
+        let app = app::start_with_listener(config, listener).await.unwrap();
+        Env { base: format!("http://{addr}"), dir, sim, app, http: reqwest::Client::new(), opts }
+    }
+
+    /// Stops PayBridge, keeping the simulator and the data directory.
+    pub async fn stop(self) -> (TempDir, SimulatorHandle) {
+        self.app.stop().await;
+        (self.dir, self.sim)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    /// Logs in with a fresh code; returns the openid.
+    pub async fn openid(&self, code: &str) -> String {
+        let (status, body) = self.get(&format!("/pay/openid?code={code}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["openid"].as_str().unwrap().to_owned()
+    }
+
+    /// Places an order the way the tutorial client does.
+    pub async fn order(&self, out_trade_no: &str, total_fee: u64, openid: &str) -> (u16, Value) {
+        let body = json!({
+            "outTradeNo": out_trade_no, "totalFee": total_fee.to_string(), "body": "支付测试",
+            "attach": "云塔山", "openid": openid,
+            "spbillCreateIp": "123.267.12.2", "notifyURL": "https://evil.example/steal", "tradeType": "JSAPI",
+        });
+        self.post_json("/pay/unifiedOrder", &body).await
+    }
+
+    /// Asks the simulator to pay an order (and deliver the notify).
+    pub async fn sim_pay(&self, request: Value) -> String {
+        let r = self.http.post(format!("{}/sandbox/pay", self.sim.url())).json(&request).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["transaction_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Injects faults into the simulator's next pay API calls.
+    pub async fn inject(&self, faults: Value) {
+        let r = self.http.post(format!("{}/sandbox/faults", self.sim.url())).json(&faults).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// Waits until the simulator's notify for this order was acknowledged.
+    pub async fn wait_acknowledged(&self, out_trade_no: &str) {
+        for _ in 0..500 {
+            let report = self.sim.simulator.report(out_trade_no).unwrap();
+            if report.notify.acknowledged {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("notify for {out_trade_no} was never acknowledged");
+    }
+
+    /// Posts a raw notify body; returns (HTTP status, parsed XML reply).
+    pub async fn notify(&self, body: impl Into<Vec<u8>>) -> (u16, Fields) {
+        let r = self.http.post(format!("{}/pay/notify", self.base)).body(body.into()).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, xml::parse(text.as_bytes()).unwrap_or_default())
+    }
+
+    pub fn notifies(&self, out_trade_no: &str) -> Vec<NotifyRecord> {
+        self.app.store.notifies_for_order(out_trade_no).unwrap()
+    }
+}
+
+/// A notify as WeChat sends it for an order, signed with `key`.
+pub fn notify_fields(out_trade_no: &str, total_fee: u64, transaction_id: &str) -> Fields {
+    let fee = total_fee.to_string();
+    sign::fields([
+        ("return_code", "SUCCESS"),
+        ("appid", APPID),
+        ("mch_id", MCH_ID),
+        ("nonce_str", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"),
+        ("result_code", "SUCCESS"),
+        ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+        ("is_subscribe", "N"),
+        ("trade_type", "JSAPI"),
+        ("bank_type", "OTHERS"),
+        ("total_fee", fee.as_str()),
+        ("fee_type", "CNY"),
+        ("cash_fee", fee.as_str()),
+        ("transaction_id", transaction_id),
+        ("out_trade_no", out_trade_no),
+        ("time_end", "20261126120000"),
+    ])
+}
+
+/// Signs `fields` and writes the XML.
+pub fn signed_xml(mut fields: Fields, key: &str, sign_type: SignType) -> String {
+    fields.remove("sign");
+    let s = sign::sign(&fields, &Secret::new(key), sign_type);
+    fields.insert("sign".into(), s);
+    xml::write(&fields)
+}
+
+/// Overrides fields of a map.
+pub fn with(mut fields: Fields, changes: &[(&str, &str)]) -> Fields {
+    fields.extend(changes.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    fields
+}
+
+pub fn extra(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
