@@ -1,0 +1,243 @@
+//! The real `paybridge` binary as a child process: the README's sandbox
+//! walkthrough, a crash (SIGKILL) and restart that loses nothing, graceful
+//! SIGTERM, and logs that never contain a secret.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{config_text, start_simulator, Opts, APP_SECRET, MCH_KEY};
+use paybridge::config::Mode;
+use paybridge::store::{OrderStatus, Store, Verdict};
+use serde_json::{json, Value};
+
+/// A child process, killed when dropped, whose output is collected.
+struct Proc {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], log: &str) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paybridge"))
+            .args(args)
+            .env("PAYBRIDGE_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let buffer = Arc::new(Mutex::new(String::new()));
+            let sink = buffer.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+            buffer
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Proc { child, stdout, stderr }
+    }
+
+    /// Waits until stdout has a line containing `needle`; returns the line.
+    async fn line(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(line) = self.stdout.lock().unwrap().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("paybridge exited with {status}: {}", self.stderr.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no line with {needle:?} in: {}", self.stdout.lock().unwrap());
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn after(line: &str, marker: &str) -> String {
+    line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sandbox_walkthrough_works_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sandbox-data");
+    let mut proc = Proc::spawn(
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--simulator-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "info",
+    );
+    let base = after(&proc.line("PayBridge SANDBOX listening on").await, "listening on ");
+    let banner = proc.stdout.lock().unwrap().clone();
+    assert!(banner.contains("SANDBOX") && banner.contains("no real money"), "{banner}");
+    assert!(proc.stderr.lock().unwrap().contains("SANDBOX"), "the log says SANDBOX too");
+
+    // Run the printed curl commands, in order, as a merchant would.
+    let commands: Vec<String> = {
+        let mut out = Vec::new();
+        let mut current = String::new();
+        for line in banner.lines().map(str::trim) {
+            if line.starts_with("curl") || !current.is_empty() {
+                current.push_str(line.trim_end_matches('\\'));
+                current.push(' ');
+                if !line.ends_with('\\') {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    let run = |cmd: &str| {
+        let out = Command::new("sh").args(["-c", &format!("{cmd} --silent --show-error")]).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let login = run(&commands[0]);
+    let openid = login["openid"].as_str().unwrap();
+    let order = run(&commands[1].replace("<openid from step 1>", openid));
+    assert_eq!(order["sandbox"], true);
+    assert!(order["paySign"].is_string());
+    run(&commands[2]);
+    let mut view = Value::Null;
+    for _ in 0..200 {
+        view = run(&commands[3]);
+        if view["status"] == "PAID" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view["status"], "PAID", "{view}");
+    assert_eq!(view["sandbox"], true);
+
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.headers()["x-paybridge-mode"], "SANDBOX");
+
+    assert!(proc.terminate().await.success(), "SIGTERM exits 0");
+    // The sandbox data directory can never be opened as live data.
+    assert!(Store::open(&data, Mode::Live).is_err());
+    let store = Store::open(&data, Mode::Sandbox).unwrap();
+    let orders = store.list_orders(None, None, 10).unwrap().items;
+    assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 1);
+}
+
+#[tokio::test]
+async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
+    let sim = start_simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("paybridge.toml");
+    std::fs::write(&config, config_text(&data, &addr, &sim.url(), &Opts::default())).unwrap();
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+
+    // Trace level: even the most talkative logs must not hold a secret.
+    let mut first = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "trace");
+    first.line("PayBridge listening on").await;
+    let mut orders = Vec::new();
+    for i in 0..12 {
+        let code = format!("crash-code-{i}");
+        let login: Value =
+            http.get(format!("{base}/pay/openid?code={code}")).send().await.unwrap().json().await.unwrap();
+        let no = format!("CRASH{i:05}");
+        let r = http
+            .post(format!("{base}/pay/unifiedOrder"))
+            .json(&json!({ "outTradeNo": no, "totalFee": 100 + i, "body": "崩溃测试", "openid": login["openid"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        orders.push(no);
+    }
+    for no in orders.iter().step_by(2) {
+        http.post(format!("{}/sandbox/pay", sim.url())).json(&json!({ "out_trade_no": no })).send().await.unwrap();
+    }
+    for no in orders.iter().step_by(2) {
+        let start = Instant::now();
+        while !sim.simulator.report(no).unwrap().notify.acknowledged {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Acknowledged means durable: pull the plug at once.
+    first.signal("KILL");
+    let logs = first.logs();
+    drop(first);
+
+    let mut second = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "info");
+    second.line("PayBridge listening on").await;
+    for (i, no) in orders.iter().enumerate() {
+        let view: Value = http.get(format!("{base}/pay/orders/{no}")).send().await.unwrap().json().await.unwrap();
+        let expected = if i % 2 == 0 { "PAID" } else { "PREPAID" };
+        assert_eq!(view["status"], expected, "{no}");
+        assert_eq!(view["totalFee"], 100 + i as u64);
+    }
+    assert!(second.terminate().await.success());
+    let logs = format!("{logs}\n{}", second.logs());
+    drop(second);
+
+    let store = Store::open(&data, Mode::Live).unwrap();
+    assert_eq!(store.order_count(), 12);
+    let notifies = store.list_notifies(None, 100).unwrap().items;
+    assert_eq!(notifies.len(), 6);
+    assert!(notifies.iter().all(|n| n.verdict == Verdict::Paid));
+    assert_eq!(store.list_orders(Some(OrderStatus::Paid), None, 100).unwrap().items.len(), 6);
+
+    let session_keys = sim.simulator.issued_session_keys();
+    assert_eq!(session_keys.len(), 12);
+    assert!(logs.contains("unified order placed") && logs.contains("TRACE"), "the trace logs were captured");
+    for secret in [MCH_KEY, APP_SECRET].iter().map(|s| s.to_string()).chain(session_keys) {
+        assert!(!logs.contains(&secret), "a secret reached the logs: {secret}");
+    }
+    sim.stop().await;
+}
