@@ -1,64 +1,106 @@
 //! Wiring: from a validated [`Config`] to running listeners.
 //!
-//! [`start`] binds, opens the store and spawns the servers, returning a
-//! [`Running`] handle, so the binary and the tests start PayBridge the same way.
+//! [`start`] binds, opens the store, sets up certificates and spawns the
+//! servers, returning a [`Running`] handle, so the binary and the tests start
+//! PayBridge the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::config::{Config, Mode};
 use crate::pay::Payments;
 use crate::sandbox::{self, Simulator, SimulatorConfig, SimulatorHandle};
 use crate::store::Store;
+use crate::tls::{self, StatusHandle};
 
 /// A running PayBridge.
 pub struct Running {
-    /// The plain-HTTP listener's address.
+    /// Where the API is served: the HTTPS listener when TLS is on, else the plain one.
     pub addr: SocketAddr,
+    /// The plain-HTTP listener, if any.
+    pub http_addr: Option<SocketAddr>,
+    /// The HTTPS listener, if any.
+    pub tls_addr: Option<SocketAddr>,
+    /// The certificate status, when TLS is on.
+    pub tls_status: Option<Arc<StatusHandle>>,
     /// The simulator, in sandbox mode.
     pub simulator: Option<SimulatorHandle>,
     /// The configuration in force (with the bound addresses filled in).
     pub config: Config,
     /// The store, for read-only views (tests, later the admin page).
     pub store: Store,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, lets open requests finish, flushes and closes the store.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.stop.send(true);
+        for task in self.background {
+            task.abort();
+        }
+        for server in self.servers {
+            let _ = server.await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
         if let Some(sim) = self.simulator {
             sim.stop().await;
         }
     }
 }
 
-/// Binds `config.http.listen` and starts.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
-    start_with_listener(config, listener).await
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
-/// Starts on an already bound listener (tests bind `127.0.0.1:0` first).
-pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let addr = listener.local_addr()?;
-    config.http.listen = addr;
+/// Binds the configured listeners and starts.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let http = match config.http.listen {
+        Some(addr) => Some(bind(addr, "http.listen").await?),
+        None => None,
+    };
+    let tls = match config.tls.enabled() {
+        true => Some(bind(config.tls.listen, "tls.listen").await?),
+        false => None,
+    };
+    start_with_listeners(config, http, tls).await
+}
+
+/// Starts on one already bound plain-HTTP listener (TLS off).
+pub async fn start_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    start_with_listeners(config, Some(listener), None).await
+}
+
+/// Starts on already bound listeners (tests bind `127.0.0.1:0` first).
+pub async fn start_with_listeners(
+    mut config: Config,
+    http: Option<TcpListener>,
+    https: Option<TcpListener>,
+) -> anyhow::Result<Running> {
+    // One crypto provider for every rustls user (ACME client, HTTPS server).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
+    let tls_addr = https.as_ref().map(TcpListener::local_addr).transpose()?;
+    config.http.listen = http_addr;
+    if let Some(addr) = tls_addr {
+        config.tls.listen = addr;
+    }
+    anyhow::ensure!(http_addr.is_some() || tls_addr.is_some(), "no listener: set http.listen or [tls]");
 
     let simulator = match config.mode {
         Mode::Live => None,
         Mode::Sandbox => {
-            let sim_listener = TcpListener::bind(config.sandbox.simulator_listen).await.with_context(|| {
-                format!("cannot listen on {} (sandbox.simulator_listen)", config.sandbox.simulator_listen)
-            })?;
+            let Some(addr) = http_addr else { anyhow::bail!("sandbox mode needs http.listen") };
+            let sim_listener = bind(config.sandbox.simulator_listen, "sandbox.simulator_listen").await?;
             let w = &config.wechat;
             let sim = Simulator::new(SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &w.mch_key));
             let handle = sandbox::serve_simulator(sim, sim_listener)?;
@@ -75,19 +117,36 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
     let store = Store::open(&config.data_dir, config.mode)
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
     let payments = Arc::new(Payments::new(&config, store.clone()).context("cannot build the WeChat client")?);
-    let routes = crate::http::routes(payments);
-    let store_view = store.clone();
+    let api = crate::http::routes(payments);
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        crate::server::run(listener, routes, async {
-            let _ = stopped.await;
-        })
-        .await;
-        if let Err(e) = store.flush().await {
-            tracing::error!(error = %e, "final flush failed");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
         }
-    });
-    tracing::info!(%addr, mode = config.mode.as_str(), "PayBridge listening");
-    Ok(Running { addr, simulator, config, store: store_view, stop, task })
+    };
+    let mut servers = Vec::new();
+    let mut background = Vec::new();
+    let mut tls_status = None;
+    match https {
+        None => {
+            let listener = http.expect("checked above");
+            servers.push(tokio::spawn(crate::server::run(listener, api, stop_signal())));
+        }
+        Some(https) => {
+            let tls = tls::start(&config.tls, &config.data_dir, http.is_some())?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls.resolver.clone()));
+            servers.push(tokio::spawn(crate::server::run_tls(https, acceptor, api, stop_signal())));
+            if let Some(listener) = http {
+                let plain = crate::http::plain::routes(tls.http_challenges.clone(), config.tls.listen.port());
+                servers.push(tokio::spawn(crate::server::run(listener, plain, stop_signal())));
+            }
+            background.extend(tls.task);
+            tls_status = Some(tls.status);
+        }
+    }
+    let addr = tls_addr.or(http_addr).expect("checked above");
+    tracing::info!(%addr, mode = config.mode.as_str(), tls = config.tls.mode.as_str(), "PayBridge listening");
+    Ok(Running { addr, http_addr, tls_addr, tls_status, simulator, config, store, stop, servers, background })
 }

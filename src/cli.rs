@@ -45,6 +45,23 @@ pub enum Command {
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// HTTPS certificate commands.
+    Cert {
+        /// What to do.
+        #[command(subcommand)]
+        action: CertCommand,
+    },
+}
+
+/// `paybridge cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Print the certificate's domains, issuer, validity, next renewal and last error.
+    Status {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 /// Sets up logging: human-readable to stderr, filtered by `PAYBRIDGE_LOG` or `RUST_LOG`.
@@ -78,13 +95,32 @@ pub fn main() -> anyhow::Result<()> {
                 println!("config OK");
                 Ok(())
             }
+            Command::Cert { action: CertCommand::Status { config } } => {
+                let config = Config::load(&config)?;
+                if !config.tls.enabled() {
+                    println!("TLS is off ([tls] mode = \"off\"): PayBridge serves plain HTTP only.");
+                    return Ok(());
+                }
+                match crate::tls::TlsStatus::read(&config.data_dir) {
+                    Ok(status) => print!("{}", status.report()),
+                    Err(_) => println!(
+                        "no certificate status yet in {} (has PayBridge run with [tls] mode = \"{}\"?)",
+                        config.data_dir.display(),
+                        config.tls.mode.as_str()
+                    ),
+                }
+                Ok(())
+            }
         }
     })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = crate::app::start(config).await?;
-    let base = format!("http://{}", running.addr);
+    let base = match running.tls_addr {
+        Some(addr) => format!("https://{addr}"),
+        None => format!("http://{}", running.addr),
+    };
     match (&running.config.mode, &running.simulator) {
         (Mode::Sandbox, Some(sim)) => {
             tracing::warn!(
@@ -96,7 +132,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}")));
             println!("PayBridge SANDBOX listening on {base}");
         }
-        _ => println!("PayBridge listening on {base} (live mode)"),
+        _ => {
+            println!("PayBridge listening on {base} (live mode)");
+            if let (Some(_), Some(http)) = (running.tls_addr, running.http_addr) {
+                println!("plain HTTP on http://{http} (ACME challenges and redirects to HTTPS)");
+            }
+        }
     }
     shutdown_signal().await;
     tracing::info!("shutting down");

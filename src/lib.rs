@@ -8,6 +8,7 @@
 //! - [`pay`]: the payment flow (login, unified order, notify), free of HTTP.
 //! - [`http`]: the routes, one module per audience, and error rendering.
 //! - [`server`]: the accept loop and graceful shutdown.
+//! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed.
 //! - [`sandbox`]: the WeChat Pay simulator used by tests and sandbox mode.
 //! - [`config`], [`secret`], [`app`] (wiring), [`cli`].
 
@@ -23,4 +24,5 @@ pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wechat;

@@ -1,23 +1,28 @@
-//! The server loop: accept TCP, serve HTTP/1.1 and HTTP/2 with hyper-util,
-//! hand each request its peer address, and shut down gracefully.
+//! The server loop: accept TCP (and TLS), serve HTTP/1.1 and HTTP/2 with
+//! hyper-util, hand each request its peer address, and shut down gracefully.
 //!
-//! warp 0.4 has no TLS of its own, so PayBridge runs its own accept loop
-//! from the start; a TLS acceptor slots in between `accept` and `serve`.
+//! warp 0.4 has no TLS of its own, so PayBridge runs its own accept loop; the
+//! TLS handshake happens in the connection's task, so a slow client never
+//! holds up the loop.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::http::PeerAddr;
+use crate::tls::ACME_TLS_ALPN;
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -25,9 +30,32 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A client gets this long to send its request headers (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Serves `routes` on `listener` until `shutdown` completes, then stops
-/// accepting and waits (up to [`SHUTDOWN_GRACE`]) for open requests.
+/// A client gets this long to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `routes` over plain HTTP on `listener` until `shutdown` completes,
+/// then stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for open requests.
 pub async fn run(listener: TcpListener, routes: BoxedFilter<(Response,)>, shutdown: impl Future<Output = ()>) {
+    serve(listener, None, routes, shutdown).await
+}
+
+/// Like [`run`], over TLS. Handshakes that negotiate `acme-tls/1` are
+/// TLS-ALPN-01 validations: they end after the handshake.
+pub async fn run_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    routes: BoxedFilter<(Response,)>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, Some(acceptor), routes, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    routes: BoxedFilter<(Response,)>,
+    shutdown: impl Future<Output = ()>,
+) {
     let service = warp::service(routes);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
@@ -46,17 +74,13 @@ pub async fn run(listener: TcpListener, routes: BoxedFilter<(Response,)>, shutdo
             },
             () = &mut shutdown => break,
         };
-        let service = service.clone();
-        let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            let mut service = service.clone();
-            async move { Ok::<_, Infallible>(service.call(req).await.unwrap_or_else(|never| match never {})) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), per_request).into_owned();
-        let conn = graceful.watch(conn);
+        let connection =
+            Connection { builder: builder.clone(), service: service.clone(), watcher: graceful.watcher(), peer };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            match tls {
+                None => connection.serve(stream).await,
+                Some(acceptor) => connection.serve_tls(acceptor, stream).await,
             }
         });
     }
@@ -64,5 +88,51 @@ pub async fn run(listener: TcpListener, routes: BoxedFilter<(Response,)>, shutdo
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing open connections"),
+    }
+}
+
+/// One accepted connection and what it needs to be served.
+struct Connection<S> {
+    builder: Builder<TokioExecutor>,
+    service: S,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl<S> Connection<S>
+where
+    S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, peer = %self.peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+            tracing::info!(peer = %self.peer, "answered a TLS-ALPN-01 validation");
+            return;
+        }
+        self.serve(tls).await
+    }
+
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let Connection { builder, service, watcher, peer } = self;
+        let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            let mut service = service.clone();
+            async move { service.call(req).await }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), per_request);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
     }
 }

@@ -4,11 +4,13 @@
 //! - [`notify`]: WeChat's payment notifies.
 //! - [`error`]: the one place errors become replies.
 //! - [`body`]: size-limited request bodies.
+//! - [`plain`]: the plain-HTTP listener when HTTPS is on (ACME HTTP-01, redirects).
 
 pub mod body;
 pub mod error;
 pub mod miniprogram;
 pub mod notify;
+pub mod plain;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

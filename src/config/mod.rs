@@ -15,6 +15,10 @@ use url::Url;
 use crate::secret::Secret;
 use crate::wechat::sign::SignType;
 
+mod tls;
+
+pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
+
 /// WeChat's real API hosts, the defaults of the base URLs.
 pub const WECHAT_PAY_BASE_URL: &str = "https://api.mch.weixin.qq.com";
 /// The mini-program login API host.
@@ -48,6 +52,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The plain-HTTP listener.
     pub http: HttpConfig,
+    /// HTTPS and certificates.
+    pub tls: TlsConfig,
     /// WeChat credentials and endpoints.
     pub wechat: WechatConfig,
     /// Order policy.
@@ -59,8 +65,9 @@ pub struct Config {
 /// `[http]`
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Address of the plain-HTTP listener.
-    pub listen: SocketAddr,
+    /// Address of the plain-HTTP listener; `None` when set to `"off"`
+    /// (possible with TLS on: ACME then uses TLS-ALPN-01 only).
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[wechat]`
@@ -130,7 +137,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_owned(), message: message.into() }
 }
 
@@ -143,6 +150,8 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    tls: tls::RawTls,
     #[serde(default)]
     wechat: RawWechat,
     #[serde(default)]
@@ -211,7 +220,12 @@ impl RawConfig {
                     Some(value.parse().map_err(|_| invalid(&var, "expected true or false"))?)
             }
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
-            _ => return Err(invalid(&var, "unknown setting (see the README's config reference)")),
+            _ => {
+                let known = name.strip_prefix("TLS_").is_some_and(|key| self.tls.set_from_env(key, value));
+                if !known {
+                    return Err(invalid(&var, "unknown setting (see the README's config reference)"));
+                }
+            }
         }
         Ok(())
     }
@@ -272,7 +286,7 @@ impl Config {
         data_dir: Option<PathBuf>,
     ) -> Config {
         if let Some(listen) = listen {
-            self.http.listen = listen;
+            self.http.listen = Some(listen);
         }
         if let Some(sim) = simulator_listen {
             self.sandbox.simulator_listen = sim;
@@ -284,7 +298,7 @@ impl Config {
     }
 }
 
-fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| invalid(key, format!("{value:?} is not an address like \"127.0.0.1:8080\"")))
 }
 
@@ -323,7 +337,12 @@ impl RawConfig {
             Some("sandbox") => Mode::Sandbox,
             Some(other) => return Err(invalid("mode", format!("must be \"live\" or \"sandbox\", not {other:?}"))),
         };
-        let listen = parse_addr("http.listen", self.http.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let tls = self.tls.validate()?;
+        let listen = match self.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+            "off" if tls.enabled() => None,
+            "off" => return Err(invalid("http.listen", "cannot be \"off\" while [tls] mode is \"off\"")),
+            addr => Some(parse_addr("http.listen", addr)?),
+        };
         let simulator_listen = parse_addr(
             "sandbox.simulator_listen",
             self.sandbox.simulator_listen.as_deref().unwrap_or("127.0.0.1:8081"),
@@ -342,7 +361,14 @@ impl RawConfig {
             Mode::Live => PathBuf::from("/var/lib/paybridge"),
             Mode::Sandbox => PathBuf::from("paybridge-sandbox-data"),
         });
-        let notify_default = format!("http://{listen}/pay/notify");
+        // With TLS, WeChat reaches /pay/notify on the first domain; without,
+        // on the plain listener (sandbox and local set-ups).
+        let notify_default = match (tls.enabled(), tls.domains.first(), listen) {
+            (true, Some(domain), _) if tls.listen.port() == 443 => format!("https://{domain}/pay/notify"),
+            (true, Some(domain), _) => format!("https://{domain}:{}/pay/notify", tls.listen.port()),
+            (_, _, Some(addr)) => format!("http://{addr}/pay/notify"),
+            (_, _, None) => format!("https://{}/pay/notify", tls.listen),
+        };
 
         let wechat = match mode {
             Mode::Sandbox => {
@@ -397,9 +423,16 @@ impl RawConfig {
                 if !mch_id.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid("wechat.mch_id", format!("{mch_id:?} is not a merchant number (digits only)")));
                 }
-                let notify_url = w.notify_url.ok_or_else(|| {
-                    invalid("wechat.notify_url", "is required: the https:// URL of /pay/notify on this server")
-                })?;
+                let notify_url = match (w.notify_url, tls.enabled() && !tls.domains.is_empty()) {
+                    (Some(url), _) => url,
+                    (None, true) => notify_default,
+                    (None, false) => {
+                        return Err(invalid(
+                            "wechat.notify_url",
+                            "is required without [tls] domains: the https:// URL of /pay/notify on this server",
+                        ))
+                    }
+                };
                 WechatConfig {
                     appid: required("wechat.appid", w.appid)?,
                     app_secret,
@@ -423,6 +456,7 @@ impl RawConfig {
             mode,
             data_dir,
             http: HttpConfig { listen },
+            tls,
             wechat,
             orders: OrdersConfig {
                 accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
@@ -473,7 +507,8 @@ mod tests {
         assert_eq!(c.wechat.sign_type, SignType::HmacSha256);
         assert_eq!(c.wechat.pay_base_url.as_str(), "https://api.mch.weixin.qq.com/");
         assert!(!c.orders.accept_client_amount);
-        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.http.listen.unwrap().port(), 9000);
+        assert_eq!(c.tls.mode, TlsMode::Off);
     }
 
     #[test]
@@ -518,6 +553,21 @@ mod tests {
         let c = load(LIVE, &[]).unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("192006250b4c09247ec02edce69f6a2d") && !printed.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn tls_domains_give_the_notify_url() {
+        let text = LIVE.replace("notify_url = \"https://pay.example.com/pay/notify\"", "")
+            + "[tls]\ndomains = [\"pay.example.com\"]\nacme_contact = \"ops@example.com\"\n";
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.tls.mode, TlsMode::Acme);
+        assert_eq!(c.wechat.notify_url.as_str(), "https://pay.example.com/pay/notify");
+        let off = text.replace("listen = \"127.0.0.1:9000\"", "listen = \"off\"");
+        assert_eq!(load(&off, &[]).unwrap().http.listen, None);
+        let e = error(&LIVE.replace("listen = \"127.0.0.1:9000\"", "listen = \"off\""), &[]);
+        assert!(e.contains("http.listen"), "{e}");
+        let c = load(&text, &[("PAYBRIDGE_TLS_DOMAINS", "a.example.com, b.example.com")]).unwrap();
+        assert_eq!(c.tls.domains, ["a.example.com", "b.example.com"]);
     }
 
     #[test]
