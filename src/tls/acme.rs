@@ -46,6 +46,14 @@ pub enum AcmeError {
     Io(#[from] std::io::Error),
 }
 
+impl AcmeError {
+    /// Whether the CA says our account does not exist (any more).
+    fn account_is_gone(&self) -> bool {
+        matches!(self, AcmeError::Acme(instant_acme::Error::Api(problem))
+            if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+    }
+}
+
 /// Stored account: the directory it belongs to and instant-acme's credentials.
 #[derive(Serialize, Deserialize)]
 struct StoredAccount {
@@ -206,6 +214,12 @@ impl AcmeManager {
                     current = Some(cert);
                 }
                 Err(e) => {
+                    if e.account_is_gone() {
+                        // Deactivated, or a CA that forgot it (a test CA restarted): start afresh.
+                        tracing::warn!("the CA no longer knows our ACME account; a new one will be created");
+                        let _ = std::fs::remove_file(self.dir.join("account.json"));
+                        account = None;
+                    }
                     failures += 1;
                     let delay = renewal::retry_delay(&self.retry_schedule, failures, rand::random());
                     let message = e.to_string();
