@@ -19,7 +19,14 @@ use tokio::net::TcpListener;
 const DOMAIN: &str = "pay.paybridge.test";
 
 /// The config text of a PayBridge that gets its certificate from `pebble`.
-fn config_text(data_dir: &Path, http: Option<u16>, tls_port: u16, pebble: &Pebble, sim: &SimulatorHandle) -> String {
+fn config_text(
+    data_dir: &Path,
+    domains: &[&str],
+    http: Option<u16>,
+    tls_port: u16,
+    pebble: &Pebble,
+    sim: &SimulatorHandle,
+) -> String {
     let http = match http {
         Some(port) => format!("127.0.0.1:{port}"),
         None => "off".into(),
@@ -32,7 +39,7 @@ listen = "{http}"
 [tls]
 mode = "acme"
 listen = "127.0.0.1:{tls_port}"
-domains = ["{DOMAIN}"]
+domains = {domains:?}
 acme_directory = "{directory}"
 acme_contact = "ops@paybridge.test"
 acme_directory_ca = "{ca}"
@@ -55,6 +62,7 @@ sns_base_url = "{sim}"
 /// Everything one test needs: Pebble, the simulator, ports and a data directory.
 struct Setup {
     dir: tempfile::TempDir,
+    domains: Vec<&'static str>,
     pebble: Pebble,
     sim: SimulatorHandle,
     http_port: Option<u16>,
@@ -68,12 +76,13 @@ impl Setup {
         let tls_port = free_tcp_port();
         let options = PebbleOptions { http_port: http_port.unwrap_or(1), tls_port, validity_secs, nonce_reject };
         let pebble = Pebble::new(dir.path(), options);
-        Setup { sim: start_simulator().await, dir, pebble, http_port, tls_port }
+        Setup { sim: start_simulator().await, dir, domains: vec![DOMAIN], pebble, http_port, tls_port }
     }
 
     fn config_path(&self) -> std::path::PathBuf {
         let path = self.dir.path().join("paybridge.toml");
-        let text = config_text(&self.dir.path().join("data"), self.http_port, self.tls_port, &self.pebble, &self.sim);
+        let data = self.dir.path().join("data");
+        let text = config_text(&data, &self.domains, self.http_port, self.tls_port, &self.pebble, &self.sim);
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -140,10 +149,11 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn http01_issuance_is_served_verified_and_reported() {
     let mut setup = Setup::new(true, None, 0).await;
+    setup.domains.push("www.paybridge.test");
     setup.pebble.start().await;
     let app = setup.start_paybridge().await;
     let cert = wait_for_certificate(&app, None, Duration::from_secs(60)).await;
-    assert_eq!(cert.names, [DOMAIN]);
+    assert_eq!(cert.names, [DOMAIN, "www.paybridge.test"], "one certificate for every configured name");
     assert!(cert.issuer.contains("Pebble"), "{}", cert.issuer);
     assert_eq!(app.tls_status.as_ref().unwrap().get().challenge.as_deref(), Some("http-01"));
 
@@ -225,6 +235,22 @@ async fn tls_alpn01_issuance_without_the_plain_listener() {
 }
 
 #[tokio::test]
+async fn a_failing_challenge_type_falls_back_to_the_other() {
+    let mut setup = Setup::new(true, None, 0).await;
+    // Pebble validates HTTP-01 on a port where nothing listens: HTTP-01 fails.
+    setup.pebble.options.http_port = free_tcp_port();
+    setup.pebble.start().await;
+    let app = setup.start_paybridge().await;
+    let cert = wait_for_certificate(&app, None, Duration::from_secs(60)).await;
+    let status = app.tls_status.as_ref().unwrap().get();
+    assert_eq!(status.challenge.as_deref(), Some("tls-alpn-01"));
+    assert_eq!(status.failed_validations.len(), 1, "one failed HTTP-01 validation, recorded for the rate guard");
+    let client = setup.client(&setup.pebble.issuing_root().await);
+    assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, cert.serial));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn short_certificate_renews_while_clients_connect() {
     let mut setup = Setup::new(true, Some(24), 0).await;
     setup.pebble.start().await;
@@ -271,6 +297,7 @@ async fn restart_with_a_stored_certificate_serves_at_once_and_orders_nothing() {
     assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, cert.serial.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(setup.pebble.new_orders(), orders, "no new order while the certificate is good");
+    assert_eq!(setup.pebble.log().matches("POST /sign-me-up").count(), 1, "the stored account is reused");
     let status = app.tls_status.as_ref().unwrap().get();
     assert!(status.next_renewal.unwrap() > time::OffsetDateTime::now_utc() + time::Duration::days(30));
     app.stop().await;
