@@ -282,7 +282,7 @@ async fn short_certificate_renews_while_clients_connect() {
 }
 
 #[tokio::test]
-async fn restart_with_a_stored_certificate_serves_at_once_and_orders_nothing() {
+async fn restart_with_a_stored_certificate_serves_at_once_and_orders_nothing_until_the_directory_changes() {
     let mut setup = Setup::new(true, None, 0).await;
     setup.pebble.start().await;
     let app = setup.start_paybridge().await;
@@ -300,6 +300,18 @@ async fn restart_with_a_stored_certificate_serves_at_once_and_orders_nothing() {
     assert_eq!(setup.pebble.log().matches("POST /sign-me-up").count(), 1, "the stored account is reused");
     let status = app.tls_status.as_ref().unwrap().get();
     assert!(status.next_renewal.unwrap() > time::OffsetDateTime::now_utc() + time::Duration::days(30));
+    app.stop().await;
+
+    // Another directory (as when moving from staging to production): the
+    // stored certificate is served meanwhile, and a new one is ordered there.
+    setup.pebble.directory = setup.pebble.directory.replace("127.0.0.1", "localhost");
+    let app = setup.start_paybridge().await;
+    assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, cert.serial.clone()));
+    let new = wait_for_certificate(&app, Some(&cert.serial), Duration::from_secs(60)).await;
+    assert_eq!(setup.pebble.new_orders(), orders + 1);
+    assert_eq!(setup.pebble.log().matches("POST /sign-me-up").count(), 2, "an account at the new directory");
+    let client = setup.client(&setup.pebble.issuing_root().await);
+    assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, new.serial));
     app.stop().await;
 }
 

@@ -158,9 +158,19 @@ impl AcmeManager {
         Some(cert)
     }
 
+    /// Whether the stored certificate came from the configured directory
+    /// (switching from staging to production must not keep a staging certificate).
+    fn stored_from_this_directory(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cert-directory")).is_ok_and(|d| d.trim() == self.directory)
+    }
+
     /// Runs forever: obtains the certificate when missing, renews it when due.
     pub async fn run(self) {
         let mut current = self.load_stored();
+        if current.is_some() && !self.stored_from_this_directory() {
+            tracing::info!(directory = %self.directory, "the stored certificate is from another ACME directory; ordering one here");
+        }
+        let mut from_this_directory = self.stored_from_this_directory();
         let mut account: Option<Account> = None;
         let mut failures = 0u32;
         let stored = self.status.get();
@@ -176,7 +186,7 @@ impl AcmeManager {
 
         loop {
             let due = match &current {
-                Some(c) if self.covers_domains(c) => self.due_time(&mut account, c).await,
+                Some(c) if self.covers_domains(c) && from_this_directory => self.due_time(&mut account, c).await,
                 _ => now(),
             };
             let wait_for_limit = validations.next_allowed(now()).or_else(|| issuances.next_allowed(now()));
@@ -192,10 +202,13 @@ impl AcmeManager {
                 continue;
             }
 
-            match self.attempt(&mut account, current.as_ref(), &mut preferred, &mut validations).await {
+            // Only a certificate from this directory can be named in `replaces`.
+            let renewing = current.as_ref().filter(|_| from_this_directory);
+            match self.attempt(&mut account, renewing, &mut preferred, &mut validations).await {
                 Ok(cert) => {
                     issuances.record(now());
                     failures = 0;
+                    from_this_directory = true;
                     let info = cert.info.clone();
                     self.status.update(|s| {
                         s.certificate = Some(info.clone());
@@ -372,6 +385,7 @@ impl AcmeManager {
         let cert = result?;
         write_private(&self.dir.join("key.pem"), cert.key_pem.as_bytes())?;
         write_private(&self.dir.join("cert.pem"), cert.chain_pem.as_bytes())?;
+        write_private(&self.dir.join("cert-directory"), self.directory.as_bytes())?;
         self.resolver.set(cert.key.clone());
         Ok(cert)
     }
