@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{config_text, start_simulator, Opts, APP_SECRET, MCH_KEY};
 use paybridge::config::Mode;
-use paybridge::store::{OrderStatus, Store, Verdict};
+use paybridge::store::{OrderFilter, OrderStatus, Store, Verdict};
 use serde_json::{json, Value};
 
 /// A child process, killed when dropped, whose output is collected.
@@ -166,7 +166,7 @@ async fn sandbox_walkthrough_works_as_printed() {
     // The sandbox data directory can never be opened as live data.
     assert!(Store::open(&data, Mode::Live).is_err());
     let store = Store::open(&data, Mode::Sandbox).unwrap();
-    let orders = store.list_orders(None, None, 10).unwrap().items;
+    let orders = store.list_orders(&OrderFilter::default(), None, 10).unwrap().items;
     assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 1);
 }
 
@@ -231,7 +231,7 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     let notifies = store.list_notifies(None, 100).unwrap().items;
     assert_eq!(notifies.len(), 6);
     assert!(notifies.iter().all(|n| n.verdict == Verdict::Paid));
-    assert_eq!(store.list_orders(Some(OrderStatus::Paid), None, 100).unwrap().items.len(), 6);
+    assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 100).unwrap().items.len(), 6);
 
     let session_keys = sim.simulator.issued_session_keys();
     assert_eq!(session_keys.len(), 12);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{extra, notify_fields, signed_xml, with, Env, Opts, MCH_KEY};
-use paybridge::store::{OrderStatus, Verdict};
+use paybridge::store::{OrderFilter, OrderStatus, Verdict};
 use paybridge::wechat::sign::SignType;
 use serde_json::json;
 
@@ -107,8 +107,8 @@ async fn fifty_concurrent_copies_move_the_order_once() {
     let order = env.app.store.order("CONCUR0001").unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Paid);
     assert_eq!(order.history.iter().filter(|e| e.kind == "PAID").count(), 1);
-    assert_eq!(env.app.store.list_orders(Some(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
-    assert_eq!(env.app.store.list_orders(Some(OrderStatus::Prepaid), None, 10).unwrap().items.len(), 0);
+    assert_eq!(env.app.store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
+    assert_eq!(env.app.store.list_orders(&OrderFilter::status(OrderStatus::Prepaid), None, 10).unwrap().items.len(), 0);
     env.stop().await;
 }
 

@@ -6,29 +6,42 @@
 //! | `orders` | out_trade_no | [`Order`] |
 //! | `orders_by_time` | created_ms (8, BE) ‖ seq (8, BE) | out_trade_no |
 //! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | out_trade_no |
+//! | `orders_by_tx` | transaction_id | out_trade_no |
+//! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
+//! | `stats` | `s` ‖ status / `d` ‖ Beijing day | order count / paid count and fen |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
-//! | `meta` | name | value (`mode`: live or sandbox) |
+//! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
 //!
 //! Index keys sort by time, so "newest first, from this cursor" is a reverse
 //! range scan that reads only the page: its cost does not grow with the
-//! number of orders. Every change that touches several trees is one sled
-//! transaction; callers [`Store::flush`] before they acknowledge anything.
+//! number of orders. Counters make the overview O(days), not O(orders).
+//! Every change is one sled transaction over all these trees; callers
+//! [`Store::flush`] before they acknowledge anything.
 
 pub mod codec;
 pub mod notify;
 pub mod order;
+mod query;
+mod tx;
 
 use std::path::Path;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
+use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
 pub use notify::{NotifyRecord, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderStatus, Payment, PaymentOutcome, Prepay};
+pub use query::{DayTotal, OrderFilter};
+pub use tx::{beijing_day, beijing_day_start};
 
 use crate::config::Mode;
 use codec::CodecError;
+use tx::{Tx, TxResult};
+
+/// The version of the index layout; a data directory with an older one has
+/// its indexes rebuilt from the orders when opened.
+const INDEX_VERSION: &[u8] = b"2";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +78,9 @@ pub struct Store {
     orders: Tree,
     orders_by_time: Tree,
     orders_by_status: Tree,
+    orders_by_tx: Tree,
+    orders_by_openid: Tree,
+    stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
 }
@@ -76,57 +92,6 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass this back to get the next (older) page; `None` at the end.
     pub next: Option<String>,
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<CodecError>>;
-
-fn time_key(order: &Order) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&(order.created_at.max(0) as u64).to_be_bytes());
-    key[8..].copy_from_slice(&order.seq.to_be_bytes());
-    key
-}
-
-fn status_key(status: OrderStatus, time: &[u8; 16]) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[0] = status.index_byte();
-    key[1..].copy_from_slice(time);
-    key
-}
-
-fn notify_order_key(out_trade_no: &str, id: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(out_trade_no.len() + 9);
-    key.extend_from_slice(out_trade_no.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
-
-fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
-    ConflictableTransactionError::Abort(e)
-}
-
-/// Writes `order` and moves its status index entry from `old_status`.
-fn put_order(
-    orders: &TransactionalTree,
-    by_status: &TransactionalTree,
-    order: &Order,
-    old_status: OrderStatus,
-) -> TxResult<()> {
-    orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
-    if old_status != order.status {
-        let time = time_key(order);
-        by_status.remove(&status_key(old_status, &time)[..])?;
-        by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
-    }
-    Ok(())
-}
-
-fn get_order(orders: &TransactionalTree, out_trade_no: &str) -> TxResult<Option<Order>> {
-    match orders.get(out_trade_no.as_bytes())? {
-        Some(bytes) => Ok(Some(Order::decode(&bytes).map_err(abort)?)),
-        None => Ok(None),
-    }
 }
 
 impl Store {
@@ -145,17 +110,63 @@ impl Store {
             Some(_) => {}
             None => {
                 meta.insert("mode", mode.as_str())?;
-                db.flush()?;
             }
         }
-        Ok(Store {
+        let store = Store {
             orders: db.open_tree("orders")?,
             orders_by_time: db.open_tree("orders_by_time")?,
             orders_by_status: db.open_tree("orders_by_status")?,
+            orders_by_tx: db.open_tree("orders_by_tx")?,
+            orders_by_openid: db.open_tree("orders_by_openid")?,
+            stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
             db,
-        })
+        };
+        if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
+            store.rebuild_indexes()?;
+            meta.insert("index_version", INDEX_VERSION)?;
+        }
+        store.db.flush()?;
+        Ok(store)
+    }
+
+    /// Rebuilds every order index and counter from the orders themselves
+    /// (after an upgrade that added an index).
+    fn rebuild_indexes(&self) -> Result<(), StoreError> {
+        for tree in [&self.orders_by_time, &self.orders_by_status, &self.orders_by_tx, &self.orders_by_openid, &self.stats] {
+            tree.clear()?;
+        }
+        let mut rebuilt = 0u64;
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            let order = Order::decode(&bytes)?;
+            self.transact(|tx| tx.insert_order(&order))?;
+            rebuilt += 1;
+        }
+        if rebuilt > 0 {
+            tracing::info!(orders = rebuilt, "order indexes rebuilt");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` as one transaction over every tree. It may run more than
+    /// once on a conflict, so it must not have side effects outside `tx`.
+    fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
+        let trees = (
+            &self.orders,
+            &self.orders_by_time,
+            &self.orders_by_status,
+            &self.orders_by_tx,
+            &self.orders_by_openid,
+            &self.stats,
+            &self.notifies,
+            &self.notifies_by_order,
+        );
+        let result = trees.transaction(|(orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order)| {
+            f(&Tx { orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order })
+        })?;
+        Ok(result)
     }
 
     /// A unique, increasing number (survives restarts).
@@ -185,35 +196,25 @@ impl Store {
     /// Inserts `order` unless its number exists. Returns the existing order
     /// (and writes nothing) when it does, so that concurrent creators agree.
     pub fn insert_order(&self, order: &Order) -> Result<Option<Order>, StoreError> {
-        let trees = (&self.orders, &self.orders_by_time, &self.orders_by_status);
-        let existing = trees.transaction(|(orders, by_time, by_status)| {
-            if let Some(existing) = get_order(orders, &order.out_trade_no)? {
-                return Ok(Some(existing));
-            }
-            orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
-            let time = time_key(order);
-            by_time.insert(&time[..], order.out_trade_no.as_bytes())?;
-            by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
-            Ok(None)
-        })?;
-        Ok(existing)
+        self.transact(|tx| match tx.get_order(&order.out_trade_no)? {
+            Some(existing) => Ok(Some(existing)),
+            None => tx.insert_order(order).map(|()| None),
+        })
     }
 
     /// Changes an order in one transaction, keeping the indexes right.
     /// `change` may run more than once (on a write conflict): it must be pure.
     /// Returns the order as stored, or `None` if there is no such order.
     pub fn update_order(&self, out_trade_no: &str, change: impl Fn(&mut Order)) -> Result<Option<Order>, StoreError> {
-        let trees = (&self.orders, &self.orders_by_status);
-        let updated = trees.transaction(|(orders, by_status)| {
-            let Some(mut order) = get_order(orders, out_trade_no)? else {
-                return Ok(None);
-            };
-            let old_status = order.status;
+        self.transact(|tx| {
+            let Some(before) = tx.get_order(out_trade_no)? else { return Ok(None) };
+            let mut order = before.clone();
             change(&mut order);
-            put_order(orders, by_status, &order, old_status)?;
+            if order != before {
+                tx.put_order(&order, &before)?;
+            }
             Ok(Some(order))
-        })?;
-        Ok(updated)
+        })
     }
 
     /// Appends a notify to the log and, in the same transaction, lets
@@ -226,62 +227,24 @@ impl Store {
         record: NotifyRecord,
         decide: impl Fn(Option<&mut Order>) -> (Verdict, String, T),
     ) -> Result<(NotifyRecord, T), StoreError> {
-        let trees = (&self.orders, &self.orders_by_status, &self.notifies, &self.notifies_by_order);
-        let stored = trees.transaction(|(orders, by_status, notifies, by_order)| {
+        self.transact(|tx| {
             let mut record = record.clone();
-            let mut order = match &record.out_trade_no {
-                Some(no) => get_order(orders, no)?,
+            let before = match &record.out_trade_no {
+                Some(no) => tx.get_order(no)?,
                 None => None,
             };
-            let before = order.clone();
+            let mut order = before.clone();
             let (verdict, reason, value) = decide(order.as_mut());
             record.verdict = verdict;
             record.reason = reason;
             if let (Some(order), Some(before)) = (&order, &before) {
                 if order != before {
-                    put_order(orders, by_status, order, before.status)?;
+                    tx.put_order(order, before)?;
                 }
             }
-            notifies.insert(&record.id.to_be_bytes(), record.encode())?;
-            if let Some(no) = &record.out_trade_no {
-                by_order.insert(notify_order_key(no, record.id), &[])?;
-            }
+            tx.append_notify(&record)?;
             Ok((record, value))
-        })?;
-        Ok(stored)
-    }
-
-    /// Orders, newest first, optionally of one status, starting after `cursor`.
-    pub fn list_orders(
-        &self,
-        status: Option<OrderStatus>,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Order>, StoreError> {
-        let prefix: Vec<u8> = status.map(|s| vec![s.index_byte()]).unwrap_or_default();
-        let index = if status.is_some() { &self.orders_by_status } else { &self.orders_by_time };
-        let mut end = prefix.clone();
-        match cursor.and_then(|c| hex::decode(c).ok()) {
-            Some(after) => end.extend_from_slice(&after),
-            None => end.extend_from_slice(&[0xff; 16]),
-        }
-        let mut items = Vec::with_capacity(limit.min(1000));
-        let mut next = None;
-        for entry in index.range(prefix.clone()..end).rev() {
-            let (key, no) = entry?;
-            if items.len() == limit {
-                break;
-            }
-            if let Some(order) = self.order(&String::from_utf8_lossy(&no))? {
-                items.push(order);
-            }
-            next = Some(hex::encode(&key[prefix.len()..]));
-        }
-        // A full page may be followed by more; a short one is the end.
-        if items.len() < limit {
-            next = None;
-        }
-        Ok(Page { items, next })
+        })
     }
 
     /// The notify log, newest first, starting after `cursor`.
@@ -298,8 +261,7 @@ impl Store {
 
     /// Every notify received for an order, oldest first.
     pub fn notifies_for_order(&self, out_trade_no: &str) -> Result<Vec<NotifyRecord>, StoreError> {
-        let mut prefix = out_trade_no.as_bytes().to_vec();
-        prefix.push(0);
+        let prefix = tx::prefixed_key(out_trade_no, &[]);
         let mut out = Vec::new();
         for entry in self.notifies_by_order.scan_prefix(&prefix) {
             let (key, _) = entry?;
@@ -354,7 +316,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
-            let page = store.list_orders(None, cursor.as_deref(), 10).unwrap();
+            let page = store.list_orders(&OrderFilter::default(), cursor.as_deref(), 10).unwrap();
             seen.extend(page.items.iter().map(|o| o.out_trade_no.clone()));
             match page.next {
                 Some(c) => cursor = Some(c),
@@ -364,13 +326,13 @@ mod tests {
         let expected: Vec<_> = (0..25).rev().map(|i| format!("ORDER{i:03}")).collect();
         assert_eq!(seen, expected);
 
-        let paid = store.list_orders(Some(OrderStatus::Paid), None, 3).unwrap();
+        let paid = store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 3).unwrap();
         let names: Vec<_> = paid.items.iter().map(|o| o.out_trade_no.as_str()).collect();
         assert_eq!(names, ["ORDER020", "ORDER015", "ORDER010"]);
-        let rest = store.list_orders(Some(OrderStatus::Paid), paid.next.as_deref(), 3).unwrap();
+        let rest = store.list_orders(&OrderFilter::status(OrderStatus::Paid), paid.next.as_deref(), 3).unwrap();
         assert_eq!(rest.items.len(), 2);
         assert!(rest.next.is_none());
-        assert_eq!(store.list_orders(Some(OrderStatus::Created), None, 100).unwrap().items.len(), 20);
+        assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 100).unwrap().items.len(), 20);
     }
 
     #[test]
@@ -406,8 +368,8 @@ mod tests {
         assert_eq!(stored.verdict, Verdict::Paid);
         store.record_notify(rec(store.next_id().unwrap()), |_| (Verdict::Duplicate, "dup".into(), ())).unwrap();
         assert_eq!(store.order("ORDER001").unwrap().unwrap().status, OrderStatus::Paid);
-        assert_eq!(store.list_orders(Some(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
-        assert_eq!(store.list_orders(Some(OrderStatus::Created), None, 10).unwrap().items.len(), 0);
+        assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
+        assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 10).unwrap().items.len(), 0);
         let log = store.notifies_for_order("ORDER001").unwrap();
         assert_eq!(log.iter().map(|r| r.verdict).collect::<Vec<_>>(), [Verdict::Paid, Verdict::Duplicate]);
         let page = store.list_notifies(None, 1).unwrap();

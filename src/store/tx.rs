@@ -1,0 +1,169 @@
+//! Key encodings and the one transaction that keeps orders, indexes,
+//! statistics and the notify log consistent.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::codec::CodecError;
+use super::{NotifyRecord, Order, OrderStatus};
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<CodecError>>;
+
+/// Milliseconds in a day, and Beijing's offset (dates are Beijing dates).
+const DAY_MS: i64 = 86_400_000;
+const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
+
+/// The Beijing calendar day of a unix-ms time, as days since 1970-01-01.
+pub fn beijing_day(ms: i64) -> i64 {
+    (ms + BEIJING_OFFSET_MS).div_euclid(DAY_MS)
+}
+
+/// The first millisecond of a Beijing day.
+pub fn beijing_day_start(day: i64) -> i64 {
+    day * DAY_MS - BEIJING_OFFSET_MS
+}
+
+/// `created_ms ‖ seq`: orders by time, unique.
+pub(super) fn time_key(order: &Order) -> [u8; 16] {
+    time_key_of(order.created_at, order.seq)
+}
+
+pub(super) fn time_key_of(created_ms: i64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&(created_ms.max(0) as u64).to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(super) fn status_key(status: OrderStatus, time: &[u8; 16]) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = status.index_byte();
+    key[1..].copy_from_slice(time);
+    key
+}
+
+/// `text ‖ 0x00 ‖ suffix`: an index entry under a text prefix.
+pub(super) fn prefixed_key(text: &str, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(text.len() + 1 + suffix.len());
+    key.extend_from_slice(text.as_bytes());
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
+}
+
+pub(super) fn status_count_key(status: OrderStatus) -> [u8; 2] {
+    [b's', status.index_byte()]
+}
+
+pub(super) fn day_key(day: i64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = b'd';
+    key[1..].copy_from_slice(&day.to_be_bytes());
+    key
+}
+
+pub(super) fn read_u64(bytes: Option<&[u8]>, at: usize) -> u64 {
+    bytes.and_then(|b| b.get(at..at + 8)).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// The trees of one transaction.
+pub(super) struct Tx<'a> {
+    pub orders: &'a TransactionalTree,
+    pub by_time: &'a TransactionalTree,
+    pub by_status: &'a TransactionalTree,
+    pub by_tx: &'a TransactionalTree,
+    pub by_openid: &'a TransactionalTree,
+    pub stats: &'a TransactionalTree,
+    pub notifies: &'a TransactionalTree,
+    pub notifies_by_order: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    pub fn get_order(&self, out_trade_no: &str) -> TxResult<Option<Order>> {
+        match self.orders.get(out_trade_no.as_bytes())? {
+            Some(bytes) => Ok(Some(Order::decode(&bytes).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn bump_status(&self, status: OrderStatus, delta: i64) -> TxResult<()> {
+        let key = status_count_key(status);
+        let now = self.stats.get(key)?;
+        let count = (read_u64(now.as_deref(), 0) as i64 + delta).max(0) as u64;
+        self.stats.insert(&key[..], &count.to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    fn add_paid(&self, order: &Order) -> TxResult<()> {
+        let key = day_key(beijing_day(order.paid_at.unwrap_or(order.updated_at)));
+        let now = self.stats.get(key)?;
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&(read_u64(now.as_deref(), 0) + 1).to_be_bytes());
+        value[8..].copy_from_slice(&(read_u64(now.as_deref(), 8) + order.total_fee).to_be_bytes());
+        self.stats.insert(&key[..], &value[..])?;
+        Ok(())
+    }
+
+    /// Writes a new order with all its index entries.
+    pub fn insert_order(&self, order: &Order) -> TxResult<()> {
+        let time = time_key(order);
+        self.orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
+        self.by_time.insert(&time[..], order.out_trade_no.as_bytes())?;
+        self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
+        self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
+        self.bump_status(order.status, 1)?;
+        if order.status == OrderStatus::Paid {
+            self.paid(order)?;
+        }
+        Ok(())
+    }
+
+    fn paid(&self, order: &Order) -> TxResult<()> {
+        if let Some(tx) = &order.transaction_id {
+            self.by_tx.insert(tx.as_bytes(), order.out_trade_no.as_bytes())?;
+        }
+        self.add_paid(order)
+    }
+
+    /// Writes a changed order, moving its index entries and statistics.
+    pub fn put_order(&self, order: &Order, before: &Order) -> TxResult<()> {
+        self.orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
+        if before.status != order.status {
+            let time = time_key(order);
+            self.by_status.remove(&status_key(before.status, &time)[..])?;
+            self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
+            self.bump_status(before.status, -1)?;
+            self.bump_status(order.status, 1)?;
+            if order.status == OrderStatus::Paid {
+                self.paid(order)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a notify to the log.
+    pub fn append_notify(&self, record: &NotifyRecord) -> TxResult<()> {
+        self.notifies.insert(&record.id.to_be_bytes(), record.encode())?;
+        if let Some(no) = &record.out_trade_no {
+            self.notifies_by_order.insert(prefixed_key(no, &record.id.to_be_bytes()), &[])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beijing_days() {
+        // 2026-01-01 15:59:59 UTC is 23:59:59 in Beijing; a second later it is the 2nd.
+        let ms = time::macros::datetime!(2026-01-01 15:59:59 UTC).unix_timestamp() * 1000;
+        let day = beijing_day(ms);
+        assert_eq!(beijing_day(ms + 1000), day + 1);
+        assert_eq!(beijing_day_start(day + 1), ms + 1000);
+    }
+}
