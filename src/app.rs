@@ -12,9 +12,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::admin::Admin;
 use crate::config::{Config, Mode};
 use crate::pay::Payments;
 use crate::sandbox::{self, Simulator, SimulatorConfig, SimulatorHandle};
+use crate::secret::Secret;
 use crate::store::Store;
 use crate::tls::{self, StatusHandle};
 
@@ -30,6 +32,8 @@ pub struct Running {
     pub tls_status: Option<Arc<StatusHandle>>,
     /// The simulator, in sandbox mode.
     pub simulator: Option<SimulatorHandle>,
+    /// The admin password the sandbox made up (printed at start-up).
+    pub sandbox_admin_password: Option<String>,
     /// The configuration in force (with the bound addresses filled in).
     pub config: Config,
     /// The store, for read-only views (tests, later the admin page).
@@ -117,7 +121,25 @@ pub async fn start_with_listeners(
     let store = Store::open(&config.data_dir, config.mode)
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
     let payments = Arc::new(Payments::new(&config, store.clone()).context("cannot build the WeChat client")?);
-    let api = crate::http::routes(payments);
+    let tls = match https.is_some() {
+        true => Some(tls::start(&config.tls, &config.data_dir, http.is_some())?),
+        false => None,
+    };
+    let tls_status = tls.as_ref().map(|t| t.status.clone());
+
+    let mut password_hash = config.admin.password_hash.clone();
+    let mut sandbox_admin_password = None;
+    if config.mode == Mode::Sandbox && password_hash.is_none() {
+        // The sandbox makes up a password and prints it (never in live mode).
+        let password = crate::wechat::nonce_str()[..16].to_owned();
+        password_hash = Some(Secret::new(crate::admin::auth::hash_password(&password)));
+        sandbox_admin_password = Some(password);
+    }
+    if password_hash.is_none() {
+        tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
+    }
+    let admin = Arc::new(Admin::new(&config, store.clone(), password_hash, tls_status.clone()));
+    let api = crate::http::routes(payments, admin);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
@@ -128,14 +150,8 @@ pub async fn start_with_listeners(
     };
     let mut servers = Vec::new();
     let mut background = Vec::new();
-    let mut tls_status = None;
-    match https {
-        None => {
-            let listener = http.expect("checked above");
-            servers.push(tokio::spawn(crate::server::run(listener, api, stop_signal())));
-        }
-        Some(https) => {
-            let tls = tls::start(&config.tls, &config.data_dir, http.is_some())?;
+    match (https, tls) {
+        (Some(https), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls.resolver.clone()));
             servers.push(tokio::spawn(crate::server::run_tls(https, acceptor, api, stop_signal())));
             if let Some(listener) = http {
@@ -143,10 +159,25 @@ pub async fn start_with_listeners(
                 servers.push(tokio::spawn(crate::server::run(listener, plain, stop_signal())));
             }
             background.extend(tls.task);
-            tls_status = Some(tls.status);
+        }
+        _ => {
+            let listener = http.expect("checked above");
+            servers.push(tokio::spawn(crate::server::run(listener, api, stop_signal())));
         }
     }
     let addr = tls_addr.or(http_addr).expect("checked above");
     tracing::info!(%addr, mode = config.mode.as_str(), tls = config.tls.mode.as_str(), "PayBridge listening");
-    Ok(Running { addr, http_addr, tls_addr, tls_status, simulator, config, store, stop, servers, background })
+    Ok(Running {
+        addr,
+        http_addr,
+        tls_addr,
+        tls_status,
+        simulator,
+        sandbox_admin_password,
+        config,
+        store,
+        stop,
+        servers,
+        background,
+    })
 }

@@ -45,11 +45,29 @@ pub enum Command {
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Admin page commands.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     /// HTTPS certificate commands.
     Cert {
         /// What to do.
         #[command(subcommand)]
         action: CertCommand,
+    },
+}
+
+/// `paybridge admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the admin password: prompts for it (or reads one line from stdin),
+    /// and writes its Argon2id hash into the config file as `[admin] password_hash`.
+    SetPassword {
+        /// The TOML config file to update.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -95,6 +113,7 @@ pub fn main() -> anyhow::Result<()> {
                 println!("config OK");
                 Ok(())
             }
+            Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),
             Command::Cert { action: CertCommand::Status { config } } => {
                 let config = Config::load(&config)?;
                 if !config.tls.enabled() {
@@ -115,6 +134,41 @@ pub fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Reads the new password, hashes it, and writes `[admin] password_hash`,
+/// keeping the rest of the file (comments included) as it was.
+fn set_password(path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::admin::auth::{hash_password, MIN_PASSWORD_LEN};
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New admin password: ")?;
+        let again = rpassword::prompt_password("Repeat it: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing changed");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    anyhow::ensure!(
+        password.chars().count() >= MIN_PASSWORD_LEN,
+        "the password must be at least {MIN_PASSWORD_LEN} characters; nothing changed"
+    );
+    if !doc.contains_key("admin") {
+        doc["admin"] = toml_edit::table();
+    }
+    doc["admin"]["password_hash"] = toml_edit::value(hash_password(&password));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    std::fs::rename(&tmp, path)?;
+    println!("Admin password set in {}. Restart PayBridge to use it.", path.display());
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = crate::app::start(config).await?;
     let base = match running.tls_addr {
@@ -130,10 +184,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
             let code = format!("demo-{}", &crate::wechat::nonce_str()[..8]);
             println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}")));
+            if let Some(password) = &running.sandbox_admin_password {
+                println!("Admin page: {base}/admin  (SANDBOX password: {password})\n");
+            }
             println!("PayBridge SANDBOX listening on {base}");
         }
         _ => {
-            println!("PayBridge listening on {base} (live mode)");
+            println!("PayBridge listening on {base} (live mode); admin page: {base}/admin");
             if let (Some(_), Some(http)) = (running.tls_addr, running.http_addr) {
                 println!("plain HTTP on http://{http} (ACME challenges and redirects to HTTPS)");
             }

@@ -21,7 +21,7 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::http::PeerAddr;
+use crate::http::{OverTls, PeerAddr};
 use crate::tls::ACME_TLS_ALPN;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -74,8 +74,13 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let connection =
-            Connection { builder: builder.clone(), service: service.clone(), watcher: graceful.watcher(), peer };
+        let connection = Connection {
+            builder: builder.clone(),
+            service: service.clone(),
+            watcher: graceful.watcher(),
+            peer,
+            tls: tls.is_some(),
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
@@ -97,6 +102,7 @@ struct Connection<S> {
     service: S,
     watcher: Watcher,
     peer: SocketAddr,
+    tls: bool,
 }
 
 impl<S> Connection<S>
@@ -124,9 +130,12 @@ where
     }
 
     async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
-        let Connection { builder, service, watcher, peer } = self;
+        let Connection { builder, service, watcher, peer, tls } = self;
         let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
+            if tls {
+                req.extensions_mut().insert(OverTls);
+            }
             let mut service = service.clone();
             async move { service.call(req).await }
         });

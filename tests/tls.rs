@@ -61,6 +61,8 @@ sns_base_url = "{sim}"
 
 /// Everything one test needs: Pebble, the simulator, ports and a data directory.
 struct Setup {
+    /// The listeners, held from the start so no other test takes the ports.
+    listeners: std::sync::Mutex<(Option<std::net::TcpListener>, Option<std::net::TcpListener>)>,
     dir: tempfile::TempDir,
     domains: Vec<&'static str>,
     pebble: Pebble,
@@ -72,11 +74,15 @@ struct Setup {
 impl Setup {
     async fn new(with_http: bool, validity_secs: Option<u64>, nonce_reject: u32) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let http_port = with_http.then(free_tcp_port);
-        let tls_port = free_tcp_port();
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let http = with_http.then(bind);
+        let tls = bind();
+        let http_port = http.as_ref().map(|l| l.local_addr().unwrap().port());
+        let tls_port = tls.local_addr().unwrap().port();
         let options = PebbleOptions { http_port: http_port.unwrap_or(1), tls_port, validity_secs, nonce_reject };
         let pebble = Pebble::new(dir.path(), options);
-        Setup { sim: start_simulator().await, dir, domains: vec![DOMAIN], pebble, http_port, tls_port }
+        let listeners = std::sync::Mutex::new((http, Some(tls)));
+        Setup { listeners, sim: start_simulator().await, dir, domains: vec![DOMAIN], pebble, http_port, tls_port }
     }
 
     fn config_path(&self) -> std::path::PathBuf {
@@ -87,13 +93,17 @@ impl Setup {
         path
     }
 
+    /// Starts PayBridge on the held listeners, or (on a restart) on the same ports again.
     async fn start_paybridge(&self) -> Running {
         let config = Config::load(&self.config_path()).unwrap();
-        let http = match self.http_port {
-            Some(port) => Some(TcpListener::bind(("127.0.0.1", port)).await.unwrap()),
-            None => None,
+        let held = std::mem::take(&mut *self.listeners.lock().unwrap());
+        let listener = |held: Option<std::net::TcpListener>, port: u16| {
+            let l = held.unwrap_or_else(|| std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+            l.set_nonblocking(true).unwrap();
+            TcpListener::from_std(l).unwrap()
         };
-        let tls = TcpListener::bind(("127.0.0.1", self.tls_port)).await.unwrap();
+        let http = self.http_port.map(|port| listener(held.0, port));
+        let tls = listener(held.1, self.tls_port);
         app::start_with_listeners(config, http, Some(tls)).await.unwrap()
     }
 

@@ -60,6 +60,16 @@ pub struct Config {
     pub orders: OrdersConfig,
     /// Sandbox settings (only used in sandbox mode).
     pub sandbox: SandboxConfig,
+    /// The admin page.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Argon2id hash of the admin password (`paybridge admin set-password`);
+    /// without it nobody can log in.
+    pub password_hash: Option<Secret>,
 }
 
 /// `[http]`
@@ -158,6 +168,14 @@ struct RawConfig {
     orders: RawOrders,
     #[serde(default)]
     sandbox: RawSandbox,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    password_hash: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,7 +211,7 @@ struct RawSandbox {
 }
 
 /// Environment variables that are secrets: their value may come from `<NAME>_FILE`.
-const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET"];
+const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH"];
 
 impl RawConfig {
     /// Applies one `PAYBRIDGE_<NAME>` override; `name` is without the prefix.
@@ -220,6 +238,7 @@ impl RawConfig {
                     Some(value.parse().map_err(|_| invalid(&var, "expected true or false"))?)
             }
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
+            "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
             _ => {
                 let known = name.strip_prefix("TLS_").is_some_and(|key| self.tls.set_from_env(key, value));
                 if !known {
@@ -338,6 +357,16 @@ impl RawConfig {
             Some(other) => return Err(invalid("mode", format!("must be \"live\" or \"sandbox\", not {other:?}"))),
         };
         let tls = self.tls.validate()?;
+        let password_hash = match self.admin.password_hash.filter(|h| !h.is_empty()) {
+            Some(hash) if crate::admin::auth::is_valid_hash(hash.expose()) => Some(hash),
+            Some(_) => {
+                return Err(invalid(
+                    "admin.password_hash",
+                    "is not an Argon2id hash; set it with `paybridge admin set-password --config FILE`",
+                ))
+            }
+            None => None,
+        };
         let listen = match self.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
             "off" if tls.enabled() => None,
             "off" => return Err(invalid("http.listen", "cannot be \"off\" while [tls] mode is \"off\"")),
@@ -462,6 +491,7 @@ impl RawConfig {
                 accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
             },
             sandbox: SandboxConfig { simulator_listen },
+            admin: AdminConfig { password_hash },
         })
     }
 }

@@ -56,7 +56,9 @@ pub fn pay_error(e: &PayError) -> Response {
 
 /// Renders what warp's routing refused: unknown path, wrong method, body too large.
 pub async fn rejection(r: Rejection) -> Result<Response, Infallible> {
-    let reply = if r.is_not_found() {
+    let reply = if r.find::<super::admin::Unauthorized>().is_some() {
+        json_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "log in first")
+    } else if r.is_not_found() {
         json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint (see the API reference in the README)")
     } else if let Some(too_large) = r.find::<BodyTooLarge>() {
         let message = format!("the request body is larger than this endpoint's limit of {} bytes", too_large.limit);

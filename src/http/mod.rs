@@ -2,10 +2,13 @@
 //!
 //! - [`miniprogram`]: mini-program B's API (`/pay/openid`, `/pay/unifiedOrder`, `/pay/orders/..`).
 //! - [`notify`]: WeChat's payment notifies.
+//! - [`admin`]: the merchant's admin page and its API ([`assets`]: the embedded files).
 //! - [`error`]: the one place errors become replies.
 //! - [`body`]: size-limited request bodies.
 //! - [`plain`]: the plain-HTTP listener when HTTPS is on (ACME HTTP-01, redirects).
 
+pub mod admin;
+pub mod assets;
 pub mod body;
 pub mod error;
 pub mod miniprogram;
@@ -27,13 +30,17 @@ use crate::pay::Payments;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Present on requests that came over TLS (so cookies can be `Secure`).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// A filter that hands a clone of `value` to the handler.
 pub fn with<T: Clone + Send + Sync + 'static>(value: T) -> impl Filter<Extract = (T,), Error = Infallible> + Clone {
     warp::any().map(move || value.clone())
 }
 
 /// Every PayBridge route, with error rendering, security headers and access logs.
-pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
+pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>) -> BoxedFilter<(Response,)> {
     let mut headers = HeaderMap::new();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
@@ -47,6 +54,8 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
         .map(move || warp::reply::json(&serde_json::json!({ "status": "ok", "sandbox": sandbox })).into_response());
     miniprogram::routes(pay.clone())
         .or(notify::routes(pay))
+        .unify()
+        .or(admin::routes(admin))
         .unify()
         .or(health)
         .unify()

@@ -44,26 +44,34 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
                 reply::with_header(reply::with_status(r.body, status), "content-type", content_type).into_response()
             },
         );
-    let control_pay = warp::path!("sandbox" / "pay")
-        .and(warp::post())
-        .and(warp::body::json())
-        .and(with_sim.clone())
-        .map(|req: PayRequest, sim: Simulator| match sim.pay(&req) {
-            Ok(transaction_id) => reply::json(&serde_json::json!({ "transaction_id": transaction_id })).into_response(),
-            Err(e) => control_error(StatusCode::CONFLICT, &e),
-        });
+    let control_pay =
+        warp::path!("sandbox" / "pay").and(warp::post()).and(json_body::<PayRequest>()).and(with_sim.clone()).map(
+            |req: Result<PayRequest, String>, sim: Simulator| match req {
+                Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+                Ok(req) => match sim.pay(&req) {
+                    Ok(transaction_id) => {
+                        reply::json(&serde_json::json!({ "transaction_id": transaction_id })).into_response()
+                    }
+                    Err(e) => control_error(StatusCode::CONFLICT, &e),
+                },
+            },
+        );
     let control_order = warp::path!("sandbox" / "orders" / String).and(warp::get()).and(with_sim.clone()).map(
         |no: String, sim: Simulator| match sim.report(&no) {
             Some(report) => reply::json(&report).into_response(),
             None => control_error(StatusCode::NOT_FOUND, "no such order in the simulator"),
         },
     );
-    let control_faults = warp::path!("sandbox" / "faults").and(warp::post()).and(warp::body::json()).and(with_sim).map(
-        |faults: Vec<Fault>, sim: Simulator| {
-            sim.inject(faults);
-            reply::json(&serde_json::json!({ "ok": true })).into_response()
-        },
-    );
+    let control_faults =
+        warp::path!("sandbox" / "faults").and(warp::post()).and(json_body::<Vec<Fault>>()).and(with_sim).map(
+            |faults: Result<Vec<Fault>, String>, sim: Simulator| match faults {
+                Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+                Ok(faults) => {
+                    sim.inject(faults);
+                    reply::json(&serde_json::json!({ "ok": true })).into_response()
+                }
+            },
+        );
     login
         .or(pay)
         .unify()
@@ -79,6 +87,13 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         })
         .unify()
         .boxed()
+}
+
+/// A JSON control request, with or without a `Content-Type` (curl users forget it).
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (Result<T, String>,), Error = warp::Rejection> + Clone {
+    body::limited(64 * 1024)
+        .map(|bytes: bytes::Bytes| serde_json::from_slice(&bytes).map_err(|e| format!("bad JSON: {e}")))
 }
 
 fn control_error(status: StatusCode, message: &str) -> Response {

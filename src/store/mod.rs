@@ -8,7 +8,7 @@
 //! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | out_trade_no |
 //! | `orders_by_tx` | transaction_id | out_trade_no |
 //! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
-//! | `stats` | `s` ‖ status / `d` ‖ Beijing day | order count / paid count and fen |
+//! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day | orders per status / paid count and fen / rejected notifies |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
@@ -41,7 +41,7 @@ use tx::{Tx, TxResult};
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-const INDEX_VERSION: &[u8] = b"2";
+const INDEX_VERSION: &[u8] = b"3";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,9 @@ impl Store {
     /// Rebuilds every order index and counter from the orders themselves
     /// (after an upgrade that added an index).
     fn rebuild_indexes(&self) -> Result<(), StoreError> {
-        for tree in [&self.orders_by_time, &self.orders_by_status, &self.orders_by_tx, &self.orders_by_openid, &self.stats] {
+        for tree in
+            [&self.orders_by_time, &self.orders_by_status, &self.orders_by_tx, &self.orders_by_openid, &self.stats]
+        {
             tree.clear()?;
         }
         let mut rebuilt = 0u64;
@@ -143,6 +145,13 @@ impl Store {
             let order = Order::decode(&bytes)?;
             self.transact(|tx| tx.insert_order(&order))?;
             rebuilt += 1;
+        }
+        for entry in self.notifies.iter() {
+            let (_, bytes) = entry?;
+            let record = NotifyRecord::decode(&bytes)?;
+            if record.verdict == Verdict::Rejected {
+                self.transact(|tx| tx.count_rejected(&record))?;
+            }
         }
         if rebuilt > 0 {
             tracing::info!(orders = rebuilt, "order indexes rebuilt");
@@ -163,9 +172,11 @@ impl Store {
             &self.notifies,
             &self.notifies_by_order,
         );
-        let result = trees.transaction(|(orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order)| {
-            f(&Tx { orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order })
-        })?;
+        let result = trees.transaction(
+            |(orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order)| {
+                f(&Tx { orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order })
+            },
+        )?;
         Ok(result)
     }
 

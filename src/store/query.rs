@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use super::tx::{beijing_day_start, day_key, prefixed_key, read_u64, status_count_key, time_key_of};
+use super::tx::{
+    beijing_day_start, day_key, prefixed_key, read_u64, status_count_key, time_key_of, PAID_DAY, REJECTED_DAY,
+};
 use super::{Order, OrderStatus, Page, Store, StoreError};
 
 /// Which orders a listing shows. Times are unix ms; `to_ms` is exclusive.
@@ -57,7 +59,12 @@ const SEARCH_SCAN_LIMIT: usize = 10_000;
 impl Store {
     /// Orders newest first, filtered, starting after `cursor`. Reads only the
     /// page (plus one entry): the cost does not grow with the store.
-    pub fn list_orders(&self, filter: &OrderFilter, cursor: Option<&str>, limit: usize) -> Result<Page<Order>, StoreError> {
+    pub fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Order>, StoreError> {
         let prefix: Vec<u8> = filter.status.map(|s| vec![s.index_byte()]).unwrap_or_default();
         let index = if filter.status.is_some() { &self.orders_by_status } else { &self.orders_by_time };
         let (lower, upper) = filter.bounds(cursor);
@@ -131,10 +138,19 @@ impl Store {
     pub fn paid_by_day(&self, first: i64, last: i64) -> Result<Vec<DayTotal>, StoreError> {
         (first..=last)
             .map(|day| {
-                let value = self.stats.get(day_key(day))?;
+                let value = self.stats.get(day_key(PAID_DAY, day))?;
                 Ok(DayTotal { day, count: read_u64(value.as_deref(), 0), fen: read_u64(value.as_deref(), 8) })
             })
             .collect()
+    }
+
+    /// Rejected notifies received in the Beijing days `first..=last`.
+    pub fn rejected_notifies(&self, first: i64, last: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for day in first..=last {
+            total += read_u64(self.stats.get(day_key(REJECTED_DAY, day))?.as_deref(), 0);
+        }
+        Ok(total)
     }
 
     /// The first millisecond of a Beijing day, for date filters.

@@ -4,7 +4,7 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec::CodecError;
-use super::{NotifyRecord, Order, OrderStatus};
+use super::{NotifyRecord, Order, OrderStatus, Verdict};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<CodecError>>;
 
@@ -54,12 +54,16 @@ pub(super) fn status_count_key(status: OrderStatus) -> [u8; 2] {
     [b's', status.index_byte()]
 }
 
-pub(super) fn day_key(day: i64) -> [u8; 9] {
+/// Paid orders per day (`d`) and rejected notifies per day (`r`).
+pub(super) fn day_key(kind: u8, day: i64) -> [u8; 9] {
     let mut key = [0u8; 9];
-    key[0] = b'd';
+    key[0] = kind;
     key[1..].copy_from_slice(&day.to_be_bytes());
     key
 }
+
+pub(super) const PAID_DAY: u8 = b'd';
+pub(super) const REJECTED_DAY: u8 = b'r';
 
 pub(super) fn read_u64(bytes: Option<&[u8]>, at: usize) -> u64 {
     bytes.and_then(|b| b.get(at..at + 8)).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
@@ -98,7 +102,7 @@ impl Tx<'_> {
     }
 
     fn add_paid(&self, order: &Order) -> TxResult<()> {
-        let key = day_key(beijing_day(order.paid_at.unwrap_or(order.updated_at)));
+        let key = day_key(PAID_DAY, beijing_day(order.paid_at.unwrap_or(order.updated_at)));
         let now = self.stats.get(key)?;
         let mut value = [0u8; 16];
         value[..8].copy_from_slice(&(read_u64(now.as_deref(), 0) + 1).to_be_bytes());
@@ -144,9 +148,20 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Appends a notify to the log.
+    /// Counts a rejected notify on its day.
+    pub fn count_rejected(&self, record: &NotifyRecord) -> TxResult<()> {
+        let key = day_key(REJECTED_DAY, beijing_day(record.received_at));
+        let count = read_u64(self.stats.get(key)?.as_deref(), 0) + 1;
+        self.stats.insert(&key[..], &count.to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    /// Appends a notify to the log (and counts it if rejected).
     pub fn append_notify(&self, record: &NotifyRecord) -> TxResult<()> {
         self.notifies.insert(&record.id.to_be_bytes(), record.encode())?;
+        if record.verdict == Verdict::Rejected {
+            self.count_rejected(record)?;
+        }
         if let Some(no) = &record.out_trade_no {
             self.notifies_by_order.insert(prefixed_key(no, &record.id.to_be_bytes()), &[])?;
         }

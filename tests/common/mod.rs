@@ -22,6 +22,13 @@ pub const APPID: &str = "wxd930ea5d5a258f4f";
 pub const APP_SECRET: &str = "app-secret-for-tests-0123456789";
 pub const MCH_ID: &str = "10000100";
 pub const MCH_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The Argon2id hash of [`ADMIN_PASSWORD`], computed once per test binary.
+pub fn admin_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| paybridge::admin::auth::hash_password(ADMIN_PASSWORD))
+}
 
 /// How a test environment is set up.
 #[derive(Clone)]
@@ -64,7 +71,10 @@ notify_url = "http://{addr}/pay/notify"
 timeout_ms = {timeout_ms}
 [orders]
 accept_client_amount = {accept}
+[admin]
+password_hash = "{hash}"
 "#,
+        hash = admin_hash(),
         data_dir = data_dir.display(),
         sign_type = opts.sign_type.as_str(),
         timeout_ms = opts.timeout_ms,

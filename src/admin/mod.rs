@@ -1,0 +1,305 @@
+//! The merchant's admin page: what it shows and who may see it.
+//!
+//! [`auth`] holds the password, sessions and login limits; this module
+//! builds the views (JSON-ready structs) from the store, so the routes in
+//! [`crate::http::admin`] only parse and render.
+
+pub mod auth;
+pub mod csv;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::secret::Secret;
+use crate::store::{self, NotifyRecord, Order, OrderFilter, Page, Store, StoreError};
+use crate::tls::{StatusHandle, TlsStatus};
+
+/// Everything the admin routes need.
+pub struct Admin {
+    /// The orders and notifies.
+    pub store: Store,
+    /// The Argon2id hash of the admin password; `None` disables logging in.
+    pub password_hash: Option<Secret>,
+    /// Logged-in sessions.
+    pub sessions: auth::Sessions,
+    /// Failed-login limits.
+    pub limiter: auth::LoginLimiter,
+    /// Certificate status, with TLS on.
+    pub tls_status: Option<Arc<StatusHandle>>,
+    started: Instant,
+    system: SystemInfo,
+}
+
+/// What the System view shows of the configuration: no secret.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SystemInfo {
+    mode: &'static str,
+    sandbox: bool,
+    appid: String,
+    mch_id: String,
+    sign_type: &'static str,
+    notify_url: String,
+    pay_base_url: String,
+    data_dir: String,
+    accept_client_amount: bool,
+}
+
+/// One row of the order list.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRow {
+    out_trade_no: String,
+    status: &'static str,
+    total_fee: u64,
+    body: String,
+    attach: String,
+    openid: String,
+    transaction_id: Option<String>,
+    created_at: i64,
+    paid_at: Option<i64>,
+    last_error: Option<String>,
+    sandbox: bool,
+}
+
+impl From<&Order> for OrderRow {
+    fn from(o: &Order) -> OrderRow {
+        OrderRow {
+            out_trade_no: o.out_trade_no.clone(),
+            status: o.status.as_str(),
+            total_fee: o.total_fee,
+            body: o.body.clone(),
+            attach: o.attach.clone(),
+            openid: o.openid.clone(),
+            transaction_id: o.transaction_id.clone(),
+            created_at: o.created_at,
+            paid_at: o.paid_at,
+            last_error: o.last_error.clone(),
+            sandbox: o.sandbox,
+        }
+    }
+}
+
+/// One notify, raw body included (as text).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyRow {
+    id: u64,
+    received_at: i64,
+    peer: Option<String>,
+    out_trade_no: Option<String>,
+    transaction_id: Option<String>,
+    verdict: &'static str,
+    reason: String,
+    raw: String,
+    sandbox: bool,
+}
+
+impl From<&NotifyRecord> for NotifyRow {
+    fn from(r: &NotifyRecord) -> NotifyRow {
+        NotifyRow {
+            id: r.id,
+            received_at: r.received_at,
+            peer: r.peer.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            transaction_id: r.transaction_id.clone(),
+            verdict: r.verdict.as_str(),
+            reason: r.reason.clone(),
+            raw: String::from_utf8_lossy(&r.raw).into_owned(),
+            sandbox: r.sandbox,
+        }
+    }
+}
+
+/// An order with its history and notifies.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    row: OrderRow,
+    prepay_id: Option<String>,
+    time_end: Option<String>,
+    updated_at: i64,
+    history: Vec<store::OrderEvent>,
+    notifies: Vec<NotifyRow>,
+}
+
+/// Paid count and amount.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Total {
+    count: u64,
+    fen: u64,
+}
+
+/// One day of the chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Day {
+    date: String,
+    count: u64,
+    fen: u64,
+}
+
+/// The overview: today, this month, pending, problems, last 30 days.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    sandbox: bool,
+    today: Total,
+    month: Total,
+    pending: u64,
+    closed: u64,
+    rejected_notifies_today: u64,
+    rejected_notifies_30_days: u64,
+    days: Vec<Day>,
+}
+
+/// The System view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemView {
+    version: &'static str,
+    uptime_secs: u64,
+    data_bytes: u64,
+    orders: usize,
+    #[serde(flatten)]
+    config: SystemInfo,
+    tls: Option<TlsStatus>,
+}
+
+/// A Beijing day number as `YYYY-MM-DD`.
+pub fn day_string(day: i64) -> String {
+    let date = time::Date::from_julian_day(2_440_588 + day as i32).expect("a day in range");
+    format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day())
+}
+
+/// Parses `YYYY-MM-DD` into a Beijing day number.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, format).ok().map(|d| d.to_julian_day() as i64 - 2_440_588)
+}
+
+impl Admin {
+    /// The admin state for a running server.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        password_hash: Option<Secret>,
+        tls_status: Option<Arc<StatusHandle>>,
+    ) -> Admin {
+        Admin {
+            store,
+            password_hash,
+            sessions: auth::Sessions::default(),
+            limiter: auth::LoginLimiter::default(),
+            tls_status,
+            started: Instant::now(),
+            system: SystemInfo {
+                mode: config.mode.as_str(),
+                sandbox: config.mode == crate::config::Mode::Sandbox,
+                appid: config.wechat.appid.clone(),
+                mch_id: config.wechat.mch_id.clone(),
+                sign_type: config.wechat.sign_type.as_str(),
+                notify_url: config.wechat.notify_url.to_string(),
+                pay_base_url: config.wechat.pay_base_url.to_string(),
+                data_dir: config.data_dir.display().to_string(),
+                accept_client_amount: config.orders.accept_client_amount,
+            },
+        }
+    }
+
+    /// Whether this is sandbox mode.
+    pub fn sandbox(&self) -> bool {
+        self.system.sandbox
+    }
+
+    /// The overview at `now_ms`.
+    pub fn overview(&self, now_ms: i64) -> Result<Overview, StoreError> {
+        let today = store::beijing_day(now_ms);
+        let days = self.store.paid_by_day(today - 29, today)?;
+        let first_of_month = {
+            let date = time::Date::from_julian_day(2_440_588 + today as i32).expect("a day in range");
+            today - (date.day() as i64 - 1)
+        };
+        let month = self
+            .store
+            .paid_by_day(first_of_month, today)?
+            .iter()
+            .fold(Total::default(), |t, d| Total { count: t.count + d.count, fen: t.fen + d.fen });
+        let counts = self.store.status_counts()?;
+        let count = |s: store::OrderStatus| counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+        Ok(Overview {
+            sandbox: self.sandbox(),
+            today: days.last().map_or(Total::default(), |d| Total { count: d.count, fen: d.fen }),
+            month,
+            pending: count(store::OrderStatus::Created) + count(store::OrderStatus::Prepaid),
+            closed: count(store::OrderStatus::Closed),
+            rejected_notifies_today: self.store.rejected_notifies(today, today)?,
+            rejected_notifies_30_days: self.store.rejected_notifies(today - 29, today)?,
+            days: days.iter().map(|d| Day { date: day_string(d.day), count: d.count, fen: d.fen }).collect(),
+        })
+    }
+
+    /// A page of orders, filtered or searched.
+    pub fn orders(
+        &self,
+        filter: &OrderFilter,
+        query: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OrderRow>, StoreError> {
+        let page = match query.map(str::trim).filter(|q| !q.is_empty()) {
+            Some(q) => self.store.search_orders(q, filter, cursor, limit)?,
+            None => self.store.list_orders(filter, cursor, limit)?,
+        };
+        Ok(Page { items: page.items.iter().map(OrderRow::from).collect(), next: page.next })
+    }
+
+    /// One order in full, or `None`.
+    pub fn order(&self, out_trade_no: &str) -> Result<Option<OrderDetail>, StoreError> {
+        let Some(order) = self.store.order(out_trade_no)? else { return Ok(None) };
+        let notifies = self.store.notifies_for_order(out_trade_no)?;
+        Ok(Some(OrderDetail {
+            row: OrderRow::from(&order),
+            prepay_id: order.prepay.as_ref().map(|p| p.prepay_id.clone()),
+            time_end: order.time_end.clone(),
+            updated_at: order.updated_at,
+            history: order.history.clone(),
+            notifies: notifies.iter().map(NotifyRow::from).collect(),
+        }))
+    }
+
+    /// A page of the notify log.
+    pub fn notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRow>, StoreError> {
+        let page = self.store.list_notifies(cursor, limit)?;
+        Ok(Page { items: page.items.iter().map(NotifyRow::from).collect(), next: page.next })
+    }
+
+    /// The System view.
+    pub fn system(&self) -> Result<SystemView, StoreError> {
+        Ok(SystemView {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().as_secs(),
+            data_bytes: self.store.size_on_disk()?,
+            orders: self.store.order_count(),
+            config: self.system.clone(),
+            tls: self.tls_status.as_ref().map(|s| s.get()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(day_string(0), "1970-01-01");
+        let day = parse_day("2026-11-27").unwrap();
+        assert_eq!(day_string(day), "2026-11-27");
+        assert_eq!(parse_day("2026-13-01"), None);
+        assert_eq!(parse_day("yesterday"), None);
+    }
+}

@@ -1,0 +1,407 @@
+//! Routes for the merchant's admin page: the embedded page itself and its
+//! JSON API under `/admin/api/`.
+//!
+//! SECURITY: every API route but login needs a session cookie
+//! (`HttpOnly; SameSite=Strict`, `Secure` over HTTPS); every POST needs the
+//! session's CSRF token in `X-CSRF-Token` and, when the browser sends one, a
+//! same-host `Origin`. Login attempts are limited per address. The page and
+//! the API answer with a strict Content-Security-Policy (no inline script).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use warp::filters::BoxedFilter;
+use warp::http::header::{HeaderMap, HeaderValue};
+use warp::http::StatusCode;
+use warp::reply::{self, Reply, Response};
+use warp::Filter;
+
+use super::error::json_error;
+use super::{assets, body, with, OverTls, PeerAddr};
+use crate::admin::{self, auth, csv, Admin};
+use crate::store::{OrderFilter, OrderStatus, Store};
+
+const COOKIE: &str = "pb_session";
+const LOGIN_BODY_LIMIT: usize = 4096;
+const CSV_MAX_ROWS: usize = 100_000;
+
+/// Headers on every admin response.
+fn security_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h
+}
+
+/// What a request brings that authentication needs.
+#[derive(Debug, Clone)]
+struct Caller {
+    cookie: Option<String>,
+    csrf: Option<String>,
+    origin: Option<String>,
+    host: Option<String>,
+    ip: IpAddr,
+    tls: bool,
+}
+
+fn caller() -> impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone {
+    warp::cookie::optional::<String>(COOKIE)
+        .and(warp::header::optional::<String>("x-csrf-token"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<OverTls>())
+        .map(|cookie, csrf, origin, host, peer: Option<PeerAddr>, tls: Option<OverTls>| Caller {
+            cookie,
+            csrf,
+            origin,
+            host,
+            ip: peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |p| p.0.ip()),
+            tls: tls.is_some(),
+        })
+}
+
+/// No valid session: rendered as 401 by [`super::error::rejection`].
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl warp::reject::Reject for Unauthorized {}
+
+/// Passes the admin state on when the caller has a live session.
+fn authed(admin: Arc<Admin>) -> impl Filter<Extract = (Arc<Admin>,), Error = warp::Rejection> + Clone {
+    caller().and(with(admin)).and_then(|c: Caller, admin: Arc<Admin>| async move {
+        match c.session(&admin) {
+            Some(_) => Ok(admin),
+            None => Err(warp::reject::custom(Unauthorized)),
+        }
+    })
+}
+
+/// Why an admin request is refused before it reaches the store.
+#[derive(Debug)]
+enum Refusal {
+    /// No live session.
+    Unauthorized,
+    /// A state change without the CSRF token, or from another site.
+    Csrf,
+    /// A query parameter is wrong; the message says which.
+    BadQuery(String),
+}
+
+impl Refusal {
+    fn reply(&self) -> Response {
+        match self {
+            Refusal::Unauthorized => json_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "log in first"),
+            Refusal::Csrf => {
+                json_error(StatusCode::FORBIDDEN, "CSRF", "missing or wrong X-CSRF-Token, or a cross-site request")
+            }
+            Refusal::BadQuery(message) => json_error(StatusCode::BAD_REQUEST, "INVALID_QUERY", message),
+        }
+    }
+}
+
+impl Caller {
+    /// The session's CSRF token, if the cookie names a live session.
+    fn session(&self, admin: &Admin) -> Option<String> {
+        self.cookie.as_deref().and_then(|c| admin.sessions.check(c))
+    }
+
+    /// A browser's cross-site request carries another host in `Origin`.
+    fn same_origin(&self) -> bool {
+        match (&self.origin, &self.host) {
+            (None, _) => true,
+            (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, o)| o.eq_ignore_ascii_case(host)),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// For state-changing requests: a session, a same-host origin and the CSRF token.
+    fn authorize_change(&self, admin: &Admin) -> Result<(), Refusal> {
+        let Some(expected) = self.session(admin) else { return Err(Refusal::Unauthorized) };
+        let token_ok = self.csrf.as_deref().is_some_and(|given| auth::csrf_matches(&expected, given));
+        if !token_ok || !self.same_origin() {
+            return Err(Refusal::Csrf);
+        }
+        Ok(())
+    }
+
+    fn cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    password: String,
+}
+
+/// A store error: logged, and a plain 500 for the client.
+fn internal(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin: storage error");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "storage error; see the server log")
+}
+
+fn bad_query(message: &str) -> Refusal {
+    Refusal::BadQuery(message.to_owned())
+}
+
+/// The filter, search and paging parameters of the order list and CSV.
+struct OrderQuery {
+    filter: OrderFilter,
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: usize,
+}
+
+fn order_query(q: &HashMap<String, String>) -> Result<OrderQuery, Refusal> {
+    let nonempty = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let status = match nonempty("status") {
+        Some(s) => {
+            Some(OrderStatus::parse(s).ok_or_else(|| bad_query("status must be CREATED, PREPAID, PAID or CLOSED"))?)
+        }
+        None => None,
+    };
+    let day = |key: &str| -> Result<Option<i64>, Refusal> {
+        match nonempty(key) {
+            Some(text) => admin::parse_day(text)
+                .map(Some)
+                .ok_or_else(|| bad_query(&format!("{key} must be a date like 2026-11-27"))),
+            None => Ok(None),
+        }
+    };
+    let from_ms = day("from")?.map(Store::day_start);
+    let to_ms = day("to")?.map(|d| Store::day_start(d + 1));
+    let limit = match nonempty("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=200).contains(l))
+            .ok_or_else(|| bad_query("limit must be 1 to 200"))?,
+        None => 50,
+    };
+    Ok(OrderQuery {
+        filter: OrderFilter { status, from_ms, to_ms },
+        q: nonempty("q").map(str::to_owned),
+        cursor: nonempty("cursor").map(str::to_owned),
+        limit,
+    })
+}
+
+/// The admin page and its API.
+pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
+    let page = warp::path!("admin").and(warp::get()).map(|| asset("admin.html"));
+    let static_file = warp::path!("admin" / "static" / String).and(warp::get()).map(|name: String| asset(&name));
+
+    let login = warp::path!("admin" / "api" / "login")
+        .and(warp::post())
+        .and(caller())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body::limited(LOGIN_BODY_LIMIT))
+        .and(with(admin.clone()))
+        .then(login);
+
+    let logout = warp::path!("admin" / "api" / "logout").and(warp::post()).and(caller()).and(with(admin.clone())).map(
+        |c: Caller, admin: Arc<Admin>| {
+            if let Err(refusal) = c.authorize_change(&admin) {
+                return refusal.reply();
+            }
+            if let Some(token) = &c.cookie {
+                admin.sessions.remove(token);
+            }
+            reply::with_header(
+                reply::with_status(reply::reply(), StatusCode::NO_CONTENT),
+                "set-cookie",
+                c.cookie("", 0),
+            )
+            .into_response()
+        },
+    );
+
+    let session = warp::path!("admin" / "api" / "session").and(warp::get()).and(caller()).and(with(admin.clone())).map(
+        |c: Caller, admin: Arc<Admin>| match c.session(&admin) {
+            Some(csrf) => reply::json(&serde_json::json!({
+                "csrf": csrf, "sandbox": admin.sandbox(), "version": env!("CARGO_PKG_VERSION"),
+            }))
+            .into_response(),
+            None => Refusal::Unauthorized.reply(),
+        },
+    );
+
+    // Read-only API routes: a session is enough (GET changes nothing).
+    let authed = authed(admin.clone());
+
+    let overview =
+        warp::path!("admin" / "api" / "overview").and(warp::get()).and(authed.clone()).map(|admin: Arc<Admin>| {
+            match admin.overview(crate::pay::now_ms()) {
+                Ok(o) => reply::json(&o).into_response(),
+                Err(e) => internal(e),
+            }
+        });
+
+    let orders = warp::path!("admin" / "api" / "orders")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(authed.clone())
+        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
+            let q = match order_query(&q) {
+                Ok(q) => q,
+                Err(refusal) => return refusal.reply(),
+            };
+            match admin.orders(&q.filter, q.q.as_deref(), q.cursor.as_deref(), q.limit) {
+                Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
+                Err(e) => internal(e),
+            }
+        });
+
+    let order = warp::path!("admin" / "api" / "orders" / String).and(warp::get()).and(authed.clone()).map(
+        |no: String, admin: Arc<Admin>| match admin.order(&no) {
+            Ok(Some(detail)) => reply::json(&detail).into_response(),
+            Ok(None) => json_error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "no such order"),
+            Err(e) => internal(e),
+        },
+    );
+
+    let export = warp::path!("admin" / "api" / "export" / "orders.csv")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(authed.clone())
+        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
+            let q = match order_query(&q) {
+                Ok(q) => q,
+                Err(refusal) => return refusal.reply(),
+            };
+            let mut out = String::from(csv::BOM);
+            out.push_str(csv::HEADER);
+            let mut cursor: Option<String> = None;
+            let mut rows = 0;
+            loop {
+                let page = match admin.orders(&q.filter, q.q.as_deref(), cursor.as_deref(), 500) {
+                    Ok(p) => p,
+                    Err(e) => return internal(e),
+                };
+                for row in &page.items {
+                    csv::write_row(&mut out, row);
+                }
+                rows += page.items.len();
+                match page.next {
+                    Some(next) if rows < CSV_MAX_ROWS => cursor = Some(next),
+                    _ => break,
+                }
+            }
+            let day = admin::day_string(crate::store::beijing_day(crate::pay::now_ms()));
+            let disposition = format!("attachment; filename=\"paybridge-orders-{day}.csv\"");
+            reply::with_header(
+                reply::with_header(out, "content-type", "text/csv; charset=utf-8"),
+                "content-disposition",
+                disposition,
+            )
+            .into_response()
+        });
+
+    let notifies = warp::path!("admin" / "api" / "notifies")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(authed.clone())
+        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
+            let cursor = match q.get("cursor").filter(|c| !c.is_empty()).map(|c| c.parse::<u64>()) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(_)) => return bad_query("cursor must be the value of `next` from the previous page").reply(),
+                None => None,
+            };
+            let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50usize).clamp(1, 200);
+            match admin.notifies(cursor, limit) {
+                Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
+                Err(e) => internal(e),
+            }
+        });
+
+    let system = warp::path!("admin" / "api" / "system").and(warp::get()).and(authed).map(|admin: Arc<Admin>| {
+        match admin.system() {
+            Ok(s) => reply::json(&s).into_response(),
+            Err(e) => internal(e),
+        }
+    });
+
+    let api = overview
+        .or(orders)
+        .unify()
+        .or(export)
+        .unify()
+        .or(order)
+        .unify()
+        .or(notifies)
+        .unify()
+        .or(system)
+        .unify()
+        .or(login)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(session)
+        .unify();
+    page.or(static_file)
+        .unify()
+        .or(api)
+        .unify()
+        .with(warp::reply::with::headers(security_headers()))
+        .map(Reply::into_response)
+        .boxed()
+}
+
+fn asset(name: &str) -> Response {
+    match assets::get(name) {
+        Some((content_type, bytes)) => reply::with_header(bytes, "content-type", content_type).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such file"),
+    }
+}
+
+async fn login(c: Caller, content_type: Option<String>, body: bytes::Bytes, admin: Arc<Admin>) -> Response {
+    if !c.same_origin() {
+        return json_error(StatusCode::FORBIDDEN, "CSRF", "cross-site login refused");
+    }
+    // A cross-site form cannot send JSON without a CORS preflight, which PayBridge never grants.
+    if !content_type.is_some_and(|t| t.starts_with("application/json")) {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "JSON_REQUIRED",
+            "send {\"password\": \"...\"} as application/json",
+        );
+    }
+    let Some(hash) = admin.password_hash.clone() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ADMIN_DISABLED",
+            "no admin password is set; run `paybridge admin set-password --config FILE` and restart",
+        );
+    };
+    if let Some(wait) = admin.limiter.blocked(c.ip) {
+        let message = format!("too many failed logins; try again in {} seconds", wait.as_secs() + 1);
+        let reply = json_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS", &message);
+        return reply::with_header(reply, "retry-after", (wait.as_secs() + 1).to_string()).into_response();
+    }
+    let Ok(Login { password }) = serde_json::from_slice::<Login>(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "INVALID_JSON", "send {\"password\": \"...\"}");
+    };
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash)).await.unwrap_or(false);
+    if !ok {
+        admin.limiter.failed(c.ip);
+        tracing::warn!(target: "paybridge::admin", ip = %c.ip, "admin login failed");
+        return json_error(StatusCode::UNAUTHORIZED, "WRONG_PASSWORD", "wrong password");
+    }
+    let (token, csrf) = admin.sessions.create();
+    tracing::info!(target: "paybridge::admin", ip = %c.ip, "admin logged in");
+    let body = reply::json(&serde_json::json!({ "csrf": csrf, "sandbox": admin.sandbox() }));
+    reply::with_header(body, "set-cookie", c.cookie(&token, 12 * 3600)).into_response()
+}

@@ -1,0 +1,468 @@
+// PayBridge admin page. Plain JavaScript, no library, no build step.
+//
+// SECURITY: text that came from outside (order body, attach, raw notify XML)
+// only ever reaches the page through textContent / createTextNode, never as
+// HTML. The Content-Security-Policy forbids inline script as a second wall.
+'use strict';
+
+const I18N = {
+  en: {
+    'nav.overview': 'Overview', 'nav.orders': 'Orders', 'nav.notifies': 'Notifies', 'nav.system': 'System',
+    'logout': 'Log out', 'sandbox.banner': 'SANDBOX: simulated WeChat Pay, no real money moves',
+    'login.title': 'Sign in', 'login.password': 'Admin password', 'login.submit': 'Sign in',
+    'login.wrong': 'Wrong password.', 'login.failed': 'Sign-in failed: {msg}',
+    'overview.today': 'Paid today', 'overview.month': 'Paid this month', 'overview.pending': 'Awaiting payment',
+    'overview.rejected': 'Rejected notifies today', 'overview.rejected30': '{n} in 30 days',
+    'overview.orders': '{n} orders', 'overview.chart': 'Paid per day, last 30 days (yuan)',
+    'overview.closed': '{n} closed',
+    'orders.status': 'Status', 'orders.all': 'All', 'orders.from': 'From', 'orders.to': 'To',
+    'orders.search': 'Search', 'orders.searchHint': 'out_trade_no, transaction_id or openid',
+    'orders.apply': 'Apply', 'orders.export': 'Export CSV', 'orders.more': 'Load more', 'orders.none': 'No orders.',
+    'orders.created': 'created {t}', 'orders.paid': 'paid {t}',
+    'order.title': 'Order {no}', 'order.back': '← Orders', 'order.history': 'History', 'order.notifies': 'Notifies',
+    'order.noNotifies': 'No notify received for this order.', 'order.notFound': 'No such order.',
+    'field.outTradeNo': 'Order number', 'field.status': 'Status', 'field.amount': 'Amount (yuan)',
+    'field.body': 'Description', 'field.attach': 'Attach', 'field.openid': 'Payer openid',
+    'field.transactionId': 'WeChat transaction', 'field.prepayId': 'Prepay id', 'field.createdAt': 'Created',
+    'field.paidAt': 'Paid', 'field.timeEnd': 'WeChat payment time', 'field.lastError': 'Last error',
+    'field.sandbox': 'Sandbox order', 'field.updatedAt': 'Updated',
+    'notifies.none': 'No notify received yet.', 'notify.peer': 'from {peer}', 'notify.order': 'order {no}',
+    'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
+    'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
+    'system.signType': 'Signature', 'system.notifyUrl': 'Notify URL', 'system.payBase': 'Pay API',
+    'system.clientAmount': 'Client may choose amount', 'system.dataDir': 'Data directory',
+    'system.tls': 'HTTPS certificate', 'system.tlsOff': 'TLS is off: plain HTTP only.',
+    'system.domains': 'Domains', 'system.issuer': 'Issuer', 'system.notAfter': 'Expires',
+    'system.nextRenewal': 'Next renewal', 'system.lastError': 'Last error', 'system.none': 'none',
+    'yes': 'yes', 'no': 'no', 'error': 'Something went wrong: {msg}', 'loading': 'Loading…',
+  },
+  zh: {
+    'nav.overview': '概览', 'nav.orders': '订单', 'nav.notifies': '支付通知', 'nav.system': '系统',
+    'logout': '退出登录', 'sandbox.banner': '沙箱模式：模拟微信支付，不产生真实交易',
+    'login.title': '登录', 'login.password': '管理员密码', 'login.submit': '登录',
+    'login.wrong': '密码错误。', 'login.failed': '登录失败：{msg}',
+    'overview.today': '今日收款', 'overview.month': '本月收款', 'overview.pending': '待支付',
+    'overview.rejected': '今日被拒通知', 'overview.rejected30': '近 30 天 {n} 条',
+    'overview.orders': '{n} 笔', 'overview.chart': '近 30 天每日收款（元）', 'overview.closed': '已关闭 {n} 笔',
+    'orders.status': '状态', 'orders.all': '全部', 'orders.from': '开始日期', 'orders.to': '结束日期',
+    'orders.search': '搜索', 'orders.searchHint': '商户订单号、微信支付单号或 openid',
+    'orders.apply': '筛选', 'orders.export': '导出 CSV', 'orders.more': '加载更多', 'orders.none': '没有订单。',
+    'orders.created': '创建于 {t}', 'orders.paid': '支付于 {t}',
+    'order.title': '订单 {no}', 'order.back': '← 订单列表', 'order.history': '订单历史', 'order.notifies': '支付通知',
+    'order.noNotifies': '此订单尚未收到支付通知。', 'order.notFound': '没有这个订单。',
+    'field.outTradeNo': '商户订单号', 'field.status': '状态', 'field.amount': '金额（元）',
+    'field.body': '商品描述', 'field.attach': '附加数据', 'field.openid': '付款人 openid',
+    'field.transactionId': '微信支付单号', 'field.prepayId': '预支付 ID', 'field.createdAt': '创建时间',
+    'field.paidAt': '支付时间', 'field.timeEnd': '微信支付完成时间', 'field.lastError': '最近错误',
+    'field.sandbox': '沙箱订单', 'field.updatedAt': '更新时间',
+    'notifies.none': '尚未收到支付通知。', 'notify.peer': '来自 {peer}', 'notify.order': '订单 {no}',
+    'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
+    'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
+    'system.signType': '签名方式', 'system.notifyUrl': '通知地址', 'system.payBase': '支付接口',
+    'system.clientAmount': '允许小程序指定金额', 'system.dataDir': '数据目录',
+    'system.tls': 'HTTPS 证书', 'system.tlsOff': '未启用 TLS：仅提供 HTTP。',
+    'system.domains': '域名', 'system.issuer': '签发者', 'system.notAfter': '到期时间',
+    'system.nextRenewal': '下次续期', 'system.lastError': '最近错误', 'system.none': '无',
+    'yes': '是', 'no': '否', 'error': '出错了：{msg}', 'loading': '加载中…',
+  },
+};
+
+const STATUS_ZH = { CREATED: '已创建', PREPAID: '待支付', PAID: '已支付', CLOSED: '已关闭',
+  REJECTED: '已拒绝', DUPLICATE: '重复', IGNORED: '已忽略' };
+
+const state = { lang: 'en', csrf: null, sandbox: false };
+
+function t(key, vars) {
+  let text = (I18N[state.lang] && I18N[state.lang][key]) || I18N.en[key] || key;
+  for (const [k, v] of Object.entries(vars || {})) text = text.replace('{' + k + '}', String(v));
+  return text;
+}
+
+function statusLabel(s) {
+  return state.lang === 'zh' ? (STATUS_ZH[s] || s) : s;
+}
+
+// h('div', {class: 'x'}, 'text', child): builds elements; strings become text nodes.
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.appendChild(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
+  }
+  return el;
+}
+
+function yuan(fen) {
+  const f = Math.max(0, Math.trunc(fen || 0));
+  return Math.floor(f / 100) + '.' + String(f % 100).padStart(2, '0');
+}
+
+const TIME = {};
+function when(ms) {
+  if (ms === null || ms === undefined) return '';
+  const locale = state.lang === 'zh' ? 'zh-CN' : 'en-GB';
+  TIME[locale] = TIME[locale] || new Intl.DateTimeFormat(locale, {
+    timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+  });
+  return TIME[locale].format(new Date(ms));
+}
+
+function bytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + ' ' + units[i];
+}
+
+function duration(secs) {
+  const d = Math.floor(secs / 86400), hr = Math.floor(secs % 86400 / 3600), m = Math.floor(secs % 3600 / 60);
+  return (d ? d + 'd ' : '') + (d || hr ? hr + 'h ' : '') + m + 'm';
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options) {
+  const opts = Object.assign({ credentials: 'same-origin', headers: {} }, options || {});
+  if (opts.method === 'POST') {
+    opts.headers['Content-Type'] = 'application/json';
+    if (state.csrf) opts.headers['X-CSRF-Token'] = state.csrf;
+  }
+  const response = await fetch(path, opts);
+  if (response.status === 401 && path !== '/admin/api/login') {
+    showLogin();
+    throw new ApiError(401, 'not logged in');
+  }
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, (body.error && body.error.message) || response.statusText);
+  return body;
+}
+
+// --- language -------------------------------------------------------------
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang === 'zh' ? 'zh-CN' : 'en';
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  document.getElementById('lang').textContent = state.lang === 'zh' ? 'English' : '中文';
+}
+
+function initLanguage() {
+  const saved = localStorage.getItem('paybridge.lang');
+  const browser = (navigator.languages && navigator.languages[0]) || navigator.language || 'en';
+  state.lang = saved || (browser.toLowerCase().startsWith('zh') ? 'zh' : 'en');
+  document.getElementById('lang').addEventListener('click', () => {
+    state.lang = state.lang === 'zh' ? 'en' : 'zh';
+    localStorage.setItem('paybridge.lang', state.lang);
+    applyLanguage();
+    if (state.csrf) route();
+  });
+  applyLanguage();
+}
+
+// --- session --------------------------------------------------------------
+
+function showLogin() {
+  state.csrf = null;
+  document.getElementById('view').hidden = true;
+  document.getElementById('nav').hidden = true;
+  document.getElementById('logout').hidden = true;
+  document.getElementById('login-view').hidden = false;
+  document.getElementById('password').focus();
+}
+
+function showApp(session) {
+  state.csrf = session.csrf;
+  state.sandbox = !!session.sandbox;
+  document.getElementById('sandbox-badge').hidden = !state.sandbox;
+  document.getElementById('sandbox-banner').hidden = !state.sandbox;
+  document.getElementById('login-view').hidden = true;
+  document.getElementById('nav').hidden = false;
+  document.getElementById('logout').hidden = false;
+  document.getElementById('view').hidden = false;
+  route();
+}
+
+async function login(event) {
+  event.preventDefault();
+  const error = document.getElementById('login-error');
+  error.textContent = '';
+  const password = document.getElementById('password');
+  try {
+    const session = await api('/admin/api/login', { method: 'POST', body: JSON.stringify({ password: password.value }) });
+    password.value = '';
+    showApp(session);
+  } catch (e) {
+    error.textContent = e.status === 401 ? t('login.wrong') : t('login.failed', { msg: e.message });
+  }
+}
+
+async function logout() {
+  try { await api('/admin/api/logout', { method: 'POST', body: '{}' }); } catch (e) { /* shown as login anyway */ }
+  location.hash = '#/overview';
+  showLogin();
+}
+
+// --- views ----------------------------------------------------------------
+
+function view() { return document.getElementById('view'); }
+
+function render(...children) {
+  const v = view();
+  v.replaceChildren(...children);
+}
+
+function stat(label, value, sub, warn) {
+  return h('div', { class: 'card stat' + (warn ? ' warn' : '') },
+    h('div', { class: 'label' }, label), h('div', { class: 'value' }, value), h('div', { class: 'sub' }, sub || ''));
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  if (text) el.textContent = text;
+  return el;
+}
+
+function chart(days) {
+  const width = 600, height = 160, top = 8, bottom = 20;
+  const max = Math.max(1, ...days.map(d => d.fen));
+  const step = width / days.length;
+  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': t('overview.chart'), id: 'chart' });
+  days.forEach((d, i) => {
+    const barHeight = Math.round((height - top - bottom) * d.fen / max);
+    const bar = svg('rect', { class: 'bar', x: (i * step + 2).toFixed(1), y: height - bottom - barHeight,
+      width: (step - 4).toFixed(1), height: Math.max(barHeight, d.fen ? 1 : 0) });
+    bar.appendChild(svg('title', {}, `${d.date}: ¥${yuan(d.fen)} (${d.count})`));
+    root.appendChild(bar);
+    if (i % 5 === 4 || i === days.length - 1) {
+      root.appendChild(svg('text', { class: 'axis', x: (i * step + step / 2).toFixed(1), y: height - 5, 'text-anchor': 'middle' },
+        d.date.slice(5)));
+    }
+  });
+  root.appendChild(svg('text', { class: 'axis', x: 2, y: 10 }, '¥' + yuan(max)));
+  return h('div', { class: 'card chart' }, h('div', { class: 'muted' }, t('overview.chart')), root);
+}
+
+async function overview() {
+  const o = await api('/admin/api/overview');
+  render(
+    h('div', { class: 'stats', id: 'overview' },
+      stat(t('overview.today'), '¥' + yuan(o.today.fen), t('overview.orders', { n: o.today.count })),
+      stat(t('overview.month'), '¥' + yuan(o.month.fen), t('overview.orders', { n: o.month.count })),
+      stat(t('overview.pending'), String(o.pending), t('overview.closed', { n: o.closed })),
+      stat(t('overview.rejected'), String(o.rejectedNotifiesToday), t('overview.rejected30', { n: o.rejectedNotifies30Days }),
+        o.rejectedNotifiesToday > 0)),
+    chart(o.days));
+}
+
+function statusBadge(s) {
+  return h('span', { class: 'status ' + s }, statusLabel(s));
+}
+
+function orderRow(o) {
+  return h('a', { class: 'row order', href: '#/orders/' + encodeURIComponent(o.outTradeNo), 'data-no': o.outTradeNo },
+    h('span', { class: 'main' }, o.outTradeNo),
+    h('span', { class: 'amount' }, '¥' + yuan(o.totalFee)),
+    h('span', { class: 'desc' }, o.body),
+    h('span', { class: 'meta' }, statusBadge(o.status), ' ',
+      o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) })));
+}
+
+function queryOf(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  return q.toString();
+}
+
+async function orders(params) {
+  const status = h('select', { id: 'f-status' }, h('option', { value: '' }, t('orders.all')),
+    ...['PAID', 'PREPAID', 'CREATED', 'CLOSED'].map(s => h('option', { value: s, selected: params.status === s }, statusLabel(s))));
+  const from = h('input', { id: 'f-from', type: 'date', value: params.from || '' });
+  const to = h('input', { id: 'f-to', type: 'date', value: params.to || '' });
+  const q = h('input', { id: 'f-q', type: 'search', value: params.q || '', placeholder: t('orders.searchHint') });
+  const apply = (e) => {
+    e.preventDefault();
+    location.hash = '#/orders?' + queryOf({ status: status.value, from: from.value, to: to.value, q: q.value.trim() });
+  };
+  const filter = queryOf({ status: params.status, from: params.from, to: params.to, q: params.q });
+  const form = h('form', { class: 'filters', id: 'filters', onsubmit: apply },
+    h('label', {}, t('orders.status'), status),
+    h('label', {}, t('orders.from'), from),
+    h('label', {}, t('orders.to'), to),
+    h('label', { class: 'wide' }, t('orders.search'), q),
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', id: 'f-apply' }, t('orders.apply')),
+      h('a', { class: 'button', id: 'export', href: '/admin/api/export/orders.csv?' + filter, download: '' }, t('orders.export'))));
+  const list = h('div', { class: 'list', id: 'orders-list' });
+  const more = h('button', { class: 'ghost more', id: 'more', hidden: true }, t('orders.more'));
+  render(form, list, more);
+
+  let next = null;
+  const load = async () => {
+    const page = await api('/admin/api/orders?' + queryOf({ status: params.status, from: params.from, to: params.to,
+      q: params.q, cursor: next }));
+    for (const o of page.items) list.appendChild(orderRow(o));
+    if (!list.children.length) list.appendChild(h('div', { class: 'empty' }, t('orders.none')));
+    next = page.next;
+    more.hidden = !next;
+  };
+  more.addEventListener('click', () => load().catch(showError));
+  await load();
+}
+
+// Pretty-prints WeChat's flat XML as text: one field per line.
+function prettyXml(raw) {
+  try {
+    const doc = new DOMParser().parseFromString(raw, 'application/xml');
+    if (doc.getElementsByTagName('parsererror').length || !doc.documentElement) return raw;
+    const lines = ['<' + doc.documentElement.nodeName + '>'];
+    for (const child of doc.documentElement.children) lines.push('  <' + child.nodeName + '>' + child.textContent + '</' + child.nodeName + '>');
+    lines.push('</' + doc.documentElement.nodeName + '>');
+    return lines.join('\n');
+  } catch (e) {
+    return raw;
+  }
+}
+
+function fields(pairs) {
+  return h('dl', { class: 'fields' }, ...pairs.filter(([, v]) => v !== null && v !== undefined && v !== '')
+    .flatMap(([k, v]) => [h('dt', {}, t(k)), h('dd', {}, v)]));
+}
+
+function notifyCard(n, withOrder) {
+  return h('div', { class: 'card notify' },
+    h('div', {}, statusBadge(n.verdict), ' ', when(n.receivedAt), ' ',
+      h('span', { class: 'muted' }, n.peer ? t('notify.peer', { peer: n.peer }) : ''), ' ',
+      withOrder && n.outTradeNo ? h('a', { href: '#/orders/' + encodeURIComponent(n.outTradeNo) }, t('notify.order', { no: n.outTradeNo })) : ''),
+    h('div', { class: 'reason' }, n.reason),
+    h('pre', { class: 'xml' }, prettyXml(n.raw)));
+}
+
+async function orderDetail(no) {
+  let o;
+  try {
+    o = await api('/admin/api/orders/' + encodeURIComponent(no));
+  } catch (e) {
+    if (e.status === 404) return render(h('p', { class: 'empty' }, t('order.notFound')));
+    throw e;
+  }
+  render(
+    h('a', { href: '#/orders' }, t('order.back')),
+    h('h1', { id: 'order-title' }, t('order.title', { no: o.outTradeNo })),
+    h('div', { class: 'card', id: 'order-fields' }, fields([
+      ['field.status', statusBadge(o.status)],
+      ['field.amount', '¥' + yuan(o.totalFee)],
+      ['field.outTradeNo', o.outTradeNo],
+      ['field.body', o.body],
+      ['field.attach', o.attach],
+      ['field.openid', o.openid],
+      ['field.transactionId', o.transactionId],
+      ['field.prepayId', o.prepayId],
+      ['field.createdAt', when(o.createdAt)],
+      ['field.paidAt', when(o.paidAt)],
+      ['field.timeEnd', o.timeEnd],
+      ['field.updatedAt', when(o.updatedAt)],
+      ['field.lastError', o.lastError],
+      ['field.sandbox', o.sandbox ? t('yes') : null],
+    ])),
+    h('h2', {}, t('order.history')),
+    h('ol', { class: 'card history', id: 'order-history' },
+      ...o.history.map(e => h('li', {}, when(e.at), ' ', h('strong', {}, e.kind), ' ', e.detail))),
+    h('h2', {}, t('order.notifies')),
+    h('div', { id: 'order-notifies' },
+      ...(o.notifies.length ? o.notifies.map(n => notifyCard(n, false)) : [h('p', { class: 'muted' }, t('order.noNotifies'))])));
+}
+
+async function notifies() {
+  const list = h('div', { class: 'list', id: 'notifies-list' });
+  const more = h('button', { class: 'ghost more', id: 'more', hidden: true }, t('orders.more'));
+  render(list, more);
+  let next = null;
+  const load = async () => {
+    const page = await api('/admin/api/notifies?' + queryOf({ cursor: next }));
+    for (const n of page.items) list.appendChild(notifyCard(n, true));
+    if (!list.children.length) list.appendChild(h('div', { class: 'empty' }, t('notifies.none')));
+    next = page.next;
+    more.hidden = !next;
+  };
+  more.addEventListener('click', () => load().catch(showError));
+  await load();
+}
+
+async function system() {
+  const s = await api('/admin/api/system');
+  const tls = s.tls;
+  render(
+    h('div', { class: 'card', id: 'system' }, fields([
+      ['system.version', s.version],
+      ['system.mode', s.sandbox ? 'SANDBOX' : s.mode],
+      ['system.uptime', duration(s.uptimeSecs)],
+      ['system.orders', String(s.orders)],
+      ['system.data', bytes(s.dataBytes)],
+      ['system.dataDir', s.dataDir],
+    ])),
+    h('h2', {}, t('system.wechat')),
+    h('div', { class: 'card', id: 'system-wechat' }, fields([
+      ['system.appid', s.appid],
+      ['system.mchId', s.mchId],
+      ['system.signType', s.signType],
+      ['system.notifyUrl', s.notifyUrl],
+      ['system.payBase', s.payBaseUrl],
+      ['system.clientAmount', s.acceptClientAmount ? t('yes') : t('no')],
+    ])),
+    h('h2', {}, t('system.tls')),
+    h('div', { class: 'card', id: 'system-tls' }, tls ? fields([
+      ['system.domains', tls.domains.join(', ')],
+      ['system.issuer', tls.certificate ? tls.certificate.issuer : t('system.none')],
+      ['system.notAfter', tls.certificate ? tls.certificate.not_after : ''],
+      ['system.nextRenewal', tls.next_renewal],
+      ['system.lastError', tls.last_error || t('system.none')],
+    ]) : h('p', { class: 'muted' }, t('system.tlsOff'))));
+}
+
+function showError(e) {
+  if (e.status === 401) return;
+  view().appendChild(h('p', { class: 'error', role: 'alert' }, t('error', { msg: e.message })));
+}
+
+// --- routing --------------------------------------------------------------
+
+function route() {
+  if (!state.csrf) return;
+  const hash = location.hash.replace(/^#\/?/, '') || 'overview';
+  const [path, query] = hash.split('?');
+  const parts = path.split('/');
+  const params = Object.fromEntries(new URLSearchParams(query || ''));
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.route === parts[0]);
+  render(h('p', { class: 'muted' }, t('loading')));
+  let work;
+  if (parts[0] === 'orders' && parts[1]) work = orderDetail(decodeURIComponent(parts.slice(1).join('/')));
+  else if (parts[0] === 'orders') work = orders(params);
+  else if (parts[0] === 'notifies') work = notifies();
+  else if (parts[0] === 'system') work = system();
+  else work = overview();
+  work.then(() => { document.body.dataset.view = hash; }).catch(showError);
+}
+
+async function start() {
+  initLanguage();
+  document.getElementById('login-form').addEventListener('submit', login);
+  document.getElementById('logout').addEventListener('click', logout);
+  window.addEventListener('hashchange', route);
+  try {
+    showApp(await api('/admin/api/session'));
+  } catch (e) {
+    if (e.status !== 401) showLogin();
+  }
+}
+
+document.addEventListener('DOMContentLoaded', start);
