@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/pebble.rs"]
 mod pebble;
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

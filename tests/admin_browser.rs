@@ -1,0 +1,263 @@
+//! The admin page in a real headless Chromium (Debian `chromium` and
+//! `chromium-driver`), driven over WebDriver with fantoccini. Screenshots
+//! of every view are saved under `target/screenshots/` for review.
+
+mod common;
+#[path = "common/process.rs"]
+mod process;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{notify_fields, signed_xml, Env, Opts, ADMIN_PASSWORD};
+use fantoccini::{Client, ClientBuilder, Locator};
+use paybridge::wechat::sign::SignType;
+use process::{free_tcp_port, ChildGuard};
+use serde_json::{json, Value};
+
+/// chromedriver and a browser session, closed when dropped.
+struct Browser {
+    client: Client,
+    _driver: ChildGuard,
+}
+
+/// A browser with a 360-px phone viewport (`mobile`) or a 1280-px desktop one.
+async fn browser(lang: &str, mobile: bool) -> Browser {
+    let port = free_tcp_port();
+    let driver = ChildGuard::spawn(Command::new("chromedriver").arg(format!("--port={port}")));
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while reqwest::get(format!("{url}/status")).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start: {}", driver.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = tempfile::tempdir().unwrap().keep();
+    let mut options = json!({
+        "binary": "/usr/bin/chromium",
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--window-size=1280,900", format!("--lang={lang}"),
+            format!("--user-data-dir={}", profile.display()),
+        ],
+        "prefs": { "intl.accept_languages": lang },
+    });
+    if mobile {
+        // A window cannot be made narrower than ~500 px; device emulation can.
+        options["mobileEmulation"] = json!({ "deviceMetrics": { "width": 360, "height": 740, "pixelRatio": 2 } });
+    }
+    let capabilities = json!({ "goog:chromeOptions": options });
+    let Value::Object(capabilities) = capabilities else { unreachable!() };
+    let client = ClientBuilder::rustls().unwrap().capabilities(capabilities).connect(&url).await.unwrap();
+    Browser { client, _driver: driver }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Browser {
+    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    /// Waits until the page has rendered `route` (the hash, without `#/`).
+    async fn wait_view(&self, route: &str) {
+        self.wait(&format!("body[data-view=\"{route}\"]")).await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let path = screenshot_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.client.execute(js, vec![]).await.unwrap()
+    }
+
+    /// A 360-px phone must not scroll sideways.
+    async fn assert_no_horizontal_scroll(&self, what: &str) {
+        let widths = self.script("return [document.documentElement.scrollWidth, window.innerWidth];").await;
+        assert_eq!(widths[1], 360, "the viewport is a 360-px phone");
+        assert!(widths[0].as_u64() <= widths[1].as_u64(), "{what} scrolls sideways: {widths}");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait(css).await.text().await.unwrap()
+    }
+
+    async fn go(&self, base: &str, route: &str) {
+        self.client.goto(&format!("{base}/admin#/{route}")).await.unwrap();
+        self.wait_view(route).await;
+    }
+
+    async fn login(&self, base: &str, password: &str) {
+        self.client.goto(&format!("{base}/admin")).await.unwrap();
+        let field = self.wait("#password").await;
+        field.send_keys(password).await.unwrap();
+        self.wait("#login-submit").await.click().await.unwrap();
+        self.wait_view("overview").await;
+    }
+}
+
+#[tokio::test]
+async fn merchant_sees_orders_and_notifies_in_chromium() {
+    let env = Env::start(Opts::default()).await;
+    let openid = env.openid("code-browser").await;
+    assert_eq!(env.order("BROWSE0001", 1990, &openid).await.0, 200);
+    let xss = "<img src=x onerror=\"window.__xss=1\">会员";
+    let body = json!({ "outTradeNo": "BROWSE0002", "totalFee": 500, "body": xss, "openid": openid });
+    assert_eq!(env.post_json("/pay/unifiedOrder", &body).await.0, 200);
+    env.sim_pay(json!({ "out_trade_no": "BROWSE0001" })).await;
+    env.wait_acknowledged("BROWSE0001").await;
+    let forged =
+        signed_xml(notify_fields("BROWSE0002", 500, "4200000000000000000000000077"), &"f".repeat(32), SignType::Md5);
+    env.notify(forged).await;
+
+    let b = browser("zh-CN", true).await;
+    let base = &env.base;
+    b.client.goto(&format!("{base}/admin")).await.unwrap();
+    b.wait("#login-form").await;
+    // The page follows the browser's language, and leaks nothing before login.
+    assert_eq!(b.text("#login-form h1").await, "登录");
+    let source = b.client.source().await.unwrap();
+    assert!(!source.contains("BROWSE0001"));
+    assert!(!b.wait("#nav").await.is_displayed().await.unwrap());
+    b.screenshot("login-360-zh").await;
+    b.wait("#lang").await.click().await.unwrap();
+    assert_eq!(b.text("#login-form h1").await, "Sign in");
+
+    // A wrong password is refused on the page.
+    b.wait("#password").await.send_keys("not the password").await.unwrap();
+    b.wait("#login-submit").await.click().await.unwrap();
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//p[@id='login-error' and text()!='']"))
+        .await
+        .unwrap();
+    b.wait("#password").await.clear().await.unwrap();
+
+    b.login(base, ADMIN_PASSWORD).await;
+    let overview = b.text("#overview").await;
+    assert!(overview.contains("¥19.90"), "{overview}");
+    assert_eq!(b.script("return document.querySelectorAll('#chart rect.bar').length").await, 30);
+    b.assert_no_horizontal_scroll("overview").await;
+    b.screenshot("overview-360").await;
+
+    b.go(base, "orders").await;
+    let rows = b.client.find_all(Locator::Css("#orders-list .order")).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    // The hostile order body is shown as text and runs nothing.
+    assert_eq!(b.text(".order[data-no='BROWSE0002'] .desc").await, xss);
+    assert_eq!(b.script("return typeof window.__xss").await, "undefined");
+    assert_eq!(b.script("return document.querySelectorAll('#view img').length").await, 0);
+    assert_eq!(b.text(".order[data-no='BROWSE0001'] .amount").await, "¥19.90");
+    b.assert_no_horizontal_scroll("orders").await;
+    b.screenshot("orders-360").await;
+
+    // Detail: every field, history, and the notify with its raw XML.
+    b.wait(".order[data-no='BROWSE0001']").await.click().await.unwrap();
+    b.wait_view("orders/BROWSE0001").await;
+    let fields = b.text("#order-fields").await;
+    assert!(fields.contains("BROWSE0001") && fields.contains("19.90") && fields.contains(&openid), "{fields}");
+    let history = b.text("#order-history").await;
+    assert!(history.contains("CREATED") && history.contains("PREPAY") && history.contains("PAID"), "{history}");
+    let notify = b.text("#order-notifies .notify").await;
+    assert!(notify.contains("PAID") && notify.contains("<transaction_id>"), "{notify}");
+    b.assert_no_horizontal_scroll("order detail").await;
+    b.screenshot("order-detail-360").await;
+
+    // Filter by status through the form.
+    b.go(base, "orders").await;
+    b.wait("#f-status").await.select_by_value("PAID").await.unwrap();
+    b.wait("#f-apply").await.click().await.unwrap();
+    b.wait_view("orders?status=PAID").await;
+    let rows = b.client.find_all(Locator::Css("#orders-list .order")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attr("data-no").await.unwrap().as_deref(), Some("BROWSE0001"));
+
+    // Export what is filtered, with the browser's own session.
+    let href = b.wait("#export").await.attr("href").await.unwrap().unwrap();
+    assert!(href.contains("status=PAID"), "{href}");
+    let script = "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.arrayBuffer())
+        .then(b => done([Array.from(new Uint8Array(b).slice(0, 3)), new TextDecoder().decode(b)]));";
+    let export = b.client.execute_async(script, vec![json!(href)]).await.unwrap();
+    assert_eq!(export[0], json!([0xef, 0xbb, 0xbf]), "UTF-8 BOM so Excel reads Chinese");
+    let csv = export[1].as_str().unwrap();
+    assert!(csv.contains("BROWSE0001,PAID,19.90") && csv.contains("支付测试") && !csv.contains("BROWSE0002"), "{csv}");
+
+    // The notify log shows the forged notify.
+    b.go(base, "notifies").await;
+    let log = b.text("#notifies-list").await;
+    assert!(log.contains("REJECTED") && log.contains("signature"), "{log}");
+    b.assert_no_horizontal_scroll("notifies").await;
+    b.screenshot("notifies-360").await;
+
+    b.go(base, "system").await;
+    let wechat = b.text("#system-wechat").await;
+    assert!(wechat.contains(common::APPID) && wechat.contains(common::MCH_ID) && !wechat.contains(common::MCH_KEY));
+    b.assert_no_horizontal_scroll("system").await;
+    b.screenshot("system-360").await;
+
+    // The desktop layout, in a second browser (logged in separately).
+    let desktop = browser("en-US", false).await;
+    desktop.login(base, ADMIN_PASSWORD).await;
+    desktop.screenshot("overview-desktop").await;
+    desktop.go(base, "orders").await;
+    desktop.screenshot("orders-desktop").await;
+    desktop.go(base, "orders/BROWSE0001").await;
+    desktop.screenshot("order-detail-desktop").await;
+    desktop.client.close().await.unwrap();
+
+    // Log out: the page locks, the API refuses.
+    b.wait("#logout").await.click().await.unwrap();
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#login-view:not([hidden])"))
+        .await
+        .unwrap();
+    let status = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; fetch('/admin/api/overview').then(r => done(r.status));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    b.client.close().await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn sandbox_is_unmistakable_in_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = paybridge::config::Config::sandbox_default().with_overrides(
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.path().join("sandbox")),
+    );
+    let app = paybridge::app::start(config).await.unwrap();
+    let password = app.sandbox_admin_password.clone().expect("the sandbox makes up a password");
+    let base = format!("http://{}", app.addr);
+    let b = browser("en-US", true).await;
+    b.login(&base, &password).await;
+    assert!(b.wait("#sandbox-banner").await.is_displayed().await.unwrap());
+    assert_eq!(b.text("#sandbox-badge").await, "SANDBOX");
+    b.assert_no_horizontal_scroll("sandbox overview").await;
+    b.screenshot("overview-sandbox-360").await;
+    b.client.close().await.unwrap();
+    app.stop().await;
+}
