@@ -109,8 +109,8 @@ pub fn main() -> anyhow::Result<()> {
             }
             Command::CheckConfig { config } => {
                 let config = Config::load(&config)?;
-                println!("{config:#?}");
-                println!("config OK");
+                print!("{}", config.describe());
+                println!("\n# config OK");
                 Ok(())
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),

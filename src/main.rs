@@ -1,5 +1,9 @@
 //! The `paybridge` binary: everything lives in the library.
 
-fn main() -> anyhow::Result<()> {
-    paybridge::cli::main()
+fn main() {
+    if let Err(e) = paybridge::cli::main() {
+        // The whole chain, in plain words, without a backtrace.
+        eprintln!("paybridge: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -297,6 +297,60 @@ impl Config {
         raw.validate().expect("the built-in sandbox config is valid")
     }
 
+    /// The effective settings as TOML-like text, secrets masked (`check-config`).
+    pub fn describe(&self) -> String {
+        let masked = |s: &Secret| if s.is_empty() { "(not set)" } else { "\"***\" (set)" };
+        let opt = |p: &Option<PathBuf>| {
+            p.as_ref().map_or("(not set)".to_owned(), |p| format!("{:?}", p.display().to_string()))
+        };
+        let w = &self.wechat;
+        let t = &self.tls;
+        let mut out =
+            format!("mode = {:?}\ndata_dir = {:?}\n\n", self.mode.as_str(), self.data_dir.display().to_string());
+        out +=
+            &format!("[http]\nlisten = {}\n\n", self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")));
+        out += &format!("[tls]\nmode = {:?}\n", t.mode.as_str());
+        if t.enabled() {
+            out += &format!("listen = \"{}\"\ndomains = {:?}\n", t.listen, t.domains);
+            if t.mode == TlsMode::Acme {
+                out += &format!(
+                    "acme_directory = \"{}\"\nacme_contact = {:?}\nacme_directory_ca = {}\n",
+                    t.acme_directory,
+                    t.acme_contact.as_deref().unwrap_or("(not set)"),
+                    opt(&t.acme_directory_ca)
+                );
+            }
+            if t.mode == TlsMode::Files {
+                out += &format!("cert_file = {}\nkey_file = {}\n", opt(&t.cert_file), opt(&t.key_file));
+            }
+        }
+        out += &format!(
+            "\n[wechat]\nappid = {:?}\napp_secret = {}\nmch_id = {:?}\nmch_key = {}\nsign_type = {:?}\n\
+             pay_base_url = \"{}\"\nsns_base_url = \"{}\"\nnotify_url = \"{}\"\ntimeout_ms = {}\n\n",
+            w.appid,
+            masked(&w.app_secret),
+            w.mch_id,
+            masked(&w.mch_key),
+            w.sign_type.as_str(),
+            w.pay_base_url,
+            w.sns_base_url,
+            w.notify_url,
+            w.timeout.as_millis()
+        );
+        out += &format!("[orders]\naccept_client_amount = {}\n\n", self.orders.accept_client_amount);
+        out += &format!(
+            "[admin]\npassword_hash = {}\n",
+            match &self.admin.password_hash {
+                Some(_) => "\"***\" (set)",
+                None => "(not set: the admin page is locked; run `paybridge admin set-password`)",
+            }
+        );
+        if self.mode == Mode::Sandbox {
+            out += &format!("\n[sandbox]\nsimulator_listen = \"{}\"\n", self.sandbox.simulator_listen);
+        }
+        out
+    }
+
     /// Overrides the listeners and data directory (the `sandbox` command's flags).
     pub fn with_overrides(
         mut self,
@@ -581,7 +635,10 @@ mod tests {
     #[test]
     fn errors_and_debug_never_show_secrets() {
         let c = load(LIVE, &[]).unwrap();
-        let printed = format!("{c:?}");
+        let described = c.describe();
+        assert!(described.contains("mch_key = \"***\" (set)") && described.contains("appid = \"wxd930ea5d5a258f4f\""));
+        assert!(described.contains("password_hash = (not set"));
+        let printed = format!("{c:?}{described}");
         assert!(!printed.contains("192006250b4c09247ec02edce69f6a2d") && !printed.contains("s3cr3t"));
     }
 

@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# install.sh: takes a fresh Debian/Ubuntu VPS to a running, supervised PayBridge
+# with HTTPS, in one command. Run it again to upgrade (config and data are kept).
+#
+#   sudo ./install.sh --domain pay.example.com --email you@example.com
+#   sudo ./install.sh --uninstall [--purge]
+#   ./install.sh --root /tmp/pb --binary target/release/paybridge ...   (lay out files only)
+#
+# Secrets can come from flags, from the environment (PAYBRIDGE_APP_SECRET,
+# PAYBRIDGE_MCH_KEY, PAYBRIDGE_ADMIN_PASSWORD: not visible in `ps`), or from
+# prompts when a terminal is attached. See README.md, "Operations".
+set -euo pipefail
+
+ROOT=""
+DRY_RUN=0
+UNINSTALL=0
+PURGE=0
+INTERACTIVE=1
+BINARY=""
+DOMAIN=""
+EMAIL=""
+APPID=""
+APP_SECRET="${PAYBRIDGE_APP_SECRET:-}"
+MCH_ID=""
+MCH_KEY="${PAYBRIDGE_MCH_KEY:-}"
+SIGN_TYPE="MD5"
+ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
+STAGING=0
+
+SERVICE=paybridge
+USER_NAME=paybridge
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() {
+    cat <<'EOF'
+Usage: install.sh [options]
+
+Install or upgrade:
+  --domain NAME           domain served over HTTPS (DNS A/AAAA record must point here)
+  --email ADDRESS         contact for Let's Encrypt expiry notices
+  --appid ID              mini-program B's AppID
+  --app-secret SECRET     mini-program B's AppSecret      (or env PAYBRIDGE_APP_SECRET)
+  --mch-id NUMBER         WeChat Pay merchant number
+  --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_MCH_KEY)
+  --sign-type TYPE        MD5 (default) or HMAC-SHA256
+  --admin-password PW     admin page password             (or env PAYBRIDGE_ADMIN_PASSWORD)
+  --staging               use Let's Encrypt's staging CA (untrusted certificates; for a first try)
+  --binary PATH           install this prebuilt binary instead of building with cargo
+  --non-interactive       never prompt; fail if something is missing
+
+Other:
+  --uninstall             remove the service and the binary (config and data are kept)
+  --purge                 with --uninstall: also remove config, data and the paybridge user
+  --root DIR              lay out every file under DIR; do not touch systemd or the host's users
+  --dry-run               print what would be done, change nothing
+  -h, --help              this help
+EOF
+}
+
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+warn() { echo "install.sh: warning: $*" >&2; }
+say() { echo "==> $*"; }
+
+# Runs a command, or prints it under --dry-run.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "would run: $*"
+    else
+        "$@"
+    fi
+}
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        local flag="$1" value=""
+        case "$flag" in
+            --*=*) value="${flag#*=}"; flag="${flag%%=*}" ;;
+        esac
+        case "$flag" in
+            -h|--help) usage; exit 0 ;;
+            --dry-run) DRY_RUN=1 ;;
+            --uninstall) UNINSTALL=1 ;;
+            --purge) PURGE=1 ;;
+            --staging) STAGING=1 ;;
+            --non-interactive) INTERACTIVE=0 ;;
+            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password)
+                if [ -z "$value" ]; then
+                    [ $# -ge 2 ] || die "$flag needs a value"
+                    value="$2"
+                    shift
+                fi
+                case "$flag" in
+                    --root) ROOT="$value" ;;
+                    --binary) BINARY="$value" ;;
+                    --domain) DOMAIN="$value" ;;
+                    --email) EMAIL="$value" ;;
+                    --appid) APPID="$value" ;;
+                    --app-secret) APP_SECRET="$value" ;;
+                    --mch-id) MCH_ID="$value" ;;
+                    --mch-key) MCH_KEY="$value" ;;
+                    --sign-type) SIGN_TYPE="$value" ;;
+                    --admin-password) ADMIN_PASSWORD="$value" ;;
+                esac
+                ;;
+            *) usage >&2; die "unknown option $flag" ;;
+        esac
+        shift
+    done
+    [ -t 0 ] || INTERACTIVE=0
+    if [ -n "$ROOT" ]; then
+        ROOT="$(mkdir -p "$ROOT" && cd "$ROOT" && pwd)"
+    fi
+    BIN="$ROOT/usr/local/bin/paybridge"
+    CONF_DIR="$ROOT/etc/paybridge"
+    CONF="$CONF_DIR/paybridge.toml"
+    DATA="$ROOT/var/lib/paybridge"
+    UNIT="$ROOT/etc/systemd/system/$SERVICE.service"
+}
+
+# --- checks, before anything changes -------------------------------------
+
+check_host() {
+    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && [ "$DRY_RUN" = 0 ]; then
+        die "run as root (sudo ./install.sh ...), or use --root DIR / --dry-run"
+    fi
+    local id="" like=""
+    if [ -r /etc/os-release ]; then
+        # shellcheck disable=SC1091
+        id="$(. /etc/os-release && echo "${ID:-}")"
+        # shellcheck disable=SC1091
+        like="$(. /etc/os-release && echo "${ID_LIKE:-}")"
+    fi
+    case " $id $like " in
+        *" debian "*|*" ubuntu "*) ;;
+        *)
+            if [ -n "$ROOT" ]; then
+                warn "not Debian/Ubuntu ($id); continuing because of --root"
+            else
+                die "this installer supports Debian and Ubuntu (found: ${id:-unknown})"
+            fi
+            ;;
+    esac
+    if [ -z "$ROOT" ]; then
+        if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
+            die "systemd is not running on this host; PayBridge is installed as a systemd service"
+        fi
+    fi
+}
+
+check_ports() {
+    [ -z "$ROOT" ] || return 0
+    # An upgrade finds its own service on the ports.
+    if systemctl is-active --quiet "$SERVICE" 2>/dev/null; then return 0; fi
+    local port busy
+    for port in 80 443; do
+        busy="$(ss -ltnpH "sport = :$port" 2>/dev/null || true)"
+        [ -z "$busy" ] || die "port $port is already in use (nginx? apache?): $busy
+Stop that service first: PayBridge serves ports 80 and 443 itself."
+    done
+}
+
+check_dns() {
+    local resolved local_ips
+    resolved="$(getent ahosts "$DOMAIN" 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' ' || true)"
+    if [ -z "$resolved" ]; then
+        warn "$DOMAIN does not resolve yet. Create a DNS A record pointing at this server; the certificate follows once it resolves."
+        return 0
+    fi
+    local_ips="$(hostname -I 2>/dev/null || true)"
+    local ip
+    for ip in $resolved; do
+        case " $local_ips " in *" $ip "*) return 0 ;; esac
+    done
+    warn "$DOMAIN points at $resolved, but this server's addresses are: ${local_ips:-unknown}.
+If this server is behind NAT that may be fine; otherwise fix the DNS record, or Let's Encrypt cannot reach it."
+}
+
+# --- values ----------------------------------------------------------------
+
+ask() { # ask VAR "question" [secret]
+    local var="$1" question="$2" secret="${3:-}" answer=""
+    [ -z "${!var}" ] || return 0
+    [ "$INTERACTIVE" = 1 ] || die "missing ${question} (use the flag, or run in a terminal to be asked)"
+    if [ -n "$secret" ]; then
+        read -r -s -p "$question: " answer; echo
+    else
+        read -r -p "$question: " answer
+    fi
+    printf -v "$var" '%s' "$answer"
+}
+
+gather() {
+    ask DOMAIN "domain (e.g. pay.example.com)"
+    ask EMAIL "email for Let's Encrypt"
+    ask APPID "mini-program AppID"
+    ask APP_SECRET "mini-program AppSecret" secret
+    ask MCH_ID "WeChat Pay merchant number (mch_id)"
+    ask MCH_KEY "merchant API key (32 characters)" secret
+    ask ADMIN_PASSWORD "admin page password (10+ characters)" secret
+    [[ "$DOMAIN" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain $DOMAIN is not a domain name"
+    [[ "$MCH_ID" =~ ^[0-9]+$ ]] || die "--mch-id must be digits"
+    [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
+    [ "${#ADMIN_PASSWORD}" -ge 10 ] || die "--admin-password must be at least 10 characters"
+    case "$SIGN_TYPE" in MD5|HMAC-SHA256) ;; *) die "--sign-type must be MD5 or HMAC-SHA256" ;; esac
+}
+
+# A TOML basic string.
+toml() {
+    local s="${1//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    printf '"%s"' "$s"
+}
+
+# --- the paybridge user ------------------------------------------------------
+
+ensure_user() {
+    if [ -n "$ROOT" ]; then
+        # useradd --root needs the account files inside ROOT.
+        run mkdir -p "$ROOT/etc"
+        for f in passwd group shadow gshadow; do
+            if [ ! -e "$ROOT/etc/$f" ]; then
+                case "$f" in
+                    passwd) line="root:x:0:0:root:/root:/bin/bash" ;;
+                    group) line="root:x:0:" ;;
+                    shadow) line="root:*:19000:0:99999:7:::" ;;
+                    gshadow) line="root:*::" ;;
+                esac
+                if [ "$DRY_RUN" = 0 ]; then
+                    echo "$line" > "$ROOT/etc/$f"
+                    case "$f" in shadow|gshadow) chmod 0600 "$ROOT/etc/$f" ;; esac
+                fi
+            fi
+        done
+    fi
+    if [ "$DRY_RUN" = 0 ] && grep -q "^$USER_NAME:" "$ROOT/etc/passwd" 2>/dev/null; then
+        return 0
+    fi
+    local args=(--system --user-group --home-dir /var/lib/paybridge --no-create-home --shell /usr/sbin/nologin)
+    if [ -n "$ROOT" ]; then args+=(--root "$ROOT"); fi
+    run useradd "${args[@]}" "$USER_NAME"
+}
+
+owner() { # numeric uid:gid of the paybridge user (inside ROOT)
+    if [ "$DRY_RUN" = 1 ]; then echo "$USER_NAME:$USER_NAME"; return; fi
+    awk -F: -v u="$USER_NAME" '$1 == u { print $3 ":" $4 }' "$ROOT/etc/passwd"
+}
+
+# --- install ------------------------------------------------------------------
+
+install_binary() {
+    local source="$BINARY"
+    if [ -z "$source" ]; then
+        command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or pass --binary PATH"
+        say "building PayBridge (cargo build --release)"
+        run cargo build --release --locked --manifest-path "$SCRIPT_DIR/Cargo.toml"
+        source="$SCRIPT_DIR/target/release/paybridge"
+    fi
+    [ "$DRY_RUN" = 1 ] || [ -x "$source" ] || die "$source is not an executable"
+    say "installing the binary to $BIN"
+    run install -D -m 0755 -o 0 -g 0 "$source" "$BIN"
+}
+
+write_config() {
+    local ids
+    ids="$(owner)"
+    run install -d -m 0750 -o 0 -g "${ids#*:}" "$CONF_DIR"
+    if [ -e "$CONF" ]; then
+        say "keeping the existing config $CONF"
+        return 0
+    fi
+    gather
+    say "writing $CONF (mode 0600, owner $USER_NAME)"
+    local staging=""
+    if [ "$STAGING" = 1 ]; then
+        staging="acme_directory = \"https://acme-staging-v02.api.letsencrypt.org/directory\""
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "would write $CONF"
+        return 0
+    fi
+    local tmp
+    tmp="$(mktemp)"
+    chmod 0600 "$tmp"
+    cat > "$tmp" <<EOF
+# PayBridge configuration, written by install.sh on $(date -u +%Y-%m-%d).
+# Reference: README.md, "Configuration". Check it with:
+#   paybridge check-config --config /etc/paybridge/paybridge.toml
+data_dir = "/var/lib/paybridge"
+
+[http]
+listen = "0.0.0.0:80"
+
+[tls]
+domains = [$(toml "$DOMAIN")]
+acme_contact = $(toml "$EMAIL")
+listen = "0.0.0.0:443"
+$staging
+
+[wechat]
+appid = $(toml "$APPID")
+app_secret = $(toml "$APP_SECRET")
+mch_id = $(toml "$MCH_ID")
+mch_key = $(toml "$MCH_KEY")
+sign_type = $(toml "$SIGN_TYPE")
+
+[orders]
+accept_client_amount = false
+EOF
+    printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin set-password --config "$tmp" >/dev/null
+    install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$tmp" "$CONF"
+    rm -f "$tmp"
+}
+
+write_unit() {
+    say "writing the systemd unit $UNIT"
+    run mkdir -p "$(dirname "$UNIT")"
+    if [ "$DRY_RUN" = 1 ]; then return 0; fi
+    cat > "$UNIT" <<'EOF'
+[Unit]
+Description=PayBridge: WeChat Pay backend for mini-programs
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=paybridge
+Group=paybridge
+ExecStart=/usr/local/bin/paybridge serve --config /etc/paybridge/paybridge.toml
+Restart=on-failure
+RestartSec=5s
+# SIGTERM: stop accepting, finish requests, flush the database, exit 0.
+KillSignal=SIGTERM
+TimeoutStopSec=30s
+Environment=PAYBRIDGE_LOG=info
+
+# Bind 80 and 443 without root.
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+
+# Hardening: the service sees a read-only system and writes only its data.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+UMask=0077
+ReadWritePaths=/var/lib/paybridge
+ReadOnlyPaths=/etc/paybridge
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    chmod 0644 "$UNIT"
+}
+
+start_service() {
+    if [ -n "$ROOT" ]; then
+        say "files laid out under $ROOT (systemd not touched)"
+        return 0
+    fi
+    run systemctl daemon-reload
+    run systemctl enable "$SERVICE"
+    run systemctl restart "$SERVICE"
+    [ "$DRY_RUN" = 0 ] || return 0
+    say "waiting for PayBridge to answer"
+    local i
+    for i in $(seq 1 60); do
+        if curl -fsS --max-time 2 --resolve "$DOMAIN:443:127.0.0.1" "https://$DOMAIN/healthz" >/dev/null 2>&1; then
+            say "PayBridge is up with a trusted certificate."
+            return 0
+        fi
+        if ! systemctl is-active --quiet "$SERVICE"; then
+            journalctl -u "$SERVICE" -n 30 --no-pager >&2 || true
+            die "the service stopped; see the log above (journalctl -u $SERVICE)"
+        fi
+        [ "$i" != 60 ] && sleep 2
+    done
+    warn "PayBridge runs, but HTTPS does not answer with a trusted certificate yet.
+Watch: journalctl -u $SERVICE -f    and: paybridge cert status --config /etc/paybridge/paybridge.toml"
+}
+
+do_install() {
+    check_host
+    check_ports
+    if [ -z "$DOMAIN" ] && [ -e "$CONF" ]; then
+        DOMAIN="$(awk -F'"' '/^domains/ { print $2; exit }' "$CONF")"
+    fi
+    [ -e "$CONF" ] || ask DOMAIN "domain (e.g. pay.example.com)"
+    [ -z "$DOMAIN" ] || check_dns
+    ensure_user
+    local ids
+    ids="$(owner)"
+    install_binary
+    write_config
+    say "data directory $DATA (mode 0700, owner $USER_NAME)"
+    run install -d -m 0700 -o "${ids%:*}" -g "${ids#*:}" "$DATA"
+    write_unit
+    start_service
+    echo
+    echo "PayBridge is installed."
+    echo "  admin page:   https://${DOMAIN:-<your domain>}/admin"
+    echo "  logs:         journalctl -u $SERVICE -f"
+    echo "  certificate:  paybridge cert status --config /etc/paybridge/paybridge.toml"
+    echo "  upgrade:      run this script again (config and data are kept)"
+}
+
+do_uninstall() {
+    check_host
+    if [ -z "$ROOT" ]; then
+        run systemctl disable --now "$SERVICE" || true
+    fi
+    say "removing $UNIT and $BIN"
+    run rm -f "$UNIT" "$BIN"
+    if [ -z "$ROOT" ]; then run systemctl daemon-reload; fi
+    if [ "$PURGE" = 1 ]; then
+        say "purging $CONF_DIR, $DATA and the $USER_NAME user"
+        run rm -rf "$CONF_DIR" "$DATA"
+        if grep -q "^$USER_NAME:" "$ROOT/etc/passwd" 2>/dev/null; then
+            if [ -n "$ROOT" ]; then run userdel --root "$ROOT" "$USER_NAME"; else run userdel "$USER_NAME"; fi
+        fi
+    else
+        say "kept $CONF_DIR and $DATA (use --purge to remove them)"
+    fi
+}
+
+main() {
+    parse_args "$@"
+    if [ "$UNINSTALL" = 1 ]; then do_uninstall; else do_install; fi
+}
+
+main "$@"

@@ -1,0 +1,213 @@
+//! install.sh in `--root` mode: every file, mode and owner; the unit checked
+//! by `systemd-analyze verify`; the script by shellcheck; upgrades keep the
+//! config; `--dry-run` changes nothing; `--uninstall` keeps data unless purged.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
+const BINARY: &str = env!("CARGO_BIN_EXE_paybridge");
+
+fn install(root: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        SCRIPT,
+        "--root",
+        root.to_str().unwrap(),
+        "--binary",
+        BINARY,
+        "--non-interactive",
+        "--domain",
+        "pay.example.com",
+        "--email",
+        "ops@example.com",
+        "--appid",
+        "wxd930ea5d5a258f4f",
+        "--mch-id",
+        "10000100",
+        "--sign-type",
+        "HMAC-SHA256",
+    ];
+    args.extend_from_slice(extra);
+    Command::new("bash")
+        .args(&args)
+        // Secrets through the environment, as the README recommends.
+        .env("PAYBRIDGE_APP_SECRET", "app \"secret\" \\ with quotes")
+        .env("PAYBRIDGE_MCH_KEY", common::MCH_KEY)
+        .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "install.sh failed:\n{text}");
+    text
+}
+
+/// (mode, uid, gid) of a path.
+fn stat(path: &Path) -> (u32, u32, u32) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.permissions().mode() & 0o7777, m.uid(), m.gid())
+}
+
+/// The paybridge user's uid and gid inside the root.
+fn paybridge_ids(root: &Path) -> (u32, u32) {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let line = passwd.lines().find(|l| l.starts_with("paybridge:")).expect("the paybridge user exists");
+    let fields: Vec<&str> = line.split(':').collect();
+    assert_eq!(fields[6], "/usr/sbin/nologin");
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
+#[test]
+fn install_lays_out_every_file_with_its_mode_and_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let text = ok(&install(&root, &[]));
+    assert!(text.contains("https://pay.example.com/admin"), "{text}");
+    let (uid, gid) = paybridge_ids(&root);
+    assert!(uid > 0 && uid < 1000, "a system user: {uid}");
+
+    assert_eq!(stat(&root.join("usr/local/bin/paybridge")), (0o755, 0, 0));
+    assert_eq!(stat(&root.join("etc/paybridge")), (0o750, 0, gid));
+    assert_eq!(stat(&root.join("etc/paybridge/paybridge.toml")), (0o600, uid, gid));
+    assert_eq!(stat(&root.join("var/lib/paybridge")), (0o700, uid, gid));
+    assert_eq!(stat(&root.join("etc/systemd/system/paybridge.service")), (0o644, 0, 0));
+    assert_eq!(std::fs::read(root.join("usr/local/bin/paybridge")).unwrap(), std::fs::read(BINARY).unwrap());
+
+    // The config is valid, holds what was given, and only a hash of the password.
+    let config_path = root.join("etc/paybridge/paybridge.toml");
+    let config = paybridge::config::Config::load(&config_path).unwrap();
+    assert_eq!(config.tls.domains, ["pay.example.com"]);
+    assert_eq!(config.wechat.app_secret.expose(), "app \"secret\" \\ with quotes");
+    assert_eq!(config.wechat.sign_type.as_str(), "HMAC-SHA256");
+    assert_eq!(config.wechat.notify_url.as_str(), "https://pay.example.com/pay/notify");
+    assert!(!config.orders.accept_client_amount);
+    let hash = config.admin.password_hash.clone().expect("a password hash");
+    assert!(paybridge::admin::auth::verify_password(common::ADMIN_PASSWORD, &hash));
+    let raw = std::fs::read_to_string(&config_path).unwrap();
+    assert!(!raw.contains(common::ADMIN_PASSWORD), "never the password itself");
+    let check =
+        Command::new(BINARY).args(["check-config", "--config", config_path.to_str().unwrap()]).output().unwrap();
+    let report = ok(&check);
+    assert!(report.contains("config OK") && !report.contains(common::MCH_KEY), "{report}");
+
+    // The unit: hardened, binds 80/443 without root, and systemd accepts it.
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/paybridge.service")).unwrap();
+    for line in [
+        "User=paybridge",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/var/lib/paybridge",
+        "ExecStart=/usr/local/bin/paybridge serve --config /etc/paybridge/paybridge.toml",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing from the unit");
+    }
+    // verify checks that ExecStart exists on this host: point it at the laid-out binary.
+    let checked = dir.path().join("paybridge.service");
+    let binary = root.join("usr/local/bin/paybridge");
+    std::fs::write(
+        &checked,
+        unit.replace("ExecStart=/usr/local/bin/paybridge", &format!("ExecStart={}", binary.display())),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze").args(["verify", checked.to_str().unwrap()]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert_eq!(String::from_utf8_lossy(&verify.stderr), "", "systemd-analyze warns");
+}
+
+#[test]
+fn install_script_passes_shellcheck() {
+    let out = Command::new("shellcheck")
+        .args(["-S", "warning", SCRIPT])
+        .output()
+        .expect("shellcheck (bash .ci/run installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn reinstall_upgrades_the_binary_and_keeps_config_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    ok(&install(&root, &[]));
+    let config = std::fs::read(root.join("etc/paybridge/paybridge.toml")).unwrap();
+    std::fs::write(root.join("var/lib/paybridge/orders-live-here"), b"data").unwrap();
+    std::fs::write(root.join("usr/local/bin/paybridge"), b"an old release").unwrap();
+
+    let text = ok(&install(&root, &["--appid", "wx0000000000000000", "--domain", "other.example.com"]));
+    assert!(text.contains("keeping the existing config"), "{text}");
+    assert_eq!(std::fs::read(root.join("etc/paybridge/paybridge.toml")).unwrap(), config, "config untouched");
+    assert_eq!(std::fs::read(root.join("var/lib/paybridge/orders-live-here")).unwrap(), b"data");
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/paybridge")).unwrap(),
+        std::fs::read(BINARY).unwrap(),
+        "upgraded"
+    );
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert_eq!(passwd.lines().filter(|l| l.starts_with("paybridge:")).count(), 1, "one user");
+}
+
+#[test]
+fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let text = ok(&install(&root, &["--dry-run"]));
+    assert!(text.contains("would"), "{text}");
+    let left: Vec<_> = walk(&root);
+    assert!(left.is_empty(), "--dry-run wrote {left:?}");
+
+    ok(&install(&root, &[]));
+    let uninstall = |extra: &[&str]| {
+        let mut args = vec![SCRIPT, "--root", root.to_str().unwrap(), "--uninstall"];
+        args.extend_from_slice(extra);
+        Command::new("bash").args(&args).output().unwrap()
+    };
+    ok(&uninstall(&[]));
+    assert!(!root.join("etc/systemd/system/paybridge.service").exists());
+    assert!(!root.join("usr/local/bin/paybridge").exists());
+    assert!(root.join("etc/paybridge/paybridge.toml").exists(), "config kept");
+    assert!(root.join("var/lib/paybridge").exists(), "data kept");
+    ok(&uninstall(&["--purge"]));
+    assert!(!root.join("etc/paybridge").exists() && !root.join("var/lib/paybridge").exists());
+    assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().lines().any(|l| l.starts_with("paybridge:")));
+}
+
+#[test]
+fn missing_values_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let out = Command::new("bash")
+        .args([
+            SCRIPT,
+            "--root",
+            root.to_str().unwrap(),
+            "--binary",
+            BINARY,
+            "--non-interactive",
+            "--domain",
+            "pay.example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing email"), "{err}");
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            out.push(e.path());
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
