@@ -6,8 +6,8 @@
 #   sudo ./install.sh --uninstall [--purge]
 #   ./install.sh --root /tmp/pb --binary target/release/paybridge ...   (lay out files only)
 #
-# Secrets can come from flags, from the environment (PAYBRIDGE_APP_SECRET,
-# PAYBRIDGE_MCH_KEY, PAYBRIDGE_ADMIN_PASSWORD: not visible in `ps`), or from
+# Secrets can come from flags, from the environment (PAYBRIDGE_WECHAT_APP_SECRET,
+# PAYBRIDGE_WECHAT_MCH_KEY, PAYBRIDGE_ADMIN_PASSWORD: not visible in `ps`), or from
 # prompts when a terminal is attached. See README.md, "Operations".
 set -euo pipefail
 
@@ -20,9 +20,9 @@ BINARY=""
 DOMAIN=""
 EMAIL=""
 APPID=""
-APP_SECRET="${PAYBRIDGE_APP_SECRET:-}"
+APP_SECRET="${PAYBRIDGE_WECHAT_APP_SECRET:-}"
 MCH_ID=""
-MCH_KEY="${PAYBRIDGE_MCH_KEY:-}"
+MCH_KEY="${PAYBRIDGE_WECHAT_MCH_KEY:-}"
 SIGN_TYPE="MD5"
 ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
 STAGING=0
@@ -39,9 +39,9 @@ Install or upgrade:
   --domain NAME           domain served over HTTPS (DNS A/AAAA record must point here)
   --email ADDRESS         contact for Let's Encrypt expiry notices
   --appid ID              mini-program B's AppID
-  --app-secret SECRET     mini-program B's AppSecret      (or env PAYBRIDGE_APP_SECRET)
+  --app-secret SECRET     mini-program B's AppSecret      (or env PAYBRIDGE_WECHAT_APP_SECRET)
   --mch-id NUMBER         WeChat Pay merchant number
-  --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_MCH_KEY)
+  --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_WECHAT_MCH_KEY)
   --sign-type TYPE        MD5 (default) or HMAC-SHA256
   --admin-password PW     admin page password             (or env PAYBRIDGE_ADMIN_PASSWORD)
   --staging               use Let's Encrypt's staging CA (untrusted certificates; for a first try)

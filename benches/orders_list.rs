@@ -140,6 +140,6 @@ async fn main() {
             measure(count, 300).await;
         }
     } else {
-        measure(12_000, 5).await;
+        measure(3_000, 5).await;
     }
 }

@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::admin::Admin;
 use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
 use crate::pay::Payments;
 use crate::sandbox::{self, Simulator, SimulatorConfig, SimulatorHandle};
 use crate::secret::Secret;
@@ -120,7 +121,9 @@ pub async fn start_with_listeners(
 
     let store = Store::open(&config.data_dir, config.mode)
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
-    let payments = Arc::new(Payments::new(&config, store.clone()).context("cannot build the WeChat client")?);
+    let metrics = Arc::new(Metrics::default());
+    let payments =
+        Arc::new(Payments::new(&config, store.clone(), metrics.clone()).context("cannot build the WeChat client")?);
     let tls = match https.is_some() {
         true => Some(tls::start(&config.tls, &config.data_dir, http.is_some())?),
         false => None,
@@ -139,7 +142,13 @@ pub async fn start_with_listeners(
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
     let admin = Arc::new(Admin::new(&config, store.clone(), password_hash, tls_status.clone()));
-    let api = crate::http::routes(payments, admin);
+    let ops = crate::http::ops::Ops {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        tls_status: tls_status.clone(),
+        token: config.metrics.token.clone(),
+    };
+    let api = crate::http::routes(payments, admin, Arc::new(ops));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
@@ -153,16 +162,22 @@ pub async fn start_with_listeners(
     match (https, tls) {
         (Some(https), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls.resolver.clone()));
-            servers.push(tokio::spawn(crate::server::run_tls(https, acceptor, api, stop_signal())));
+            servers.push(tokio::spawn(crate::server::run_tls(
+                https,
+                acceptor,
+                api,
+                Some(metrics.clone()),
+                stop_signal(),
+            )));
             if let Some(listener) = http {
                 let plain = crate::http::plain::routes(tls.http_challenges.clone(), config.tls.listen.port());
-                servers.push(tokio::spawn(crate::server::run(listener, plain, stop_signal())));
+                servers.push(tokio::spawn(crate::server::run(listener, plain, Some(metrics.clone()), stop_signal())));
             }
             background.extend(tls.task);
         }
         _ => {
             let listener = http.expect("checked above");
-            servers.push(tokio::spawn(crate::server::run(listener, api, stop_signal())));
+            servers.push(tokio::spawn(crate::server::run(listener, api, Some(metrics.clone()), stop_signal())));
         }
     }
     let addr = tls_addr.or(http_addr).expect("checked above");

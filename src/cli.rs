@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, LogConfig, Mode};
 
 /// PayBridge: WeChat Pay backend for mini-program jump payments, in one binary.
 #[derive(Debug, Parser)]
@@ -44,6 +44,25 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
+    },
+    /// Write a consistent backup of the data, from the running server (or
+    /// directly, when it is stopped).
+    Backup {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Where to write the backup.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into the (empty) data directory of the config.
+    Restore {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// Admin page commands.
     Admin {
@@ -82,29 +101,33 @@ pub enum CertCommand {
     },
 }
 
-/// Sets up logging: human-readable to stderr, filtered by `PAYBRIDGE_LOG` or `RUST_LOG`.
-fn init_tracing() {
+/// Sets up logging to stderr (journald keeps it): human-readable or JSON,
+/// filtered by `PAYBRIDGE_LOG` or `RUST_LOG` (e.g. `info,paybridge=debug`).
+fn init_tracing(format: LogConfig) {
     let filter =
         std::env::var("PAYBRIDGE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogConfig::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogConfig::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 /// Runs the command line.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
             Command::Serve { config } => {
                 let config = Config::load(&config)?;
+                init_tracing(config.log);
                 serve(config).await
             }
             Command::Sandbox { listen, simulator_listen, data_dir } => {
+                init_tracing(LogConfig::Human);
                 serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir)).await
             }
             Command::CheckConfig { config } => {
@@ -114,6 +137,14 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),
+            Command::Backup { config, to } => backup(&Config::load(&config)?, &to).await,
+            Command::Restore { config, from } => {
+                let config = Config::load(&config)?;
+                let file = std::fs::File::open(&from).with_context(|| format!("cannot open {}", from.display()))?;
+                crate::store::Store::restore(&config.data_dir, std::io::BufReader::new(file))?;
+                println!("Restored {} into {}. Start PayBridge to use it.", from.display(), config.data_dir.display());
+                Ok(())
+            }
             Command::Cert { action: CertCommand::Status { config } } => {
                 let config = Config::load(&config)?;
                 if !config.tls.enabled() {
@@ -132,6 +163,38 @@ pub fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Writes a backup: straight from the data directory when PayBridge is
+/// stopped, else from the running server's `/ops/backup` over loopback.
+async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = match crate::store::Store::open(&config.data_dir, config.mode) {
+        Ok(store) => {
+            let mut out = Vec::new();
+            store.backup(&mut out)?;
+            out
+        }
+        Err(_) => {
+            // The server holds the database: ask it, over loopback.
+            let (scheme, port) = match (config.tls.enabled(), config.http.listen) {
+                (false, Some(addr)) => ("http", addr.port()),
+                _ => ("https", config.tls.listen.port()),
+            };
+            // SECURITY: loopback to this host's own server; its certificate names the domain, not 127.0.0.1.
+            let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+            let mut request = client.get(format!("{scheme}://127.0.0.1:{port}/ops/backup"));
+            if let Some(token) = &config.metrics.token {
+                request = request.bearer_auth(token.expose());
+            }
+            let reply = request.send().await.context("the data directory is in use and the server does not answer")?;
+            anyhow::ensure!(reply.status().is_success(), "the server refused the backup: {}", reply.text().await?);
+            reply.bytes().await?.to_vec()
+        }
+    };
+    // Customers' payments: owner-only, written atomically.
+    crate::tls::cert::write_private(to, &bytes).with_context(|| format!("cannot write {}", to.display()))?;
+    println!("Backup written to {} ({} bytes).", to.display(), bytes.len());
+    Ok(())
 }
 
 /// Reads the new password, hashes it, and writes `[admin] password_hash`,

@@ -8,7 +8,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,10 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
+use tracing::Instrument;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderValue;
 use warp::reply::Response;
 
 use crate::http::{OverTls, PeerAddr};
+use crate::metrics::{route_label, Metrics};
 use crate::tls::ACME_TLS_ALPN;
 
 /// How long in-flight requests get to finish after shutdown begins.
@@ -35,8 +39,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `routes` over plain HTTP on `listener` until `shutdown` completes,
 /// then stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for open requests.
-pub async fn run(listener: TcpListener, routes: BoxedFilter<(Response,)>, shutdown: impl Future<Output = ()>) {
-    serve(listener, None, routes, shutdown).await
+pub async fn run(
+    listener: TcpListener,
+    routes: BoxedFilter<(Response,)>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(listener, None, routes, metrics, shutdown).await
 }
 
 /// Like [`run`], over TLS. Handshakes that negotiate `acme-tls/1` are
@@ -45,15 +54,17 @@ pub async fn run_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     routes: BoxedFilter<(Response,)>,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve(listener, Some(acceptor), routes, shutdown).await
+    serve(listener, Some(acceptor), routes, metrics, shutdown).await
 }
 
 async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let service = warp::service(routes);
@@ -80,6 +91,7 @@ async fn serve(
             watcher: graceful.watcher(),
             peer,
             tls: tls.is_some(),
+            metrics: metrics.clone(),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -103,6 +115,8 @@ struct Connection<S> {
     watcher: Watcher,
     peer: SocketAddr,
     tls: bool,
+    /// `None` for the simulator: no metrics, access logs at debug only.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> Connection<S>
@@ -130,14 +144,41 @@ where
     }
 
     async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
-        let Connection { builder, service, watcher, peer, tls } = self;
+        let Connection { builder, service, watcher, peer, tls, metrics } = self;
         let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
             if tls {
                 req.extensions_mut().insert(OverTls);
             }
+            // Every request gets an id: in its log lines, and back in X-Request-Id.
+            let id = format!("{:016x}", rand::random::<u64>());
+            let span = tracing::info_span!("request", id = %id);
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let mut service = service.clone();
-            async move { service.call(req).await }
+            let metrics = metrics.clone();
+            async move {
+                let started = Instant::now();
+                if let Some(m) = &metrics {
+                    m.in_flight(1);
+                }
+                let mut response = service.call(req).instrument(span.clone()).await?;
+                let status = response.status().as_u16();
+                if let Ok(value) = HeaderValue::from_str(&id) {
+                    response.headers_mut().insert("x-request-id", value);
+                }
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                let _entered = span.enter();
+                match &metrics {
+                    Some(m) => {
+                        m.in_flight(-1);
+                        m.request(route_label(&path), status);
+                        // The path only: query strings may carry login codes.
+                        tracing::info!(target: "paybridge::access", %method, path, status, elapsed_ms, %peer);
+                    }
+                    None => tracing::debug!(target: "paybridge::access", %method, path, status, elapsed_ms, %peer),
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), per_request);
         if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -34,8 +34,8 @@ fn install(root: &Path, extra: &[&str]) -> Output {
     Command::new("bash")
         .args(&args)
         // Secrets through the environment, as the README recommends.
-        .env("PAYBRIDGE_APP_SECRET", "app \"secret\" \\ with quotes")
-        .env("PAYBRIDGE_MCH_KEY", common::MCH_KEY)
+        .env("PAYBRIDGE_WECHAT_APP_SECRET", "app \"secret\" \\ with quotes")
+        .env("PAYBRIDGE_WECHAT_MCH_KEY", common::MCH_KEY)
         .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
         .output()
         .unwrap()

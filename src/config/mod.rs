@@ -62,6 +62,27 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// The admin page.
     pub admin: AdminConfig,
+    /// `/metrics`.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Bearer token for `/metrics`; without it only loopback clients may scrape.
+    pub token: Option<Secret>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogConfig {
+    /// Human-readable lines (default).
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// `[admin]`
@@ -170,6 +191,22 @@ struct RawConfig {
     sandbox: RawSandbox,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,7 +248,7 @@ struct RawSandbox {
 }
 
 /// Environment variables that are secrets: their value may come from `<NAME>_FILE`.
-const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH"];
+const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH", "METRICS_TOKEN"];
 
 impl RawConfig {
     /// Applies one `PAYBRIDGE_<NAME>` override; `name` is without the prefix.
@@ -239,6 +276,8 @@ impl RawConfig {
             }
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
             "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
+            "METRICS_TOKEN" => self.metrics.token = Some(Secret::new(value)),
+            "LOG_FORMAT" => self.log.format = Some(value),
             _ => {
                 let known = name.strip_prefix("TLS_").is_some_and(|key| self.tls.set_from_env(key, value));
                 if !known {
@@ -254,8 +293,8 @@ impl RawConfig {
             let Some(name) = var.strip_prefix("PAYBRIDGE_") else {
                 continue;
             };
-            if name == "CONFIG" || name == "LOG" {
-                continue; // read by the CLI and the logger, not settings
+            if matches!(name, "CONFIG" | "LOG" | "ADMIN_PASSWORD") {
+                continue; // read by the CLI, the logger and install.sh: not settings
             }
             match name.strip_suffix("_FILE").filter(|base| SECRET_VARS.contains(base)) {
                 Some(base) => {
@@ -546,6 +585,14 @@ impl RawConfig {
             },
             sandbox: SandboxConfig { simulator_listen },
             admin: AdminConfig { password_hash },
+            metrics: MetricsConfig { token: self.metrics.token.filter(|t| !t.is_empty()) },
+            log: match self.log.format.as_deref() {
+                None | Some("human") => LogConfig::Human,
+                Some("json") => LogConfig::Json,
+                Some(other) => {
+                    return Err(invalid("log.format", format!("must be \"human\" or \"json\", not {other:?}")))
+                }
+            },
         })
     }
 }

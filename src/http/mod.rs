@@ -6,6 +6,7 @@
 //! - [`error`]: the one place errors become replies.
 //! - [`body`]: size-limited request bodies.
 //! - [`plain`]: the plain-HTTP listener when HTTPS is on (ACME HTTP-01, redirects).
+//! - [`ops`]: `/metrics` for operators.
 
 pub mod admin;
 pub mod assets;
@@ -13,6 +14,7 @@ pub mod body;
 pub mod error;
 pub mod miniprogram;
 pub mod notify;
+pub mod ops;
 pub mod plain;
 
 use std::convert::Infallible;
@@ -40,7 +42,7 @@ pub fn with<T: Clone + Send + Sync + 'static>(value: T) -> impl Filter<Extract =
 }
 
 /// Every PayBridge route, with error rendering, security headers and access logs.
-pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>) -> BoxedFilter<(Response,)> {
+pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>, ops: Arc<ops::Ops>) -> BoxedFilter<(Response,)> {
     let mut headers = HeaderMap::new();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
@@ -57,21 +59,13 @@ pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>) -> BoxedFilte
         .unify()
         .or(admin::routes(admin))
         .unify()
+        .or(ops::routes(ops))
+        .unify()
         .or(health)
         .unify()
         .recover(error::rejection)
         .unify()
         .with(warp::reply::with::headers(headers))
-        .with(warp::log::custom(|info| {
-            // The path only: query strings may carry login codes.
-            tracing::info!(
-                target: "paybridge::access",
-                method = %info.method(),
-                path = info.path(),
-                status = info.status().as_u16(),
-                elapsed_ms = info.elapsed().as_millis() as u64,
-            );
-        }))
         .map(Reply::into_response)
         .boxed()
 }

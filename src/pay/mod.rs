@@ -9,7 +9,10 @@ mod order;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use std::sync::Arc;
+
 use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 use crate::wechat::client::{WechatClient, WechatError};
@@ -84,13 +87,15 @@ pub struct Payments {
     accept_client_amount: bool,
     sandbox: bool,
     locks: OrderLocks,
+    metrics: Arc<Metrics>,
 }
 
 impl Payments {
     /// Builds the service from the configuration and an open store.
-    pub fn new(config: &Config, store: Store) -> Result<Payments, reqwest::Error> {
+    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Payments, reqwest::Error> {
         Ok(Payments {
-            client: WechatClient::new(&config.wechat)?,
+            client: WechatClient::new(&config.wechat)?.with_metrics(metrics.clone()),
+            metrics,
             store,
             appid: config.wechat.appid.clone(),
             mch_id: config.wechat.mch_id.clone(),

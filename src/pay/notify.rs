@@ -161,6 +161,7 @@ impl Payments {
                 return NotifyAck::fail("系统繁忙");
             }
         };
+        self.metrics.notify(record.verdict.as_str());
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "cannot flush a notify to disk; asking WeChat to resend");
             return NotifyAck::fail("系统繁忙");

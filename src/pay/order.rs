@@ -96,6 +96,18 @@ impl Payments {
     /// Places (or repeats) an order and returns the signed `wx.requestPayment`
     /// parameters. `payer_ip` becomes `spbill_create_ip`.
     pub async fn unified_order(&self, new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams), PayError> {
+        let result = self.place(new, payer_ip).await;
+        self.metrics.unified_order(match &result {
+            Ok((_, _, true)) => "reused",
+            Ok((_, _, false)) => "prepaid",
+            Err(PayError::Upstream(_) | PayError::Store(_)) => "wechat_error",
+            Err(_) => "refused",
+        });
+        result.map(|(order, params, _)| (order, params))
+    }
+
+    /// [`Payments::unified_order`]; the flag says whether a stored prepay was reused.
+    async fn place(&self, new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams, bool), PayError> {
         if !self.accept_client_amount {
             return Err(PayError::ClientAmountRefused);
         }
@@ -132,7 +144,7 @@ impl Payments {
                 if let Some(prepay) = &existing.prepay {
                     if now_ms() - prepay.obtained_at < PREPAY_REUSE_MS {
                         let params = prepay.params.clone();
-                        return Ok((existing, params));
+                        return Ok((existing, params, true));
                     }
                 }
                 existing
@@ -172,7 +184,7 @@ impl Payments {
                 })?;
                 self.store.flush().await?;
                 tracing::info!(out_trade_no = %order.out_trade_no, total_fee = order.total_fee, sandbox = self.sandbox, "unified order placed");
-                Ok((stored.unwrap_or(order), params))
+                Ok((stored.unwrap_or(order), params, false))
             }
             Err(e) => {
                 let now = now_ms();

@@ -19,6 +19,7 @@
 //! Every change is one sled transaction over all these trees; callers
 //! [`Store::flush`] before they acknowledge anything.
 
+pub mod backup;
 pub mod codec;
 pub mod notify;
 pub mod order;
@@ -83,6 +84,8 @@ pub struct Store {
     stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
+    /// Writers share it; a backup takes it alone, so it sees one point in time.
+    write_gate: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 /// One page of a newest-first listing.
@@ -121,6 +124,7 @@ impl Store {
             stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
+            write_gate: Default::default(),
             db,
         };
         if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
@@ -162,6 +166,7 @@ impl Store {
     /// Runs `f` as one transaction over every tree. It may run more than
     /// once on a conflict, so it must not have side effects outside `tx`.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
+        let _writing = self.write_gate.read().expect("write gate");
         let trees = (
             &self.orders,
             &self.orders_by_time,

@@ -5,7 +5,8 @@
 //! XML, `return_code`, signature, echoed `appid`/`mch_id`, then `result_code`.
 //! Nothing in a reply is trusted before its signature is verified.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use url::Url;
@@ -13,6 +14,7 @@ use url::Url;
 use super::sign::{self, Fields, SignType};
 use super::xml::{self, MAX_XML_BYTES};
 use crate::config::WechatConfig;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 
 /// A failed call to WeChat. The messages are safe to show a client: they
@@ -140,6 +142,7 @@ pub struct WechatClient {
     pay_base_url: Url,
     sns_base_url: Url,
     notify_url: String,
+    metrics: Option<Arc<Metrics>>,
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -167,7 +170,20 @@ impl WechatClient {
             pay_base_url: config.pay_base_url.clone(),
             sns_base_url: config.sns_base_url.clone(),
             notify_url: config.notify_url.to_string(),
+            metrics: None,
         })
+    }
+
+    /// Records the latency of every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> WechatClient {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record(&self, api: &'static str, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.wechat_call(api, started.elapsed());
+        }
     }
 
     /// The signature algorithm this client uses.
@@ -178,6 +194,7 @@ impl WechatClient {
     /// Exchanges a `wx.login` code for the user's openid.
     pub async fn jscode2session(&self, code: &str) -> Result<Session, WechatError> {
         let url = join(&self.sns_base_url, "/sns/jscode2session");
+        let started = Instant::now();
         let reply = self
             .http
             .get(url)
@@ -194,6 +211,7 @@ impl WechatClient {
             return Err(WechatError::HttpStatus(reply.status().as_u16()));
         }
         let body = read_limited(reply).await?;
+        self.record("jscode2session", started);
         let login: LoginReply =
             serde_json::from_slice(&body).map_err(|e| WechatError::BadReply(format!("not the expected JSON: {e}")))?;
         match login {
@@ -219,7 +237,7 @@ impl WechatClient {
             ("openid", order.openid),
         ]);
         fields.retain(|_, v| !v.is_empty());
-        let reply = self.call("/pay/unifiedorder", fields).await?;
+        let reply = self.call("unifiedorder", fields).await?;
         reply
             .get("prepay_id")
             .filter(|id| !id.is_empty())
@@ -229,16 +247,16 @@ impl WechatClient {
 
     /// Queries an order; returns WeChat's verified fields (`trade_state` ...).
     pub async fn order_query(&self, out_trade_no: &str) -> Result<Fields, WechatError> {
-        self.call("/pay/orderquery", sign::fields([("out_trade_no", out_trade_no)])).await
+        self.call("orderquery", sign::fields([("out_trade_no", out_trade_no)])).await
     }
 
     /// Closes an unpaid order.
     pub async fn close_order(&self, out_trade_no: &str) -> Result<(), WechatError> {
-        self.call("/pay/closeorder", sign::fields([("out_trade_no", out_trade_no)])).await.map(drop)
+        self.call("closeorder", sign::fields([("out_trade_no", out_trade_no)])).await.map(drop)
     }
 
     /// Signs and sends one pay API request; returns the verified reply.
-    async fn call(&self, path: &str, mut fields: Fields) -> Result<Fields, WechatError> {
+    async fn call(&self, api: &'static str, mut fields: Fields) -> Result<Fields, WechatError> {
         fields.insert("appid".into(), self.appid.clone());
         fields.insert("mch_id".into(), self.mch_id.clone());
         fields.insert("nonce_str".into(), super::nonce_str());
@@ -248,19 +266,26 @@ impl WechatClient {
         let signature = sign::sign(&fields, &self.mch_key, self.sign_type);
         fields.insert("sign".into(), signature);
 
+        let started = Instant::now();
+        let body = self.post(api, xml::write(&fields)).await;
+        // Failures and timeouts are latencies too.
+        self.record(api, started);
+        self.check_reply(&body?)
+    }
+
+    async fn post(&self, api: &str, xml: String) -> Result<Vec<u8>, WechatError> {
         let reply = self
             .http
-            .post(join(&self.pay_base_url, path))
+            .post(join(&self.pay_base_url, &format!("/pay/{api}")))
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .body(xml::write(&fields))
+            .body(xml)
             .send()
             .await
             .map_err(transport)?;
         if reply.status() != reqwest::StatusCode::OK {
             return Err(WechatError::HttpStatus(reply.status().as_u16()));
         }
-        let body = read_limited(reply).await?;
-        self.check_reply(&body)
+        read_limited(reply).await
     }
 
     /// The reply checks, in WeChat's order; separate from I/O so it is easy to test.

@@ -1,0 +1,173 @@
+//! Prometheus metrics: requests by route and status, unified orders and
+//! notifies by outcome, WeChat latency, certificate expiry, database size.
+//!
+//! Counters live in one [`Metrics`] per running server (tests run several
+//! servers in one process); `/metrics` renders them in the text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency buckets (seconds) for calls to WeChat.
+const BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The counters of one server.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    unified_orders: Mutex<BTreeMap<&'static str, u64>>,
+    notifies: Mutex<BTreeMap<&'static str, u64>>,
+    wechat: Mutex<BTreeMap<&'static str, Histogram>>,
+    in_flight: AtomicU64,
+}
+
+/// The route template of a request path, so labels stay few.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/pay/openid" => "/pay/openid",
+        "/pay/unifiedOrder" => "/pay/unifiedOrder",
+        "/pay/notify" | "/pay/parseOrderNotifyResult" => "/pay/notify",
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        "/admin" => "/admin",
+        p if p.starts_with("/pay/orders/") => "/pay/orders/{no}",
+        p if p.starts_with("/admin/static/") => "/admin/static",
+        p if p.starts_with("/admin/api/") => "/admin/api",
+        p if p.starts_with("/.well-known/acme-challenge/") => "/.well-known/acme-challenge",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        *self.requests.lock().expect("metrics lock").entry((route, status)).or_default() += 1;
+    }
+
+    /// Counts a unified order by outcome (`prepaid`, `reused`, `wechat_error`, `refused`).
+    pub fn unified_order(&self, outcome: &'static str) {
+        *self.unified_orders.lock().expect("metrics lock").entry(outcome).or_default() += 1;
+    }
+
+    /// Counts a notify by verdict.
+    pub fn notify(&self, verdict: &'static str) {
+        *self.notifies.lock().expect("metrics lock").entry(verdict).or_default() += 1;
+    }
+
+    /// Records how long a call to WeChat took.
+    pub fn wechat_call(&self, api: &'static str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut all = self.wechat.lock().expect("metrics lock");
+        let h = all.entry(api).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// Tracks requests in progress.
+    pub fn in_flight(&self, delta: i64) {
+        if delta >= 0 {
+            self.in_flight.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.in_flight.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition, with gauges read now.
+    pub fn render(&self, sled_bytes: u64, orders: &[(&str, u64)], cert_not_after: Option<i64>) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP paybridge_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE paybridge_http_requests_total counter\n");
+        for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_http_requests_in_flight Requests being served.\n");
+        out.push_str("# TYPE paybridge_http_requests_in_flight gauge\n");
+        let _ = writeln!(out, "paybridge_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str("# HELP paybridge_unified_orders_total Unified orders by outcome.\n");
+        out.push_str("# TYPE paybridge_unified_orders_total counter\n");
+        for (outcome, n) in self.unified_orders.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_unified_orders_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_notifies_total Payment notifies by verdict.\n");
+        out.push_str("# TYPE paybridge_notifies_total counter\n");
+        for (verdict, n) in self.notifies.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_notifies_total{{verdict=\"{verdict}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_wechat_request_duration_seconds Calls to WeChat's API.\n");
+        out.push_str("# TYPE paybridge_wechat_request_duration_seconds histogram\n");
+        for (api, h) in self.wechat.lock().expect("metrics lock").iter() {
+            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "paybridge_wechat_request_duration_seconds_bucket{{api=\"{api}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "paybridge_wechat_request_duration_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "paybridge_wechat_request_duration_seconds_sum{{api=\"{api}\"}} {}", h.sum);
+            let _ = writeln!(out, "paybridge_wechat_request_duration_seconds_count{{api=\"{api}\"}} {}", h.count);
+        }
+        out.push_str("# HELP paybridge_orders Orders stored, by status.\n# TYPE paybridge_orders gauge\n");
+        for (status, n) in orders {
+            let _ = writeln!(out, "paybridge_orders{{status=\"{status}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP paybridge_sled_size_bytes Database size on disk.\n# TYPE paybridge_sled_size_bytes gauge\n",
+        );
+        let _ = writeln!(out, "paybridge_sled_size_bytes {sled_bytes}");
+        if let Some(t) = cert_not_after {
+            out.push_str(
+                "# HELP paybridge_certificate_expiry_timestamp_seconds When the served certificate expires.\n",
+            );
+            out.push_str("# TYPE paybridge_certificate_expiry_timestamp_seconds gauge\n");
+            let _ = writeln!(out, "paybridge_certificate_expiry_timestamp_seconds {t}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.request(route_label("/pay/orders/ABC123456"), 200);
+        m.request("/pay/notify", 200);
+        m.unified_order("prepaid");
+        m.notify("PAID");
+        m.wechat_call("unifiedorder", Duration::from_millis(70));
+        let text = m.render(4096, &[("PAID", 1)], Some(1_800_000_000));
+        for line in [
+            "paybridge_http_requests_total{route=\"/pay/orders/{no}\",status=\"200\"} 1",
+            "paybridge_unified_orders_total{outcome=\"prepaid\"} 1",
+            "paybridge_notifies_total{verdict=\"PAID\"} 1",
+            "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.05\"} 0",
+            "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.1\"} 1",
+            "paybridge_wechat_request_duration_seconds_count{api=\"unifiedorder\"} 1",
+            "paybridge_orders{status=\"PAID\"} 1",
+            "paybridge_sled_size_bytes 4096",
+            "paybridge_certificate_expiry_timestamp_seconds 1800000000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+}

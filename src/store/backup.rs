@@ -1,0 +1,180 @@
+//! Backups: a consistent copy of every tree, written while the server runs,
+//! and restored into an empty data directory.
+//!
+//! Format: `PAYBRIDGE-BACKUP` and a version byte, then for each tree its name
+//! and its entries (length-prefixed, big-endian), then a SHA-256 of all that.
+//! Writes are held back while the copy is taken, so it is one point in time.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+
+const MAGIC: &[u8] = b"PAYBRIDGE-BACKUP";
+const VERSION: u8 = 1;
+
+/// Why a backup could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Not a PayBridge backup, or from a newer release.
+    #[error("not a PayBridge backup (or one from a newer release)")]
+    NotABackup,
+    /// The checksum does not match: the file is damaged or truncated.
+    #[error("the backup is damaged or truncated (checksum mismatch); nothing was restored")]
+    Damaged,
+    /// The target directory already holds data.
+    #[error("{0} is not empty; restore only into an empty data directory")]
+    NotEmpty(String),
+    /// Reading failed.
+    #[error("cannot read the backup: {0}")]
+    Io(#[from] io::Error),
+    /// Writing the database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes everything it is given to `inner` and hashes it on the way.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn put(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    w.write_all(bytes)
+}
+
+fn get(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 64 * 1024 * 1024 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "entry too large"));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+impl Store {
+    /// Writes a consistent backup of every tree to `out`. Writes to the
+    /// store wait until it is done.
+    pub fn backup(&self, out: impl Write) -> Result<(), StoreError> {
+        let _quiet = self.write_gate.write().expect("write gate");
+        let mut w = Hashing { inner: out, hash: Sha256::new() };
+        let io = |e: io::Error| StoreError::Sled(sled::Error::Io(e));
+        w.write_all(MAGIC).map_err(io)?;
+        w.write_all(&[VERSION]).map_err(io)?;
+        let names: Vec<_> = self.db.tree_names().into_iter().filter(|n| n.as_ref() != b"__sled__default").collect();
+        w.write_all(&(names.len() as u32).to_be_bytes()).map_err(io)?;
+        for name in names {
+            let tree = self.db.open_tree(&name)?;
+            put(&mut w, &name).map_err(io)?;
+            w.write_all(&(tree.len() as u64).to_be_bytes()).map_err(io)?;
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                put(&mut w, &k).map_err(io)?;
+                put(&mut w, &v).map_err(io)?;
+            }
+        }
+        let digest = w.hash.finalize();
+        w.inner.write_all(&digest).map_err(io)?;
+        w.inner.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// Restores a backup into the empty (or missing) directory `dir`.
+    /// A damaged backup leaves nothing behind.
+    pub fn restore(dir: &Path, input: impl Read) -> Result<(), RestoreError> {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(RestoreError::NotEmpty(dir.display().to_string()));
+        }
+        let result = Store::restore_into(dir, input);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    fn restore_into(dir: &Path, input: impl Read) -> Result<(), RestoreError> {
+        let mut r = Hashing { inner: input, hash: Sha256::new() };
+        let mut magic = [0u8; 17];
+        r.read_exact(&mut magic).map_err(|_| RestoreError::NotABackup)?;
+        if &magic[..16] != MAGIC || magic[16] != VERSION {
+            return Err(RestoreError::NotABackup);
+        }
+        let db = sled::Config::new().path(dir).open().map_err(StoreError::from)?;
+        let truncated = |_| RestoreError::Damaged;
+        let mut count = [0u8; 4];
+        r.read_exact(&mut count).map_err(truncated)?;
+        for _ in 0..u32::from_be_bytes(count) {
+            let name = get(&mut r).map_err(truncated)?;
+            let tree = db.open_tree(name).map_err(StoreError::from)?;
+            let mut entries = [0u8; 8];
+            r.read_exact(&mut entries).map_err(truncated)?;
+            for _ in 0..u64::from_be_bytes(entries) {
+                let k = get(&mut r).map_err(truncated)?;
+                let v = get(&mut r).map_err(truncated)?;
+                tree.insert(k, v).map_err(StoreError::from)?;
+            }
+        }
+        let expected = r.hash.finalize();
+        let mut stored = [0u8; 32];
+        r.inner.read_exact(&mut stored).map_err(truncated)?;
+        if expected.as_slice() != stored {
+            return Err(RestoreError::Damaged);
+        }
+        db.flush().map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::store::{Order, OrderContents};
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
+        let contents = OrderContents { total_fee: 5, body: "b".into(), attach: "".into(), openid: "o".into() };
+        store.insert_order(&Order::new("BACKUP0001".into(), 1, contents, false, 7)).unwrap();
+        let mut bytes = Vec::new();
+        store.backup(&mut bytes).unwrap();
+
+        Store::restore(&dir.path().join("b"), &bytes[..]).unwrap();
+        let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
+        assert_eq!(restored.order("BACKUP0001").unwrap(), store.order("BACKUP0001").unwrap());
+        assert!(matches!(Store::restore(&dir.path().join("b"), &bytes[..]), Err(RestoreError::NotEmpty(_))));
+
+        let mut damaged = bytes.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 1;
+        assert!(matches!(Store::restore(&dir.path().join("c"), &damaged[..]), Err(RestoreError::Damaged)));
+        assert!(!dir.path().join("c").exists(), "nothing left behind");
+        assert!(matches!(Store::restore(&dir.path().join("d"), &b"hello"[..]), Err(RestoreError::NotABackup)));
+    }
+}

@@ -1,0 +1,203 @@
+//! Operating PayBridge: backup and restore while it runs, /metrics, request
+//! ids, JSON logs, and a graceful stop that lets requests finish.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{config_text, notify_fields, signed_xml, Env, Opts};
+use paybridge::config::Mode;
+use paybridge::store::{OrderFilter, Store};
+use paybridge::wechat::sign::SignType;
+use serde_json::json;
+
+/// Runs the real binary off the runtime's thread (it talks to this runtime's server).
+async fn paybridge(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_paybridge")).args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn some_business(env: &Env) {
+    let openid = env.openid("code-ops").await;
+    for no in ["OPS0000001", "OPS0000002"] {
+        assert_eq!(env.order(no, 250, &openid).await.0, 200);
+    }
+    env.sim_pay(json!({ "out_trade_no": "OPS0000001" })).await;
+    env.wait_acknowledged("OPS0000001").await;
+    let forged =
+        signed_xml(notify_fields("OPS0000002", 250, "4200000000000000000000000055"), &"f".repeat(32), SignType::Md5);
+    env.notify(forged).await;
+}
+
+#[tokio::test]
+async fn backup_while_running_and_restore_into_an_empty_directory() {
+    let env = Env::start(Opts::default()).await;
+    some_business(&env).await;
+    let config = env.dir.path().join("paybridge.toml");
+    std::fs::write(
+        &config,
+        config_text(&env.dir.path().join("data"), &env.app.addr.to_string(), &env.sim.url(), &env.opts),
+    )
+    .unwrap();
+    let file = env.dir.path().join("backup.pb");
+    let out = paybridge(vec![
+        "backup".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--to".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Restore with a config whose data directory is new.
+    let restored_dir = env.dir.path().join("restored");
+    let config2 = env.dir.path().join("restored.toml");
+    std::fs::write(&config2, config_text(&restored_dir, "127.0.0.1:1", &env.sim.url(), &env.opts)).unwrap();
+    let restore = |cfg: &std::path::Path| {
+        vec![
+            "restore".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--from".into(),
+            file.display().to_string(),
+        ]
+    };
+    let out = paybridge(restore(&config2)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = paybridge(restore(&config2)).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "restores only into an empty directory");
+
+    let restored = Store::open(&restored_dir, Mode::Live).unwrap();
+    let all = OrderFilter::default();
+    let original: Vec<_> = env.app.store.list_orders(&all, None, 100).unwrap().items;
+    assert_eq!(restored.list_orders(&all, None, 100).unwrap().items, original);
+    assert_eq!(original.len(), 2);
+    assert_eq!(restored.list_notifies(None, 100).unwrap().items, env.app.store.list_notifies(None, 100).unwrap().items);
+    assert_eq!(restored.status_counts().unwrap(), env.app.store.status_counts().unwrap(), "counters too");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_and_are_loopback_only_without_a_token() {
+    let env = Env::start(Opts::default()).await;
+    some_business(&env).await;
+    let r = env.http.get(format!("{}/metrics", env.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap();
+    for line in [
+        "paybridge_unified_orders_total{outcome=\"prepaid\"} 2",
+        "paybridge_notifies_total{verdict=\"PAID\"} 1",
+        "paybridge_notifies_total{verdict=\"REJECTED\"} 1",
+        "paybridge_http_requests_total{route=\"/pay/unifiedOrder\",status=\"200\"} 2",
+        "paybridge_wechat_request_duration_seconds_count{api=\"unifiedorder\"} 2",
+        "paybridge_wechat_request_duration_seconds_count{api=\"jscode2session\"} 1",
+        "paybridge_orders{status=\"PAID\"} 1",
+        "paybridge_orders{status=\"PREPAID\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("paybridge_sled_size_bytes ") && !l.ends_with(" 0")));
+
+    // Every reply carries a request id.
+    let a = env.http.get(format!("{}/healthz", env.base)).send().await.unwrap();
+    let b = env.http.get(format!("{}/healthz", env.base)).send().await.unwrap();
+    let (a, b) = (
+        a.headers()["x-request-id"].to_str().unwrap().to_owned(),
+        b.headers()["x-request-id"].to_str().unwrap().to_owned(),
+    );
+    assert_eq!(a.len(), 16);
+    assert_ne!(a, b);
+    env.stop().await;
+
+    // With a token, the token is needed (loopback or not).
+    let token_env = {
+        let env = Env::start(Opts::default()).await;
+        let (dir, sim) = env.stop().await;
+        let text = config_text(&dir.path().join("data"), "127.0.0.1:0", &sim.url(), &Opts::default())
+            + "[metrics]\ntoken = \"scrape-me-9f2c\"\n";
+        let config =
+            paybridge::config::Config::from_toml(&text, std::path::Path::new("t"), std::iter::empty()).unwrap();
+        (paybridge::app::start(config).await.unwrap(), dir, sim)
+    };
+    let (app, _dir, sim) = token_env;
+    let url = format!("http://{}/metrics", app.addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 403);
+    assert_eq!(http.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 403);
+    assert_eq!(http.get(&url).bearer_auth("scrape-me-9f2c").send().await.unwrap().status(), 200);
+    app.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_lets_the_request_in_flight_finish() {
+    let env = Env::start(Opts::default()).await;
+    let openid = env.openid("code-graceful").await;
+    // WeChat answers slowly; the stop begins while the request waits for it.
+    env.inject(json!([{ "kind": "delay", "ms": 800 }])).await;
+    let http = env.http.clone();
+    let url = format!("{}/pay/unifiedOrder", env.base);
+    let in_flight = tokio::spawn(async move {
+        http.post(url)
+            .json(&json!({ "outTradeNo": "GRACE00001", "totalFee": 1, "body": "b", "openid": openid }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base = env.base.clone();
+    let (dir, _sim) = env.stop().await;
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the request in flight finished");
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "no new connections after the stop");
+    let store = Store::open(&dir.path().join("data"), Mode::Live).unwrap();
+    assert_eq!(
+        store.order("GRACE00001").unwrap().unwrap().status,
+        paybridge::store::OrderStatus::Prepaid,
+        "and it was saved"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let env = Env::start(Opts::default()).await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let config = env.dir.path().join("json.toml");
+    let text =
+        config_text(&env.dir.path().join("json-data"), &addr, &env.sim.url(), &env.opts) + "[log]\nformat = \"json\"\n";
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_paybridge"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = None;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/healthz")).await {
+            id = Some(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = id.expect("the server answered");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "SIGTERM exits 0");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+    let access = lines.iter().find(|l| l["target"] == "paybridge::access").expect("an access log line");
+    assert_eq!(access["fields"]["path"], "/healthz");
+    assert_eq!(access["span"]["id"], id.as_str(), "{access}");
+    env.stop().await;
+}
