@@ -11,8 +11,9 @@ use std::process::{Command, Output};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install.sh");
 const BINARY: &str = env!("CARGO_BIN_EXE_paybridge");
 
-fn install(root: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// install.sh into `root`, never prompting, with our binary.
+fn base_args(root: &Path) -> Vec<&str> {
+    vec![
         SCRIPT,
         "--root",
         root.to_str().unwrap(),
@@ -21,6 +22,12 @@ fn install(root: &Path, extra: &[&str]) -> Output {
         "--non-interactive",
         "--domain",
         "pay.example.com",
+    ]
+}
+
+fn install(root: &Path, extra: &[&str]) -> Output {
+    let mut args = base_args(root);
+    args.extend_from_slice(&[
         "--email",
         "ops@example.com",
         "--appid",
@@ -29,7 +36,7 @@ fn install(root: &Path, extra: &[&str]) -> Output {
         "10000100",
         "--sign-type",
         "HMAC-SHA256",
-    ];
+    ]);
     args.extend_from_slice(extra);
     Command::new("bash")
         .args(&args)
@@ -182,19 +189,7 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
 fn missing_values_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let out = Command::new("bash")
-        .args([
-            SCRIPT,
-            "--root",
-            root.to_str().unwrap(),
-            "--binary",
-            BINARY,
-            "--non-interactive",
-            "--domain",
-            "pay.example.com",
-        ])
-        .output()
-        .unwrap();
+    let out = Command::new("bash").args(base_args(&root)).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing email"), "{err}");

@@ -10,7 +10,7 @@ mod process;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{start_simulator, APPID, APP_SECRET, MCH_ID, MCH_KEY};
+use common::start_simulator;
 use paybridge::app::{self, Running};
 use paybridge::config::Config;
 use paybridge::sandbox::SimulatorHandle;
@@ -46,18 +46,11 @@ acme_directory = "{directory}"
 acme_contact = "ops@paybridge.test"
 acme_directory_ca = "{ca}"
 acme_retry_schedule_secs = [1, 1, 2]
-[wechat]
-appid = "{APPID}"
-app_secret = "{APP_SECRET}"
-mch_id = "{MCH_ID}"
-mch_key = "{MCH_KEY}"
-pay_base_url = "{sim}"
-sns_base_url = "{sim}"
-"#,
+{wechat}"#,
         data = data_dir.display(),
         directory = pebble.directory,
         ca = pebble.listener_ca.display(),
-        sim = sim.url(),
+        wechat = common::wechat_toml(&sim.url()),
     )
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{start_simulator, APPID, APP_SECRET, MCH_ID, MCH_KEY};
+use common::start_simulator;
 use paybridge::app;
 use paybridge::config::Config;
 use paybridge::tls::cert;
@@ -22,16 +22,9 @@ listen = "off"
 listen = "127.0.0.1:0"
 domains = ["files.paybridge.test"]
 {mode_lines}
-[wechat]
-appid = "{APPID}"
-app_secret = "{APP_SECRET}"
-mch_id = "{MCH_ID}"
-mch_key = "{MCH_KEY}"
-pay_base_url = "{sim}"
-sns_base_url = "{sim}"
-"#,
+{wechat}"#,
         data = dir.join("data").display(),
-        sim = sim.url(),
+        wechat = common::wechat_toml(&sim.url()),
     );
     let config = Config::from_toml(&text, std::path::Path::new("t.toml"), std::iter::empty()).unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,9 +88,9 @@ async fn files_mode_refuses_to_start_with_unusable_files() {
     let lines = "mode = \"files\"\ncert_file = \"/nonexistent/chain.pem\"\nkey_file = \"/nonexistent/key.pem\"";
     let sim = start_simulator().await;
     let text = format!(
-        "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nlisten = \"127.0.0.1:0\"\n{lines}\n[wechat]\nappid = \"{APPID}\"\napp_secret = \"{APP_SECRET}\"\nmch_id = \"{MCH_ID}\"\nmch_key = \"{MCH_KEY}\"\nnotify_url = \"https://x.test/pay/notify\"\npay_base_url = \"{}\"\n",
+        "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nlisten = \"127.0.0.1:0\"\n{lines}\n{}notify_url = \"https://x.test/pay/notify\"\n",
         dir.path().join("data").display(),
-        sim.url()
+        common::wechat_toml(&sim.url())
     );
     let config = Config::from_toml(&text, std::path::Path::new("t.toml"), std::iter::empty()).unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();

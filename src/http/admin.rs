@@ -72,6 +72,19 @@ fn caller() -> impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone
         })
 }
 
+/// A wrong query parameter: rendered as 400 by [`super::error::rejection`].
+#[derive(Debug)]
+pub struct BadQuery(pub String);
+
+impl warp::reject::Reject for BadQuery {}
+
+/// Parses the order list's query, or rejects with [`BadQuery`].
+fn order_query_filter() -> impl Filter<Extract = (OrderQuery,), Error = warp::Rejection> + Clone {
+    warp::query::<HashMap<String, String>>().and_then(|q: HashMap<String, String>| async move {
+        order_query(&q).map_err(|message| warp::reject::custom(BadQuery(message)))
+    })
+}
+
 /// No valid session: rendered as 401 by [`super::error::rejection`].
 #[derive(Debug)]
 pub struct Unauthorized;
@@ -153,10 +166,6 @@ fn internal(e: crate::store::StoreError) -> Response {
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "storage error; see the server log")
 }
 
-fn bad_query(message: &str) -> Refusal {
-    Refusal::BadQuery(message.to_owned())
-}
-
 /// The filter, search and paging parameters of the order list and CSV.
 struct OrderQuery {
     filter: OrderFilter,
@@ -165,30 +174,20 @@ struct OrderQuery {
     limit: usize,
 }
 
-fn order_query(q: &HashMap<String, String>) -> Result<OrderQuery, Refusal> {
+fn order_query(q: &HashMap<String, String>) -> Result<OrderQuery, String> {
     let nonempty = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let status = match nonempty("status") {
-        Some(s) => {
-            Some(OrderStatus::parse(s).ok_or_else(|| bad_query("status must be CREATED, PREPAID, PAID or CLOSED"))?)
-        }
+        Some(s) => Some(OrderStatus::parse(s).ok_or("status must be CREATED, PREPAID, PAID or CLOSED")?),
         None => None,
     };
-    let day = |key: &str| -> Result<Option<i64>, Refusal> {
-        match nonempty(key) {
-            Some(text) => admin::parse_day(text)
-                .map(Some)
-                .ok_or_else(|| bad_query(&format!("{key} must be a date like 2026-11-27"))),
-            None => Ok(None),
-        }
+    let day = |key: &str| match nonempty(key) {
+        Some(text) => admin::parse_day(text).map(Some).ok_or_else(|| format!("{key} must be a date like 2026-11-27")),
+        None => Ok(None),
     };
     let from_ms = day("from")?.map(Store::day_start);
     let to_ms = day("to")?.map(|d| Store::day_start(d + 1));
     let limit = match nonempty("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| bad_query("limit must be 1 to 200"))?,
+        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=200).contains(l)).ok_or("limit must be 1 to 200")?,
         None => 50,
     };
     Ok(OrderQuery {
@@ -252,13 +251,9 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
 
     let orders = warp::path!("admin" / "api" / "orders")
         .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
         .and(authed.clone())
-        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
-            let q = match order_query(&q) {
-                Ok(q) => q,
-                Err(refusal) => return refusal.reply(),
-            };
+        .and(order_query_filter())
+        .map(|admin: Arc<Admin>, q: OrderQuery| {
             match admin.orders(&q.filter, q.q.as_deref(), q.cursor.as_deref(), q.limit) {
                 Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
                 Err(e) => internal(e),
@@ -275,13 +270,9 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
 
     let export = warp::path!("admin" / "api" / "export" / "orders.csv")
         .and(warp::get())
-        .and(warp::query::<HashMap<String, String>>())
         .and(authed.clone())
-        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
-            let q = match order_query(&q) {
-                Ok(q) => q,
-                Err(refusal) => return refusal.reply(),
-            };
+        .and(order_query_filter())
+        .map(|admin: Arc<Admin>, q: OrderQuery| {
             let mut out = String::from(csv::BOM);
             out.push_str(csv::HEADER);
             let mut cursor: Option<String> = None;
@@ -317,7 +308,10 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
             let cursor = match q.get("cursor").filter(|c| !c.is_empty()).map(|c| c.parse::<u64>()) {
                 Some(Ok(c)) => Some(c),
-                Some(Err(_)) => return bad_query("cursor must be the value of `next` from the previous page").reply(),
+                Some(Err(_)) => {
+                    return Refusal::BadQuery("cursor must be the value of `next` from the previous page".into())
+                        .reply()
+                }
                 None => None,
             };
             let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50usize).clamp(1, 200);

@@ -58,6 +58,8 @@ pub fn pay_error(e: &PayError) -> Response {
 pub async fn rejection(r: Rejection) -> Result<Response, Infallible> {
     let reply = if r.find::<super::admin::Unauthorized>().is_some() {
         json_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "log in first")
+    } else if let Some(super::admin::BadQuery(message)) = r.find() {
+        json_error(StatusCode::BAD_REQUEST, "INVALID_QUERY", message)
     } else if r.is_not_found() {
         json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint (see the API reference in the README)")
     } else if let Some(too_large) = r.find::<BodyTooLarge>() {

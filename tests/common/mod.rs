@@ -52,6 +52,14 @@ pub async fn start_simulator() -> SimulatorHandle {
     sandbox::serve_simulator(Simulator::new(config), listener).unwrap()
 }
 
+/// The `[wechat]` section for the test merchant, talking to the simulator at `sim_url`.
+pub fn wechat_toml(sim_url: &str) -> String {
+    format!(
+        "[wechat]\nappid = \"{APPID}\"\napp_secret = \"{APP_SECRET}\"\nmch_id = \"{MCH_ID}\"\nmch_key = \"{MCH_KEY}\"\n\
+         pay_base_url = \"{sim_url}\"\nsns_base_url = \"{sim_url}\"\n"
+    )
+}
+
 /// The live-mode config text for a PayBridge at `addr` talking to `sim_url`.
 pub fn config_text(data_dir: &Path, addr: &str, sim_url: &str, opts: &Opts) -> String {
     format!(
