@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{config_text, start_simulator, Opts, APP_SECRET, MCH_KEY};
+use common::{config_text, start_simulator, Opts, ADMIN_PASSWORD, APP_SECRET, MCH_KEY};
 use paybridge::config::Mode;
 use paybridge::store::{OrderFilter, OrderStatus, Store, Verdict};
 use serde_json::{json, Value};
@@ -172,6 +172,8 @@ async fn sandbox_walkthrough_works_as_printed() {
 
 #[tokio::test]
 async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
+    // Secrets checked below: the merchant key, the app secret, every session key the
+    // simulator handed out, the admin password (right and wrong ones) and its hash.
     let sim = start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -209,6 +211,13 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // The admin logs in (right and wrong passwords) and looks around.
+    let admin = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    for password in ["a wrong password 123", ADMIN_PASSWORD] {
+        admin.post(format!("{base}/admin/api/login")).json(&json!({ "password": password })).send().await.unwrap();
+    }
+    let detail = admin.get(format!("{base}/admin/api/orders/CRASH00000")).send().await.unwrap();
+    assert_eq!(detail.status(), 200);
     // Acknowledged means durable: pull the plug at once.
     first.signal("KILL");
     let logs = first.logs();
@@ -236,7 +245,12 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     let session_keys = sim.simulator.issued_session_keys();
     assert_eq!(session_keys.len(), 12);
     assert!(logs.contains("unified order placed") && logs.contains("TRACE"), "the trace logs were captured");
-    for secret in [MCH_KEY, APP_SECRET].iter().map(|s| s.to_string()).chain(session_keys) {
+    assert!(logs.contains("admin logged in") && logs.contains("admin login failed"), "the logins were logged");
+    for secret in [MCH_KEY, APP_SECRET, ADMIN_PASSWORD, "a wrong password 123", common::admin_hash()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(session_keys)
+    {
         assert!(!logs.contains(&secret), "a secret reached the logs: {secret}");
     }
     sim.stop().await;
