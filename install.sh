@@ -280,6 +280,8 @@ write_config() {
     fi
     local tmp
     tmp="$(mktemp)"
+    # The draft holds secrets: never leave it behind, even on failure.
+    trap 'rm -f "$tmp"' EXIT
     chmod 0600 "$tmp"
     cat > "$tmp" <<EOF
 # PayBridge configuration, written by install.sh on $(date -u +%Y-%m-%d).

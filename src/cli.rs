@@ -222,7 +222,8 @@ fn set_password(path: &std::path::Path) -> anyhow::Result<()> {
         doc["admin"] = toml_edit::table();
     }
     doc["admin"]["password_hash"] = toml_edit::value(hash_password(&password));
-    let tmp = path.with_extension("tmp");
+    // A temporary name of our own next to the file: the rename below is atomic.
+    let tmp = PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
     std::fs::write(&tmp, doc.to_string())?;
     if let Ok(meta) = std::fs::metadata(path) {
         std::fs::set_permissions(&tmp, meta.permissions())?;

@@ -116,7 +116,8 @@ pub fn alpn_challenge(domain: &str, key_authorization_digest: &[u8]) -> Result<A
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename) with mode 0600.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A temporary name of our own next to the file: the rename below is atomic.
+    let tmp = std::path::PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
