@@ -26,6 +26,7 @@ MCH_KEY="${PAYBRIDGE_WECHAT_MCH_KEY:-}"
 SIGN_TYPE="MD5"
 ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
 STAGING=0
+DRAFT=""
 
 SERVICE=paybridge
 USER_NAME=paybridge
@@ -281,7 +282,8 @@ write_config() {
     local tmp
     tmp="$(mktemp)"
     # The draft holds secrets: never leave it behind, even on failure.
-    trap 'rm -f "$tmp"' EXIT
+    DRAFT="$tmp"
+    trap 'rm -f "$DRAFT"' EXIT
     chmod 0600 "$tmp"
     cat > "$tmp" <<EOF
 # PayBridge configuration, written by install.sh on $(date -u +%Y-%m-%d).
