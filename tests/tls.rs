@@ -133,6 +133,20 @@ async fn wait_for_certificate(app: &Running, not_serial: Option<&str>, limit: Du
     }
 }
 
+/// Waits until the certificate status reports an error; returns the status.
+async fn wait_for_failure(app: &Running, limit: Duration) -> paybridge::tls::TlsStatus {
+    let status = app.tls_status.as_ref().expect("TLS is on");
+    let start = Instant::now();
+    loop {
+        let s = status.get();
+        if s.last_error.is_some() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "the failure is never reported: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// GETs `url` and returns the status and the serial of the certificate served.
 async fn get_with_serial(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
     let r = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
@@ -346,12 +360,7 @@ async fn directory_down_at_start_without_a_certificate() {
     let r = plain.get(format!("{http}/healthz")).header("host", DOMAIN).send().await.unwrap();
     assert_eq!(r.status(), 308);
     let status = app.tls_status.as_ref().unwrap();
-    let start = Instant::now();
-    while status.get().last_error.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the failure is never reported");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let reported = status.get();
+    let reported = wait_for_failure(&app, Duration::from_secs(20)).await;
     assert!(reported.certificate.is_none());
     assert!(reported.last_error.as_deref().unwrap().contains("ACME"), "{:?}", reported.last_error);
 
@@ -383,12 +392,7 @@ async fn directory_down_with_a_stored_certificate_due_for_renewal() {
     // Served at once with the stored certificate, although the CA is down.
     let client = setup.client(&old_root);
     assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, old.serial.clone()));
-    let status = app.tls_status.as_ref().unwrap();
-    let start = Instant::now();
-    while status.get().last_error.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the renewal failure is never reported");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_failure(&app, Duration::from_secs(10)).await;
     // Still serving the old certificate while renewal fails.
     assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, old.serial.clone()));
 
