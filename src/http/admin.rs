@@ -21,7 +21,7 @@ use warp::Filter;
 use super::error::json_error;
 use super::{assets, body, with, OverTls, PeerAddr};
 use crate::admin::{self, auth, csv, Admin};
-use crate::store::{OrderFilter, OrderStatus, Store};
+use crate::store::{beijing_day_start, OrderFilter, OrderStatus};
 
 const COOKIE: &str = "pb_session";
 const LOGIN_BODY_LIMIT: usize = 4096;
@@ -184,8 +184,8 @@ fn order_query(q: &HashMap<String, String>) -> Result<OrderQuery, String> {
         Some(text) => admin::parse_day(text).map(Some).ok_or_else(|| format!("{key} must be a date like 2026-11-27")),
         None => Ok(None),
     };
-    let from_ms = day("from")?.map(Store::day_start);
-    let to_ms = day("to")?.map(|d| Store::day_start(d + 1));
+    let from_ms = day("from")?.map(beijing_day_start);
+    let to_ms = day("to")?.map(|d| beijing_day_start(d + 1));
     let limit = match nonempty("limit") {
         Some(l) => l.parse::<usize>().ok().filter(|l| (1..=200).contains(l)).ok_or("limit must be 1 to 200")?,
         None => 50,

@@ -107,11 +107,6 @@ impl Payments {
         })
     }
 
-    /// The store, for read-only views.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Whether this is sandbox mode.
     pub fn is_sandbox(&self) -> bool {
         self.sandbox

@@ -17,16 +17,13 @@ use warp::Filter;
 
 pub use simulator::{Fault, PayRequest, Simulator, SimulatorConfig};
 
-use crate::http::body;
+use crate::http::{body, with};
 
 /// The simulator's HTTP routes: WeChat's (`/sns/jscode2session`,
 /// `/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`) and the
 /// control API (`/sandbox/pay`, `/sandbox/orders/{no}`, `/sandbox/faults`).
 pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
-    let with_sim = {
-        let sim = sim.clone();
-        warp::any().map(move || sim.clone())
-    };
+    let with_sim = with(sim);
     let login = warp::path!("sns" / "jscode2session")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())

@@ -3,9 +3,7 @@
 
 use serde::Serialize;
 
-use super::tx::{
-    beijing_day_start, day_key, prefixed_key, read_u64, status_count_key, time_key_of, PAID_DAY, REJECTED_DAY,
-};
+use super::tx::{day_key, prefixed_key, read_u64, status_count_key, time_key_of, PAID_DAY, REJECTED_DAY};
 use super::{Order, OrderStatus, Page, Store, StoreError};
 
 /// Which orders a listing shows. Times are unix ms; `to_ms` is exclusive.
@@ -151,10 +149,5 @@ impl Store {
             total += read_u64(self.stats.get(day_key(REJECTED_DAY, day))?.as_deref(), 0);
         }
         Ok(total)
-    }
-
-    /// The first millisecond of a Beijing day, for date filters.
-    pub fn day_start(day: i64) -> i64 {
-        beijing_day_start(day)
     }
 }

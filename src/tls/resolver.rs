@@ -27,11 +27,6 @@ impl CertResolver {
         self.current.store(Some(key));
     }
 
-    /// Whether a certificate is being served.
-    pub fn has_certificate(&self) -> bool {
-        self.current.load().is_some()
-    }
-
     /// Answers TLS-ALPN-01 handshakes for `domain` with `key`.
     pub fn add_challenge(&self, domain: &str, key: Arc<CertifiedKey>) {
         self.challenges.write().expect("challenge lock").insert(domain.to_ascii_lowercase(), key);

@@ -32,19 +32,6 @@ pub fn is_valid_out_trade_no(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*'))
 }
 
-/// Cuts `s` to at most `max` UTF-8 bytes on a character boundary (WeChat
-/// limits `body` to 127 bytes).
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,11 +58,5 @@ mod tests {
         assert!(!is_valid_out_trade_no(&"x".repeat(33)));
         assert!(!is_valid_out_trade_no("has space1"));
         assert!(!is_valid_out_trade_no("订单号123456"));
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate_utf8("支付测试", 7), "支付");
-        assert_eq!(truncate_utf8("abc", 127), "abc");
     }
 }
