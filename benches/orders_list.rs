@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use paybridge::config::Config;
 use paybridge::store::{Order, OrderContents, Payment, Store};
 use serde_json::Value;
@@ -22,32 +23,40 @@ async fn fill(dir: &Path, count: u64) -> Duration {
     let store = Store::open(dir, paybridge::config::Mode::Live).unwrap();
     let start = Instant::now();
     let base = 1_790_000_000_000i64;
-    for i in 0..count {
-        let contents = OrderContents {
-            total_fee: 100 + i % 1000,
-            body: format!("商品 {i}"),
-            attach: String::new(),
-            openid: format!("o{:027}", i % 5000),
-        };
-        let no = format!("BENCH{i:010}");
-        let order = Order::new(no.clone(), store.next_id().unwrap(), contents, false, base + i as i64 * 1000);
-        store.insert_order(&order).unwrap();
-        if i % 3 == 0 {
-            let payment = Payment {
-                transaction_id: format!("42{i:026}"),
-                total_fee: 100 + i % 1000,
-                time_end: String::new(),
-                openid: String::new(),
-            };
-            store
-                .update_order(&no, |o| {
-                    o.apply_payment(&payment, base + i as i64 * 1000 + 500);
-                })
-                .unwrap();
-        }
-    }
-    store.flush().await.unwrap();
+    // Many writers at once, as a busy server has: the store syncs them in groups.
+    let writes = futures_util::stream::iter(0..count).map(|i| {
+        let store = store.clone();
+        async move { insert(&store, base, i).await }
+    });
+    writes.buffer_unordered(512).collect::<Vec<()>>().await;
+    assert!(store.close(Duration::from_secs(60)).await);
     start.elapsed()
+}
+
+async fn insert(store: &Store, base: i64, i: u64) {
+    let contents = OrderContents {
+        total_fee: 100 + i % 1000,
+        body: format!("商品 {i}"),
+        attach: String::new(),
+        openid: format!("o{:027}", i % 5000),
+    };
+    let no = format!("BENCH{i:010}");
+    let order = Order::new(no.clone(), contents, false, base + i as i64 * 1000);
+    store.insert_order(order).await.unwrap().unwrap();
+    if i % 3 == 0 {
+        let payment = Payment {
+            transaction_id: format!("42{i:026}"),
+            total_fee: 100 + i % 1000,
+            time_end: String::new(),
+            openid: String::new(),
+        };
+        store
+            .update_order(&no, move |o| {
+                o.apply_payment(&payment, base + i as i64 * 1000 + 500);
+            })
+            .await
+            .unwrap();
+    }
 }
 
 struct Timing {

@@ -54,8 +54,10 @@ impl Running {
         for server in self.servers {
             let _ = server.await;
         }
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "final flush failed");
+        // Queued writes are finished and synced; a dead disk must not keep
+        // the process from exiting (systemd's TimeoutStopSec is 90 s).
+        if !self.store.close(std::time::Duration::from_secs(20)).await {
+            tracing::error!("the store did not finish its last writes in time; stopping anyway");
         }
         if let Some(sim) = self.simulator {
             sim.stop().await;
@@ -119,7 +121,7 @@ pub async fn start_with_listeners(
         }
     };
 
-    let store = Store::open(&config.data_dir, config.mode)
+    let store = Store::open_with(&config.data_dir, config.mode, config.storage)
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
     let payments =

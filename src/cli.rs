@@ -119,7 +119,7 @@ fn init_tracing(format: LogConfig) {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
             Command::Serve { config } => {
                 let config = Config::load(&config)?;
@@ -162,7 +162,11 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // Whatever still runs (a writer stuck on a dead disk, a blocking task)
+    // must not keep the process from exiting: systemd waits for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Writes a backup: straight from the data directory when PayBridge is
@@ -170,9 +174,9 @@ pub fn main() -> anyhow::Result<()> {
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     let bytes = match crate::store::Store::open(&config.data_dir, config.mode) {
         Ok(store) => {
-            let mut out = Vec::new();
-            store.backup(&mut out)?;
-            out
+            let bytes = store.backup().await?;
+            store.close(std::time::Duration::from_secs(30)).await;
+            bytes
         }
         Err(_) => {
             // The server holds the database: ask it, over loopback.

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::WriterStats;
+
 /// Latency buckets (seconds) for calls to WeChat.
 const BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -141,6 +143,52 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The store writer's figures, in Prometheus text.
+pub fn render_writer(stats: &WriterStats) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric(
+        "paybridge_store_pending_writes",
+        "gauge",
+        "Writes waiting to be made durable.",
+        stats.pending().to_string(),
+    );
+    let age = stats.busy_for().map_or(0.0, |d| d.as_secs_f64());
+    metric(
+        "paybridge_store_oldest_pending_write_seconds",
+        "gauge",
+        "How long the batch being written has waited (0 when idle).",
+        format!("{age:.3}"),
+    );
+    metric(
+        "paybridge_store_syncs_total",
+        "counter",
+        "Batches made durable (one fdatasync each).",
+        stats.syncs().to_string(),
+    );
+    metric(
+        "paybridge_store_writes_acknowledged_total",
+        "counter",
+        "Writes acknowledged after their batch was synced.",
+        stats.acknowledged().to_string(),
+    );
+    metric(
+        "paybridge_store_writes_refused_total",
+        "counter",
+        "Writes refused at once because the queue was full.",
+        stats.refused_busy().to_string(),
+    );
+    metric(
+        "paybridge_store_writes_failed_total",
+        "counter",
+        "Writes failed by a storage error (full disk, I/O).",
+        stats.failed().to_string(),
+    );
+    out
 }
 
 #[cfg(test)]

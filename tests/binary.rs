@@ -3,102 +3,17 @@
 //! SIGTERM, and logs that never contain a secret.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{config_text, start_simulator, Opts, ADMIN_PASSWORD, APP_SECRET, MCH_KEY};
 use paybridge::config::Mode;
 use paybridge::store::{OrderFilter, OrderStatus, Store, Verdict};
+use process::{after, free_tcp_port as free_port, Proc};
 use serde_json::{json, Value};
-
-/// A child process, killed when dropped, whose output is collected.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], log: &str) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_paybridge"))
-            .args(args)
-            .env("PAYBRIDGE_LOG", log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let buffer = Arc::new(Mutex::new(String::new()));
-            let sink = buffer.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-            buffer
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        Proc { child, stdout, stderr }
-    }
-
-    /// Waits until stdout has a line containing `needle`; returns the line.
-    async fn line(&mut self, needle: &str) -> String {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Some(line) = self.stdout.lock().unwrap().lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("paybridge exited with {status}: {}", self.stderr.lock().unwrap());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no line with {needle:?} in: {}", self.stdout.lock().unwrap());
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn after(line: &str, marker: &str) -> String {
-    line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn sandbox_walkthrough_works_as_printed() {
@@ -236,7 +151,7 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     drop(second);
 
     let store = Store::open(&data, Mode::Live).unwrap();
-    assert_eq!(store.order_count(), 12);
+    assert_eq!(store.order_count().unwrap(), 12);
     let notifies = store.list_notifies(None, 100).unwrap().items;
     assert_eq!(notifies.len(), 6);
     assert!(notifies.iter().all(|n| n.verdict == Verdict::Paid));

@@ -163,7 +163,7 @@ pub struct SystemView {
     version: &'static str,
     uptime_secs: u64,
     data_bytes: u64,
-    orders: usize,
+    orders: u64,
     #[serde(flatten)]
     config: SystemInfo,
     tls: Option<TlsStatus>,
@@ -283,7 +283,7 @@ impl Admin {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             data_bytes: self.store.size_on_disk()?,
-            orders: self.store.order_count(),
+            orders: self.store.order_count()?,
             config: self.system.clone(),
             tls: self.tls_status.as_ref().map(|s| s.get()),
         })

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::store::StoreOptions;
 use crate::wechat::sign::SignType;
 
 mod tls;
@@ -66,6 +67,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The store's memory and write queue (`[storage]`).
+    pub storage: StoreOptions,
 }
 
 /// `[metrics]`
@@ -195,6 +198,32 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    cache_mb: Option<u64>,
+    max_pending_writes: Option<usize>,
+}
+
+impl RawStorage {
+    fn validate(self) -> Result<StoreOptions, ConfigError> {
+        let defaults = StoreOptions::default();
+        let cache_bytes = match self.cache_mb {
+            None => defaults.cache_bytes,
+            Some(mb @ 8..=65_536) => mb * 1024 * 1024,
+            Some(_) => return Err(invalid("storage.cache_mb", "must be from 8 to 65536 (megabytes)")),
+        };
+        let max_pending_writes = match self.max_pending_writes {
+            None => defaults.max_pending_writes,
+            Some(n @ 1..=1_000_000) => n,
+            Some(_) => return Err(invalid("storage.max_pending_writes", "must be from 1 to 1000000")),
+        };
+        Ok(StoreOptions { cache_bytes, max_pending_writes })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +307,13 @@ impl RawConfig {
             "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
             "METRICS_TOKEN" => self.metrics.token = Some(Secret::new(value)),
             "LOG_FORMAT" => self.log.format = Some(value),
+            "STORAGE_CACHE_MB" => {
+                self.storage.cache_mb = Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+            }
+            "STORAGE_MAX_PENDING_WRITES" => {
+                self.storage.max_pending_writes =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+            }
             _ => {
                 let known = name.strip_prefix("TLS_").is_some_and(|key| self.tls.set_from_env(key, value));
                 if !known {
@@ -377,6 +413,11 @@ impl Config {
             w.timeout.as_millis()
         );
         out += &format!("[orders]\naccept_client_amount = {}\n\n", self.orders.accept_client_amount);
+        out += &format!(
+            "[storage]\ncache_mb = {}\nmax_pending_writes = {}\n\n",
+            self.storage.cache_bytes / (1024 * 1024),
+            self.storage.max_pending_writes
+        );
         out += &format!(
             "[admin]\npassword_hash = {}\n",
             match &self.admin.password_hash {
@@ -593,6 +634,7 @@ impl RawConfig {
                     return Err(invalid("log.format", format!("must be \"human\" or \"json\", not {other:?}")))
                 }
             },
+            storage: self.storage.validate()?,
         })
     }
 }

@@ -12,6 +12,7 @@ use warp::Rejection;
 
 use super::body::{BodyTooLarge, BodyUnreadable};
 use crate::pay::PayError;
+use crate::store::StoreError;
 use crate::wechat::client::WechatError;
 
 #[derive(Serialize)]
@@ -46,6 +47,10 @@ pub fn pay_error(e: &PayError) -> Response {
         PayError::Login(_) => (StatusCode::BAD_GATEWAY, "WECHAT_LOGIN_FAILED"),
         PayError::Upstream(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
         PayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "WECHAT_ERROR"),
+        PayError::Store(StoreError::Busy | StoreError::Unavailable(_) | StoreError::Stopped) => {
+            // Logged once per episode by the writer; the client may retry.
+            (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE")
+        }
         PayError::Store(cause) => {
             tracing::error!(error = %cause, "storage error");
             (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")

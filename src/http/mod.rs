@@ -51,9 +51,7 @@ pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>, ops: Arc<ops:
     if sandbox {
         headers.insert("x-paybridge-mode", HeaderValue::from_static("SANDBOX"));
     }
-    let health = warp::path!("healthz")
-        .and(warp::get())
-        .map(move || warp::reply::json(&serde_json::json!({ "status": "ok", "sandbox": sandbox })).into_response());
+    let health = ops::health(ops.store.clone(), sandbox);
     miniprogram::routes(pay.clone())
         .or(notify::routes(pay))
         .unify()

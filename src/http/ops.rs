@@ -47,7 +47,8 @@ impl Ops {
         let counts = self.store.status_counts().unwrap_or_default();
         let orders: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         let expiry = self.tls_status.as_ref().and_then(|s| s.get().certificate).map(|c| c.not_after.unix_timestamp());
-        let text = self.metrics.render(sled, &orders, expiry);
+        let mut text = self.metrics.render(sled, &orders, expiry);
+        text.push_str(&crate::metrics::render_writer(self.store.writer_stats()));
         reply::with_header(text, "content-type", "text/plain; version=0.0.4; charset=utf-8").into_response()
     }
 }
@@ -85,24 +86,47 @@ pub fn routes(ops: Arc<Ops>) -> BoxedFilter<(Response,)> {
             if !ok {
                 return forbidden();
             }
-            let store = ops.store.clone();
-            // The copy holds writes back while it is taken; off the async threads.
-            let result = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                store.backup(&mut out).map(|()| out)
-            })
-            .await;
-            match result {
-                Ok(Ok(bytes)) => {
+            // Taken on the writer thread, between two batches.
+            match ops.store.backup().await {
+                Ok(bytes) => {
                     tracing::info!(bytes = bytes.len(), "backup taken");
                     reply::with_header(bytes, "content-type", "application/octet-stream").into_response()
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(error = %e, "backup failed");
                     json_error(StatusCode::INTERNAL_SERVER_ERROR, "BACKUP_FAILED", "backup failed; see the server log")
                 }
-                Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "BACKUP_FAILED", "backup failed"),
             }
         });
     metrics.or(backup).unify().boxed()
+}
+
+/// A write batch older than this makes `/healthz` report the storage as stalled.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `GET /healthz`: 200 while the store's writer keeps up; 503 with the age
+/// of the oldest pending write when it is stuck or the disk fails. Reads
+/// only counters: it answers even while the writer hangs.
+pub fn health(store: Store, sandbox: bool) -> BoxedFilter<(Response,)> {
+    warp::path!("healthz")
+        .and(warp::get())
+        .map(move || {
+            let stats = store.writer_stats();
+            let busy_ms = stats.busy_for().map_or(0, |d| d.as_millis() as u64);
+            let (status, code) = if busy_ms >= STALLED_AFTER.as_millis() as u64 {
+                ("storage stalled", StatusCode::SERVICE_UNAVAILABLE)
+            } else if stats.failing() {
+                ("storage failing", StatusCode::SERVICE_UNAVAILABLE)
+            } else {
+                ("ok", StatusCode::OK)
+            };
+            let body = serde_json::json!({
+                "status": status,
+                "sandbox": sandbox,
+                "pending_writes": stats.pending(),
+                "oldest_pending_write_ms": busy_ms,
+            });
+            reply::with_status(reply::json(&body), code).into_response()
+        })
+        .boxed()
 }

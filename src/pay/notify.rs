@@ -96,15 +96,8 @@ impl Payments {
         let parsed = xml::parse(raw);
         let field = |name: &str| parsed.as_ref().ok().and_then(|f| f.get(name)).filter(|v| !v.is_empty()).cloned();
         let out_trade_no = field("out_trade_no").filter(|no| is_valid_out_trade_no(no));
-        let id = match self.store.next_id() {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot log a notify; asking WeChat to resend");
-                return NotifyAck::fail("系统繁忙");
-            }
-        };
         let record = NotifyRecord {
-            id,
+            id: 0, // given by the store
             received_at: now_ms(),
             peer: peer.map(|p| p.to_string()),
             raw: raw.to_vec(),
@@ -130,42 +123,45 @@ impl Payments {
         let now = record.received_at;
         let result = match checked {
             Checked::Decided(verdict, reason, ack) => {
-                self.store.record_notify(record, |_| (verdict, reason.clone(), ack.clone()))
+                self.store.record_notify(record, move |_| (verdict, reason, ack)).await
             }
-            Checked::Payment(payment) => self.store.record_notify(record, |order| match order {
-                // FAIL: WeChat resends for 24 h, time to restore a backup.
-                None => (
-                    Verdict::Rejected,
-                    "unknown order: PayBridge has no such out_trade_no".into(),
-                    NotifyAck::fail("订单不存在"),
-                ),
-                Some(order) => match order.apply_payment(&payment, now) {
-                    PaymentOutcome::Paid => (Verdict::Paid, "order marked PAID".into(), NotifyAck::ok()),
-                    PaymentOutcome::Duplicate => {
-                        (Verdict::Duplicate, "already PAID by this transaction".into(), NotifyAck::ok())
-                    }
-                    // A signed notify that does not fit is an incident, not a
-                    // forgery: record it and acknowledge, since resending changes nothing.
-                    PaymentOutcome::Conflict(reason) => (
-                        Verdict::Rejected,
-                        format!("{reason}; order not changed, needs reconciliation"),
-                        NotifyAck::ok(),
-                    ),
-                },
-            }),
+            Checked::Payment(payment) => {
+                self.store
+                    .record_notify(record, move |order| match order {
+                        // FAIL: WeChat resends for 24 h, time to restore a backup.
+                        None => (
+                            Verdict::Rejected,
+                            "unknown order: PayBridge has no such out_trade_no".into(),
+                            NotifyAck::fail("订单不存在"),
+                        ),
+                        Some(order) => match order.apply_payment(&payment, now) {
+                            PaymentOutcome::Paid => (Verdict::Paid, "order marked PAID".into(), NotifyAck::ok()),
+                            PaymentOutcome::Duplicate => {
+                                (Verdict::Duplicate, "already PAID by this transaction".into(), NotifyAck::ok())
+                            }
+                            // A signed notify that does not fit is an incident, not a
+                            // forgery: record it and acknowledge, since resending changes nothing.
+                            PaymentOutcome::Conflict(reason) => (
+                                Verdict::Rejected,
+                                format!("{reason}; order not changed, needs reconciliation"),
+                                NotifyAck::ok(),
+                            ),
+                        },
+                    })
+                    .await
+            }
         };
+        // The store answers only once the notify is on disk: an error means
+        // nothing was acknowledged, and FAIL makes WeChat send it again.
         let (record, ack) = match result {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a notify; asking WeChat to resend");
+                self.metrics.notify("store_error");
                 return NotifyAck::fail("系统繁忙");
             }
         };
         self.metrics.notify(record.verdict.as_str());
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "cannot flush a notify to disk; asking WeChat to resend");
-            return NotifyAck::fail("系统繁忙");
-        }
         match record.verdict {
             Verdict::Rejected => tracing::warn!(
                 notify_id = record.id, out_trade_no = ?record.out_trade_no, peer = ?record.peer,

@@ -150,12 +150,13 @@ impl Payments {
                 existing
             }
             None => {
-                let order = Order::new(out_trade_no, self.store.next_id()?, contents, self.sandbox, now_ms());
                 // The order is durable before WeChat hears of it, so no
-                // payment can arrive for an order we do not know.
-                self.store.insert_order(&order)?;
-                self.store.flush().await?;
-                order
+                // payment can arrive for an order we do not know. (The
+                // order lock is held, so nobody else inserts it meanwhile.)
+                let order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
+                match self.store.insert_order(order).await? {
+                    Ok(stored) | Err(stored) => stored,
+                }
             }
         };
 
@@ -176,21 +177,22 @@ impl Payments {
                 let params =
                     PayParams::new(&self.appid, &prepay_id, &self.mch_key, self.sign_type, now / 1000, nonce_str());
                 let prepay = Prepay { prepay_id, obtained_at: now, params: params.clone() };
-                let stored = self.store.update_order(&order.out_trade_no, |o| {
-                    // A notify may have beaten us here; never move a paid order back.
-                    if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
-                        o.record_prepay(prepay.clone(), now);
-                    }
-                })?;
-                self.store.flush().await?;
+                let stored = self
+                    .store
+                    .update_order(&order.out_trade_no, move |o| {
+                        // A notify may have beaten us here; never move a paid order back.
+                        if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
+                            o.record_prepay(prepay, now);
+                        }
+                    })
+                    .await?;
                 tracing::info!(out_trade_no = %order.out_trade_no, total_fee = order.total_fee, sandbox = self.sandbox, "unified order placed");
                 Ok((stored.unwrap_or(order), params, false))
             }
             Err(e) => {
                 let now = now_ms();
                 let message = e.to_string();
-                self.store.update_order(&order.out_trade_no, |o| o.record_prepay_error(message.clone(), now))?;
-                self.store.flush().await?;
+                self.store.update_order(&order.out_trade_no, move |o| o.record_prepay_error(message, now)).await?;
                 tracing::warn!(out_trade_no = %order.out_trade_no, error = %e, retryable = e.is_retryable(), "unified order failed");
                 Err(match e {
                     WechatError::Business { code, description } if code == "ORDERPAID" => PayError::Conflict {

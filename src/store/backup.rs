@@ -3,7 +3,8 @@
 //!
 //! Format: `PAYBRIDGE-BACKUP` and a version byte, then for each tree its name
 //! and its entries (length-prefixed, big-endian), then a SHA-256 of all that.
-//! Writes are held back while the copy is taken, so it is one point in time.
+//! The copy is taken on the writer thread, so it is one point in time: writes
+//! queue meanwhile (and are refused with 503 once the queue is full).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -78,10 +79,19 @@ fn get(r: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 impl Store {
-    /// Writes a consistent backup of every tree to `out`. Writes to the
-    /// store wait until it is done.
-    pub fn backup(&self, out: impl Write) -> Result<(), StoreError> {
-        let _quiet = self.write_gate.write().expect("write gate");
+    /// A consistent backup of every tree, taken between two write batches.
+    pub async fn backup(&self) -> Result<Vec<u8>, StoreError> {
+        self.write(0, |trees| {
+            let mut out = Vec::new();
+            trees.backup(&mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl super::Trees {
+    fn backup(&self, out: impl Write) -> Result<(), StoreError> {
         let mut w = Hashing { inner: out, hash: Sha256::new() };
         let io = |e: io::Error| StoreError::Sled(sled::Error::Io(e));
         w.write_all(MAGIC).map_err(io)?;
@@ -103,7 +113,9 @@ impl Store {
         w.inner.flush().map_err(io)?;
         Ok(())
     }
+}
 
+impl Store {
     /// Restores a backup into the empty (or missing) directory `dir`.
     /// A damaged backup leaves nothing behind.
     pub fn restore(dir: &Path, input: impl Read) -> Result<(), RestoreError> {
@@ -146,6 +158,9 @@ impl Store {
             return Err(RestoreError::Damaged);
         }
         db.flush().map_err(StoreError::from)?;
+        drop(db);
+        // sled's flush only sync_file_ranges: make the restored data durable.
+        super::writer::open_data_file(dir).and_then(|f| f.sync_all()).map_err(|e| StoreError::Sled(e.into()))?;
         Ok(())
     }
 }
@@ -156,14 +171,13 @@ mod tests {
     use crate::config::Mode;
     use crate::store::{Order, OrderContents};
 
-    #[test]
-    fn round_trip_and_damage() {
+    #[tokio::test]
+    async fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
         let contents = OrderContents { total_fee: 5, body: "b".into(), attach: "".into(), openid: "o".into() };
-        store.insert_order(&Order::new("BACKUP0001".into(), 1, contents, false, 7)).unwrap();
-        let mut bytes = Vec::new();
-        store.backup(&mut bytes).unwrap();
+        store.insert_order(Order::new("BACKUP0001".into(), contents, false, 7)).await.unwrap().unwrap();
+        let bytes = store.backup().await.unwrap();
 
         Store::restore(&dir.path().join("b"), &bytes[..]).unwrap();
         let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();

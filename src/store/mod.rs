@@ -16,8 +16,9 @@
 //! Index keys sort by time, so "newest first, from this cursor" is a reverse
 //! range scan that reads only the page: its cost does not grow with the
 //! number of orders. Counters make the overview O(days), not O(orders).
-//! Every change is one sled transaction over all these trees; callers
-//! [`Store::flush`] before they acknowledge anything.
+//! Every change is one sled transaction over all these trees, made on the
+//! one writer thread ([`writer`]); a write's future resolves only after the
+//! batch it was part of is `fdatasync`ed, so callers can acknowledge at once.
 
 pub mod backup;
 pub mod codec;
@@ -25,8 +26,10 @@ pub mod notify;
 pub mod order;
 mod query;
 mod tx;
+mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
@@ -35,10 +38,12 @@ pub use notify::{NotifyRecord, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderStatus, Payment, PaymentOutcome, Prepay};
 pub use query::{DayTotal, OrderFilter};
 pub use tx::{beijing_day, beijing_day_start};
+pub use writer::WriterStats;
 
 use crate::config::Mode;
 use codec::CodecError;
 use tx::{Tx, TxResult};
+use writer::Writer;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
@@ -53,6 +58,15 @@ pub enum StoreError {
     /// A record could not be decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// Too many writes are waiting already; try again shortly.
+    #[error("storage is busy: too many writes are waiting")]
+    Busy,
+    /// The writes of this batch did not reach the disk (full disk, I/O error).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The store is shutting down.
+    #[error("storage is shutting down")]
+    Stopped,
     /// The data directory belongs to the other mode.
     #[error("the data directory holds {found} data and cannot be used in {wanted} mode; use another data_dir")]
     ModeMismatch {
@@ -72,9 +86,9 @@ impl From<TransactionError<CodecError>> for StoreError {
     }
 }
 
-/// The database handle; cheap to clone (sled trees are reference-counted).
-#[derive(Clone)]
-pub struct Store {
+/// The trees and the database they live in. Readers use them directly;
+/// only the writer thread changes them.
+pub(crate) struct Trees {
     db: sled::Db,
     orders: Tree,
     orders_by_time: Tree,
@@ -84,8 +98,31 @@ pub struct Store {
     stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
-    /// Writers share it; a backup takes it alone, so it sees one point in time.
-    write_gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// sled's data file, opened again so the writer can `fdatasync` it.
+    data_file: std::fs::File,
+}
+
+/// How the store uses memory and queues writes (`[storage]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// Writes that may wait for the writer; more are refused at once.
+    pub max_pending_writes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_bytes: 64 * 1024 * 1024, max_pending_writes: 4096 }
+    }
+}
+
+/// The database handle; cheap to clone. Reads go straight to sled and never
+/// wait for writes; writes go to the one writer thread (see [`writer`]).
+#[derive(Clone)]
+pub struct Store {
+    trees: Arc<Trees>,
+    writer: Arc<Writer>,
 }
 
 /// One page of a newest-first listing.
@@ -97,11 +134,23 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// The bytes a write is counted as when it carries no large payload.
+const SMALL_WRITE: usize = 1024;
+
 impl Store {
-    /// Opens (or creates) the database in `dir` for `mode`. A directory used
-    /// by the other mode is refused, so sandbox orders never mix with real ones.
+    /// Opens (or creates) the database in `dir` for `mode` with the default
+    /// [`StoreOptions`].
     pub fn open(dir: &Path, mode: Mode) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        Store::open_with(dir, mode, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database in `dir` for `mode`. A directory used
+    /// by the other mode is refused, so sandbox orders never mix with real
+    /// ones. Starts the writer thread.
+    pub fn open_with(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Store, StoreError> {
+        // sled's background flush is off: durability comes from the writer's
+        // own sync after every batch, and tests must not pass thanks to a timer.
+        let db = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None).open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("mode")? {
             Some(found) if found.as_ref() != mode.as_str().as_bytes() => {
@@ -115,7 +164,7 @@ impl Store {
                 meta.insert("mode", mode.as_str())?;
             }
         }
-        let store = Store {
+        let trees = Trees {
             orders: db.open_tree("orders")?,
             orders_by_time: db.open_tree("orders_by_time")?,
             orders_by_status: db.open_tree("orders_by_status")?,
@@ -124,15 +173,175 @@ impl Store {
             stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
-            write_gate: Default::default(),
+            data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
         if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
-            store.rebuild_indexes()?;
+            trees.rebuild_indexes()?;
             meta.insert("index_version", INDEX_VERSION)?;
         }
-        store.db.flush()?;
-        Ok(store)
+        trees.sync()?;
+        let trees = Arc::new(trees);
+        let writer = Writer::start(trees.clone(), options.max_pending_writes).map_err(sled::Error::Io)?;
+        Ok(Store { trees, writer: Arc::new(writer) })
+    }
+
+    /// Runs `f` on the writer thread and answers once the batch it is part
+    /// of is durable. `bytes` estimates how much it writes (for batch bounds).
+    async fn write<R: Send + 'static>(
+        &self,
+        bytes: usize,
+        f: impl FnOnce(&Trees) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: writer::Job = Box::new(move |trees| {
+            let result = f(trees);
+            Box::new(move |synced| {
+                let _ = answer.send(match synced {
+                    Ok(()) => result,
+                    Err(message) => Err(StoreError::Unavailable(message.to_owned())),
+                });
+            })
+        });
+        self.writer.submit(job, bytes)?;
+        answered.await.unwrap_or(Err(StoreError::Stopped))
+    }
+
+    /// Waits until everything acknowledged so far is durable (it already is:
+    /// this is a write of nothing, answered after the next sync).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(0, |_| Ok(())).await
+    }
+
+    /// Finishes the queued writes, syncs, and stops the writer; later writes
+    /// fail with [`StoreError::Stopped`]. Gives up after `timeout`.
+    pub async fn close(&self, timeout: std::time::Duration) -> bool {
+        self.writer.stop(timeout).await
+    }
+
+    /// What the writer is doing, read without waiting on it.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.writer.stats
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.trees.db.size_on_disk()?)
+    }
+
+    /// The order with this number.
+    pub fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        self.trees.order(out_trade_no)
+    }
+
+    /// Inserts `order` unless its number exists, giving it the next sequence
+    /// number. Returns the existing order (and writes nothing) when it does,
+    /// so that concurrent creators agree; else the order as stored.
+    pub async fn insert_order(&self, order: Order) -> Result<Result<Order, Order>, StoreError> {
+        self.write(SMALL_WRITE, move |trees| {
+            if let Some(existing) = trees.order(&order.out_trade_no)? {
+                return Ok(Err(existing));
+            }
+            let mut order = order;
+            order.seq = trees.db.generate_id()?;
+            trees.transact(|tx| tx.insert_order(&order))?;
+            Ok(Ok(order))
+        })
+        .await
+    }
+
+    /// Changes an order in one transaction, keeping the indexes right.
+    /// Returns the order as stored, or `None` if there is no such order.
+    pub async fn update_order(
+        &self,
+        out_trade_no: &str,
+        change: impl FnOnce(&mut Order) + Send + 'static,
+    ) -> Result<Option<Order>, StoreError> {
+        let out_trade_no = out_trade_no.to_owned();
+        self.write(SMALL_WRITE, move |trees| {
+            let Some(before) = trees.order(&out_trade_no)? else { return Ok(None) };
+            let mut order = before.clone();
+            change(&mut order);
+            if order != before {
+                trees.transact(|tx| tx.put_order(&order, &before))?;
+            }
+            Ok(Some(order))
+        })
+        .await
+    }
+
+    /// Appends a notify to the log (with the next id) and, in the same
+    /// transaction, lets `decide` change the order it names. `decide` sees
+    /// the order (or `None` if unknown) and returns the verdict, its reason,
+    /// and anything the caller wants back. Returns the record as stored and
+    /// that value.
+    pub async fn record_notify<T: Send + 'static>(
+        &self,
+        record: NotifyRecord,
+        decide: impl FnOnce(Option<&mut Order>) -> (Verdict, String, T) + Send + 'static,
+    ) -> Result<(NotifyRecord, T), StoreError> {
+        self.write(SMALL_WRITE + record.raw.len(), move |trees| {
+            let mut record = record;
+            record.id = trees.db.generate_id()?;
+            let before = match &record.out_trade_no {
+                Some(no) => trees.order(no)?,
+                None => None,
+            };
+            let mut order = before.clone();
+            let (verdict, reason, value) = decide(order.as_mut());
+            record.verdict = verdict;
+            record.reason = reason;
+            trees.transact(|tx| {
+                if let (Some(order), Some(before)) = (&order, &before) {
+                    if order != before {
+                        tx.put_order(order, before)?;
+                    }
+                }
+                tx.append_notify(&record)
+            })?;
+            Ok((record, value))
+        })
+        .await
+    }
+
+    /// The notify log, newest first, starting after `cursor`.
+    pub fn list_notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRecord>, StoreError> {
+        let end = cursor.unwrap_or(u64::MAX).to_be_bytes();
+        let mut items = Vec::with_capacity(limit.min(1000));
+        for entry in self.trees.notifies.range(..end).rev().take(limit) {
+            let (_, bytes) = entry?;
+            items.push(NotifyRecord::decode(&bytes)?);
+        }
+        let next = (items.len() == limit).then(|| items.last().map(|r| r.id.to_string())).flatten();
+        Ok(Page { items, next })
+    }
+
+    /// Every notify received for an order, oldest first.
+    pub fn notifies_for_order(&self, out_trade_no: &str) -> Result<Vec<NotifyRecord>, StoreError> {
+        let prefix = tx::prefixed_key(out_trade_no, &[]);
+        let mut out = Vec::new();
+        for entry in self.trees.notifies_by_order.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            if let Some(bytes) = self.trees.notifies.get(&key[prefix.len()..])? {
+                out.push(NotifyRecord::decode(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many orders are stored, from the maintained per-status counters
+    /// (never a scan: this is on the admin page and in `/metrics`).
+    pub fn order_count(&self) -> Result<u64, StoreError> {
+        Ok(self.status_counts()?.iter().map(|(_, n)| n).sum())
+    }
+}
+
+impl Trees {
+    fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        match self.orders.get(out_trade_no.as_bytes())? {
+            Some(bytes) => Ok(Some(Order::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Rebuilds every order index and counter from the orders themselves
@@ -163,10 +372,10 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `f` as one transaction over every tree. It may run more than
-    /// once on a conflict, so it must not have side effects outside `tx`.
+    /// Runs `f` as one transaction over every tree. Only the writer thread
+    /// (and [`Store::open`], before it starts) calls this, so transactions
+    /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let _writing = self.write_gate.read().expect("write gate");
         let trees = (
             &self.orders,
             &self.orders_by_time,
@@ -185,112 +394,12 @@ impl Store {
         Ok(result)
     }
 
-    /// A unique, increasing number (survives restarts).
-    pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
-    }
-
-    /// Makes every write so far durable. Call before acknowledging anything.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+    /// Makes every write so far durable: sled writes out its buffers, then
+    /// the data file is `fdatasync`ed (sled alone only `sync_file_range`s).
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(sled::Error::Io)?;
         Ok(())
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
-    /// The order with this number.
-    pub fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
-        match self.orders.get(out_trade_no.as_bytes())? {
-            Some(bytes) => Ok(Some(Order::decode(&bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Inserts `order` unless its number exists. Returns the existing order
-    /// (and writes nothing) when it does, so that concurrent creators agree.
-    pub fn insert_order(&self, order: &Order) -> Result<Option<Order>, StoreError> {
-        self.transact(|tx| match tx.get_order(&order.out_trade_no)? {
-            Some(existing) => Ok(Some(existing)),
-            None => tx.insert_order(order).map(|()| None),
-        })
-    }
-
-    /// Changes an order in one transaction, keeping the indexes right.
-    /// `change` may run more than once (on a write conflict): it must be pure.
-    /// Returns the order as stored, or `None` if there is no such order.
-    pub fn update_order(&self, out_trade_no: &str, change: impl Fn(&mut Order)) -> Result<Option<Order>, StoreError> {
-        self.transact(|tx| {
-            let Some(before) = tx.get_order(out_trade_no)? else { return Ok(None) };
-            let mut order = before.clone();
-            change(&mut order);
-            if order != before {
-                tx.put_order(&order, &before)?;
-            }
-            Ok(Some(order))
-        })
-    }
-
-    /// Appends a notify to the log and, in the same transaction, lets
-    /// `decide` change the order it names. `decide` sees the order (or `None`
-    /// if unknown) and returns the verdict, its reason, and anything the
-    /// caller wants back; it may run more than once and must be pure.
-    /// Returns the record as stored and that value.
-    pub fn record_notify<T>(
-        &self,
-        record: NotifyRecord,
-        decide: impl Fn(Option<&mut Order>) -> (Verdict, String, T),
-    ) -> Result<(NotifyRecord, T), StoreError> {
-        self.transact(|tx| {
-            let mut record = record.clone();
-            let before = match &record.out_trade_no {
-                Some(no) => tx.get_order(no)?,
-                None => None,
-            };
-            let mut order = before.clone();
-            let (verdict, reason, value) = decide(order.as_mut());
-            record.verdict = verdict;
-            record.reason = reason;
-            if let (Some(order), Some(before)) = (&order, &before) {
-                if order != before {
-                    tx.put_order(order, before)?;
-                }
-            }
-            tx.append_notify(&record)?;
-            Ok((record, value))
-        })
-    }
-
-    /// The notify log, newest first, starting after `cursor`.
-    pub fn list_notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRecord>, StoreError> {
-        let end = cursor.unwrap_or(u64::MAX).to_be_bytes();
-        let mut items = Vec::with_capacity(limit.min(1000));
-        for entry in self.notifies.range(..end).rev().take(limit) {
-            let (_, bytes) = entry?;
-            items.push(NotifyRecord::decode(&bytes)?);
-        }
-        let next = (items.len() == limit).then(|| items.last().map(|r| r.id.to_string())).flatten();
-        Ok(Page { items, next })
-    }
-
-    /// Every notify received for an order, oldest first.
-    pub fn notifies_for_order(&self, out_trade_no: &str) -> Result<Vec<NotifyRecord>, StoreError> {
-        let prefix = tx::prefixed_key(out_trade_no, &[]);
-        let mut out = Vec::new();
-        for entry in self.notifies_by_order.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            if let Some(bytes) = self.notifies.get(&key[prefix.len()..])? {
-                out.push(NotifyRecord::decode(&bytes)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// How many orders are stored.
-    pub fn order_count(&self) -> usize {
-        self.orders.len()
     }
 }
 
@@ -304,30 +413,31 @@ mod tests {
         (dir, store)
     }
 
-    fn order(store: &Store, no: &str, at: i64) -> Order {
+    fn order(no: &str, at: i64) -> Order {
         let contents = OrderContents { total_fee: 100, body: "b".into(), attach: "".into(), openid: "o".into() };
-        Order::new(no.into(), store.next_id().unwrap(), contents, false, at)
+        Order::new(no.into(), contents, false, at)
     }
 
-    #[test]
-    fn insert_is_first_writer_wins() {
+    #[tokio::test]
+    async fn insert_is_first_writer_wins() {
         let (_dir, store) = open();
-        let a = order(&store, "ORDER001", 1);
-        assert!(store.insert_order(&a).unwrap().is_none());
-        let mut b = order(&store, "ORDER001", 2);
+        let first = store.insert_order(order("ORDER001", 1)).await.unwrap().unwrap();
+        let mut b = order("ORDER001", 2);
         b.total_fee = 5;
-        assert_eq!(store.insert_order(&b).unwrap().unwrap().total_fee, 100);
+        assert_eq!(store.insert_order(b).await.unwrap().unwrap_err(), first);
         assert_eq!(store.order("ORDER001").unwrap().unwrap().total_fee, 100);
+        let second = store.insert_order(order("ORDER002", 1)).await.unwrap().unwrap();
+        assert!(second.seq > first.seq, "the store numbers orders in insertion order");
     }
 
-    #[test]
-    fn pages_newest_first_with_status_filter() {
+    #[tokio::test]
+    async fn pages_newest_first_with_status_filter() {
         let (_dir, store) = open();
         for i in 0..25 {
-            store.insert_order(&order(&store, &format!("ORDER{i:03}"), 1000 + i)).unwrap();
+            store.insert_order(order(&format!("ORDER{i:03}"), 1000 + i)).await.unwrap().unwrap();
         }
         for i in (0..25).step_by(5) {
-            store.update_order(&format!("ORDER{i:03}"), |o| o.status = OrderStatus::Paid).unwrap();
+            store.update_order(&format!("ORDER{i:03}"), |o| o.status = OrderStatus::Paid).await.unwrap();
         }
         let mut seen = Vec::new();
         let mut cursor = None;
@@ -349,6 +459,7 @@ mod tests {
         assert_eq!(rest.items.len(), 2);
         assert!(rest.next.is_none());
         assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 100).unwrap().items.len(), 20);
+        assert_eq!(store.order_count().unwrap(), 25);
     }
 
     #[test]
@@ -359,12 +470,12 @@ mod tests {
         assert!(err.to_string().contains("sandbox data"), "{err}");
     }
 
-    #[test]
-    fn notify_log_and_order_change_in_one_transaction() {
+    #[tokio::test]
+    async fn notify_log_and_order_change_in_one_transaction() {
         let (_dir, store) = open();
-        store.insert_order(&order(&store, "ORDER001", 1)).unwrap();
-        let rec = |id| NotifyRecord {
-            id,
+        store.insert_order(order("ORDER001", 1)).await.unwrap().unwrap();
+        let rec = || NotifyRecord {
+            id: 0,
             received_at: 5,
             peer: None,
             raw: b"<xml/>".to_vec(),
@@ -375,22 +486,79 @@ mod tests {
             sandbox: false,
         };
         let stored = store
-            .record_notify(rec(store.next_id().unwrap()), |o| {
+            .record_notify(rec(), |o| {
                 o.unwrap().status = OrderStatus::Paid;
                 (Verdict::Paid, "ok".into(), ())
             })
+            .await
             .unwrap()
             .0;
         assert_eq!(stored.verdict, Verdict::Paid);
-        store.record_notify(rec(store.next_id().unwrap()), |_| (Verdict::Duplicate, "dup".into(), ())).unwrap();
+        store.record_notify(rec(), |_| (Verdict::Duplicate, "dup".into(), ())).await.unwrap();
         assert_eq!(store.order("ORDER001").unwrap().unwrap().status, OrderStatus::Paid);
         assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
         assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 10).unwrap().items.len(), 0);
         let log = store.notifies_for_order("ORDER001").unwrap();
         assert_eq!(log.iter().map(|r| r.verdict).collect::<Vec<_>>(), [Verdict::Paid, Verdict::Duplicate]);
+        assert!(log[0].id < log[1].id, "the store numbers notifies in arrival order");
         let page = store.list_notifies(None, 1).unwrap();
         assert_eq!(page.items[0].verdict, Verdict::Duplicate);
         let older = store.list_notifies(page.next.map(|c| c.parse().unwrap()), 1).unwrap();
         assert_eq!(older.items[0].verdict, Verdict::Paid);
+    }
+
+    /// Writes from many threads at once are all applied, each answered only
+    /// after a sync, and one sync covers several of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_syncs() {
+        let (_dir, store) = open();
+        let writers: Vec<_> = (0..256)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_order(order(&format!("C{i:05}"), i)).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap().unwrap();
+        }
+        let stats = store.writer_stats();
+        assert_eq!(store.order_count().unwrap(), 256);
+        assert_eq!(stats.acknowledged(), 256);
+        assert!(stats.syncs() < 256, "group commit: {} syncs for 256 writes", stats.syncs());
+        assert_eq!(stats.pending(), 0);
+    }
+
+    /// A full queue is refused at once instead of making callers wait.
+    #[tokio::test]
+    async fn full_queue_refuses_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { max_pending_writes: 1, ..StoreOptions::default() };
+        let store = Store::open_with(dir.path(), Mode::Live, options).unwrap();
+        // Hold the writer inside a job until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = store.clone();
+            async move { store.write(0, move |_| Ok(held.recv().ok())).await }
+        });
+        while store.writer_stats().busy_for().is_none() {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_order(order("QUEUED", 1)).await }
+        });
+        while store.writer_stats().pending() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = store.insert_order(order("REFUSED", 1)).await;
+        assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
+        assert_eq!(store.writer_stats().refused_busy(), 1);
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap().unwrap();
+        assert!(store.order("REFUSED").unwrap().is_none());
+
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        assert!(matches!(store.insert_order(order("LATE", 1)).await, Err(StoreError::Stopped)));
     }
 }

@@ -149,12 +149,12 @@ pub enum PaymentOutcome {
 }
 
 impl Order {
-    /// A new order in `Created`.
-    pub fn new(out_trade_no: String, seq: u64, contents: OrderContents, sandbox: bool, now: i64) -> Order {
+    /// A new order in `Created`; the store gives it its sequence number.
+    pub fn new(out_trade_no: String, contents: OrderContents, sandbox: bool, now: i64) -> Order {
         let OrderContents { total_fee, body, attach, openid } = contents;
         Order {
             out_trade_no,
-            seq,
+            seq: 0,
             total_fee,
             body,
             attach,
@@ -255,7 +255,7 @@ mod tests {
 
     fn order() -> Order {
         let contents = OrderContents { total_fee: 100, body: "b".into(), attach: "".into(), openid: "o1".into() };
-        Order::new("T0000001".into(), 1, contents, false, 1000)
+        Order::new("T0000001".into(), contents, false, 1000)
     }
 
     fn payment(tx: &str, fee: u64) -> Payment {

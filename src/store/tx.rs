@@ -69,10 +69,6 @@ pub(super) fn read_u64(bytes: Option<&[u8]>, at: usize) -> u64 {
     bytes.and_then(|b| b.get(at..at + 8)).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
-fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
-    ConflictableTransactionError::Abort(e)
-}
-
 /// The trees of one transaction.
 pub(super) struct Tx<'a> {
     pub orders: &'a TransactionalTree,
@@ -86,13 +82,6 @@ pub(super) struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    pub fn get_order(&self, out_trade_no: &str) -> TxResult<Option<Order>> {
-        match self.orders.get(out_trade_no.as_bytes())? {
-            Some(bytes) => Ok(Some(Order::decode(&bytes).map_err(abort)?)),
-            None => Ok(None),
-        }
-    }
-
     fn bump_status(&self, status: OrderStatus, delta: i64) -> TxResult<()> {
         let key = status_count_key(status);
         let now = self.stats.get(key)?;

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A child process that dies with its guard.
 pub struct ChildGuard {
@@ -24,8 +26,7 @@ impl ChildGuard {
         ] {
             let sink = output.clone();
             std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     let mut s = sink.lock().unwrap();
                     s.push_str(&line);
                     s.push('\n');
@@ -49,4 +50,93 @@ impl Drop for ChildGuard {
 
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process, killed when dropped, whose output is collected.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Runs the `paybridge` binary with `args` and `PAYBRIDGE_LOG=log`.
+    pub fn spawn(args: &[&str], log: &str) -> Proc {
+        Proc::spawn_program(env!("CARGO_BIN_EXE_paybridge"), args, log)
+    }
+
+    /// Runs `program` (a wrapper such as strace, or the binary itself).
+    pub fn spawn_program(program: &str, args: &[&str], log: &str) -> Proc {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("PAYBRIDGE_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let buffer = Arc::new(Mutex::new(String::new()));
+            let sink = buffer.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+            buffer
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Proc { child, stdout, stderr }
+    }
+
+    /// Waits until stdout has a line containing `needle`; returns the line.
+    pub async fn line(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(line) = self.stdout.lock().unwrap().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("paybridge exited with {status}: {}", self.stderr.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no line with {needle:?} in: {}", self.stdout.lock().unwrap());
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The word after `marker` in `line`.
+pub fn after(line: &str, marker: &str) -> String {
+    line.split(marker).nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
 }
