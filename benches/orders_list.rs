@@ -43,7 +43,7 @@ async fn insert(store: &Store, base: i64, i: u64) {
     let no = format!("BENCH{i:010}");
     let order = Order::new(no.clone(), contents, false, base + i as i64 * 1000);
     store.insert_order(order).await.unwrap().unwrap();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let payment = Payment {
             transaction_id: format!("42{i:026}"),
             total_fee: 100 + i % 1000,

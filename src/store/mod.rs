@@ -31,6 +31,7 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
@@ -61,9 +62,10 @@ pub enum StoreError {
     /// Too many writes are waiting already; try again shortly.
     #[error("storage is busy: too many writes are waiting")]
     Busy,
-    /// The writes of this batch did not reach the disk (full disk, I/O error).
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    /// The writes of this batch did not reach the disk (full disk, I/O
+    /// error); the cause is logged once by the writer.
+    #[error("storage is unavailable (full disk or I/O error); try again shortly")]
+    Unavailable,
     /// The store is shutting down.
     #[error("storage is shutting down")]
     Stopped,
@@ -121,7 +123,8 @@ impl Default for StoreOptions {
 /// wait for writes; writes go to the one writer thread (see [`writer`]).
 #[derive(Clone)]
 pub struct Store {
-    trees: Arc<Trees>,
+    /// Empty only while the writer reopens the database after a failure.
+    trees: Arc<ArcSwapOption<Trees>>,
     writer: Arc<Writer>,
 }
 
@@ -148,42 +151,16 @@ impl Store {
     /// by the other mode is refused, so sandbox orders never mix with real
     /// ones. Starts the writer thread.
     pub fn open_with(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Store, StoreError> {
-        // sled's background flush is off: durability comes from the writer's
-        // own sync after every batch, and tests must not pass thanks to a timer.
-        let db = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None).open()?;
-        let meta = db.open_tree("meta")?;
-        match meta.get("mode")? {
-            Some(found) if found.as_ref() != mode.as_str().as_bytes() => {
-                return Err(StoreError::ModeMismatch {
-                    found: String::from_utf8_lossy(&found).into_owned(),
-                    wanted: mode.as_str(),
-                })
-            }
-            Some(_) => {}
-            None => {
-                meta.insert("mode", mode.as_str())?;
-            }
-        }
-        let trees = Trees {
-            orders: db.open_tree("orders")?,
-            orders_by_time: db.open_tree("orders_by_time")?,
-            orders_by_status: db.open_tree("orders_by_status")?,
-            orders_by_tx: db.open_tree("orders_by_tx")?,
-            orders_by_openid: db.open_tree("orders_by_openid")?,
-            stats: db.open_tree("stats")?,
-            notifies: db.open_tree("notifies")?,
-            notifies_by_order: db.open_tree("notifies_by_order")?,
-            data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
-            db,
-        };
-        if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
-            trees.rebuild_indexes()?;
-            meta.insert("index_version", INDEX_VERSION)?;
-        }
-        trees.sync()?;
-        let trees = Arc::new(trees);
-        let writer = Writer::start(trees.clone(), options.max_pending_writes).map_err(sled::Error::Io)?;
-        Ok(Store { trees, writer: Arc::new(writer) })
+        let slot = Arc::new(ArcSwapOption::from_pointee(Trees::open(dir, mode, options)?));
+        let writer = Writer::start(slot.clone(), writer::Reopen { dir: dir.to_owned(), mode, options })
+            .map_err(sled::Error::Io)?;
+        Ok(Store { trees: slot, writer: Arc::new(writer) })
+    }
+
+    /// The open database, or `Unavailable` while the writer reopens it
+    /// after a storage failure.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.trees.load_full().ok_or(StoreError::Unavailable)
     }
 
     /// Runs `f` on the writer thread and answers once the batch it is part
@@ -195,12 +172,9 @@ impl Store {
     ) -> Result<R, StoreError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: writer::Job = Box::new(move |trees| {
-            let result = f(trees);
+            let result = trees.ok_or(StoreError::Unavailable).and_then(f);
             Box::new(move |synced| {
-                let _ = answer.send(match synced {
-                    Ok(()) => result,
-                    Err(message) => Err(StoreError::Unavailable(message.to_owned())),
-                });
+                let _ = answer.send(if synced { result } else { Err(StoreError::Unavailable) });
             })
         });
         self.writer.submit(job, bytes)?;
@@ -226,12 +200,12 @@ impl Store {
 
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.trees.db.size_on_disk()?)
+        Ok(self.trees()?.db.size_on_disk()?)
     }
 
     /// The order with this number.
     pub fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
-        self.trees.order(out_trade_no)
+        self.trees()?.order(out_trade_no)
     }
 
     /// Inserts `order` unless its number exists, giving it the next sequence
@@ -308,7 +282,8 @@ impl Store {
     pub fn list_notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRecord>, StoreError> {
         let end = cursor.unwrap_or(u64::MAX).to_be_bytes();
         let mut items = Vec::with_capacity(limit.min(1000));
-        for entry in self.trees.notifies.range(..end).rev().take(limit) {
+        let trees = self.trees()?;
+        for entry in trees.notifies.range(..end).rev().take(limit) {
             let (_, bytes) = entry?;
             items.push(NotifyRecord::decode(&bytes)?);
         }
@@ -320,9 +295,10 @@ impl Store {
     pub fn notifies_for_order(&self, out_trade_no: &str) -> Result<Vec<NotifyRecord>, StoreError> {
         let prefix = tx::prefixed_key(out_trade_no, &[]);
         let mut out = Vec::new();
-        for entry in self.trees.notifies_by_order.scan_prefix(&prefix) {
+        let trees = self.trees()?;
+        for entry in trees.notifies_by_order.scan_prefix(&prefix) {
             let (key, _) = entry?;
-            if let Some(bytes) = self.trees.notifies.get(&key[prefix.len()..])? {
+            if let Some(bytes) = trees.notifies.get(&key[prefix.len()..])? {
                 out.push(NotifyRecord::decode(&bytes)?);
             }
         }
@@ -337,6 +313,44 @@ impl Store {
 }
 
 impl Trees {
+    /// Opens sled in `dir` and checks that it belongs to `mode`.
+    fn open(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Trees, StoreError> {
+        // sled's background flush is off: durability comes from the writer's
+        // own sync after every batch, and tests must not pass thanks to a timer.
+        let db = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None).open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("mode")? {
+            Some(found) if found.as_ref() != mode.as_str().as_bytes() => {
+                return Err(StoreError::ModeMismatch {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    wanted: mode.as_str(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("mode", mode.as_str())?;
+            }
+        }
+        let trees = Trees {
+            orders: db.open_tree("orders")?,
+            orders_by_time: db.open_tree("orders_by_time")?,
+            orders_by_status: db.open_tree("orders_by_status")?,
+            orders_by_tx: db.open_tree("orders_by_tx")?,
+            orders_by_openid: db.open_tree("orders_by_openid")?,
+            stats: db.open_tree("stats")?,
+            notifies: db.open_tree("notifies")?,
+            notifies_by_order: db.open_tree("notifies_by_order")?,
+            data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
+            db,
+        };
+        if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
+            trees.rebuild_indexes()?;
+            meta.insert("index_version", INDEX_VERSION)?;
+        }
+        trees.sync()?;
+        Ok(trees)
+    }
+
     fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
         match self.orders.get(out_trade_no.as_bytes())? {
             Some(bytes) => Ok(Some(Order::decode(&bytes)?)),

@@ -64,7 +64,8 @@ impl Store {
         limit: usize,
     ) -> Result<Page<Order>, StoreError> {
         let prefix: Vec<u8> = filter.status.map(|s| vec![s.index_byte()]).unwrap_or_default();
-        let index = if filter.status.is_some() { &self.trees.orders_by_status } else { &self.trees.orders_by_time };
+        let trees = self.trees()?;
+        let index = if filter.status.is_some() { &trees.orders_by_status } else { &trees.orders_by_time };
         let (lower, upper) = filter.bounds(cursor);
         let range = [&prefix[..], &lower].concat()..[&prefix[..], &upper].concat();
         self.page(index.range(range).rev(), prefix.len(), limit, |_| true)
@@ -82,7 +83,7 @@ impl Store {
         let query = query.trim();
         let exact = match self.order(query)? {
             Some(order) => Some(order),
-            None => match self.trees.orders_by_tx.get(query.as_bytes())? {
+            None => match self.trees()?.orders_by_tx.get(query.as_bytes())? {
                 Some(no) => self.order(&String::from_utf8_lossy(&no))?,
                 None => None,
             },
@@ -94,7 +95,8 @@ impl Store {
         let prefix = prefixed_key(query, &[]);
         let (lower, upper) = filter.bounds(cursor);
         let range = [&prefix[..], &lower].concat()..[&prefix[..], &upper].concat();
-        let entries = self.trees.orders_by_openid.range(range).rev().take(SEARCH_SCAN_LIMIT);
+        let trees = self.trees()?;
+        let entries = trees.orders_by_openid.range(range).rev().take(SEARCH_SCAN_LIMIT);
         self.page(entries, prefix.len(), limit, |order| filter.accepts(order))
     }
 
@@ -126,17 +128,19 @@ impl Store {
 
     /// How many orders are in each status.
     pub fn status_counts(&self) -> Result<Vec<(OrderStatus, u64)>, StoreError> {
+        let trees = self.trees()?;
         OrderStatus::ALL
             .into_iter()
-            .map(|s| Ok((s, read_u64(self.trees.stats.get(status_count_key(s))?.as_deref(), 0))))
+            .map(|s| Ok((s, read_u64(trees.stats.get(status_count_key(s))?.as_deref(), 0))))
             .collect()
     }
 
     /// Paid totals for each Beijing day in `first..=last` (days since the epoch).
     pub fn paid_by_day(&self, first: i64, last: i64) -> Result<Vec<DayTotal>, StoreError> {
+        let trees = self.trees()?;
         (first..=last)
             .map(|day| {
-                let value = self.trees.stats.get(day_key(PAID_DAY, day))?;
+                let value = trees.stats.get(day_key(PAID_DAY, day))?;
                 Ok(DayTotal { day, count: read_u64(value.as_deref(), 0), fen: read_u64(value.as_deref(), 8) })
             })
             .collect()
@@ -145,8 +149,9 @@ impl Store {
     /// Rejected notifies received in the Beijing days `first..=last`.
     pub fn rejected_notifies(&self, first: i64, last: i64) -> Result<u64, StoreError> {
         let mut total = 0;
+        let trees = self.trees()?;
         for day in first..=last {
-            total += read_u64(self.trees.stats.get(day_key(REJECTED_DAY, day))?.as_deref(), 0);
+            total += read_u64(trees.stats.get(day_key(REJECTED_DAY, day))?.as_deref(), 0);
         }
         Ok(total)
     }

@@ -17,26 +17,45 @@
 //!
 //! A full queue is refused at once ([`StoreError::Busy`]); a failed write or
 //! sync fails the callers of that batch ([`StoreError::Unavailable`]) and the
-//! thread goes on, so the process keeps serving and recovers when the disk does.
+//! thread goes on, so the process keeps serving. sled 0.34 refuses every
+//! operation after one I/O error (its "global error"), so after a failed
+//! batch the writer closes the database and opens it again, at most once a
+//! second, until that works: when space returns, writes succeed again.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{StoreError, Trees};
+use arc_swap::ArcSwapOption;
+
+use super::{StoreError, StoreOptions, Trees};
+use crate::config::Mode;
 
 /// The most jobs one sync covers.
 const MAX_BATCH_JOBS: usize = 1024;
 /// The most bytes (as estimated by the callers) one batch carries.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
-/// What a job tells its caller once the batch's sync is known.
-pub(super) type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
-/// A mutation: runs on the writer thread, returns how to answer its caller.
-pub(super) type Job = Box<dyn FnOnce(&Trees) -> Answer + Send>;
+/// How long between two attempts to reopen a failed database.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// How long a reopen waits for readers to let go of the failed database.
+const READERS_WAIT: Duration = Duration::from_secs(5);
+
+/// What a job tells its caller once it is known whether its batch is on disk.
+pub(super) type Answer = Box<dyn FnOnce(bool) + Send>;
+/// A mutation: runs on the writer thread (with `None` while the database is
+/// closed after a failure), returns how to answer its caller.
+pub(super) type Job = Box<dyn FnOnce(Option<&Trees>) -> Answer + Send>;
+
+/// What the writer needs to open the database again after a failure.
+pub(super) struct Reopen {
+    pub dir: std::path::PathBuf,
+    pub mode: Mode,
+    pub options: StoreOptions,
+}
 
 enum Message {
     Write {
@@ -139,15 +158,16 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `trees`; at most `capacity` jobs wait.
-    pub(super) fn start(trees: Arc<Trees>, capacity: usize) -> std::io::Result<Writer> {
-        let (queue, jobs) = mpsc::sync_channel(capacity.max(1));
+    /// Starts the writer thread for the database in `slot`; at most
+    /// `options.max_pending_writes` jobs wait.
+    pub(super) fn start(slot: Arc<ArcSwapOption<Trees>>, reopen: Reopen) -> std::io::Result<Writer> {
+        let (queue, jobs) = mpsc::sync_channel(reopen.options.max_pending_writes.max(1));
         let stats = Arc::new(WriterStats::default());
         stats.now_ms(); // fix the epoch
         let thread_stats = stats.clone();
         let (exit, exited) = mpsc::channel();
         std::thread::Builder::new().name("store-writer".into()).spawn(move || {
-            run(trees, &jobs, &thread_stats);
+            run(&slot, &reopen, &jobs, &thread_stats);
             drop(exit);
         })?;
         Ok(Writer { queue: Some(queue), stats, exited: exited.into() })
@@ -187,10 +207,27 @@ impl Writer {
 }
 
 /// The writer thread's loop: batch, apply, sync, answer.
-fn run(trees: Arc<Trees>, jobs: &Receiver<Message>, stats: &WriterStats) {
+fn run(slot: &ArcSwapOption<Trees>, reopen: &Reopen, jobs: &Receiver<Message>, stats: &WriterStats) {
     let mut stop = None;
+    let mut last_reopen: Option<Instant> = None;
+    let mut needs_reopen = false;
     while stop.is_none() {
-        let Ok(first) = jobs.recv() else { break };
+        // While failed, wake up on a timer too: with the database closed,
+        // reads fail and no write may come to trigger the reopen.
+        let received = match needs_reopen {
+            false => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            true => jobs.recv_timeout(REOPEN_EVERY),
+        };
+        if needs_reopen && last_reopen.is_none_or(|at| at.elapsed() >= REOPEN_EVERY) {
+            last_reopen = Some(Instant::now());
+            needs_reopen = !try_reopen(slot, reopen);
+        }
+        let first = match received {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let trees = slot.load_full();
         let mut answers = Vec::new();
         let mut bytes = 0;
         let mut next = Some(first);
@@ -201,7 +238,7 @@ fn run(trees: Arc<Trees>, jobs: &Receiver<Message>, stats: &WriterStats) {
                         let age = queued_at.elapsed().as_millis() as u64;
                         stats.busy_since_ms.store(stats.now_ms().saturating_sub(age).max(1), Ordering::Release);
                     }
-                    answers.push(job(&trees));
+                    answers.push(job(trees.as_deref()));
                     bytes += size;
                 }
                 Message::Stop(done) => {
@@ -212,29 +249,59 @@ fn run(trees: Arc<Trees>, jobs: &Receiver<Message>, stats: &WriterStats) {
             if answers.len() >= MAX_BATCH_JOBS || bytes >= MAX_BATCH_BYTES {
                 break;
             }
-            next = match jobs.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            next = jobs.try_recv().ok();
         }
-        let synced = trees.sync();
-        finish_batch(answers, synced, stats);
+        let synced = match &trees {
+            Some(trees) => trees.sync(),
+            None => Err(StoreError::Unavailable),
+        };
+        needs_reopen |= !finish_batch(answers, synced, stats);
         stats.busy_since_ms.store(0, Ordering::Release);
     }
     // Nothing new is taken after a stop; make sure what is in sled is on disk.
-    if let Err(e) = trees.sync() {
-        tracing::error!(error = %e, "final sync failed");
+    if let Some(trees) = slot.load_full() {
+        if let Err(e) = trees.sync() {
+            tracing::error!(error = %e, "final sync failed");
+        }
     }
     // Once the last reader lets go too, sled closes and unlocks the directory.
-    drop(trees);
+    slot.store(None);
     if let Some(done) = stop {
         let _ = done.send(());
     }
 }
 
+/// Closes the failed database and opens it again. sled allows one open
+/// handle per directory, so the readers must have let go of the old one
+/// first; they hold it for one request at most.
+fn try_reopen(slot: &ArcSwapOption<Trees>, reopen: &Reopen) -> bool {
+    if let Some(old) = slot.swap(None) {
+        let deadline = Instant::now() + READERS_WAIT;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if Arc::strong_count(&old) > 1 {
+            tracing::warn!("readers still hold the failed database; reopening later");
+            slot.store(Some(old));
+            return false;
+        }
+    }
+    match Trees::open(&reopen.dir, reopen.mode, reopen.options) {
+        Ok(trees) => {
+            tracing::warn!("database reopened after a storage failure");
+            slot.store(Some(Arc::new(trees)));
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "database cannot be reopened yet");
+            false
+        }
+    }
+}
+
 /// Answers every caller of a batch: their own result if the batch is on
-/// disk, the sync error otherwise.
-fn finish_batch(answers: Vec<Answer>, synced: Result<(), StoreError>, stats: &WriterStats) {
+/// disk, `Unavailable` otherwise. Returns whether it was on disk.
+fn finish_batch(answers: Vec<Answer>, synced: Result<(), StoreError>, stats: &WriterStats) -> bool {
     let count = answers.len();
     match &synced {
         Ok(()) => {
@@ -251,14 +318,11 @@ fn finish_batch(answers: Vec<Answer>, synced: Result<(), StoreError>, stats: &Wr
             }
         }
     }
-    let message = synced.as_ref().err().map(ToString::to_string);
     for answer in answers {
-        answer(match &message {
-            None => Ok(()),
-            Some(m) => Err(m),
-        });
+        answer(synced.is_ok());
     }
     stats.pending.fetch_sub(count, Ordering::Relaxed);
+    synced.is_ok()
 }
 
 /// The file sled 0.34 keeps its log and pages in; `fdatasync` on it is what

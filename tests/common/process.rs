@@ -114,12 +114,17 @@ impl Proc {
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait().await
+    }
+
+    /// Waits (up to 20 s) for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "no exit after SIGTERM");
+            assert!(start.elapsed() < Duration::from_secs(20), "no exit within 20 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
