@@ -484,3 +484,60 @@ async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
     }
     env.stop().await;
 }
+
+/// A backup taken while 200 clients write is one point in time: restored,
+/// its counters equal a recount and every notify's order is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_load_is_consistent() {
+    let env = Env::start(Opts::default()).await;
+    let client = Client::new(&env.base);
+    let openid = env.openid("code-backup").await;
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, openid) = (client.clone(), openid.clone());
+            tokio::spawn(async move {
+                let no = format!("BACKUP{i:05}");
+                assert_eq!(client.order(&no, fee(i), &openid).await.unwrap().0, 200);
+                assert_eq!(client.notify(&no, fee(i)).await.unwrap(), "SUCCESS");
+            })
+        })
+        .collect();
+    // Three backups while the writers run.
+    let mut backups = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let r = client.http.get(format!("{}/ops/backup", client.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        backups.push(r.bytes().await.unwrap());
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    for (n, bytes) in backups.iter().enumerate() {
+        let dir = env.dir.path().join(format!("restored{n}"));
+        Store::restore(&dir, &bytes[..]).unwrap();
+        let store = Store::open(&dir, Mode::Live).unwrap();
+        let mut counted = BTreeMap::new();
+        let mut cursor = None;
+        loop {
+            let page = store.list_orders(&OrderFilter::default(), cursor.as_deref(), 500).unwrap();
+            for order in &page.items {
+                *counted.entry(order.status.as_str()).or_insert(0u64) += 1;
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        for (status, count) in store.status_counts().unwrap() {
+            assert_eq!(count, counted.get(status.as_str()).copied().unwrap_or(0), "backup {n}: {status:?}");
+        }
+        let notifies = store.list_notifies(None, 1000).unwrap().items;
+        for notify in &notifies {
+            let no = notify.out_trade_no.as_deref().unwrap();
+            assert!(store.order(no).unwrap().is_some(), "backup {n}: notify for {no} without its order");
+        }
+        eprintln!("backup {n}: {} orders, {} notifies", counted.values().sum::<u64>(), notifies.len());
+    }
+    env.stop().await;
+}

@@ -123,7 +123,7 @@ impl Payments {
         let now = record.received_at;
         let result = match checked {
             Checked::Decided(verdict, reason, ack) => {
-                self.store.record_notify(record, move |_| (verdict, reason, ack)).await
+                self.store.record_notify(record, move |_| (verdict, reason.clone(), ack.clone())).await
             }
             Checked::Payment(payment) => {
                 self.store

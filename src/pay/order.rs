@@ -182,7 +182,7 @@ impl Payments {
                     .update_order(&order.out_trade_no, move |o| {
                         // A notify may have beaten us here; never move a paid order back.
                         if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
-                            o.record_prepay(prepay, now);
+                            o.record_prepay(prepay.clone(), now);
                         }
                     })
                     .await?;
@@ -192,7 +192,9 @@ impl Payments {
             Err(e) => {
                 let now = now_ms();
                 let message = e.to_string();
-                self.store.update_order(&order.out_trade_no, move |o| o.record_prepay_error(message, now)).await?;
+                self.store
+                    .update_order(&order.out_trade_no, move |o| o.record_prepay_error(message.clone(), now))
+                    .await?;
                 tracing::warn!(out_trade_no = %order.out_trade_no, error = %e, retryable = e.is_retryable(), "unified order failed");
                 Err(match e {
                     WechatError::Business { code, description } if code == "ORDERPAID" => PayError::Conflict {

@@ -81,12 +81,14 @@ fn get(r: &mut impl Read) -> io::Result<Vec<u8>> {
 impl Store {
     /// A consistent backup of every tree, taken between two write batches.
     pub async fn backup(&self) -> Result<Vec<u8>, StoreError> {
-        self.write(0, |trees| {
-            let mut out = Vec::new();
-            trees.backup(&mut out)?;
-            Ok(out)
-        })
-        .await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.writer.submit_exclusive(Box::new(move |trees| {
+            let _ = answer.send(trees.ok_or(StoreError::Unavailable).and_then(|trees| {
+                let mut out = Vec::new();
+                trees.backup(&mut out).map(|()| out)
+            }));
+        }))?;
+        answered.await.unwrap_or(Err(StoreError::Stopped))
     }
 }
 

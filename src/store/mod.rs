@@ -163,28 +163,23 @@ impl Store {
         self.trees.load_full().ok_or(StoreError::Unavailable)
     }
 
-    /// Runs `f` on the writer thread and answers once the batch it is part
-    /// of is durable. `bytes` estimates how much it writes (for batch bounds).
+    /// Applies `f` on the writer thread, in the transaction of the batch it
+    /// joins, and answers once that batch is durable. `bytes` estimates how
+    /// much it writes (for batch bounds). `f` may run more than once.
     async fn write<R: Send + 'static>(
         &self,
         bytes: usize,
-        f: impl FnOnce(&Trees) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&Tx, u64) -> TxResult<R> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: writer::Job = Box::new(move |trees| {
-            let result = trees.ok_or(StoreError::Unavailable).and_then(f);
-            Box::new(move |synced| {
-                let _ = answer.send(if synced { result } else { Err(StoreError::Unavailable) });
-            })
-        });
-        self.writer.submit(job, bytes)?;
+        self.writer.submit(Box::new(Pending { f, outcome: None, answer }), bytes)?;
         answered.await.unwrap_or(Err(StoreError::Stopped))
     }
 
     /// Waits until everything acknowledged so far is durable (it already is:
     /// this is a write of nothing, answered after the next sync).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.write(0, |_| Ok(())).await
+        self.write(0, |_, _| Ok(())).await
     }
 
     /// Finishes the queued writes, syncs, and stops the writer; later writes
@@ -212,32 +207,33 @@ impl Store {
     /// number. Returns the existing order (and writes nothing) when it does,
     /// so that concurrent creators agree; else the order as stored.
     pub async fn insert_order(&self, order: Order) -> Result<Result<Order, Order>, StoreError> {
-        self.write(SMALL_WRITE, move |trees| {
-            if let Some(existing) = trees.order(&order.out_trade_no)? {
+        self.write(SMALL_WRITE, move |tx, id| {
+            if let Some(existing) = tx.get_order(&order.out_trade_no)? {
                 return Ok(Err(existing));
             }
-            let mut order = order;
-            order.seq = trees.db.generate_id()?;
-            trees.transact(|tx| tx.insert_order(&order))?;
+            let mut order = order.clone();
+            order.seq = id;
+            tx.insert_order(&order)?;
             Ok(Ok(order))
         })
         .await
     }
 
     /// Changes an order in one transaction, keeping the indexes right.
+    /// `change` may run more than once: it must be pure.
     /// Returns the order as stored, or `None` if there is no such order.
     pub async fn update_order(
         &self,
         out_trade_no: &str,
-        change: impl FnOnce(&mut Order) + Send + 'static,
+        change: impl Fn(&mut Order) + Send + 'static,
     ) -> Result<Option<Order>, StoreError> {
         let out_trade_no = out_trade_no.to_owned();
-        self.write(SMALL_WRITE, move |trees| {
-            let Some(before) = trees.order(&out_trade_no)? else { return Ok(None) };
+        self.write(SMALL_WRITE, move |tx, _| {
+            let Some(before) = tx.get_order(&out_trade_no)? else { return Ok(None) };
             let mut order = before.clone();
             change(&mut order);
             if order != before {
-                trees.transact(|tx| tx.put_order(&order, &before))?;
+                tx.put_order(&order, &before)?;
             }
             Ok(Some(order))
         })
@@ -247,32 +243,30 @@ impl Store {
     /// Appends a notify to the log (with the next id) and, in the same
     /// transaction, lets `decide` change the order it names. `decide` sees
     /// the order (or `None` if unknown) and returns the verdict, its reason,
-    /// and anything the caller wants back. Returns the record as stored and
-    /// that value.
+    /// and anything the caller wants back; it may run more than once and
+    /// must be pure. Returns the record as stored and that value.
     pub async fn record_notify<T: Send + 'static>(
         &self,
         record: NotifyRecord,
-        decide: impl FnOnce(Option<&mut Order>) -> (Verdict, String, T) + Send + 'static,
+        decide: impl Fn(Option<&mut Order>) -> (Verdict, String, T) + Send + 'static,
     ) -> Result<(NotifyRecord, T), StoreError> {
-        self.write(SMALL_WRITE + record.raw.len(), move |trees| {
-            let mut record = record;
-            record.id = trees.db.generate_id()?;
+        self.write(SMALL_WRITE + record.raw.len(), move |tx, id| {
+            let mut record = record.clone();
+            record.id = id;
             let before = match &record.out_trade_no {
-                Some(no) => trees.order(no)?,
+                Some(no) => tx.get_order(no)?,
                 None => None,
             };
             let mut order = before.clone();
             let (verdict, reason, value) = decide(order.as_mut());
             record.verdict = verdict;
             record.reason = reason;
-            trees.transact(|tx| {
-                if let (Some(order), Some(before)) = (&order, &before) {
-                    if order != before {
-                        tx.put_order(order, before)?;
-                    }
+            if let (Some(order), Some(before)) = (&order, &before) {
+                if order != before {
+                    tx.put_order(order, before)?;
                 }
-                tx.append_notify(&record)
-            })?;
+            }
+            tx.append_notify(&record)?;
             Ok((record, value))
         })
         .await
@@ -309,6 +303,34 @@ impl Store {
     /// (never a scan: this is on the admin page and in `/metrics`).
     pub fn order_count(&self) -> Result<u64, StoreError> {
         Ok(self.status_counts()?.iter().map(|(_, n)| n).sum())
+    }
+}
+
+/// A caller's change waiting in the writer's queue, with the outcome of its
+/// last run and where to send it.
+struct Pending<R, F> {
+    f: F,
+    outcome: Option<Result<R, StoreError>>,
+    answer: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R: Send, F: FnMut(&Tx, u64) -> TxResult<R> + Send> writer::Change for Pending<R, F> {
+    fn apply(&mut self, tx: &Tx, id: u64) -> TxResult<()> {
+        self.outcome = Some(Ok((self.f)(tx, id)?));
+        Ok(())
+    }
+
+    fn failed(&mut self, error: StoreError) {
+        self.outcome = Some(Err(error));
+    }
+
+    fn answer(self: Box<Self>, durable: bool) {
+        let outcome = match (durable, self.outcome) {
+            (true, Some(outcome)) => outcome,
+            (_, Some(Err(e @ StoreError::Codec(_)))) => Err(e),
+            _ => Err(StoreError::Unavailable),
+        };
+        let _ = self.answer.send(outcome);
     }
 }
 
@@ -542,21 +564,58 @@ mod tests {
         assert_eq!(stats.pending(), 0);
     }
 
+    /// Holds the writer inside a change until the returned sender is used.
+    async fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = store.clone();
+            async move { store.write(0, move |_, _| Ok(held.recv().ok())).await.map(drop).unwrap() }
+        });
+        while store.writer_stats().busy_for().is_none() {
+            tokio::task::yield_now().await;
+        }
+        (release, blocker)
+    }
+
+    /// Changes that queue together share one transaction; when one of them
+    /// aborts it, the others still go through and only that caller fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_change_fails_alone() {
+        let (_dir, store) = open();
+        store.trees().unwrap().orders.insert("CORRUPT", &b"not a record"[..]).unwrap();
+        let (release, blocker) = hold_writer(&store).await;
+        let bad = tokio::spawn({
+            let store = store.clone();
+            async move { store.update_order("CORRUPT", |o| o.total_fee = 1).await }
+        });
+        let good: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_order(order(&format!("GOOD{i}"), i)).await })
+            })
+            .collect();
+        while store.writer_stats().pending() < 12 {
+            tokio::task::yield_now().await;
+        }
+        let syncs = store.writer_stats().syncs();
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Codec(_))));
+        for g in good {
+            g.await.unwrap().unwrap().unwrap();
+        }
+        assert_eq!(store.order_count().unwrap(), 10);
+        // One sync for the holding batch, then one for all eleven queued changes.
+        assert_eq!(store.writer_stats().syncs(), syncs + 2);
+    }
+
     /// A full queue is refused at once instead of making callers wait.
     #[tokio::test]
     async fn full_queue_refuses_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions { max_pending_writes: 1, ..StoreOptions::default() };
         let store = Store::open_with(dir.path(), Mode::Live, options).unwrap();
-        // Hold the writer inside a job until released.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::spawn({
-            let store = store.clone();
-            async move { store.write(0, move |_| Ok(held.recv().ok())).await }
-        });
-        while store.writer_stats().busy_for().is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (release, blocker) = hold_writer(&store).await;
         let queued = tokio::spawn({
             let store = store.clone();
             async move { store.insert_order(order("QUEUED", 1)).await }
@@ -568,7 +627,7 @@ mod tests {
         assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
         assert_eq!(store.writer_stats().refused_busy(), 1);
         release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        blocker.await.unwrap();
         queued.await.unwrap().unwrap().unwrap();
         assert!(store.order("REFUSED").unwrap().is_none());
 

@@ -81,7 +81,18 @@ pub(super) struct Tx<'a> {
     pub notifies_by_order: &'a TransactionalTree,
 }
 
+fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
+    ConflictableTransactionError::Abort(e)
+}
+
 impl Tx<'_> {
+    pub fn get_order(&self, out_trade_no: &str) -> TxResult<Option<Order>> {
+        match self.orders.get(out_trade_no.as_bytes())? {
+            Some(bytes) => Ok(Some(Order::decode(&bytes).map_err(abort)?)),
+            None => Ok(None),
+        }
+    }
+
     fn bump_status(&self, status: OrderStatus, delta: i64) -> TxResult<()> {
         let key = status_count_key(status);
         let now = self.stats.get(key)?;

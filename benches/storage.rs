@@ -1,0 +1,182 @@
+//! What the one store writer delivers on this machine's disk.
+//!
+//! `cargo bench --bench storage` starts the real server (sandbox mode, its
+//! simulator answering at once) on loopback and measures, in one run:
+//! 1. a 512-byte write + `fdatasync` loop on the same disk (the baseline);
+//! 2. durable notifies at 1, 16 and 256 concurrent senders: requests/s, p50
+//!    and p99, and the ratio to the baseline (every SUCCESS is on disk);
+//! 3. unifiedOrder from 64 concurrent clients: orders/s and the CPU time of
+//!    the whole process (server, simulator and client) per order.
+//!
+//! These machines are noisy: compare figures within one run only.
+//! Under `cargo test` it runs once on a small load, checking the answers,
+//! so the benchmark cannot rot.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use paybridge::app::Running;
+use paybridge::config::Config;
+use paybridge::store::{Order, OrderContents};
+use paybridge::wechat::sign::{self, SignType};
+use paybridge::wechat::xml;
+
+/// 512-byte writes, each followed by `fdatasync`, for `duration`: syncs/s.
+fn fdatasync_rate(dir: &Path, duration: Duration) -> f64 {
+    let mut file = std::fs::File::create(dir.join("baseline")).unwrap();
+    let block = [7u8; 512];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn notify_body(no: &str, config: &Config) -> String {
+    let w = &config.wechat;
+    let mut fields = sign::fields([
+        ("return_code", "SUCCESS"),
+        ("appid", w.appid.as_str()),
+        ("mch_id", w.mch_id.as_str()),
+        ("nonce_str", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"),
+        ("result_code", "SUCCESS"),
+        ("openid", "oBench"),
+        ("trade_type", "JSAPI"),
+        ("bank_type", "OTHERS"),
+        ("total_fee", "100"),
+        ("fee_type", "CNY"),
+        ("cash_fee", "100"),
+        ("transaction_id", &format!("4200{no:0>24}")),
+        ("out_trade_no", no),
+        ("time_end", "20261126120000"),
+    ]);
+    let signature = sign::sign(&fields, &w.mch_key, SignType::Md5);
+    fields.insert("sign".into(), signature);
+    xml::write(&fields)
+}
+
+struct Figures {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `total` notifies for distinct, existing orders from `senders` at once.
+async fn notifies(app: &Running, senders: usize, total: usize, tag: &str) -> Figures {
+    let orders: Vec<String> = (0..total).map(|i| format!("N{tag}{i:07}")).collect();
+    let store = app.store.clone();
+    futures_util::stream::iter(orders.clone())
+        .map(|no| {
+            let store = store.clone();
+            let contents =
+                OrderContents { total_fee: 100, body: "bench".into(), attach: String::new(), openid: "oBench".into() };
+            async move { store.insert_order(Order::new(no, contents, true, 1)).await.unwrap().unwrap() }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/pay/notify", app.addr);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = futures_util::stream::iter(orders)
+        .map(|no| {
+            let (client, url, body) = (client.clone(), url.clone(), notify_body(&no, &app.config));
+            async move {
+                let sent = Instant::now();
+                let reply = client.post(&url).body(body).send().await.unwrap().text().await.unwrap();
+                assert!(reply.contains("SUCCESS"), "{no}: {reply}");
+                sent.elapsed()
+            }
+        })
+        .buffer_unordered(senders)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    latencies.sort();
+    Figures {
+        per_second: total as f64 / elapsed.as_secs_f64(),
+        p50: latencies[latencies.len() / 2],
+        p99: latencies[latencies.len() * 99 / 100],
+    }
+}
+
+/// This process's CPU time so far (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// `total` unified orders from 64 clients at once: orders/s and CPU per order.
+async fn unified_orders(app: &Running, total: usize) -> (f64, Duration) {
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", app.addr);
+    let login: serde_json::Value =
+        client.get(format!("{base}/pay/openid?code=bench")).send().await.unwrap().json().await.unwrap();
+    let openid = Arc::new(login["openid"].as_str().unwrap().to_owned());
+    let (start, cpu) = (Instant::now(), cpu_time());
+    futures_util::stream::iter(0..total)
+        .map(|i| {
+            let (client, base, openid) = (client.clone(), base.clone(), openid.clone());
+            async move {
+                let body = serde_json::json!({ "outTradeNo": format!("U{i:09}"), "totalFee": 1, "body": "bench", "openid": *openid });
+                let r = client.post(format!("{base}/pay/unifiedOrder")).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    let elapsed = start.elapsed();
+    (total as f64 / elapsed.as_secs_f64(), (cpu_time() - cpu) / total as u32)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {}", model.trim())
+}
+
+#[tokio::main]
+async fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "target".into())).unwrap();
+    let mut config = Config::sandbox_default();
+    config.data_dir = dir.path().join("data");
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.sandbox.simulator_listen = "127.0.0.1:0".parse().unwrap();
+    let app = paybridge::app::start(config).await.unwrap();
+
+    let sync_rate =
+        fdatasync_rate(dir.path(), Duration::from_secs(if bench { 3 } else { 0 }).max(Duration::from_millis(200)));
+    println!("machine: {}; disk: {}", machine(), dir.path().display());
+    println!("| measure | per second | p50 ms | p99 ms | × fdatasync rate |");
+    println!("|---|---|---|---|---|");
+    println!("| 512-byte write + fdatasync loop | {sync_rate:.0} | | | 1.00 |");
+    for (senders, total) in if bench { [(1, 500), (16, 4000), (256, 20000)] } else { [(1, 20), (16, 64), (256, 256)] } {
+        let f = notifies(&app, senders, total, &senders.to_string()).await;
+        println!(
+            "| durable notifies, {senders} senders | {:.0} | {:.2} | {:.2} | {:.2} |",
+            f.per_second,
+            f.p50.as_secs_f64() * 1000.0,
+            f.p99.as_secs_f64() * 1000.0,
+            f.per_second / sync_rate
+        );
+    }
+    let (orders_per_second, cpu) = unified_orders(&app, if bench { 20000 } else { 128 }).await;
+    println!(
+        "| unifiedOrder, 64 clients | {orders_per_second:.0} | | | CPU {:.3} ms/order (whole process) |",
+        cpu.as_secs_f64() * 1000.0
+    );
+    let stats = app.store.writer_stats();
+    println!("store: {} writes acknowledged by {} fdatasyncs", stats.acknowledged(), stats.syncs());
+    app.stop().await;
+}
