@@ -161,6 +161,44 @@ struct Login {
 }
 
 /// A store error: logged, and a plain 500 for the client.
+/// The CSV export of the filtered orders (at most [`CSV_MAX_ROWS`]).
+fn export_csv(admin: &Admin, q: &OrderQuery) -> Response {
+    let mut out = String::from(csv::BOM);
+    out.push_str(csv::HEADER);
+    let mut cursor: Option<String> = None;
+    let mut rows = 0;
+    loop {
+        let page = match admin.orders(&q.filter, q.q.as_deref(), cursor.as_deref(), 500) {
+            Ok(p) => p,
+            Err(e) => return internal(e),
+        };
+        for row in &page.items {
+            csv::write_row(&mut out, row);
+        }
+        rows += page.items.len();
+        match page.next {
+            Some(next) if rows < CSV_MAX_ROWS => cursor = Some(next),
+            _ => break,
+        }
+    }
+    let day = admin::day_string(crate::store::beijing_day(crate::pay::now_ms()));
+    let disposition = format!("attachment; filename=\"paybridge-orders-{day}.csv\"");
+    reply::with_header(
+        reply::with_header(out, "content-type", "text/csv; charset=utf-8"),
+        "content-disposition",
+        disposition,
+    )
+    .into_response()
+}
+
+/// Runs a handler that reads the store off the async threads: sled's reads
+/// take its global lock, which the store writer holds while it applies a batch.
+async fn blocking(handler: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(handler).await.unwrap_or_else(|_| {
+        json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "the request failed; see the server log")
+    })
+}
+
 fn internal(e: crate::store::StoreError) -> Response {
     tracing::error!(error = %e, "admin: storage error");
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "storage error; see the server log")
@@ -242,29 +280,31 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
     let authed = authed(admin.clone());
 
     let overview =
-        warp::path!("admin" / "api" / "overview").and(warp::get()).and(authed.clone()).map(|admin: Arc<Admin>| {
-            match admin.overview(crate::pay::now_ms()) {
+        warp::path!("admin" / "api" / "overview").and(warp::get()).and(authed.clone()).then(|admin: Arc<Admin>| {
+            blocking(move || match admin.overview(crate::pay::now_ms()) {
                 Ok(o) => reply::json(&o).into_response(),
                 Err(e) => internal(e),
-            }
+            })
         });
 
     let orders = warp::path!("admin" / "api" / "orders")
         .and(warp::get())
         .and(authed.clone())
         .and(order_query_filter())
-        .map(|admin: Arc<Admin>, q: OrderQuery| {
-            match admin.orders(&q.filter, q.q.as_deref(), q.cursor.as_deref(), q.limit) {
+        .then(|admin: Arc<Admin>, q: OrderQuery| {
+            blocking(move || match admin.orders(&q.filter, q.q.as_deref(), q.cursor.as_deref(), q.limit) {
                 Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
                 Err(e) => internal(e),
-            }
+            })
         });
 
-    let order = warp::path!("admin" / "api" / "orders" / String).and(warp::get()).and(authed.clone()).map(
-        |no: String, admin: Arc<Admin>| match admin.order(&no) {
-            Ok(Some(detail)) => reply::json(&detail).into_response(),
-            Ok(None) => json_error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "no such order"),
-            Err(e) => internal(e),
+    let order = warp::path!("admin" / "api" / "orders" / String).and(warp::get()).and(authed.clone()).then(
+        |no: String, admin: Arc<Admin>| {
+            blocking(move || match admin.order(&no) {
+                Ok(Some(detail)) => reply::json(&detail).into_response(),
+                Ok(None) => json_error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "no such order"),
+                Err(e) => internal(e),
+            })
         },
     );
 
@@ -272,40 +312,13 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(authed.clone())
         .and(order_query_filter())
-        .map(|admin: Arc<Admin>, q: OrderQuery| {
-            let mut out = String::from(csv::BOM);
-            out.push_str(csv::HEADER);
-            let mut cursor: Option<String> = None;
-            let mut rows = 0;
-            loop {
-                let page = match admin.orders(&q.filter, q.q.as_deref(), cursor.as_deref(), 500) {
-                    Ok(p) => p,
-                    Err(e) => return internal(e),
-                };
-                for row in &page.items {
-                    csv::write_row(&mut out, row);
-                }
-                rows += page.items.len();
-                match page.next {
-                    Some(next) if rows < CSV_MAX_ROWS => cursor = Some(next),
-                    _ => break,
-                }
-            }
-            let day = admin::day_string(crate::store::beijing_day(crate::pay::now_ms()));
-            let disposition = format!("attachment; filename=\"paybridge-orders-{day}.csv\"");
-            reply::with_header(
-                reply::with_header(out, "content-type", "text/csv; charset=utf-8"),
-                "content-disposition",
-                disposition,
-            )
-            .into_response()
-        });
+        .then(|admin: Arc<Admin>, q: OrderQuery| blocking(move || export_csv(&admin, &q)));
 
     let notifies = warp::path!("admin" / "api" / "notifies")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(authed.clone())
-        .map(|q: HashMap<String, String>, admin: Arc<Admin>| {
+        .then(|q: HashMap<String, String>, admin: Arc<Admin>| async move {
             let cursor = match q.get("cursor").filter(|c| !c.is_empty()).map(|c| c.parse::<u64>()) {
                 Some(Ok(c)) => Some(c),
                 Some(Err(_)) => {
@@ -315,17 +328,18 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
                 None => None,
             };
             let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50usize).clamp(1, 200);
-            match admin.notifies(cursor, limit) {
+            blocking(move || match admin.notifies(cursor, limit) {
                 Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
                 Err(e) => internal(e),
-            }
+            })
+            .await
         });
 
-    let system = warp::path!("admin" / "api" / "system").and(warp::get()).and(authed).map(|admin: Arc<Admin>| {
-        match admin.system() {
+    let system = warp::path!("admin" / "api" / "system").and(warp::get()).and(authed).then(|admin: Arc<Admin>| {
+        blocking(move || match admin.system() {
             Ok(s) => reply::json(&s).into_response(),
             Err(e) => internal(e),
-        }
+        })
     });
 
     let api = overview

@@ -135,13 +135,14 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
             }
         });
 
-    let order =
-        warp::path!("pay" / "orders" / String).and(warp::get()).and(with(pay)).map(|no: String, pay: Arc<Payments>| {
-            match pay.order_view(&no) {
+    let order = warp::path!("pay" / "orders" / String).and(warp::get()).and(with(pay)).then(
+        |no: String, pay: Arc<Payments>| async move {
+            match pay.order_view(&no).await {
                 Ok(view) => reply::json(&view).into_response(),
                 Err(e) => pay_error(&e),
             }
-        });
+        },
+    );
 
     openid.or(unified_order).unify().or(order).unify().boxed()
 }

@@ -72,15 +72,15 @@ pub fn routes(ops: Arc<Ops>) -> BoxedFilter<(Response,)> {
         })
         .untuple_one();
     let metrics =
-        warp::path!("metrics").and(warp::get()).and(allowed.clone()).map(
-            |ops: Arc<Ops>, ok: bool| {
-                if ok {
-                    ops.render()
-                } else {
-                    forbidden()
-                }
-            },
-        );
+        warp::path!("metrics").and(warp::get()).and(allowed.clone()).then(|ops: Arc<Ops>, ok: bool| async move {
+            if !ok {
+                return forbidden();
+            }
+            // The gauges read the store: off the async threads.
+            tokio::task::spawn_blocking(move || ops.render()).await.unwrap_or_else(|_| {
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "see the server log")
+            })
+        });
     let backup =
         warp::path!("ops" / "backup").and(warp::get()).and(allowed).then(|ops: Arc<Ops>, ok: bool| async move {
             if !ok {

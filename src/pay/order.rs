@@ -115,7 +115,8 @@ impl Payments {
         let contents = new.validate()?;
         let _guard = self.locks.lock(&out_trade_no).await;
 
-        let order = match self.store.order(&out_trade_no)? {
+        let no = out_trade_no.clone();
+        let order = match self.store.read(move |store| store.order(&no)).await? {
             Some(existing) => {
                 if !existing.same_contents(&contents) {
                     return Err(PayError::Conflict {
@@ -208,8 +209,9 @@ impl Payments {
     }
 
     /// The order's public view.
-    pub fn order_view(&self, out_trade_no: &str) -> Result<OrderView, PayError> {
-        match self.store.order(out_trade_no)? {
+    pub async fn order_view(&self, out_trade_no: &str) -> Result<OrderView, PayError> {
+        let no = out_trade_no.to_owned();
+        match self.store.read(move |store| store.order(&no)).await? {
             Some(order) => Ok(OrderView::from(&order)),
             None => Err(PayError::NotFound(out_trade_no.to_owned())),
         }

@@ -176,6 +176,17 @@ impl Store {
         answered.await.unwrap_or(Err(StoreError::Stopped))
     }
 
+    /// Runs `read` off the async threads. sled's reads take its global
+    /// concurrency lock, which the writer holds while it applies a batch:
+    /// brief, but not something an async worker may wait on.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || read(&store)).await.unwrap_or(Err(StoreError::Stopped))
+    }
+
     /// Waits until everything acknowledged so far is durable (it already is:
     /// this is a write of nothing, answered after the next sync).
     pub async fn flush(&self) -> Result<(), StoreError> {
