@@ -6,7 +6,9 @@
 //! 2. durable notifies at 1, 16 and 256 concurrent senders: requests/s, p50
 //!    and p99, and the ratio to the baseline (every SUCCESS is on disk);
 //! 3. unifiedOrder from 64 concurrent clients: orders/s and the CPU time of
-//!    the whole process (server, simulator and client) per order.
+//!    the whole process (server, simulator and client) per order;
+//! 4. the real binary's resident memory idle, with 1,000 idle TLS
+//!    connections, and after they close; its size, stripped.
 //!
 //! These machines are noisy: compare figures within one run only.
 //! Under `cargo test` it runs once on a small load, checking the answers,
@@ -138,6 +140,72 @@ async fn unified_orders(app: &Running, total: usize) -> (f64, Duration) {
     (total as f64 / elapsed.as_secs_f64(), (cpu_time() - cpu) / total as u32)
 }
 
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+/// The real binary over self-signed HTTPS: RSS idle, with `connections`
+/// idle TLS connections open, and after they close.
+async fn memory(dir: &Path, connections: usize) -> (f64, f64, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.join("memory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"self-signed\"\nlisten = \"127.0.0.1:{port}\"\n\
+             domains = [\"bench.paybridge.test\"]\n[wechat]\nappid = \"wxd930ea5d5a258f4f\"\napp_secret = \"s\"\n\
+             mch_id = \"10000100\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\"\n\
+             notify_url = \"https://bench.paybridge.test/pay/notify\"\n",
+            dir.join("memory-data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paybridge"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("PAYBRIDGE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let client = || reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    while client().get(&url).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_mib(child.id());
+    let mut open = Vec::new();
+    for _ in 0..connections {
+        let c = client();
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+        open.push(c); // keeps its connection open, idle
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = rss_mib(child.id());
+    drop(open);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    (idle, loaded, after)
+}
+
+/// The binary's size once stripped, in MiB.
+fn stripped_size(dir: &Path) -> f64 {
+    let out = dir.join("paybridge.stripped");
+    let ok = std::process::Command::new("strip")
+        .args(["-o", out.to_str().unwrap(), env!("CARGO_BIN_EXE_paybridge")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return f64::NAN;
+    }
+    std::fs::metadata(out).unwrap().len() as f64 / (1024.0 * 1024.0)
+}
+
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?");
@@ -179,4 +247,11 @@ async fn main() {
     let stats = app.store.writer_stats();
     println!("store: {} writes acknowledged by {} fdatasyncs", stats.acknowledged(), stats.syncs());
     app.stop().await;
+    let (idle, loaded, after) = memory(dir.path(), if bench { 1000 } else { 20 }).await;
+    println!(
+        "binary RSS: idle {idle:.1} MiB, with {} idle TLS connections {loaded:.1} MiB, after they close {after:.1} MiB; \
+         binary {:.1} MiB stripped",
+        if bench { 1000 } else { 20 },
+        stripped_size(dir.path())
+    );
 }

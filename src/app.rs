@@ -55,8 +55,9 @@ impl Running {
             let _ = server.await;
         }
         // Queued writes are finished and synced; a dead disk must not keep
-        // the process from exiting (systemd's TimeoutStopSec is 90 s).
-        if !self.store.close(std::time::Duration::from_secs(20)).await {
+        // the process from exiting: 10 s grace for requests, 10 s here, 5 s
+        // for the writer thread at exit stay within the unit's TimeoutStopSec=30s.
+        if !self.store.close(std::time::Duration::from_secs(10)).await {
             tracing::error!("the store did not finish its last writes in time; stopping anyway");
         }
         if let Some(sim) = self.simulator {

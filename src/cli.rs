@@ -172,7 +172,9 @@ pub fn main() -> anyhow::Result<()> {
 /// Writes a backup: straight from the data directory when PayBridge is
 /// stopped, else from the running server's `/ops/backup` over loopback.
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
-    let bytes = match crate::store::Store::open(&config.data_dir, config.mode) {
+    // A running server holds the lock: then ask it instead of waiting.
+    let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
+    let bytes = match crate::store::Store::open_with(&config.data_dir, config.mode, now) {
         Ok(store) => {
             let bytes = store.backup().await?;
             store.close(std::time::Duration::from_secs(30)).await;

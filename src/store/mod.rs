@@ -111,11 +111,19 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Writes that may wait for the writer; more are refused at once.
     pub max_pending_writes: usize,
+    /// How long opening waits for the directory's lock. Within one process
+    /// (a reopen after a failure, a restart in tests) sled may still be
+    /// finishing the previous handle's last writes on its I/O threads.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 64 * 1024 * 1024, max_pending_writes: 4096 }
+        StoreOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            max_pending_writes: 4096,
+            lock_wait: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -350,7 +358,18 @@ impl Trees {
     fn open(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Trees, StoreError> {
         // sled's background flush is off: durability comes from the writer's
         // own sync after every batch, and tests must not pass thanks to a timer.
-        let db = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None).open()?;
+        let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < options.lock_wait =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => break opened?,
+            }
+        };
         let meta = db.open_tree("meta")?;
         match meta.get("mode")? {
             Some(found) if found.as_ref() != mode.as_str().as_bytes() => {

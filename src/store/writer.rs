@@ -167,7 +167,7 @@ pub(super) struct Writer {
 }
 
 /// How long dropping the store waits for the writer to finish its queue.
-const DROP_WAIT: Duration = Duration::from_secs(30);
+const DROP_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for Writer {
     fn drop(&mut self) {
