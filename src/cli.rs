@@ -103,16 +103,20 @@ pub enum CertCommand {
 
 /// Sets up logging to stderr (journald keeps it): human-readable or JSON,
 /// filtered by `PAYBRIDGE_LOG` or `RUST_LOG` (e.g. `info,paybridge=debug`).
-fn init_tracing(format: LogConfig) {
+/// Logs go to stderr through a writer thread, so a request never waits for
+/// the terminal or the journal (the access log line alone cost more than a
+/// `/healthz` answer). Keep the guard until exit: dropping it flushes.
+fn init_tracing(format: LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         std::env::var("PAYBRIDGE_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(writer);
     match format {
         LogConfig::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogConfig::Json => builder.json().with_current_span(true).init(),
     }
+    guard
 }
 
 /// Runs the command line.
@@ -123,11 +127,11 @@ pub fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
             Command::Serve { config } => {
                 let config = Config::load(&config)?;
-                init_tracing(config.log);
+                let _logging = init_tracing(config.log);
                 serve(config).await
             }
             Command::Sandbox { listen, simulator_listen, data_dir } => {
-                init_tracing(LogConfig::Human);
+                let _logging = init_tracing(LogConfig::Human);
                 serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir)).await
             }
             Command::CheckConfig { config } => {

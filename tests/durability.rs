@@ -49,6 +49,13 @@ impl Client {
         Ok(xml::parse(text.as_bytes()).unwrap_or_default().get("return_code").cloned().unwrap_or(text))
     }
 
+    /// Logs in with `code`; the openid.
+    async fn openid(&self, code: &str) -> String {
+        let r = self.http.get(format!("{}/pay/openid?code={code}", self.base)).send().await.unwrap();
+        let login: Value = r.json().await.unwrap();
+        login["openid"].as_str().unwrap().to_owned()
+    }
+
     async fn status(&self, no: &str) -> Result<String, reqwest::Error> {
         let v: Value = self.http.get(format!("{}/pay/orders/{no}", self.base)).send().await?.json().await?;
         Ok(v["status"].as_str().unwrap_or("?").to_owned())
@@ -176,16 +183,7 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
     for round in 0..10 {
         let mut proc = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "warn");
         proc.line("PayBridge listening on").await;
-        let login: Value = client
-            .http
-            .get(format!("{}/pay/openid?code=crash{round}", client.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let openid = login["openid"].as_str().unwrap().to_owned();
+        let openid = client.openid(&format!("crash{round}")).await;
         for no in &promises.placed {
             let status = client.status(no).await.unwrap();
             let expected: &[&str] = if promises.paid.contains(no) { &["PAID"] } else { &["PREPAID", "PAID"] };
@@ -308,11 +306,7 @@ async fn every_success_follows_an_fdatasync_of_the_data() {
     );
     let base = format!("http://{}", after(&proc.line("PayBridge listening on").await, "listening on http://"));
     let client = Client::new(&base);
-    let openid = {
-        let v: Value =
-            client.http.get(format!("{base}/pay/openid?code=strace")).send().await.unwrap().json().await.unwrap();
-        v["openid"].as_str().unwrap().to_owned()
-    };
+    let openid = client.openid("strace").await;
     for i in 0..30 {
         assert_eq!(client.order(&format!("TRACE{i:03}"), fee(i), &openid).await.unwrap().0, 200);
     }

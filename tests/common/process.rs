@@ -20,19 +20,8 @@ impl ChildGuard {
             panic!("cannot start {command:?}: {e} (run the tests with `bash .ci/run`, which installs it)")
         });
         let output = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-        }
+        collect_lines(child.stdout.take().unwrap(), output.clone());
+        collect_lines(child.stderr.take().unwrap(), output.clone());
         ChildGuard { child, output }
     }
 
@@ -46,6 +35,17 @@ impl Drop for ChildGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Appends every line `pipe` gives to `sink`, on a thread of its own.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
 }
 
 pub fn free_tcp_port() -> u16 {
@@ -74,20 +74,9 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let buffer = Arc::new(Mutex::new(String::new()));
-            let sink = buffer.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-            buffer
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let (stdout, stderr) = Default::default();
+        collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
         Proc { child, stdout, stderr }
     }
 
