@@ -3,10 +3,11 @@
 //! `cargo bench --bench storage` starts the real server (sandbox mode, its
 //! simulator answering at once) on loopback and measures, in one run:
 //! 1. a 512-byte write + `fdatasync` loop on the same disk (the baseline);
-//! 2. durable notifies at 1, 16 and 256 concurrent senders: requests/s, p50
-//!    and p99, and the ratio to the baseline (every SUCCESS is on disk);
-//! 3. unifiedOrder from 64 concurrent clients: orders/s and the CPU time of
-//!    the whole process (server, simulator and client) per order;
+//! 2. durable notifies at 1, 16 and 256 concurrent senders (`wrk`
+//!    connections, from outside the process): requests/s, p50 and p99, and
+//!    the ratio to the baseline (every SUCCESS is on disk);
+//! 3. unifiedOrder from 64 `wrk` connections: orders/s and the CPU time of
+//!    this process (PayBridge and the simulator) per order;
 //! 4. the real binary's resident memory idle, with 1,000 idle TLS
 //!    connections, and after they close; its size, stripped.
 //!
@@ -16,10 +17,12 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+
+#[path = "common/wrk.rs"]
+mod wrk;
 use paybridge::app::Running;
 use paybridge::config::Config;
 use paybridge::store::{Order, OrderContents};
@@ -63,15 +66,9 @@ fn notify_body(no: &str, config: &Config) -> String {
     xml::write(&fields)
 }
 
-struct Figures {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// `total` notifies for distinct, existing orders from `senders` at once.
-async fn notifies(app: &Running, senders: usize, total: usize, tag: &str) -> Figures {
-    let orders: Vec<String> = (0..total).map(|i| format!("N{tag}{i:07}")).collect();
+/// Creates `count` orders named `prefix` + number, straight in the store.
+async fn create_orders(app: &Running, prefix: &str, count: usize) -> Vec<String> {
+    let orders: Vec<String> = (0..count).map(|i| format!("{prefix}{i:07}")).collect();
     let store = app.store.clone();
     futures_util::stream::iter(orders.clone())
         .map(|no| {
@@ -83,29 +80,23 @@ async fn notifies(app: &Running, senders: usize, total: usize, tag: &str) -> Fig
         .buffer_unordered(256)
         .collect::<Vec<_>>()
         .await;
-    let client = reqwest::Client::new();
-    let url = format!("http://{}/pay/notify", app.addr);
-    let start = Instant::now();
-    let mut latencies: Vec<Duration> = futures_util::stream::iter(orders)
-        .map(|no| {
-            let (client, url, body) = (client.clone(), url.clone(), notify_body(&no, &app.config));
-            async move {
-                let sent = Instant::now();
-                let reply = client.post(&url).body(body).send().await.unwrap().text().await.unwrap();
-                assert!(reply.contains("SUCCESS"), "{no}: {reply}");
-                sent.elapsed()
-            }
-        })
-        .buffer_unordered(senders)
-        .collect()
-        .await;
-    let elapsed = start.elapsed();
-    latencies.sort();
-    Figures {
-        per_second: total as f64 / elapsed.as_secs_f64(),
-        p50: latencies[latencies.len() / 2],
-        p99: latencies[latencies.len() * 99 / 100],
+    orders
+}
+
+/// Durable notifies from `senders` wrk connections for `duration`, each a
+/// signed notify for one of `orders` (a repeat is acknowledged as a
+/// duplicate: still a durable write of the notify log).
+async fn notifies(app: &Running, dir: &Path, senders: usize, orders: &[String], duration: Duration) -> wrk::Load {
+    let mut script = String::from("local bodies = {\n");
+    for no in orders {
+        script += &format!("[==[{}]==],\n", notify_body(no, &app.config));
     }
+    script += "}\nlocal i = 0\ninit = function(args) i = math.random(#bodies) end\n\
+               request = function()\n  i = i % #bodies + 1\n  \
+               return wrk.format(\"POST\", \"/pay/notify\", {[\"Content-Type\"] = \"text/xml\"}, bodies[i])\nend\n";
+    let url = format!("http://{}/pay/notify", app.addr);
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || wrk::run(&dir, &url, senders, duration, Some(&script), &[])).await.unwrap()
 }
 
 /// This process's CPU time so far (user + system), from /proc.
@@ -116,28 +107,25 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
-/// `total` unified orders from 64 clients at once: orders/s and CPU per order.
-async fn unified_orders(app: &Running, total: usize) -> (f64, Duration) {
-    let client = reqwest::Client::new();
+/// Unified orders (each new) from 64 wrk connections for `duration`: the
+/// figures, and this process's CPU (PayBridge and the simulator) per order.
+async fn unified_orders(app: &Running, dir: &Path, duration: Duration) -> (wrk::Load, Duration) {
     let base = format!("http://{}", app.addr);
     let login: serde_json::Value =
-        client.get(format!("{base}/pay/openid?code=bench")).send().await.unwrap().json().await.unwrap();
-    let openid = Arc::new(login["openid"].as_str().unwrap().to_owned());
-    let (start, cpu) = (Instant::now(), cpu_time());
-    futures_util::stream::iter(0..total)
-        .map(|i| {
-            let (client, base, openid) = (client.clone(), base.clone(), openid.clone());
-            async move {
-                let body = serde_json::json!({ "outTradeNo": format!("U{i:09}"), "totalFee": 1, "body": "bench", "openid": *openid });
-                let r = client.post(format!("{base}/pay/unifiedOrder")).json(&body).send().await.unwrap();
-                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<()>>()
-        .await;
-    let elapsed = start.elapsed();
-    (total as f64 / elapsed.as_secs_f64(), (cpu_time() - cpu) / total as u32)
+        reqwest::get(format!("{base}/pay/openid?code=bench")).await.unwrap().json().await.unwrap();
+    let openid = login["openid"].as_str().unwrap().to_owned();
+    let script = format!(
+        "local i = 0\nlocal prefix = \"\"\ninit = function(args) prefix = tostring(math.random(100000, 999999)) end\n\
+         request = function()\n  i = i + 1\n  local body = string.format('{{\"outTradeNo\":\"W%s%09d\",\
+         \"totalFee\":1,\"body\":\"bench\",\"openid\":\"{openid}\"}}', prefix, i)\n  \
+         return wrk.format(\"POST\", \"/pay/unifiedOrder\", {{[\"Content-Type\"] = \"application/json\"}}, body)\nend\n"
+    );
+    let (url, dir) = (format!("{base}/pay/unifiedOrder"), dir.to_owned());
+    let cpu = cpu_time();
+    let load =
+        tokio::task::spawn_blocking(move || wrk::run(&dir, &url, 64, duration, Some(&script), &[])).await.unwrap();
+    let orders = load.per_second * duration.as_secs_f64();
+    (load, (cpu_time() - cpu).div_f64(orders.max(1.0)))
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -216,6 +204,10 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
+    if !wrk::available() {
+        println!("storage: wrk is not installed (apt-get install wrk); nothing measured");
+        return;
+    }
     let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "target".into())).unwrap();
     let mut config = Config::sandbox_default();
     config.data_dir = dir.path().join("data");
@@ -223,27 +215,36 @@ async fn main() {
     config.sandbox.simulator_listen = "127.0.0.1:0".parse().unwrap();
     let app = paybridge::app::start(config).await.unwrap();
 
-    let sync_rate =
-        fdatasync_rate(dir.path(), Duration::from_secs(if bench { 3 } else { 0 }).max(Duration::from_millis(200)));
-    println!("machine: {}; disk: {}", machine(), dir.path().display());
+    let sync_rate = fdatasync_rate(dir.path(), if bench { Duration::from_secs(3) } else { Duration::from_millis(200) });
+    let seconds = Duration::from_secs(if bench { 5 } else { 1 });
+    println!("machine: {}; disk: {}; load from wrk, outside this process", machine(), dir.path().display());
     println!("| measure | per second | p50 ms | p99 ms | × fdatasync rate |");
     println!("|---|---|---|---|---|");
     println!("| 512-byte write + fdatasync loop | {sync_rate:.0} | | | 1.00 |");
-    for (senders, total) in if bench { [(1, 500), (16, 4000), (256, 20000)] } else { [(1, 20), (16, 64), (256, 256)] } {
-        let f = notifies(&app, senders, total, &senders.to_string()).await;
+    let orders = create_orders(&app, "N", if bench { 20_000 } else { 500 }).await;
+    for senders in [1, 16, 256] {
+        let load = notifies(&app, dir.path(), senders, &orders, seconds).await;
+        assert_eq!(load.errors, 0, "every notify answered");
         println!(
             "| durable notifies, {senders} senders | {:.0} | {:.2} | {:.2} | {:.2} |",
-            f.per_second,
-            f.p50.as_secs_f64() * 1000.0,
-            f.p99.as_secs_f64() * 1000.0,
-            f.per_second / sync_rate
+            load.per_second,
+            load.p50.as_secs_f64() * 1000.0,
+            load.p99.as_secs_f64() * 1000.0,
+            load.per_second / sync_rate
         );
     }
-    let (orders_per_second, cpu) = unified_orders(&app, if bench { 20000 } else { 128 }).await;
+    let (load, cpu) = unified_orders(&app, dir.path(), seconds).await;
+    assert_eq!(load.errors, 0, "every order answered");
     println!(
-        "| unifiedOrder, 64 clients | {orders_per_second:.0} | | | CPU {:.3} ms/order (whole process) |",
+        "| unifiedOrder, 64 clients | {:.0} | {:.2} | {:.2} | CPU {:.3} ms/order (PayBridge and simulator) |",
+        load.per_second,
+        load.p50.as_secs_f64() * 1000.0,
+        load.p99.as_secs_f64() * 1000.0,
         cpu.as_secs_f64() * 1000.0
     );
+    assert_eq!(app.store.writer_stats().failed() + app.store.writer_stats().refused_busy(), 0);
+    let paid = app.store.status_counts().unwrap().into_iter().find(|(s, _)| s.as_str() == "PAID").map_or(0, |(_, n)| n);
+    assert!(paid > 0, "the notifies verified and paid orders");
     let stats = app.store.writer_stats();
     println!("store: {} writes acknowledged by {} fdatasyncs", stats.acknowledged(), stats.syncs());
     app.stop().await;
