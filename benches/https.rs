@@ -7,7 +7,7 @@
 //! every request. It prints requests per second and PayBridge's ratio.
 //! Both log every request (PayBridge to its non-blocking writer, nginx to
 //! its access log). Needs `wrk` and `nginx` (`apt-get install wrk
-//! nginx-light`); without them it says so and measures nothing.
+//! nginx`); without them it says so and measures nothing.
 //!
 //! Under `cargo test` it runs each load for one second, checking that every
 //! request was answered.

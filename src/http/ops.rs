@@ -6,6 +6,7 @@
 //! client presenting `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
@@ -17,7 +18,7 @@ use super::error::json_error;
 use super::{with, PeerAddr};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::store::Store;
+use crate::store::{Store, WriterStats};
 use crate::tls::StatusHandle;
 
 /// What the operator routes need.
@@ -102,7 +103,7 @@ pub fn routes(ops: Arc<Ops>) -> BoxedFilter<(Response,)> {
 }
 
 /// A write batch older than this makes `/healthz` report the storage as stalled.
-pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+pub const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// `GET /healthz`: 200 while the store's writer keeps up; 503 with the age
 /// of the oldest pending write when it is stuck or the disk fails. Reads
@@ -111,22 +112,53 @@ pub fn health(store: Store, sandbox: bool) -> BoxedFilter<(Response,)> {
     warp::path!("healthz")
         .and(warp::get())
         .map(move || {
-            let stats = store.writer_stats();
-            let busy_ms = stats.busy_for().map_or(0, |d| d.as_millis() as u64);
-            let (status, code) = if busy_ms >= STALLED_AFTER.as_millis() as u64 {
-                ("storage stalled", StatusCode::SERVICE_UNAVAILABLE)
-            } else if stats.failing() {
-                ("storage failing", StatusCode::SERVICE_UNAVAILABLE)
-            } else {
-                ("ok", StatusCode::OK)
-            };
-            let body = serde_json::json!({
-                "status": status,
-                "sandbox": sandbox,
-                "pending_writes": stats.pending(),
-                "oldest_pending_write_ms": busy_ms,
-            });
+            let (code, body) = health_of(store.writer_stats(), sandbox, STALLED_AFTER);
             reply::with_status(reply::json(&body), code).into_response()
         })
         .boxed()
+}
+
+/// The health answer for the writer's current `stats`.
+fn health_of(stats: &WriterStats, sandbox: bool, stalled_after: Duration) -> (StatusCode, serde_json::Value) {
+    let busy = stats.busy_for().unwrap_or_default();
+    let (status, code) = if busy >= stalled_after {
+        ("storage stalled", StatusCode::SERVICE_UNAVAILABLE)
+    } else if stats.failing() {
+        ("storage failing", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        ("ok", StatusCode::OK)
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "sandbox": sandbox,
+        "pending_writes": stats.pending(),
+        "oldest_pending_write_ms": busy.as_millis() as u64,
+    });
+    (code, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+
+    /// A writer stuck on the disk shows as 503 "storage stalled" with the
+    /// age of the oldest write, and as "ok" again once it moves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_writer_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        let stalled_after = Duration::from_millis(100);
+        assert_eq!(health_of(store.writer_stats(), false, stalled_after).0, StatusCode::OK);
+        let (release, blocker) = store.hold_writer().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (code, body) = health_of(store.writer_stats(), false, stalled_after);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "storage stalled");
+        assert!(body["oldest_pending_write_ms"].as_u64().unwrap() >= 150, "{body}");
+        assert_eq!(body["pending_writes"], 1);
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        assert_eq!(health_of(store.writer_stats(), false, stalled_after).0, StatusCode::OK);
+    }
 }

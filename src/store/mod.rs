@@ -201,6 +201,21 @@ impl Store {
         self.write(0, |_, _| Ok(())).await
     }
 
+    /// Holds the writer inside a change until the returned sender is used
+    /// (tests of what a hanging disk looks like).
+    #[cfg(test)]
+    pub(crate) async fn hold_writer(&self) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = self.clone();
+            async move { store.write(0, move |_, _| Ok(held.recv().ok())).await.map(drop).unwrap() }
+        });
+        while self.writer_stats().busy_for().is_none() {
+            tokio::task::yield_now().await;
+        }
+        (release, blocker)
+    }
+
     /// Finishes the queued writes, syncs, and stops the writer; later writes
     /// fail with [`StoreError::Stopped`]. Gives up after `timeout`.
     pub async fn close(&self, timeout: std::time::Duration) -> bool {
@@ -362,8 +377,9 @@ impl Trees {
         let started = std::time::Instant::now();
         let db = loop {
             match config.open() {
+                // sled reports a held lock as `Other` with this text.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < options.lock_wait =>
+                    if e.to_string().contains("could not acquire lock") && started.elapsed() < options.lock_wait =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -594,26 +610,13 @@ mod tests {
         assert_eq!(stats.pending(), 0);
     }
 
-    /// Holds the writer inside a change until the returned sender is used.
-    async fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::spawn({
-            let store = store.clone();
-            async move { store.write(0, move |_, _| Ok(held.recv().ok())).await.map(drop).unwrap() }
-        });
-        while store.writer_stats().busy_for().is_none() {
-            tokio::task::yield_now().await;
-        }
-        (release, blocker)
-    }
-
     /// Changes that queue together share one transaction; when one of them
     /// aborts it, the others still go through and only that caller fails.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_change_fails_alone() {
         let (_dir, store) = open();
         store.trees().unwrap().orders.insert("CORRUPT", &b"not a record"[..]).unwrap();
-        let (release, blocker) = hold_writer(&store).await;
+        let (release, blocker) = store.hold_writer().await;
         let bad = tokio::spawn({
             let store = store.clone();
             async move { store.update_order("CORRUPT", |o| o.total_fee = 1).await }
@@ -645,7 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions { max_pending_writes: 1, ..StoreOptions::default() };
         let store = Store::open_with(dir.path(), Mode::Live, options).unwrap();
-        let (release, blocker) = hold_writer(&store).await;
+        let (release, blocker) = store.hold_writer().await;
         let queued = tokio::spawn({
             let store = store.clone();
             async move { store.insert_order(order("QUEUED", 1)).await }

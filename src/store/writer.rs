@@ -295,13 +295,14 @@ fn run(slot: &ArcSwapOption<Trees>, reopen: &Reopen, jobs: &Receiver<Message>, s
                 }
                 None => Err(StoreError::Unavailable),
             };
+            // Done with the disk: a caller that hears back sees the writer idle.
+            stats.busy_since_ms.store(0, Ordering::Release);
             needs_reopen |= !finish_batch(batch, durable, stats);
         }
         if let Some(work) = exclusive {
             work(trees.as_deref());
             stats.pending.fetch_sub(1, Ordering::Relaxed);
         }
-        stats.busy_since_ms.store(0, Ordering::Release);
     }
     // Nothing new is taken after a stop; make sure what is in sled is on disk.
     if let Some(trees) = slot.load_full() {
