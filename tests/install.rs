@@ -108,6 +108,7 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
         "User=paybridge",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",
+        "Environment=MALLOC_ARENA_MAX=2",
         "ProtectSystem=strict",
         "ProtectHome=yes",
         "PrivateTmp=yes",
