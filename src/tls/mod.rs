@@ -29,12 +29,24 @@ use crate::config::{TlsConfig, TlsMode};
 /// The rustls server configuration: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by
 /// ALPN, plus `acme-tls/1` for TLS-ALPN-01 challenges.
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    // AES-128-GCM with SHA-256 first, chosen by us rather than the client:
+    // as secure for this use, and SHA-256 runs on the CPU's SHA extensions
+    // where SHA-384 does not; the profile of new connections showed SHA-384
+    // (HKDF over the handshake) as their largest cost.
+    let mut provider = ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| match suite.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 1,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 2,
+        _ => 3, // TLS 1.2 suites keep their order
+    });
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    config.ignore_client_order = true;
     Arc::new(config)
 }
 
