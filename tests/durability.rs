@@ -131,7 +131,8 @@ async fn orders_and_notifies_at_once() {
     let stats = env.app.store.writer_stats();
     // 256 inserts, 256 prepay updates, 256 notifies: one sync covers many.
     assert!(stats.acknowledged() >= 768, "{}", stats.acknowledged());
-    assert!(stats.syncs() < stats.acknowledged(), "{} syncs for {} writes", stats.syncs(), stats.acknowledged());
+    // Group commit: one sync covers several writes (4–8 here; at least 2 required).
+    assert!(stats.syncs() * 2 < stats.acknowledged(), "{} syncs for {} writes", stats.syncs(), stats.acknowledged());
 
     let env = env.restart().await;
     for i in 0..256 {
