@@ -3,7 +3,7 @@
 //! with its resident memory sampled. It must level off (the page cache is
 //! bounded by `[storage] cache_mb`), and every request must be answered.
 //!
-//! `SOAK_SECS` sets the length (CI: the default, 90 s); the curve is printed.
+//! `SOAK_SECS` sets the length (CI: the default, 150 s); the curve is printed.
 
 mod common;
 #[path = "common/process.rs"]
@@ -32,7 +32,7 @@ fn client(fresh_connections: bool) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_levels_off_under_minutes_of_mixed_traffic() {
-    let seconds: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
+    let seconds: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
     let sim = start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("paybridge.toml");

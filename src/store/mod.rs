@@ -128,7 +128,7 @@ impl Default for StoreOptions {
 }
 
 /// The database handle; cheap to clone. Reads go straight to sled and never
-/// wait for writes; writes go to the one writer thread (see [`writer`]).
+/// wait for a sync; writes go to the one writer thread (see [`writer`]).
 #[derive(Clone)]
 pub struct Store {
     /// Empty only while the writer reopens the database after a failure.
@@ -193,12 +193,6 @@ impl Store {
     ) -> Result<R, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || read(&store)).await.unwrap_or(Err(StoreError::Stopped))
-    }
-
-    /// Waits until everything acknowledged so far is durable (it already is:
-    /// this is a write of nothing, answered after the next sync).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.write(0, |_, _| Ok(())).await
     }
 
     /// Holds the writer inside a change until the returned sender is used
