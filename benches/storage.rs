@@ -199,6 +199,12 @@ fn stripped_size(dir: &Path) -> f64 {
     std::fs::metadata(out).unwrap().len() as f64 / (1024.0 * 1024.0)
 }
 
+/// One row of the table: rate, p50 and p99 in ms, and a last column.
+fn row(name: &str, load: &wrk::Load, last: &str) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("| {name} | {:.0} | {:.2} | {:.2} | {last} |", load.per_second, ms(load.p50), ms(load.p99));
+}
+
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?");
@@ -232,23 +238,12 @@ async fn main() {
         let orders = create_orders(&app, &format!("N{senders}x"), if bench { orders } else { 200 }).await;
         let load = notifies(&app, dir.path(), senders, &orders, seconds).await;
         assert_eq!(load.errors, 0, "every notify answered");
-        println!(
-            "| durable notifies, {senders} senders | {:.0} | {:.2} | {:.2} | {:.2} |",
-            load.per_second,
-            load.p50.as_secs_f64() * 1000.0,
-            load.p99.as_secs_f64() * 1000.0,
-            load.per_second / sync_rate
-        );
+        row(&format!("durable notifies, {senders} senders"), &load, &format!("{:.2}", load.per_second / sync_rate));
     }
     let (load, cpu) = unified_orders(&app, dir.path(), seconds).await;
     assert_eq!(load.errors, 0, "every order answered");
-    println!(
-        "| unifiedOrder, 64 clients | {:.0} | {:.2} | {:.2} | CPU {:.3} ms/order (PayBridge and simulator) |",
-        load.per_second,
-        load.p50.as_secs_f64() * 1000.0,
-        load.p99.as_secs_f64() * 1000.0,
-        cpu.as_secs_f64() * 1000.0
-    );
+    let cpu = format!("CPU {:.3} ms/order (PayBridge and simulator)", cpu.as_secs_f64() * 1000.0);
+    row("unifiedOrder, 64 clients", &load, &cpu);
     assert_eq!(app.store.writer_stats().failed() + app.store.writer_stats().refused_busy(), 0);
     let paid = app.store.status_counts().unwrap().into_iter().find(|(s, _)| s.as_str() == "PAID").map_or(0, |(_, n)| n);
     assert!(paid > 0, "the notifies verified and paid orders");
