@@ -135,6 +135,8 @@ async fn orders_and_notifies_at_once() {
     assert!(stats.syncs() * 2 < stats.acknowledged(), "{} syncs for {} writes", stats.syncs(), stats.acknowledged());
 
     let env = env.restart().await;
+    // A fresh client: pooled connections died with the old server.
+    let client = Client::new(&env.base);
     for i in 0..256 {
         assert_eq!(client.status(&format!("LOAD{i:05}")).await.unwrap(), "PAID", "LOAD{i:05}");
     }
@@ -176,7 +178,7 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
     let port = process::free_tcp_port();
     let config = dir.path().join("paybridge.toml");
     std::fs::write(&config, config_text(&data, &format!("127.0.0.1:{port}"), &sim.url(), &Opts::default())).unwrap();
-    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    let base = format!("http://127.0.0.1:{port}");
     let mut promises = Promises::default();
     let mut fees = BTreeMap::new();
     let mut next = 0usize;
@@ -184,6 +186,8 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
     for round in 0..10 {
         let mut proc = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "warn");
         proc.line("PayBridge listening on").await;
+        // A fresh client each round: pooled connections died with the killed process.
+        let client = Client::new(&base);
         let openid = client.openid(&format!("crash{round}")).await;
         for no in &promises.placed {
             let status = client.status(no).await.unwrap();
@@ -471,6 +475,8 @@ async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
     assert_eq!(health.status(), 200);
 
     let env = env.restart().await;
+    // A fresh client: pooled connections died with the old server.
+    let client = Client::new(&env.base);
     for no in &promises.placed {
         let expected: &[&str] = if promises.paid.contains(no) { &["PAID"] } else { &["PREPAID", "PAID"] };
         let status = client.status(no).await.unwrap();
