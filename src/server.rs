@@ -85,6 +85,9 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Replies and TLS flights are small and complete: send them at once
+        // instead of letting Nagle wait for the client's (delayed) ACK.
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             builder: builder.clone(),
             service: service.clone(),
