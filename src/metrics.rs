@@ -147,47 +147,44 @@ impl Metrics {
 
 /// The store writer's figures, in Prometheus text.
 pub fn render_writer(stats: &WriterStats) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
-    metric(
-        "paybridge_store_pending_writes",
-        "gauge",
-        "Writes waiting to be made durable.",
-        stats.pending().to_string(),
-    );
     let age = stats.busy_for().map_or(0.0, |d| d.as_secs_f64());
-    metric(
-        "paybridge_store_oldest_pending_write_seconds",
-        "gauge",
-        "How long the batch being written has waited (0 when idle).",
-        format!("{age:.3}"),
-    );
-    metric(
-        "paybridge_store_syncs_total",
-        "counter",
-        "Batches made durable (one fdatasync each).",
-        stats.syncs().to_string(),
-    );
-    metric(
-        "paybridge_store_writes_acknowledged_total",
-        "counter",
-        "Writes acknowledged after their batch was synced.",
-        stats.acknowledged().to_string(),
-    );
-    metric(
-        "paybridge_store_writes_refused_total",
-        "counter",
-        "Writes refused at once because the queue was full.",
-        stats.refused_busy().to_string(),
-    );
-    metric(
-        "paybridge_store_writes_failed_total",
-        "counter",
-        "Writes failed by a storage error (full disk, I/O).",
-        stats.failed().to_string(),
-    );
+    let rows = [
+        ("paybridge_store_pending_writes", "gauge", "Writes waiting to be made durable.", stats.pending().to_string()),
+        (
+            "paybridge_store_oldest_pending_write_seconds",
+            "gauge",
+            "How long the batch being written has waited (0 when idle).",
+            format!("{age:.3}"),
+        ),
+        (
+            "paybridge_store_syncs_total",
+            "counter",
+            "Batches made durable (one fdatasync each).",
+            stats.syncs().to_string(),
+        ),
+        (
+            "paybridge_store_writes_acknowledged_total",
+            "counter",
+            "Writes acknowledged after their batch was synced.",
+            stats.acknowledged().to_string(),
+        ),
+        (
+            "paybridge_store_writes_refused_total",
+            "counter",
+            "Writes refused at once because the queue was full.",
+            stats.refused_busy().to_string(),
+        ),
+        (
+            "paybridge_store_writes_failed_total",
+            "counter",
+            "Writes failed by a storage error (full disk, I/O).",
+            stats.failed().to_string(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
     out
 }
 
@@ -214,6 +211,20 @@ mod tests {
             "paybridge_orders{status=\"PAID\"} 1",
             "paybridge_sled_size_bytes 4096",
             "paybridge_certificate_expiry_timestamp_seconds 1800000000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn renders_the_writer_figures() {
+        let text = render_writer(&WriterStats::default());
+        for line in [
+            "# TYPE paybridge_store_pending_writes gauge",
+            "paybridge_store_pending_writes 0",
+            "paybridge_store_oldest_pending_write_seconds 0.000",
+            "# TYPE paybridge_store_writes_failed_total counter",
+            "paybridge_store_writes_failed_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
