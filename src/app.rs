@@ -39,6 +39,8 @@ pub struct Running {
     pub config: Config,
     /// The store, for read-only views (tests, later the admin page).
     pub store: Store,
+    /// The server's counters.
+    pub metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -65,6 +67,9 @@ impl Running {
         }
     }
 }
+
+/// How often the notify log's retention is checked.
+const NOTIFY_LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({key})"))
@@ -160,27 +165,23 @@ pub async fn start_with_listeners(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
+    let serving = crate::server::Serving { metrics: Some(metrics.clone()), limits: config.http.limits };
     let mut servers = Vec::new();
     let mut background = Vec::new();
+    background.push(tokio::spawn(store.clone().keep_notify_log(config.notifies.retention, NOTIFY_LOG_CHECK)));
     match (https, tls) {
         (Some(https), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls.resolver.clone()));
-            servers.push(tokio::spawn(crate::server::run_tls(
-                https,
-                acceptor,
-                api,
-                Some(metrics.clone()),
-                stop_signal(),
-            )));
+            servers.push(tokio::spawn(crate::server::run_tls(https, acceptor, api, serving.clone(), stop_signal())));
             if let Some(listener) = http {
                 let plain = crate::http::plain::routes(tls.http_challenges.clone(), config.tls.listen.port());
-                servers.push(tokio::spawn(crate::server::run(listener, plain, Some(metrics.clone()), stop_signal())));
+                servers.push(tokio::spawn(crate::server::run(listener, plain, serving.clone(), stop_signal())));
             }
             background.extend(tls.task);
         }
         _ => {
             let listener = http.expect("checked above");
-            servers.push(tokio::spawn(crate::server::run(listener, api, Some(metrics.clone()), stop_signal())));
+            servers.push(tokio::spawn(crate::server::run(listener, api, serving.clone(), stop_signal())));
         }
     }
     let addr = tls_addr.or(http_addr).expect("checked above");
@@ -194,6 +195,7 @@ pub async fn start_with_listeners(
         sandbox_admin_password,
         config,
         store,
+        metrics,
         stop,
         servers,
         background,

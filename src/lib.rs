@@ -20,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod limit;
 pub mod metrics;
 pub mod pay;
 pub mod sandbox;

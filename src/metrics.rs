@@ -29,6 +29,7 @@ pub struct Metrics {
     unified_orders: Mutex<BTreeMap<&'static str, u64>>,
     notifies: Mutex<BTreeMap<&'static str, u64>>,
     wechat: Mutex<BTreeMap<&'static str, Histogram>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
 }
 
@@ -63,6 +64,17 @@ impl Metrics {
     /// Counts a notify by verdict.
     pub fn notify(&self, verdict: &'static str) {
         *self.notifies.lock().expect("metrics lock").entry(verdict).or_default() += 1;
+    }
+
+    /// Counts something refused to protect the server (`body_too_large`,
+    /// `notify_not_recorded`, `connection_limit`, ...).
+    pub fn refused(&self, reason: &'static str) {
+        *self.refused.lock().expect("metrics lock").entry(reason).or_default() += 1;
+    }
+
+    /// How many times `reason` was refused.
+    pub fn refused_count(&self, reason: &'static str) -> u64 {
+        self.refused.lock().expect("metrics lock").get(reason).copied().unwrap_or(0)
     }
 
     /// Records how long a call to WeChat took.
@@ -108,6 +120,11 @@ impl Metrics {
         out.push_str("# TYPE paybridge_notifies_total counter\n");
         for (verdict, n) in self.notifies.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "paybridge_notifies_total{{verdict=\"{verdict}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_refused_total Requests, connections and records refused by a limit.\n");
+        out.push_str("# TYPE paybridge_refused_total counter\n");
+        for (reason, n) in self.refused.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_refused_total{{reason=\"{reason}\"}} {n}");
         }
         out.push_str("# HELP paybridge_wechat_request_duration_seconds Calls to WeChat's API.\n");
         out.push_str("# TYPE paybridge_wechat_request_duration_seconds histogram\n");
@@ -199,12 +216,14 @@ mod tests {
         m.request("/pay/notify", 200);
         m.unified_order("prepaid");
         m.notify("PAID");
+        m.refused("body_too_large");
         m.wechat_call("unifiedorder", Duration::from_millis(70));
         let text = m.render(4096, &[("PAID", 1)], Some(1_800_000_000));
         for line in [
             "paybridge_http_requests_total{route=\"/pay/orders/{no}\",status=\"200\"} 1",
             "paybridge_unified_orders_total{outcome=\"prepaid\"} 1",
             "paybridge_notifies_total{verdict=\"PAID\"} 1",
+            "paybridge_refused_total{reason=\"body_too_large\"} 1",
             "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.05\"} 0",
             "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.1\"} 1",
             "paybridge_wechat_request_duration_seconds_count{api=\"unifiedorder\"} 1",

@@ -5,9 +5,11 @@
 //! TLS handshake happens in the connection's task, so a slow client never
 //! holds up the loop.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,9 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
 use warp::reply::Response;
 
+use crate::http::body::BodyTimeout;
 use crate::http::{OverTls, PeerAddr};
+use crate::limit::PeerKey;
 use crate::metrics::{route_label, Metrics};
 use crate::tls::ACME_TLS_ALPN;
 
@@ -37,15 +41,56 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// A client gets this long to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many connections a listener holds open, and for how long (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// All clients together (`max_connections`); past it a new connection
+    /// is closed at once.
+    pub total: usize,
+    /// One address (an IPv6 /64 counts as one; `max_connections_per_ip`).
+    pub per_ip: usize,
+    /// How long a new connection (TLS handshake included) gets until its
+    /// first request has arrived whole, whatever the protocol: silent
+    /// sockets, half an HTTP/2 preface and unfinished HEADERS are all closed
+    /// after it (`first_request_timeout_secs`).
+    pub first_request: Duration,
+    /// How long a connection with no request in progress stays open,
+    /// HTTP/1.1 keep-alive and idle HTTP/2 alike (`idle_timeout_secs`).
+    pub idle: Duration,
+    /// How long a request body may take to arrive (`body_timeout_secs`).
+    pub body: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            total: 2048,
+            per_ip: 256,
+            first_request: Duration::from_secs(20),
+            idle: Duration::from_secs(60),
+            body: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a listener is served with besides its routes.
+#[derive(Clone, Default)]
+pub struct Serving {
+    /// `None` for the simulator: no metrics, access logs at debug only.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Connection caps.
+    pub limits: ConnectionLimits,
+}
+
 /// Serves `routes` over plain HTTP on `listener` until `shutdown` completes,
 /// then stops accepting and waits (up to [`SHUTDOWN_GRACE`]) for open requests.
 pub async fn run(
     listener: TcpListener,
     routes: BoxedFilter<(Response,)>,
-    metrics: Option<Arc<Metrics>>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve(listener, None, routes, metrics, shutdown).await
+    serve(listener, None, routes, serving, shutdown).await
 }
 
 /// Like [`run`], over TLS. Handshakes that negotiate `acme-tls/1` are
@@ -54,22 +99,32 @@ pub async fn run_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     routes: BoxedFilter<(Response,)>,
-    metrics: Option<Arc<Metrics>>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve(listener, Some(acceptor), routes, metrics, shutdown).await
+    serve(listener, Some(acceptor), routes, serving, shutdown).await
 }
 
 async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
-    metrics: Option<Arc<Metrics>>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Serving { metrics, limits } = serving;
     let service = warp::service(routes);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(64)
+        .max_header_list_size(64 * 1024);
+    let admission = Arc::new(Admission::new(limits));
+    let refusals = Arc::new(crate::limit::Summary::new(Duration::from_secs(60)));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -85,9 +140,22 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(permit) = admission.admit(peer.ip()) else {
+            // Closed before any work: a flood of sockets costs one accept each.
+            drop(stream);
+            let reason = if admission.total() >= limits.total { "connection_limit" } else { "connection_limit_per_ip" };
+            if let Some(m) = &metrics {
+                m.refused(reason);
+            }
+            if let Some(count) = refusals.event() {
+                tracing::warn!(count, last_peer = %peer, reason, "connections refused (http.max_connections / max_connections_per_ip)");
+            }
+            continue;
+        };
         // Replies and TLS flights are small and complete: send them at once
         // instead of letting Nagle wait for the client's (delayed) ACK.
         let _ = stream.set_nodelay(true);
+        let peer = SocketAddr::new(crate::limit::canonical(peer.ip()), peer.port());
         let connection = Connection {
             builder: builder.clone(),
             service: service.clone(),
@@ -98,9 +166,17 @@ async fn serve(
         };
         let tls = tls.clone();
         tokio::spawn(async move {
-            match tls {
-                None => connection.serve(stream).await,
-                Some(acceptor) => connection.serve_tls(acceptor, stream).await,
+            let _permit = permit;
+            let activity = Activity::new(limits);
+            let served = async {
+                match tls {
+                    None => connection.serve(stream, activity.clone()).await,
+                    Some(acceptor) => connection.serve_tls(acceptor, stream, activity.clone()).await,
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = activity.idle() => {}
             }
         });
     }
@@ -127,7 +203,7 @@ where
     S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream) {
+    async fn serve_tls(self, acceptor: TlsAcceptor, stream: TcpStream, activity: Arc<Activity>) {
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -143,13 +219,16 @@ where
             tracing::info!(peer = %self.peer, "answered a TLS-ALPN-01 validation");
             return;
         }
-        self.serve(tls).await
+        self.serve(tls, activity).await
     }
 
-    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I, activity: Arc<Activity>) {
         let Connection { builder, service, watcher, peer, tls, metrics } = self;
+        let body_timeout = activity.limits.body;
         let per_request = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let busy = activity.begin();
             req.extensions_mut().insert(PeerAddr(peer));
+            req.extensions_mut().insert(BodyTimeout(body_timeout));
             if tls {
                 req.extensions_mut().insert(OverTls);
             }
@@ -159,7 +238,10 @@ where
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let mut service = service.clone();
             let metrics = metrics.clone();
+            let declared_length =
+                req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             async move {
+                let _busy = busy;
                 let started = Instant::now();
                 if let Some(m) = &metrics {
                     m.in_flight(1);
@@ -171,6 +253,9 @@ where
                 }
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 let _entered = span.enter();
+                if status == 413 {
+                    body_too_large(metrics.as_deref(), peer, &path, declared_length);
+                }
                 match &metrics {
                     Some(m) => {
                         m.in_flight(-1);
@@ -186,6 +271,122 @@ where
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), per_request);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
             tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// Counts and logs a body refused for its size: who sent how much, where.
+fn body_too_large(metrics: Option<&Metrics>, peer: SocketAddr, path: &str, declared: Option<u64>) {
+    static LOG: std::sync::OnceLock<crate::limit::Summary> = std::sync::OnceLock::new();
+    if let Some(m) = metrics {
+        m.refused("body_too_large");
+    }
+    if let Some(count) = LOG.get_or_init(|| crate::limit::Summary::new(Duration::from_secs(1))).event() {
+        let size = declared.map_or_else(|| "more than the limit (chunked)".to_owned(), |n| format!("{n} bytes"));
+        tracing::warn!(%peer, path, size, count, "request body too large (413)");
+    }
+}
+
+/// Open connections, in total and per peer.
+struct Admission {
+    limits: ConnectionLimits,
+    open: std::sync::Mutex<(usize, HashMap<PeerKey, usize>)>,
+}
+
+/// One admitted connection; leaving gives its place back.
+struct Permit {
+    admission: Arc<Admission>,
+    key: PeerKey,
+}
+
+impl Admission {
+    fn new(limits: ConnectionLimits) -> Admission {
+        Admission { limits, open: std::sync::Mutex::new((0, HashMap::new())) }
+    }
+
+    fn total(&self) -> usize {
+        self.open.lock().expect("admission lock").0
+    }
+
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Permit> {
+        let key = PeerKey::of(ip);
+        let mut open = self.open.lock().expect("admission lock");
+        let (total, peers) = &mut *open;
+        let mine = peers.get(&key).copied().unwrap_or(0);
+        if *total >= self.limits.total || mine >= self.limits.per_ip {
+            return None;
+        }
+        *total += 1;
+        peers.insert(key, mine + 1);
+        Some(Permit { admission: self.clone(), key })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.admission.open.lock().expect("admission lock");
+        let (total, peers) = &mut *open;
+        *total -= 1;
+        if let Some(n) = peers.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// When a connection last did something, for closing idle ones.
+struct Activity {
+    limits: ConnectionLimits,
+    opened: Instant,
+    /// Requests in progress.
+    busy: AtomicUsize,
+    /// Whether a request has arrived yet.
+    served: AtomicBool,
+    /// When the last request ended (ms since `opened`).
+    last: AtomicU64,
+}
+
+/// A request in progress on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last.store(self.0.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    fn new(limits: ConnectionLimits) -> Arc<Activity> {
+        Arc::new(Activity {
+            limits,
+            opened: Instant::now(),
+            busy: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Resolves once the connection has been idle too long: no first
+    /// request in time, or none in progress for the idle timeout.
+    async fn idle(&self) {
+        loop {
+            let limit = if self.served.load(Ordering::Relaxed) { self.limits.idle } else { self.limits.first_request };
+            let idle_since = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = self.opened + idle_since + limit;
+            if self.busy.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
+                return;
+            }
+            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -5,9 +5,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{notify_fields, signed_xml, Env, Opts, ADMIN_PASSWORD, MCH_KEY};
+use common::{login, notify_fields, signed_xml, Env, Opts, ADMIN_PASSWORD, MCH_KEY};
 use paybridge::wechat::sign::SignType;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const ENDPOINTS: &[&str] = &[
     "/admin/api/session",
@@ -18,59 +18,6 @@ const ENDPOINTS: &[&str] = &[
     "/admin/api/system",
     "/admin/api/export/orders.csv",
 ];
-
-/// A logged-in admin (a cookie-keeping client and the CSRF token).
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    csrf: String,
-}
-
-async fn login(env: &Env) -> Admin {
-    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    let r = http
-        .post(format!("{}/admin/api/login", env.base))
-        .json(&json!({ "password": ADMIN_PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(cookie.contains(attribute), "{cookie}");
-    }
-    assert!(!cookie.contains("Secure"), "no Secure flag over plain HTTP: {cookie}");
-    let body: Value = r.json().await.unwrap();
-    Admin { http, base: env.base.clone(), csrf: body["csrf"].as_str().unwrap().to_owned() }
-}
-
-impl Admin {
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn text(&self, path: &str) -> (u16, String, String) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        (r.status().as_u16(), content_type, r.text().await.unwrap())
-    }
-
-    /// Every order number of a listing, following `next` to the end.
-    async fn all(&self, query: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let (status, page) = self.get(&format!("/admin/api/orders?limit=7&{query}&cursor={cursor}")).await;
-            assert_eq!(status, 200, "{page}");
-            out.extend(page["items"].as_array().unwrap().iter().map(|o| o["outTradeNo"].as_str().unwrap().to_owned()));
-            match page["next"].as_str() {
-                Some(next) => cursor = next.to_owned(),
-                None => return out,
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn every_endpoint_needs_a_session_and_changes_need_csrf() {

@@ -265,7 +265,7 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
         let page = store.list_orders(&OrderFilter::default(), cursor.as_deref(), 500).unwrap();
         for order in &page.items {
             *counted.entry(order.status.as_str()).or_insert(0u64) += 1;
-            let notifies = store.notifies_for_order(&order.out_trade_no).unwrap();
+            let notifies = store.notifies_for_order(&order.out_trade_no, None, 1000).unwrap().items;
             let paid = notifies.iter().filter(|n| n.verdict == Verdict::Paid).count();
             assert!(paid <= 1, "{} was PAID {paid} times", order.out_trade_no);
             assert_eq!(paid == 1, order.status == OrderStatus::Paid, "{}", order.out_trade_no);

@@ -37,17 +37,22 @@ async fn refused_notifies_change_nothing_and_are_logged_with_their_reason() {
         (signed_xml(with(good.clone(), &[("mch_id", "10000999")]), MCH_KEY, SignType::Md5), false, "mch_id"),
         (signed_xml(with(good.clone(), &[("appid", "wx0000000000000000")]), MCH_KEY, SignType::Md5), false, "appid"),
     ];
+    let mut linked = 0;
     for (i, (body, acknowledged, reason)) in cases.iter().enumerate() {
         let (status, reply) = env.notify(body.clone()).await;
         assert_eq!(status, 200);
         let expected = if *acknowledged { "SUCCESS" } else { "FAIL" };
         assert_eq!(reply["return_code"], expected, "case {i} ({reason})");
-        let log = env.notifies("REFUSE0001");
-        assert_eq!(log.len(), i + 1);
-        let entry = log.last().unwrap();
+        let entry = env.last_notify();
         assert_eq!(entry.verdict, Verdict::Rejected, "case {i}");
         assert!(entry.reason.contains(reason), "case {i}: {}", entry.reason);
         assert_eq!(entry.raw, body.as_bytes(), "the raw body is kept");
+        assert_eq!(entry.out_trade_no.as_deref(), Some("REFUSE0001"), "it claims the order");
+        // Only a notify whose signature verified belongs to the order.
+        let verified = *reason != "signature";
+        assert_eq!(entry.verified, verified, "case {i}");
+        linked += usize::from(verified);
+        assert_eq!(env.notifies("REFUSE0001").len(), linked, "case {i}");
         let now = env.app.store.order("REFUSE0001").unwrap().unwrap();
         assert_eq!(now.status, OrderStatus::Prepaid, "case {i}");
         assert_eq!(now.transaction_id, None);

@@ -94,7 +94,12 @@ pub struct NotifyRow {
     transaction_id: Option<String>,
     verdict: &'static str,
     reason: String,
+    /// Whether the signature verified; an unverified one only claims its order.
+    verified: bool,
+    /// The body: whole if verified, else its first KiB.
     raw: String,
+    size: u64,
+    sha256: String,
     sandbox: bool,
 }
 
@@ -108,7 +113,10 @@ impl From<&NotifyRecord> for NotifyRow {
             transaction_id: r.transaction_id.clone(),
             verdict: r.verdict.as_str(),
             reason: r.reason.clone(),
+            verified: r.verified,
             raw: String::from_utf8_lossy(&r.raw).into_owned(),
+            size: r.size,
+            sha256: r.sha256.clone(),
             sandbox: r.sandbox,
         }
     }
@@ -124,8 +132,14 @@ pub struct OrderDetail {
     time_end: Option<String>,
     updated_at: i64,
     history: Vec<store::OrderEvent>,
+    /// Its newest verified notifies (at most [`ORDER_NOTIFIES`]).
     notifies: Vec<NotifyRow>,
+    /// The cursor for more of them in `/admin/api/notifies?order=`.
+    notifies_next: Option<String>,
 }
+
+/// How many notifies an order's detail shows; the rest are a page away.
+pub const ORDER_NOTIFIES: usize = 20;
 
 /// Paid count and amount.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -227,7 +241,10 @@ impl Admin {
             .store
             .paid_by_day(first_of_month, today)?
             .iter()
-            .fold(Total::default(), |t, d| Total { count: t.count + d.count, fen: t.fen + d.fen });
+            .try_fold(Total::default(), |t, d| {
+                Some(Total { count: t.count.checked_add(d.count)?, fen: t.fen.checked_add(d.fen)? })
+            })
+            .ok_or(StoreError::Codec(store::codec::CodecError::Overflow("the month's paid total")))?;
         let counts = self.store.status_counts()?;
         let count = |s: store::OrderStatus| counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
         Ok(Overview {
@@ -260,20 +277,29 @@ impl Admin {
     /// One order in full, or `None`.
     pub fn order(&self, out_trade_no: &str) -> Result<Option<OrderDetail>, StoreError> {
         let Some(order) = self.store.order(out_trade_no)? else { return Ok(None) };
-        let notifies = self.store.notifies_for_order(out_trade_no)?;
+        let notifies = self.store.notifies_for_order(out_trade_no, None, ORDER_NOTIFIES)?;
         Ok(Some(OrderDetail {
             row: OrderRow::from(&order),
             prepay_id: order.prepay.as_ref().map(|p| p.prepay_id.clone()),
             time_end: order.time_end.clone(),
             updated_at: order.updated_at,
             history: order.history.clone(),
-            notifies: notifies.iter().map(NotifyRow::from).collect(),
+            notifies: notifies.items.iter().map(NotifyRow::from).collect(),
+            notifies_next: notifies.next,
         }))
     }
 
-    /// A page of the notify log.
-    pub fn notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRow>, StoreError> {
-        let page = self.store.list_notifies(cursor, limit)?;
+    /// A page of the notify log, or of one order's verified notifies.
+    pub fn notifies(
+        &self,
+        order: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<NotifyRow>, StoreError> {
+        let page = match order {
+            Some(no) => self.store.notifies_for_order(no, cursor, limit)?,
+            None => self.store.list_notifies(cursor, limit)?,
+        };
         Ok(Page { items: page.items.iter().map(NotifyRow::from).collect(), next: page.next })
     }
 

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::secret::Secret;
-use crate::store::StoreOptions;
+use crate::server::ConnectionLimits;
+use crate::store::{Retention, StoreOptions};
 use crate::wechat::sign::SignType;
 
 mod tls;
@@ -69,7 +70,21 @@ pub struct Config {
     pub log: LogConfig,
     /// The store's memory and write queue (`[storage]`).
     pub storage: StoreOptions,
+    /// The notify log's bounds (`[notifies]`).
+    pub notifies: NotifiesConfig,
 }
+
+/// `[notifies]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotifiesConfig {
+    /// How long and how much of the notify log is kept.
+    pub retention: Retention,
+    /// Refused notifies recorded per peer and minute; the rest are only counted.
+    pub refused_per_peer_per_minute: u32,
+}
+
+/// The largest amount an order may have by default: ¥100,000.
+pub const DEFAULT_MAX_TOTAL_FEE: u64 = 10_000_000;
 
 /// `[metrics]`
 #[derive(Debug, Clone, Default)]
@@ -102,6 +117,8 @@ pub struct HttpConfig {
     /// Address of the plain-HTTP listener; `None` when set to `"off"`
     /// (possible with TLS on: ACME then uses TLS-ALPN-01 only).
     pub listen: Option<SocketAddr>,
+    /// Connection caps, for each listener.
+    pub limits: ConnectionLimits,
 }
 
 /// `[wechat]`
@@ -133,6 +150,8 @@ pub struct OrdersConfig {
     /// Whether `/pay/unifiedOrder` may take the amount from the mini-program.
     /// Off by default: a client can send any amount it likes.
     pub accept_client_amount: bool,
+    /// The largest `totalFee` (fen) an order may have.
+    pub max_total_fee: u64,
 }
 
 /// `[sandbox]`
@@ -200,6 +219,37 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    notifies: RawNotifies,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifies {
+    keep_days: Option<u32>,
+    keep_mb: Option<u64>,
+    refused_per_peer_per_minute: Option<u32>,
+}
+
+impl RawNotifies {
+    fn validate(self) -> Result<NotifiesConfig, ConfigError> {
+        let days = match self.keep_days.unwrap_or(90) {
+            d @ 1..=3650 => d,
+            _ => return Err(invalid("notifies.keep_days", "must be from 1 to 3650 (days)")),
+        };
+        let mb = match self.keep_mb.unwrap_or(256) {
+            mb @ 1..=1_048_576 => mb,
+            _ => return Err(invalid("notifies.keep_mb", "must be from 1 to 1048576 (megabytes)")),
+        };
+        let per_minute = match self.refused_per_peer_per_minute.unwrap_or(30) {
+            n @ 0..=100_000 => n,
+            _ => return Err(invalid("notifies.refused_per_peer_per_minute", "must be from 0 to 100000")),
+        };
+        Ok(NotifiesConfig {
+            retention: Retention { max_age_ms: i64::from(days) * 86_400_000, max_bytes: mb * 1024 * 1024 },
+            refused_per_peer_per_minute: per_minute,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +298,41 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    first_request_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+}
+
+impl RawHttp {
+    fn limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        let defaults = ConnectionLimits::default();
+        let total = match self.max_connections.unwrap_or(defaults.total) {
+            n @ 1..=1_000_000 => n,
+            _ => return Err(invalid("http.max_connections", "must be from 1 to 1000000")),
+        };
+        let per_ip = match self.max_connections_per_ip.unwrap_or(defaults.per_ip.min(total)) {
+            n if (1..=total).contains(&n) => n,
+            _ => return Err(invalid("http.max_connections_per_ip", "must be from 1 to http.max_connections")),
+        };
+        let secs = |key: &str, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(n @ 1..=3600) => Ok(Duration::from_secs(n)),
+            Some(_) => Err(invalid(key, "must be from 1 to 3600 (seconds)")),
+        };
+        Ok(ConnectionLimits {
+            total,
+            per_ip,
+            first_request: secs(
+                "http.first_request_timeout_secs",
+                self.first_request_timeout_secs,
+                defaults.first_request,
+            )?,
+            idle: secs("http.idle_timeout_secs", self.idle_timeout_secs, defaults.idle)?,
+            body: secs("http.body_timeout_secs", self.body_timeout_secs, defaults.body)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +353,7 @@ struct RawWechat {
 #[serde(deny_unknown_fields)]
 struct RawOrders {
     accept_client_amount: Option<bool>,
+    max_total_fee: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +373,23 @@ impl RawConfig {
             "MODE" => self.mode = Some(value),
             "DATA_DIR" => self.data_dir = Some(value.into()),
             "HTTP_LISTEN" => self.http.listen = Some(value),
+            "HTTP_MAX_CONNECTIONS" => {
+                self.http.max_connections = Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+            }
+            "HTTP_FIRST_REQUEST_TIMEOUT_SECS" => {
+                self.http.first_request_timeout_secs =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
+            }
+            "HTTP_BODY_TIMEOUT_SECS" => {
+                self.http.body_timeout_secs = Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
+            }
+            "HTTP_IDLE_TIMEOUT_SECS" => {
+                self.http.idle_timeout_secs = Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
+            }
+            "HTTP_MAX_CONNECTIONS_PER_IP" => {
+                self.http.max_connections_per_ip =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+            }
             "WECHAT_APPID" => self.wechat.appid = Some(value),
             "WECHAT_APP_SECRET" => self.wechat.app_secret = Some(Secret::new(value)),
             "WECHAT_MCH_ID" => self.wechat.mch_id = Some(value),
@@ -302,6 +405,19 @@ impl RawConfig {
             "ORDERS_ACCEPT_CLIENT_AMOUNT" => {
                 self.orders.accept_client_amount =
                     Some(value.parse().map_err(|_| invalid(&var, "expected true or false"))?)
+            }
+            "ORDERS_MAX_TOTAL_FEE" => {
+                self.orders.max_total_fee = Some(value.parse().map_err(|_| invalid(&var, "expected fen"))?)
+            }
+            "NOTIFIES_KEEP_DAYS" => {
+                self.notifies.keep_days = Some(value.parse().map_err(|_| invalid(&var, "expected days"))?)
+            }
+            "NOTIFIES_KEEP_MB" => {
+                self.notifies.keep_mb = Some(value.parse().map_err(|_| invalid(&var, "expected megabytes"))?)
+            }
+            "NOTIFIES_REFUSED_PER_PEER_PER_MINUTE" => {
+                self.notifies.refused_per_peer_per_minute =
+                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
             }
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
             "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
@@ -382,8 +498,16 @@ impl Config {
         let t = &self.tls;
         let mut out =
             format!("mode = {:?}\ndata_dir = {:?}\n\n", self.mode.as_str(), self.data_dir.display().to_string());
-        out +=
-            &format!("[http]\nlisten = {}\n\n", self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")));
+        out += &format!(
+            "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\n\
+             first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\n",
+            self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")),
+            self.http.limits.total,
+            self.http.limits.per_ip,
+            self.http.limits.first_request.as_secs(),
+            self.http.limits.idle.as_secs(),
+            self.http.limits.body.as_secs()
+        );
         out += &format!("[tls]\nmode = {:?}\n", t.mode.as_str());
         if t.enabled() {
             out += &format!("listen = \"{}\"\ndomains = {:?}\n", t.listen, t.domains);
@@ -412,7 +536,16 @@ impl Config {
             w.notify_url,
             w.timeout.as_millis()
         );
-        out += &format!("[orders]\naccept_client_amount = {}\n\n", self.orders.accept_client_amount);
+        out += &format!(
+            "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\n\n",
+            self.orders.accept_client_amount, self.orders.max_total_fee
+        );
+        out += &format!(
+            "[notifies]\nkeep_days = {}\nkeep_mb = {}\nrefused_per_peer_per_minute = {}\n\n",
+            self.notifies.retention.max_age_ms / 86_400_000,
+            self.notifies.retention.max_bytes / (1024 * 1024),
+            self.notifies.refused_per_peer_per_minute
+        );
         out += &format!(
             "[storage]\ncache_mb = {}\nmax_pending_writes = {}\n\n",
             self.storage.cache_bytes / (1024 * 1024),
@@ -501,6 +634,7 @@ impl RawConfig {
             }
             None => None,
         };
+        let limits = self.http.limits()?;
         let listen = match self.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
             "off" if tls.enabled() => None,
             "off" => return Err(invalid("http.listen", "cannot be \"off\" while [tls] mode is \"off\"")),
@@ -618,11 +752,17 @@ impl RawConfig {
         Ok(Config {
             mode,
             data_dir,
-            http: HttpConfig { listen },
+            http: HttpConfig { listen, limits },
             tls,
             wechat,
             orders: OrdersConfig {
                 accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
+                max_total_fee: match self.orders.max_total_fee.unwrap_or(DEFAULT_MAX_TOTAL_FEE) {
+                    // WeChat's own ceiling for total_fee is far below this; a sum
+                    // of such orders still cannot overflow a u64.
+                    fen @ 1..=100_000_000_000 => fen,
+                    _ => return Err(invalid("orders.max_total_fee", "must be from 1 to 100000000000 (fen)")),
+                },
             },
             sandbox: SandboxConfig { simulator_listen },
             admin: AdminConfig { password_hash },
@@ -635,6 +775,7 @@ impl RawConfig {
                 }
             },
             storage: self.storage.validate()?,
+            notifies: self.notifies.validate()?,
         })
     }
 }

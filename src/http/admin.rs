@@ -26,6 +26,8 @@ use crate::store::{beijing_day_start, OrderFilter, OrderStatus};
 const COOKIE: &str = "pb_session";
 const LOGIN_BODY_LIMIT: usize = 4096;
 const CSV_MAX_ROWS: usize = 100_000;
+/// The most items one page of any admin list holds.
+const MAX_PAGE: usize = 200;
 
 /// Headers on every admin response.
 fn security_headers() -> HeaderMap {
@@ -225,7 +227,7 @@ fn order_query(q: &HashMap<String, String>) -> Result<OrderQuery, String> {
     let from_ms = day("from")?.map(beijing_day_start);
     let to_ms = day("to")?.map(|d| beijing_day_start(d + 1));
     let limit = match nonempty("limit") {
-        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=200).contains(l)).ok_or("limit must be 1 to 200")?,
+        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or("limit must be 1 to 200")?,
         None => 50,
     };
     Ok(OrderQuery {
@@ -327,8 +329,15 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
                 }
                 None => None,
             };
-            let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50usize).clamp(1, 200);
-            blocking(move || match admin.notifies(cursor, limit) {
+            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+                None => 50,
+                Some(l) => match l.parse::<usize>().ok().filter(|l| (1..=MAX_PAGE).contains(l)) {
+                    Some(l) => l,
+                    None => return Refusal::BadQuery("limit must be 1 to 200".into()).reply(),
+                },
+            };
+            let order = q.get("order").filter(|o| !o.is_empty()).cloned();
+            blocking(move || match admin.notifies(order.as_deref(), cursor, limit) {
                 Ok(page) => reply::json(&serde_json::json!({ "items": page.items, "next": page.next })).into_response(),
                 Err(e) => internal(e),
             })

@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::{self, Reply, Response};
 use warp::Rejection;
 
-use super::body::{BodyTooLarge, BodyUnreadable};
+use super::body::{BodyLate, BodyTooLarge, BodyUnreadable};
 use crate::pay::PayError;
 use crate::store::StoreError;
 use crate::wechat::client::WechatError;
@@ -70,6 +70,9 @@ pub async fn rejection(r: Rejection) -> Result<Response, Infallible> {
     } else if let Some(too_large) = r.find::<BodyTooLarge>() {
         let message = format!("the request body is larger than this endpoint's limit of {} bytes", too_large.limit);
         json_error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", &message)
+    } else if let Some(BodyLate(timeout)) = r.find() {
+        let message = format!("the request body did not arrive within {} seconds", timeout.as_secs());
+        json_error(StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT", &message)
     } else if r.find::<BodyUnreadable>().is_some() {
         json_error(StatusCode::BAD_REQUEST, "BODY_UNREADABLE", "the request body could not be read")
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {

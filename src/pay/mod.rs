@@ -85,7 +85,11 @@ pub struct Payments {
     mch_key: Secret,
     sign_type: SignType,
     accept_client_amount: bool,
+    max_total_fee: u64,
     sandbox: bool,
+    /// Refused notifies recorded per peer; the rest are counted only.
+    refused_budget: crate::limit::PeerBudget,
+    unrecorded: crate::limit::Summary,
     locks: OrderLocks,
     metrics: Arc<Metrics>,
 }
@@ -102,6 +106,9 @@ impl Payments {
             mch_key: config.wechat.mch_key.clone(),
             sign_type: config.wechat.sign_type,
             accept_client_amount: config.orders.accept_client_amount,
+            max_total_fee: config.orders.max_total_fee,
+            refused_budget: crate::limit::PeerBudget::new(config.notifies.refused_per_peer_per_minute, 4096),
+            unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
             sandbox: config.mode == Mode::Sandbox,
             locks: OrderLocks::new(),
         })

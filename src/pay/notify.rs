@@ -1,8 +1,14 @@
 //! Payment notifies: verify, decide, log, make durable, then acknowledge.
 //!
-//! Every notify is logged with its verdict, whatever it is. SUCCESS is
+//! Every verified notify is logged whole with its verdict. SUCCESS is
 //! answered only after the order change and the log entry are flushed to
 //! disk, so a crash can never lose a notify WeChat believes delivered.
+//!
+//! SECURITY: anyone can post here. A notify whose signature does not verify
+//! is recorded in a bounded form (see [`crate::store::notify`]), and only
+//! [`crate::config::NotifiesConfig::refused_per_peer_per_minute`] of them
+//! per peer; the rest are counted in a metric and summarised in one log line
+//! a minute.
 
 use std::net::SocketAddr;
 
@@ -41,19 +47,22 @@ impl NotifyAck {
 enum Checked {
     /// Verified and a successful payment.
     Payment(Payment),
-    /// Decided already: the verdict, the reason and the reply.
-    Decided(Verdict, String, NotifyAck),
+    /// Decided already: the verdict, the reason, the reply, and whether the
+    /// signature verified.
+    Decided(Verdict, String, NotifyAck, bool),
 }
 
 impl Payments {
     fn check_notify(&self, fields: &Fields) -> Checked {
+        let unverified =
+            |reason: String, reply: &str| Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail(reply), false);
         let rejected =
-            |reason: String, reply: &str| Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail(reply));
+            |reason: String, reply: &str| Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail(reply), true);
         let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
         if get("return_code") != "SUCCESS" {
             // Nothing signed to act on; acknowledge so it is not resent.
             let reason = format!("return_code {:?}: {}", get("return_code"), get("return_msg"));
-            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok());
+            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), false);
         }
         // WeChat signs notifies with the unified order's algorithm but often
         // omits sign_type; an MD5 notify is accepted under HMAC too.
@@ -62,7 +71,7 @@ impl Payments {
             SignType::HmacSha256 => &[SignType::HmacSha256, SignType::Md5],
         };
         if let Err(e) = sign::verify(fields, &self.mch_key, accepted) {
-            return rejected(format!("signature: {e}"), "签名失败");
+            return unverified(format!("signature: {e}"), "签名失败");
         }
         if get("appid") != self.appid {
             return rejected(format!("appid {:?} is not this mini-program's", get("appid")), "appid不匹配");
@@ -72,7 +81,7 @@ impl Payments {
         }
         if get("result_code") != "SUCCESS" {
             let reason = format!("payment failed: {} {}", get("err_code"), get("err_code_des"));
-            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok());
+            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), true);
         }
         let Ok(total_fee) = get("total_fee").parse::<u64>() else {
             return rejected(format!("total_fee {:?} is not a whole number of fen", get("total_fee")), "参数错误");
@@ -96,33 +105,32 @@ impl Payments {
         let parsed = xml::parse(raw);
         let field = |name: &str| parsed.as_ref().ok().and_then(|f| f.get(name)).filter(|v| !v.is_empty()).cloned();
         let out_trade_no = field("out_trade_no").filter(|no| is_valid_out_trade_no(no));
-        let record = NotifyRecord {
-            id: 0, // given by the store
-            received_at: now_ms(),
-            peer: peer.map(|p| p.to_string()),
-            raw: raw.to_vec(),
-            out_trade_no: out_trade_no.clone(),
-            transaction_id: field("transaction_id"),
-            verdict: Verdict::Rejected,
-            reason: String::new(),
-            sandbox: self.sandbox,
-        };
+        let mut record = NotifyRecord::received(raw, now_ms(), peer.map(|p| p.to_string()), self.sandbox);
+        record.out_trade_no = out_trade_no.clone();
+        record.transaction_id = field("transaction_id").filter(|t| t.len() <= 64);
         let checked = match &parsed {
             Ok(fields) => self.check_notify(fields),
-            Err(e) => Checked::Decided(Verdict::Rejected, e.to_string(), NotifyAck::fail("XML格式错误")),
+            Err(e) => Checked::Decided(Verdict::Rejected, e.to_string(), NotifyAck::fail("XML格式错误"), false),
         };
         let checked = match (checked, &out_trade_no) {
             (Checked::Payment(_), None) => Checked::Decided(
                 Verdict::Rejected,
                 "out_trade_no is missing or malformed".into(),
                 NotifyAck::fail("参数错误"),
+                true,
             ),
             (checked, _) => checked,
         };
+        record.verified = !matches!(checked, Checked::Decided(_, _, _, false));
+        if let Checked::Decided(verdict, _, ack, false) = &checked {
+            if !peer.is_none_or(|p| self.refused_budget.allow(p.ip())) {
+                return self.unrecorded(*verdict, ack.clone(), peer);
+            }
+        }
 
         let now = record.received_at;
         let result = match checked {
-            Checked::Decided(verdict, reason, ack) => {
+            Checked::Decided(verdict, reason, ack, _) => {
                 self.store.record_notify(record, move |_| (verdict, reason.clone(), ack.clone())).await
             }
             Checked::Payment(payment) => {
@@ -171,6 +179,20 @@ impl Payments {
                 notify_id = record.id, out_trade_no = ?record.out_trade_no, verdict = verdict.as_str(),
                 sandbox = self.sandbox, "payment notify"
             ),
+        }
+        ack
+    }
+
+    /// Answers an unverified notify over its peer's budget without storing it.
+    fn unrecorded(&self, verdict: Verdict, ack: NotifyAck, peer: Option<SocketAddr>) -> NotifyAck {
+        self.metrics.notify(verdict.as_str());
+        self.metrics.refused("notify_not_recorded");
+        if let Some(count) = self.unrecorded.event() {
+            tracing::warn!(
+                count, last_peer = ?peer,
+                "unverified notifies over the per-peer budget (notifies.refused_per_peer_per_minute) were refused \
+                 without being recorded"
+            );
         }
         ack
     }

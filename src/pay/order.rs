@@ -67,7 +67,7 @@ fn invalid(message: impl Into<String>) -> PayError {
 }
 
 impl NewOrder {
-    fn validate(self) -> Result<OrderContents, PayError> {
+    fn validate(self, max_total_fee: u64) -> Result<OrderContents, PayError> {
         if !is_valid_out_trade_no(&self.out_trade_no) {
             return Err(invalid("outTradeNo must be 6 to 32 characters of letters, digits, _ - | *"));
         }
@@ -85,6 +85,9 @@ impl NewOrder {
         match self.total_fee {
             None => Err(invalid("totalFee (in fen) is required")),
             Some(0) => Err(invalid("totalFee must be at least 1 fen")),
+            Some(fee) if fee > max_total_fee => {
+                Err(invalid(format!("totalFee must be at most {max_total_fee} fen (orders.max_total_fee), not {fee}")))
+            }
             Some(total_fee) => {
                 Ok(OrderContents { total_fee, body: self.body, attach: self.attach, openid: self.openid })
             }
@@ -112,7 +115,7 @@ impl Payments {
             return Err(PayError::ClientAmountRefused);
         }
         let out_trade_no = new.out_trade_no.clone();
-        let contents = new.validate()?;
+        let contents = new.validate(self.max_total_fee)?;
         let _guard = self.locks.lock(&out_trade_no).await;
 
         let no = out_trade_no.clone();

@@ -157,7 +157,7 @@ impl SimulatorHandle {
 pub fn serve_simulator(simulator: Simulator, listener: tokio::net::TcpListener) -> std::io::Result<SimulatorHandle> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), None, async {
+    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), Default::default(), async {
         let _ = stopped.await;
     }));
     Ok(SimulatorHandle { addr, simulator, stop, task })

@@ -18,6 +18,9 @@ pub enum CodecError {
     /// Written by a newer release (or damaged).
     #[error("record format version {0} is not known to this release")]
     UnknownVersion(u8),
+    /// A sum would not fit: refused rather than wrapped.
+    #[error("{0} would overflow")]
+    Overflow(&'static str),
     /// The bytes do not decode.
     #[error("damaged record: {0}")]
     Damaged(#[from] postcard::Error),

@@ -48,7 +48,7 @@ use writer::Writer;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-const INDEX_VERSION: &[u8] = b"3";
+const INDEX_VERSION: &[u8] = b"4";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,15 @@ pub struct Store {
     /// Empty only while the writer reopens the database after a failure.
     trees: Arc<ArcSwapOption<Trees>>,
     writer: Arc<Writer>,
+}
+
+/// How much of the notify log to keep (`[notifies]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Notifies older than this go.
+    pub max_age_ms: i64,
+    /// The oldest notifies go while the log holds more encoded bytes than this.
+    pub max_bytes: u64,
 }
 
 /// One page of a newest-first listing.
@@ -275,9 +284,10 @@ impl Store {
     /// must be pure. Returns the record as stored and that value.
     pub async fn record_notify<T: Send + 'static>(
         &self,
-        record: NotifyRecord,
+        mut record: NotifyRecord,
         decide: impl Fn(Option<&mut Order>) -> (Verdict, String, T) + Send + 'static,
     ) -> Result<(NotifyRecord, T), StoreError> {
+        record.trim_unverified();
         self.write(SMALL_WRITE + record.raw.len(), move |tx, id| {
             let mut record = record.clone();
             record.id = id;
@@ -289,6 +299,7 @@ impl Store {
             let (verdict, reason, value) = decide(order.as_mut());
             record.verdict = verdict;
             record.reason = reason;
+            record.trim_unverified();
             if let (Some(order), Some(before)) = (&order, &before) {
                 if order != before {
                     tx.put_order(order, before)?;
@@ -313,18 +324,104 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// Every notify received for an order, oldest first.
-    pub fn notifies_for_order(&self, out_trade_no: &str) -> Result<Vec<NotifyRecord>, StoreError> {
+    /// The verified notifies of an order, newest first, starting after
+    /// `cursor` (unverified ones only claim an order and are not linked).
+    pub fn notifies_for_order(
+        &self,
+        out_trade_no: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<NotifyRecord>, StoreError> {
         let prefix = tx::prefixed_key(out_trade_no, &[]);
-        let mut out = Vec::new();
+        let end = tx::prefixed_key(out_trade_no, &cursor.unwrap_or(u64::MAX).to_be_bytes());
+        let mut items = Vec::with_capacity(limit.min(1000));
         let trees = self.trees()?;
-        for entry in trees.notifies_by_order.scan_prefix(&prefix) {
+        for entry in trees.notifies_by_order.range(prefix.clone()..end).rev() {
             let (key, _) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|r: &NotifyRecord| r.id.to_string());
+                return Ok(Page { items, next });
+            }
             if let Some(bytes) = trees.notifies.get(&key[prefix.len()..])? {
-                out.push(NotifyRecord::decode(&bytes)?);
+                items.push(NotifyRecord::decode(&bytes)?);
             }
         }
-        Ok(out)
+        Ok(Page { items, next: None })
+    }
+
+    /// Keeps the notify log within `retention` for as long as it runs:
+    /// checks every `every`, then prunes in small batches.
+    pub async fn keep_notify_log(self, retention: Retention, every: std::time::Duration) {
+        const BATCH: usize = 256;
+        let mut failing = false;
+        loop {
+            let mut pruned = 0;
+            loop {
+                match self.prune_notifies(retention, crate::pay::now_ms(), BATCH).await {
+                    Ok(n) => {
+                        pruned += n;
+                        failing = false;
+                        if n < BATCH {
+                            break;
+                        }
+                        // Let the writes queued behind this batch go first.
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot prune the notify log; will retry");
+                        }
+                        failing = true;
+                        break;
+                    }
+                }
+            }
+            if pruned > 0 {
+                tracing::info!(pruned, "old notifies removed (notifies.keep_days / keep_mb)");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The notify log's size: (records, encoded bytes), from its counter.
+    pub fn notify_log_size(&self) -> Result<(u64, u64), StoreError> {
+        let value = self.trees()?.stats.get(tx::NOTIFY_LOG_SIZE)?;
+        Ok((tx::read_u64(value.as_deref(), 0), tx::read_u64(value.as_deref(), 8)))
+    }
+
+    /// Deletes the oldest notifies while the log is over `retention`, at
+    /// most `batch` of them in one write; returns how many went. Call it
+    /// again while it returns `batch`: small batches keep other writes from
+    /// waiting behind a long prune.
+    pub async fn prune_notifies(&self, retention: Retention, now_ms: i64, batch: usize) -> Result<usize, StoreError> {
+        let oldest = self
+            .read(move |store| {
+                let (_, mut bytes) = store.notify_log_size()?;
+                let mut doomed = Vec::new();
+                for entry in store.trees()?.notifies.iter().take(batch) {
+                    let (key, value) = entry?;
+                    let record = NotifyRecord::decode(&value)?;
+                    if bytes <= retention.max_bytes && record.received_at >= now_ms - retention.max_age_ms {
+                        break;
+                    }
+                    bytes = bytes.saturating_sub(value.len() as u64);
+                    doomed.push(u64::from_be_bytes(key.as_ref().try_into().map_err(|_| CodecError::Empty)?));
+                }
+                Ok(doomed)
+            })
+            .await?;
+        if oldest.is_empty() {
+            return Ok(0);
+        }
+        let count = oldest.len();
+        self.write(SMALL_WRITE, move |tx, _| {
+            for id in &oldest {
+                tx.remove_notify(*id)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(count)
     }
 
     /// How many orders are stored, from the maintained per-status counters
@@ -423,9 +520,14 @@ impl Trees {
     /// Rebuilds every order index and counter from the orders themselves
     /// (after an upgrade that added an index).
     fn rebuild_indexes(&self) -> Result<(), StoreError> {
-        for tree in
-            [&self.orders_by_time, &self.orders_by_status, &self.orders_by_tx, &self.orders_by_openid, &self.stats]
-        {
+        for tree in [
+            &self.orders_by_time,
+            &self.orders_by_status,
+            &self.orders_by_tx,
+            &self.orders_by_openid,
+            &self.stats,
+            &self.notifies_by_order,
+        ] {
             tree.clear()?;
         }
         let mut rebuilt = 0u64;
@@ -438,9 +540,7 @@ impl Trees {
         for entry in self.notifies.iter() {
             let (_, bytes) = entry?;
             let record = NotifyRecord::decode(&bytes)?;
-            if record.verdict == Verdict::Rejected {
-                self.transact(|tx| tx.count_rejected(&record))?;
-            }
+            self.transact(|tx| tx.index_notify(&record, bytes.len()))?;
         }
         if rebuilt > 0 {
             tracing::info!(orders = rebuilt, "order indexes rebuilt");
@@ -551,15 +651,9 @@ mod tests {
         let (_dir, store) = open();
         store.insert_order(order("ORDER001", 1)).await.unwrap().unwrap();
         let rec = || NotifyRecord {
-            id: 0,
-            received_at: 5,
-            peer: None,
-            raw: b"<xml/>".to_vec(),
             out_trade_no: Some("ORDER001".into()),
-            transaction_id: None,
-            verdict: Verdict::Rejected,
-            reason: String::new(),
-            sandbox: false,
+            verified: true,
+            ..NotifyRecord::received(b"<xml/>", 5, None, false)
         };
         let stored = store
             .record_notify(rec(), |o| {
@@ -574,13 +668,112 @@ mod tests {
         assert_eq!(store.order("ORDER001").unwrap().unwrap().status, OrderStatus::Paid);
         assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 10).unwrap().items.len(), 1);
         assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 10).unwrap().items.len(), 0);
-        let log = store.notifies_for_order("ORDER001").unwrap();
-        assert_eq!(log.iter().map(|r| r.verdict).collect::<Vec<_>>(), [Verdict::Paid, Verdict::Duplicate]);
-        assert!(log[0].id < log[1].id, "the store numbers notifies in arrival order");
+        let log = store.notifies_for_order("ORDER001", None, 10).unwrap().items;
+        assert_eq!(log.iter().map(|r| r.verdict).collect::<Vec<_>>(), [Verdict::Duplicate, Verdict::Paid]);
+        assert!(log[0].id > log[1].id, "the store numbers notifies in arrival order");
         let page = store.list_notifies(None, 1).unwrap();
         assert_eq!(page.items[0].verdict, Verdict::Duplicate);
         let older = store.list_notifies(page.next.map(|c| c.parse().unwrap()), 1).unwrap();
         assert_eq!(older.items[0].verdict, Verdict::Paid);
+    }
+
+    fn notify_at(no: &str, at: i64, verified: bool, body: &[u8]) -> NotifyRecord {
+        NotifyRecord { out_trade_no: Some(no.into()), verified, ..NotifyRecord::received(body, at, None, false) }
+    }
+
+    /// Only verified notifies are linked to their order, and its list pages.
+    #[tokio::test]
+    async fn unverified_notifies_only_claim_their_order() {
+        let (_dir, store) = open();
+        store.insert_order(order("ORDER001", 1)).await.unwrap().unwrap();
+        let junk = vec![b'j'; 60 * 1024];
+        for i in 0..30 {
+            let record = notify_at("ORDER001", i, false, &junk);
+            store.record_notify(record, |_| (Verdict::Rejected, "signature".repeat(200), ())).await.unwrap();
+        }
+        for i in 0..25 {
+            store
+                .record_notify(notify_at("ORDER001", 100 + i, true, b"<xml/>"), |_| {
+                    (Verdict::Duplicate, "dup".into(), ())
+                })
+                .await
+                .unwrap();
+        }
+        let first = store.notifies_for_order("ORDER001", None, 20).unwrap();
+        assert_eq!(first.items.len(), 20);
+        assert!(first.items.iter().all(|r| r.verified));
+        let rest = store.notifies_for_order("ORDER001", first.next.map(|c| c.parse().unwrap()), 20).unwrap();
+        assert_eq!((rest.items.len(), rest.next), (5, None));
+        let junk_entry = &store.list_notifies(None, 100).unwrap().items[25];
+        assert!(!junk_entry.verified);
+        assert_eq!((junk_entry.raw.len(), junk_entry.size), (notify::REFUSED_KEPT_BYTES, 60 * 1024));
+        assert!(junk_entry.reason.len() <= notify::MAX_REASON_BYTES + 3, "{}", junk_entry.reason.len());
+        let (count, bytes) = store.notify_log_size().unwrap();
+        assert_eq!(count, 55);
+        assert!(bytes < 30 * 2048 + 25 * 512, "{bytes} bytes for 55 small records");
+    }
+
+    /// A paid total that would wrap is refused, never stored wrong.
+    #[tokio::test]
+    async fn money_sums_never_wrap() {
+        let (_dir, store) = open();
+        let paid = |no: &str, fee: u64| {
+            let mut o = order(no, 1);
+            o.total_fee = fee;
+            o.status = OrderStatus::Paid;
+            o.paid_at = Some(1);
+            o
+        };
+        store.insert_order(paid("HUGE000001", u64::MAX - 10)).await.unwrap().unwrap();
+        let refused = store.insert_order(paid("HUGE000002", 11)).await;
+        assert!(matches!(refused, Err(StoreError::Codec(CodecError::Overflow(_)))), "{refused:?}");
+        store.insert_order(paid("HUGE000003", 10)).await.unwrap().unwrap();
+        let day = store.paid_by_day(beijing_day(1), beijing_day(1)).unwrap()[0];
+        assert_eq!((day.count, day.fen), (2, u64::MAX));
+        assert!(store.order("HUGE000002").unwrap().is_none(), "the refused change left nothing behind");
+    }
+
+    /// Retention removes the oldest notifies, by age and by size, in batches,
+    /// and keeps the counters and the order links right.
+    #[tokio::test]
+    async fn retention_prunes_by_age_and_size() {
+        let (_dir, store) = open();
+        let day = 86_400_000;
+        for i in 0..100 {
+            let record = notify_at(&format!("ORDER{:03}", i % 3), i * day, true, &[b'x'; 1000]);
+            store.record_notify(record, |_| (Verdict::Ignored, "r".into(), ())).await.unwrap();
+        }
+        let (_, total) = store.notify_log_size().unwrap();
+        let keep_all = Retention { max_age_ms: 1000 * day, max_bytes: u64::MAX };
+        assert_eq!(store.prune_notifies(keep_all, 100 * day, 16).await.unwrap(), 0);
+
+        // Age: everything received before day 60 goes, 16 at a time.
+        let by_age = Retention { max_age_ms: 40 * day, max_bytes: u64::MAX };
+        let mut pruned = Vec::new();
+        loop {
+            let n = store.prune_notifies(by_age, 100 * day, 16).await.unwrap();
+            pruned.push(n);
+            if n < 16 {
+                break;
+            }
+        }
+        assert_eq!(pruned, [16, 16, 16, 12]);
+        let left = store.list_notifies(None, 1000).unwrap().items;
+        assert_eq!(left.len(), 40);
+        assert_eq!(left.last().unwrap().received_at, 60 * day);
+        let (count, bytes) = store.notify_log_size().unwrap();
+        assert_eq!(count, 40);
+        assert!(bytes < total / 2);
+
+        // Size: the oldest go until the log fits.
+        let by_size = Retention { max_age_ms: 1000 * day, max_bytes: bytes / 4 };
+        while store.prune_notifies(by_size, 100 * day, 16).await.unwrap() > 0 {}
+        let (count, bytes_now) = store.notify_log_size().unwrap();
+        assert_eq!(count, 10);
+        assert!(bytes_now <= bytes / 4);
+        let linked: usize =
+            (0..3).map(|i| store.notifies_for_order(&format!("ORDER{i:03}"), None, 100).unwrap().items.len()).sum();
+        assert_eq!(linked, 10, "links of pruned notifies went with them");
     }
 
     /// Writes from many threads at once are all applied, each answered only

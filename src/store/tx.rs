@@ -65,6 +65,17 @@ pub(super) fn day_key(kind: u8, day: i64) -> [u8; 9] {
 pub(super) const PAID_DAY: u8 = b'd';
 pub(super) const REJECTED_DAY: u8 = b'r';
 
+/// The notify log's size: record count and encoded bytes.
+pub(super) const NOTIFY_LOG_SIZE: &[u8] = b"n";
+
+/// Two counters in one value.
+pub(super) fn pair(a: u64, b: u64) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&a.to_be_bytes());
+    value[8..].copy_from_slice(&b.to_be_bytes());
+    value
+}
+
 pub(super) fn read_u64(bytes: Option<&[u8]>, at: usize) -> u64 {
     bytes.and_then(|b| b.get(at..at + 8)).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
@@ -104,10 +115,11 @@ impl Tx<'_> {
     fn add_paid(&self, order: &Order) -> TxResult<()> {
         let key = day_key(PAID_DAY, beijing_day(order.paid_at.unwrap_or(order.updated_at)));
         let now = self.stats.get(key)?;
-        let mut value = [0u8; 16];
-        value[..8].copy_from_slice(&(read_u64(now.as_deref(), 0) + 1).to_be_bytes());
-        value[8..].copy_from_slice(&(read_u64(now.as_deref(), 8) + order.total_fee).to_be_bytes());
-        self.stats.insert(&key[..], &value[..])?;
+        // Checked: a sum that would wrap is refused, never stored wrong.
+        let fen = read_u64(now.as_deref(), 8)
+            .checked_add(order.total_fee)
+            .ok_or_else(|| abort(CodecError::Overflow("the day's paid total")))?;
+        self.stats.insert(&key[..], &pair(read_u64(now.as_deref(), 0) + 1, fen)[..])?;
         Ok(())
     }
 
@@ -156,15 +168,42 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Appends a notify to the log (and counts it if rejected).
+    /// Appends a notify to the log (and counts it if rejected). Only a
+    /// verified notify is linked to the order it names.
     pub fn append_notify(&self, record: &NotifyRecord) -> TxResult<()> {
-        self.notifies.insert(&record.id.to_be_bytes(), record.encode())?;
+        let encoded = record.encode();
+        self.index_notify(record, encoded.len())?;
+        self.notifies.insert(&record.id.to_be_bytes(), encoded)?;
+        Ok(())
+    }
+
+    /// Counts and links a notify stored as `encoded_len` bytes.
+    pub fn index_notify(&self, record: &NotifyRecord, encoded_len: usize) -> TxResult<()> {
+        self.resize_log(1, encoded_len as i64)?;
         if record.verdict == Verdict::Rejected {
             self.count_rejected(record)?;
         }
-        if let Some(no) = &record.out_trade_no {
+        if let (Some(no), true) = (&record.out_trade_no, record.verified) {
             self.notifies_by_order.insert(prefixed_key(no, &record.id.to_be_bytes()), &[])?;
         }
+        Ok(())
+    }
+
+    /// Removes a notify from the log (retention); false if it was gone.
+    pub fn remove_notify(&self, id: u64) -> TxResult<bool> {
+        let Some(encoded) = self.notifies.remove(&id.to_be_bytes())? else { return Ok(false) };
+        self.resize_log(-1, -(encoded.len() as i64))?;
+        let record = NotifyRecord::decode(&encoded).map_err(abort)?;
+        if let Some(no) = &record.out_trade_no {
+            self.notifies_by_order.remove(prefixed_key(no, &id.to_be_bytes()))?;
+        }
+        Ok(true)
+    }
+
+    fn resize_log(&self, count: i64, bytes: i64) -> TxResult<()> {
+        let now = self.stats.get(NOTIFY_LOG_SIZE)?;
+        let add = |at: usize, delta: i64| read_u64(now.as_deref(), at).saturating_add_signed(delta);
+        self.stats.insert(NOTIFY_LOG_SIZE, &pair(add(0, count), add(8, bytes))[..])?;
         Ok(())
     }
 }

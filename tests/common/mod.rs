@@ -36,11 +36,17 @@ pub struct Opts {
     pub sign_type: SignType,
     pub accept_client_amount: bool,
     pub timeout_ms: u64,
+    /// More `[http]` keys (limits, timeouts).
+    pub http_extra: &'static str,
+    /// More `[orders]` keys.
+    pub orders_extra: &'static str,
+    /// More sections, appended to the config.
+    pub extra: &'static str,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { sign_type: SignType::Md5, accept_client_amount: true, timeout_ms: 2000 }
+        Opts { sign_type: SignType::Md5, accept_client_amount: true, timeout_ms: 2000, http_extra: "", orders_extra: "", extra: "" }
     }
 }
 
@@ -67,6 +73,7 @@ pub fn config_text(data_dir: &Path, addr: &str, sim_url: &str, opts: &Opts) -> S
 data_dir = "{data_dir}"
 [http]
 listen = "{addr}"
+{http_extra}
 [wechat]
 appid = "{APPID}"
 app_secret = "{APP_SECRET}"
@@ -79,9 +86,14 @@ notify_url = "http://{addr}/pay/notify"
 timeout_ms = {timeout_ms}
 [orders]
 accept_client_amount = {accept}
+{orders_extra}
 [admin]
 password_hash = "{hash}"
+{extra}
 "#,
+        http_extra = opts.http_extra,
+        orders_extra = opts.orders_extra,
+        extra = opts.extra,
         hash = admin_hash(),
         data_dir = data_dir.display(),
         sign_type = opts.sign_type.as_str(),
@@ -203,8 +215,69 @@ impl Env {
         (status, xml::parse(text.as_bytes()).unwrap_or_default())
     }
 
+    /// The verified notifies of an order, oldest first.
     pub fn notifies(&self, out_trade_no: &str) -> Vec<NotifyRecord> {
-        self.app.store.notifies_for_order(out_trade_no).unwrap()
+        let mut items = self.app.store.notifies_for_order(out_trade_no, None, 1000).unwrap().items;
+        items.reverse();
+        items
+    }
+
+    /// The newest entry of the notify log, whatever it names.
+    pub fn last_notify(&self) -> NotifyRecord {
+        self.app.store.list_notifies(None, 1).unwrap().items.remove(0)
+    }
+}
+
+/// A logged-in admin (a cookie-keeping client and the CSRF token).
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub csrf: String,
+}
+
+pub async fn login(env: &Env) -> Admin {
+    let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let r = http
+        .post(format!("{}/admin/api/login", env.base))
+        .json(&json!({ "password": ADMIN_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no Secure flag over plain HTTP: {cookie}");
+    let body: Value = r.json().await.unwrap();
+    Admin { http, base: env.base.clone(), csrf: body["csrf"].as_str().unwrap().to_owned() }
+}
+
+impl Admin {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn text(&self, path: &str) -> (u16, String, String) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        (r.status().as_u16(), content_type, r.text().await.unwrap())
+    }
+
+    /// Every order number of a listing, following `next` to the end.
+    pub async fn all(&self, query: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = self.get(&format!("/admin/api/orders?limit=7&{query}&cursor={cursor}")).await;
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["items"].as_array().unwrap().iter().map(|o| o["outTradeNo"].as_str().unwrap().to_owned()));
+            match page["next"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => return out,
+            }
+        }
     }
 }
 
