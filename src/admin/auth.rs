@@ -115,40 +115,125 @@ pub fn csrf_matches(expected: &str, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
-/// Failed logins allowed per address per window.
+/// Login attempts allowed per address per window (counted before the
+/// password is checked, so a burst cannot slip past the count).
 const MAX_FAILURES: usize = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Argon2 verifications at once: each takes ~19 MiB and a core for a while.
+const MAX_VERIFYING: usize = 2;
+/// How long an attempt waits for a verification slot before 429.
+const SLOT_WAIT: Duration = Duration::from_secs(3);
+/// Failures from all addresses in a minute that start the global back-off,
+/// during which each verification holds its slot at least [`BACKOFF_SPACING`].
+const GLOBAL_FAILURES: usize = 50;
+const BACKOFF_SPACING: Duration = Duration::from_secs(1);
+/// Addresses remembered at most; past it, ones without recent attempts go.
+const MAX_ADDRESSES: usize = 10_000;
 
-/// Counts failed logins per client address.
-#[derive(Default)]
+/// Why a login attempt may not be checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// This address used its attempts; it may try again after this long.
+    Address(Duration),
+    /// Too many logins are being checked at once; try again in a moment.
+    Busy,
+}
+
+/// Limits on login attempts: per address, a bound on concurrent Argon2
+/// verifications, and a short global back-off under a distributed attack
+/// (which slows everyone a little but locks no one out).
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    attempts: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    failures: Mutex<VecDeque<Instant>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter {
+            attempts: Mutex::new(HashMap::new()),
+            failures: Mutex::new(VecDeque::new()),
+            slots: tokio::sync::Semaphore::new(MAX_VERIFYING),
+        }
+    }
+}
+
+/// A counted attempt holding a verification slot.
+pub struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    ip: IpAddr,
+    started: Instant,
+    _slot: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl LoginLimiter {
-    /// `Some(wait)` if `ip` must wait before trying again.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().expect("limiter lock");
-        let times = failures.get_mut(&ip)?;
-        while times.front().is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW) {
-            times.pop_front();
+    /// Counts an attempt from `ip` and waits (briefly) for a slot to check
+    /// it in. The attempt counts against the address until it succeeds.
+    pub async fn begin(&self, ip: IpAddr) -> Result<Attempt<'_>, Throttled> {
+        let ip = crate::limit::canonical(ip);
+        {
+            let now = Instant::now();
+            let mut attempts = self.attempts.lock().expect("limiter lock");
+            if attempts.len() >= MAX_ADDRESSES && !attempts.contains_key(&ip) {
+                attempts.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < FAILURE_WINDOW));
+                if attempts.len() >= MAX_ADDRESSES {
+                    return Err(Throttled::Busy);
+                }
+            }
+            let times = attempts.entry(ip).or_default();
+            while times.front().is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW) {
+                times.pop_front();
+            }
+            if times.len() >= MAX_FAILURES {
+                let first = *times.front().expect("full");
+                return Err(Throttled::Address(FAILURE_WINDOW - now.duration_since(first)));
+            }
+            times.push_back(now);
         }
-        if times.len() < MAX_FAILURES {
-            return None;
+        match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+            Ok(Ok(slot)) => Ok(Attempt { limiter: self, ip, started: Instant::now(), _slot: slot }),
+            _ => {
+                // Not checked: it does not count.
+                self.forget_one(ip);
+                Err(Throttled::Busy)
+            }
         }
-        times.front().map(|first| FAILURE_WINDOW - now.duration_since(*first))
     }
 
-    /// Records a failed login from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
+    fn forget_one(&self, ip: IpAddr) {
+        if let Some(times) = self.attempts.lock().expect("limiter lock").get_mut(&ip) {
+            times.pop_back();
+        }
+    }
+
+    fn under_attack(&self) -> bool {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("limiter lock");
-        if failures.len() > 10_000 {
-            // Bound the memory an address-spraying attacker can take.
-            failures.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < FAILURE_WINDOW));
+        while failures.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            failures.pop_front();
         }
-        failures.entry(ip).or_default().push_back(now);
+        failures.len() >= GLOBAL_FAILURES
+    }
+}
+
+impl Attempt<'_> {
+    /// The password was right: the address's attempts are forgiven.
+    pub fn succeeded(self) {
+        self.limiter.attempts.lock().expect("limiter lock").remove(&self.ip);
+    }
+
+    /// The password was wrong: the attempt stays counted. Under the global
+    /// back-off the slot is held a little longer, spacing all attempts.
+    pub async fn failed(self) {
+        {
+            let mut failures = self.limiter.failures.lock().expect("limiter lock");
+            if failures.len() < 4 * GLOBAL_FAILURES {
+                failures.push_back(Instant::now());
+            }
+        }
+        if self.limiter.under_attack() {
+            tokio::time::sleep(BACKOFF_SPACING.saturating_sub(self.started.elapsed())).await;
+        }
     }
 }
 
@@ -178,15 +263,51 @@ mod tests {
         assert_eq!(sessions.check(&token), None);
     }
 
-    #[test]
-    fn limiter_blocks_after_five_failures() {
-        let limiter = LoginLimiter::default();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_are_counted_before_they_are_checked() {
+        let limiter = std::sync::Arc::new(LoginLimiter::default());
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
-        for _ in 0..5 {
-            assert_eq!(limiter.blocked(ip), None);
-            limiter.failed(ip);
+        for _ in 0..7 {
+            limiter.begin(ip).await.unwrap().succeeded();
         }
-        assert!(limiter.blocked(ip).is_some());
-        assert_eq!(limiter.blocked("203.0.113.8".parse().unwrap()), None);
+        // 200 at once: five are checked, the rest refused without a check.
+        let burst: Vec<_> = (0..200)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    match limiter.begin(ip).await {
+                        Ok(attempt) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            attempt.failed().await;
+                            None
+                        }
+                        Err(throttled) => Some(throttled),
+                    }
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        for task in burst {
+            match task.await.unwrap() {
+                None => checked += 1,
+                Some(throttled) => assert!(matches!(throttled, Throttled::Address(_)), "{throttled:?}"),
+            }
+        }
+        assert_eq!(checked, MAX_FAILURES);
+        assert!(limiter.begin("::ffff:203.0.113.7".parse().unwrap()).await.is_err(), "mapped IPv4 is the same");
+        assert!(limiter.begin("203.0.113.8".parse().unwrap()).await.is_ok(), "other addresses are not locked out");
+    }
+
+    #[tokio::test]
+    async fn at_most_two_verifications_at_once() {
+        let limiter = LoginLimiter::default();
+        let one = limiter.begin("192.0.2.1".parse().unwrap()).await.unwrap();
+        let two = limiter.begin("192.0.2.2".parse().unwrap()).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(limiter.begin("192.0.2.3".parse().unwrap()).await.err(), Some(Throttled::Busy));
+        assert!(started.elapsed() >= SLOT_WAIT);
+        drop(one);
+        assert!(limiter.begin("192.0.2.3".parse().unwrap()).await.is_ok(), "a freed slot is taken");
+        drop(two);
     }
 }

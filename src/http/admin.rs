@@ -403,20 +403,30 @@ async fn login(c: Caller, content_type: Option<String>, body: bytes::Bytes, admi
             "no admin password is set; run `paybridge admin set-password --config FILE` and restart",
         );
     };
-    if let Some(wait) = admin.limiter.blocked(c.ip) {
-        let message = format!("too many failed logins; try again in {} seconds", wait.as_secs() + 1);
-        let reply = json_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS", &message);
-        return reply::with_header(reply, "retry-after", (wait.as_secs() + 1).to_string()).into_response();
-    }
     let Ok(Login { password }) = serde_json::from_slice::<Login>(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "INVALID_JSON", "send {\"password\": \"...\"}");
     };
+    // Counted before it is checked, so a burst cannot outrun the count.
+    let attempt = match admin.limiter.begin(c.ip).await {
+        Ok(attempt) => attempt,
+        Err(throttled) => {
+            let (wait, message) = match throttled {
+                auth::Throttled::Address(wait) => {
+                    (wait.as_secs() + 1, format!("too many failed logins; try again in {} seconds", wait.as_secs() + 1))
+                }
+                auth::Throttled::Busy => (2, "too many logins at once; try again in a few seconds".to_owned()),
+            };
+            let reply = json_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS", &message);
+            return reply::with_header(reply, "retry-after", wait.to_string()).into_response();
+        }
+    };
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash)).await.unwrap_or(false);
     if !ok {
-        admin.limiter.failed(c.ip);
+        attempt.failed().await;
         tracing::warn!(target: "paybridge::admin", ip = %c.ip, "admin login failed");
         return json_error(StatusCode::UNAUTHORIZED, "WRONG_PASSWORD", "wrong password");
     }
+    attempt.succeeded();
     let (token, csrf) = admin.sessions.create();
     tracing::info!(target: "paybridge::admin", ip = %c.ip, "admin logged in");
     let body = reply::json(&serde_json::json!({ "csrf": csrf, "sandbox": admin.sandbox() }));

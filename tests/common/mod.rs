@@ -46,7 +46,14 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { sign_type: SignType::Md5, accept_client_amount: true, timeout_ms: 2000, http_extra: "", orders_extra: "", extra: "" }
+        Opts {
+            sign_type: SignType::Md5,
+            accept_client_amount: true,
+            timeout_ms: 2000,
+            http_extra: "",
+            orders_extra: "",
+            extra: "",
+        }
     }
 }
 
