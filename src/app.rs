@@ -29,6 +29,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The HTTPS listener, if any.
     pub tls_addr: Option<SocketAddr>,
+    /// The metrics listener, if any.
+    pub metrics_addr: Option<SocketAddr>,
     /// The certificate status, when TLS is on.
     pub tls_status: Option<Arc<StatusHandle>>,
     /// The simulator, in sandbox mode.
@@ -129,6 +131,11 @@ pub async fn start_with_listeners(
 
     let store = Store::open_with(&config.data_dir, config.mode, config.storage)
         .with_context(|| format!("cannot open the data directory {} (data_dir)", config.data_dir.display()))?;
+    // Who holds the directory, for the error another process gets.
+    let pid_file = config.data_dir.join(crate::store::PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(error = %e, path = %pid_file.display(), "cannot write the pid file");
+    }
     let metrics = Arc::new(Metrics::default());
     let payments =
         Arc::new(Payments::new(&config, store.clone(), metrics.clone()).context("cannot build the WeChat client")?);
@@ -156,7 +163,14 @@ pub async fn start_with_listeners(
         tls_status: tls_status.clone(),
         token: config.metrics.token.clone(),
     };
-    let api = crate::http::routes(payments, admin, Arc::new(ops));
+    let sandbox = config.mode == Mode::Sandbox;
+    let api = crate::http::routes(payments, admin, store.clone());
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(bind(addr, "metrics.listen").await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    config.metrics.listen = metrics_addr;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
@@ -169,6 +183,22 @@ pub async fn start_with_listeners(
     let mut servers = Vec::new();
     let mut background = Vec::new();
     background.push(tokio::spawn(store.clone().keep_notify_log(config.notifies.retention, NOTIFY_LOG_CHECK)));
+    match crate::control::bind(&config.data_dir) {
+        Ok(listener) => {
+            let socket = crate::control::socket_path(&config.data_dir);
+            background.push(tokio::spawn(crate::control::serve(listener, store.clone(), socket)));
+        }
+        // A data_dir path too long for a Unix socket, say: serving goes on.
+        Err(e) => tracing::warn!(
+            error = %e, path = %crate::control::socket_path(&config.data_dir).display(),
+            "cannot create the control socket; `paybridge backup` will not reach this server"
+        ),
+    }
+    if let Some(listener) = metrics_listener {
+        let routes = crate::http::ops::routes(Arc::new(ops), sandbox);
+        let internal = crate::server::Serving { metrics: None, limits: crate::server::ConnectionLimits::default() };
+        servers.push(tokio::spawn(crate::server::run(listener, routes, internal, stop_signal())));
+    }
     match (https, tls) {
         (Some(https), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(tls.resolver.clone()));
@@ -185,11 +215,15 @@ pub async fn start_with_listeners(
         }
     }
     let addr = tls_addr.or(http_addr).expect("checked above");
-    tracing::info!(%addr, mode = config.mode.as_str(), tls = config.tls.mode.as_str(), "PayBridge listening");
+    tracing::info!(
+        %addr, mode = config.mode.as_str(), tls = config.tls.mode.as_str(),
+        metrics = %metrics_addr.map_or("off".to_owned(), |a| a.to_string()), "PayBridge listening"
+    );
     Ok(Running {
         addr,
         http_addr,
         tls_addr,
+        metrics_addr,
         tls_status,
         simulator,
         sandbox_admin_password,

@@ -173,32 +173,33 @@ pub fn main() -> anyhow::Result<()> {
     result
 }
 
-/// Writes a backup: straight from the data directory when PayBridge is
-/// stopped, else from the running server's `/ops/backup` over loopback.
+/// Writes a backup: from the running server over its control socket, or
+/// straight from the data directory when PayBridge is stopped. Never
+/// creates a data directory: a wrong `data_dir` is an error naming it.
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
-    // A running server holds the lock: then ask it instead of waiting.
-    let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
-    let bytes = match crate::store::Store::open_with(&config.data_dir, config.mode, now) {
-        Ok(store) => {
+    let dir = &config.data_dir;
+    anyhow::ensure!(
+        crate::store::holds_data(dir),
+        "no PayBridge data in {} (data_dir): is it the right config? Nothing was written",
+        dir.display()
+    );
+    let bytes = match crate::control::backup(dir).await? {
+        Some(bytes) => bytes,
+        None => {
+            // No server answers: open the directory ourselves, without waiting for its lock.
+            let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
+            let store = match crate::store::Store::open_with(dir, config.mode, now) {
+                Ok(store) => store,
+                Err(e @ crate::store::StoreError::Locked { .. }) => anyhow::bail!(
+                    "{e}, but its control socket {} does not answer; run `paybridge backup` as the service user \
+                     (sudo -u paybridge ...) or root",
+                    crate::control::socket_path(dir).display()
+                ),
+                Err(e) => return Err(e.into()),
+            };
             let bytes = store.backup().await?;
             store.close(std::time::Duration::from_secs(30)).await;
             bytes
-        }
-        Err(_) => {
-            // The server holds the database: ask it, over loopback.
-            let (scheme, port) = match (config.tls.enabled(), config.http.listen) {
-                (false, Some(addr)) => ("http", addr.port()),
-                _ => ("https", config.tls.listen.port()),
-            };
-            // SECURITY: loopback to this host's own server; its certificate names the domain, not 127.0.0.1.
-            let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
-            let mut request = client.get(format!("{scheme}://127.0.0.1:{port}/ops/backup"));
-            if let Some(token) = &config.metrics.token {
-                request = request.bearer_auth(token.expose());
-            }
-            let reply = request.send().await.context("the data directory is in use and the server does not answer")?;
-            anyhow::ensure!(reply.status().is_success(), "the server refused the backup: {}", reply.text().await?);
-            reply.bytes().await?.to_vec()
         }
     };
     // Customers' payments: owner-only, written atomically.

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod limit;
 pub mod metrics;

@@ -13,7 +13,7 @@ async fn still_serving(env: &Env, no: &str) {
     assert_eq!(status, 200, "{body}");
     env.sim_pay(json!({ "out_trade_no": no })).await;
     env.wait_acknowledged(no).await;
-    assert_eq!(env.get(&format!("/pay/orders/{no}")).await.1["status"], "PAID");
+    assert_eq!(env.get(&format!("/pay/orders/{no}?openid={openid}")).await.1["status"], "PAID");
 }
 
 #[tokio::test]

@@ -36,12 +36,12 @@ async fn sandbox_walkthrough_works_as_printed() {
     assert!(banner.contains("SANDBOX") && banner.contains("no real money"), "{banner}");
     assert!(proc.stderr.lock().unwrap().contains("SANDBOX"), "the log says SANDBOX too");
 
-    // Run the printed curl commands, in order, as a merchant would.
+    // Paste the printed commands into one shell, in order, as a merchant would.
     let commands: Vec<String> = {
         let mut out = Vec::new();
         let mut current = String::new();
         for line in banner.lines().map(str::trim) {
-            if line.starts_with("curl") || !current.is_empty() {
+            if line.starts_with("curl") || line.starts_with("OPENID=") || !current.is_empty() {
                 current.push_str(line.trim_end_matches('\\'));
                 current.push(' ');
                 if !line.ends_with('\\') {
@@ -52,20 +52,23 @@ async fn sandbox_walkthrough_works_as_printed() {
         out
     };
     assert_eq!(commands.len(), 4, "{commands:?}");
-    let run = |cmd: &str| {
-        let out = Command::new("sh").args(["-c", &format!("{cmd} --silent --show-error")]).output().unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    assert!(!banner.contains("<openid"), "nothing to fill in by hand: {banner}");
+    let shell = |script: String| {
+        let out = Command::new("sh").args(["-c", &format!("set -e\n{script}")]).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
     };
-    let login = run(&commands[0]);
-    let openid = login["openid"].as_str().unwrap();
-    let order = run(&commands[1].replace("<openid from step 1>", openid));
-    assert_eq!(order["sandbox"], true);
+    let pasted = shell(commands.join("\n"));
+    let (openid, replies) = pasted.split_once('\n').unwrap();
+    assert!(openid.starts_with('o') && openid.len() > 10, "{pasted}");
+    // curl prints each reply without a newline: a stream of JSON values.
+    let order: Value = serde_json::Deserializer::from_str(replies).into_iter().next().unwrap().unwrap();
+    assert_eq!(order["sandbox"], true, "{pasted}");
     assert!(order["paySign"].is_string());
-    run(&commands[2]);
+    // The payment's notify is on its way: step 4 again until it shows.
     let mut view = Value::Null;
     for _ in 0..200 {
-        view = run(&commands[3]);
+        view = serde_json::from_str(&shell(format!("OPENID={openid}\n{}", commands[3]))).unwrap();
         if view["status"] == "PAID" {
             break;
         }
@@ -73,6 +76,17 @@ async fn sandbox_walkthrough_works_as_printed() {
     }
     assert_eq!(view["status"], "PAID", "{view}");
     assert_eq!(view["sandbox"], true);
+
+    // An openid the simulator never issued is refused, as WeChat would refuse it.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/pay/unifiedOrder"))
+        .json(&json!({ "outTradeNo": "NOTISSUED1", "totalFee": 1, "body": "b", "openid": "<openid from step 1>" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("openid"), "{text}");
 
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.headers()["x-paybridge-mode"], "SANDBOX");
@@ -82,7 +96,7 @@ async fn sandbox_walkthrough_works_as_printed() {
     assert!(Store::open(&data, Mode::Live).is_err());
     let store = Store::open(&data, Mode::Sandbox).unwrap();
     let orders = store.list_orders(&OrderFilter::default(), None, 10).unwrap().items;
-    assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 1);
+    assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 2, "the demo order and the refused one");
 }
 
 #[tokio::test]
@@ -102,6 +116,7 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     let mut first = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "trace");
     first.line("PayBridge listening on").await;
     let mut orders = Vec::new();
+    let mut openids = Vec::new();
     for i in 0..12 {
         let code = format!("crash-code-{i}");
         let login: Value =
@@ -115,6 +130,7 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
             .unwrap();
         assert_eq!(r.status(), 200);
         orders.push(no);
+        openids.push(login["openid"].as_str().unwrap().to_owned());
     }
     for no in orders.iter().step_by(2) {
         http.post(format!("{}/sandbox/pay", sim.url())).json(&json!({ "out_trade_no": no })).send().await.unwrap();
@@ -141,7 +157,8 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     let mut second = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "info");
     second.line("PayBridge listening on").await;
     for (i, no) in orders.iter().enumerate() {
-        let view: Value = http.get(format!("{base}/pay/orders/{no}")).send().await.unwrap().json().await.unwrap();
+        let url = format!("{base}/pay/orders/{no}?openid={}", openids[i]);
+        let view: Value = http.get(url).send().await.unwrap().json().await.unwrap();
         let expected = if i % 2 == 0 { "PAID" } else { "PREPAID" };
         assert_eq!(view["status"], expected, "{no}");
         assert_eq!(view["totalFee"], 100 + i as u64);

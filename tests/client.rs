@@ -27,8 +27,9 @@ fn client(sim_url: &str, sign_type: SignType) -> WechatClient {
     .unwrap()
 }
 
-fn order(no: &str) -> UnifiedOrder<'_> {
-    UnifiedOrder { out_trade_no: no, total_fee: 88, body: "b", attach: "", openid: "o1", spbill_create_ip: "127.0.0.1" }
+/// `openid` must be one the simulator issued: it refuses any other, as WeChat does.
+fn order<'a>(no: &'a str, openid: &'a str) -> UnifiedOrder<'a> {
+    UnifiedOrder { out_trade_no: no, total_fee: 88, body: "b", attach: "", openid, spbill_create_ip: "127.0.0.1" }
 }
 
 #[tokio::test]
@@ -36,8 +37,9 @@ async fn order_query_and_close_order() {
     let sim = start_simulator().await;
     for sign_type in [SignType::Md5, SignType::HmacSha256] {
         let c = client(&sim.url(), sign_type);
+        let openid = c.jscode2session(&format!("code-{}", sign_type.as_str())).await.unwrap().openid;
         let paid = format!("QUERY{}", sign_type.as_str().len());
-        let prepay_id = c.unified_order(&order(&paid)).await.unwrap();
+        let prepay_id = c.unified_order(&order(&paid, &openid)).await.unwrap();
         assert!(prepay_id.starts_with("wx"));
         let q = c.order_query(&paid).await.unwrap();
         assert_eq!(q["trade_state"], "NOTPAY");
@@ -57,12 +59,12 @@ async fn order_query_and_close_order() {
         assert!(matches!(&e, WechatError::Business { code, .. } if code == "ORDERPAID"), "{e}");
 
         let open = format!("CLOSE{}", sign_type.as_str().len());
-        c.unified_order(&order(&open)).await.unwrap();
+        c.unified_order(&order(&open, &openid)).await.unwrap();
         c.close_order(&open).await.unwrap();
         assert_eq!(c.order_query(&open).await.unwrap()["trade_state"], "CLOSED");
         let e = c.close_order(&open).await.unwrap_err();
         assert!(matches!(&e, WechatError::Business { code, .. } if code == "ORDERCLOSED"), "{e}");
-        let e = c.unified_order(&order(&open)).await.unwrap_err();
+        let e = c.unified_order(&order(&open, &openid)).await.unwrap_err();
         assert!(matches!(&e, WechatError::Business { code, .. } if code == "ORDERCLOSED"), "{e}");
     }
     let c = client(&sim.url(), SignType::Md5);
@@ -87,7 +89,7 @@ async fn a_wrong_key_is_refused_by_the_simulator() {
         timeout: std::time::Duration::from_secs(2),
     })
     .unwrap();
-    let e = wrong.unified_order(&order("WRONGKEY01")).await.unwrap_err();
+    let e = wrong.unified_order(&order("WRONGKEY01", "oNeverChecked")).await.unwrap_err();
     assert!(matches!(&e, WechatError::ReturnFail(m) if m == "签名错误"), "{e}");
     let e = wrong.jscode2session("c").await.unwrap_err();
     assert!(matches!(&e, WechatError::Login { errcode: 40125, .. }), "{e}");

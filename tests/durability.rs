@@ -56,8 +56,10 @@ impl Client {
         login["openid"].as_str().unwrap().to_owned()
     }
 
-    async fn status(&self, no: &str) -> Result<String, reqwest::Error> {
-        let v: Value = self.http.get(format!("{}/pay/orders/{no}", self.base)).send().await?.json().await?;
+    /// The order's status, as its payer (`openid`) sees it.
+    async fn status(&self, no: &str, openid: &str) -> Result<String, reqwest::Error> {
+        let url = format!("{}/pay/orders/{no}?openid={openid}", self.base);
+        let v: Value = self.http.get(url).send().await?.json().await?;
         Ok(v["status"].as_str().unwrap_or("?").to_owned())
     }
 }
@@ -138,7 +140,7 @@ async fn orders_and_notifies_at_once() {
     // A fresh client: pooled connections died with the old server.
     let client = Client::new(&env.base);
     for i in 0..256 {
-        assert_eq!(client.status(&format!("LOAD{i:05}")).await.unwrap(), "PAID", "LOAD{i:05}");
+        assert_eq!(client.status(&format!("LOAD{i:05}"), &openid).await.unwrap(), "PAID", "LOAD{i:05}");
     }
     let counts: BTreeMap<_, _> =
         env.app.store.status_counts().unwrap().into_iter().map(|(s, n)| (s.as_str(), n)).collect();
@@ -183,14 +185,17 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
     let mut fees = BTreeMap::new();
     let mut next = 0usize;
 
+    let mut openid = String::new();
     for round in 0..10 {
         let mut proc = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "warn");
         proc.line("PayBridge listening on").await;
         // A fresh client each round: pooled connections died with the killed process.
         let client = Client::new(&base);
-        let openid = client.openid(&format!("crash{round}")).await;
+        if round == 0 {
+            openid = client.openid("crash").await;
+        }
         for no in &promises.placed {
-            let status = client.status(no).await.unwrap();
+            let status = client.status(no, &openid).await.unwrap();
             let expected: &[&str] = if promises.paid.contains(no) { &["PAID"] } else { &["PREPAID", "PAID"] };
             assert!(expected.contains(&status.as_str()), "round {round}: {no} is {status}");
         }
@@ -479,11 +484,11 @@ async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
     let client = Client::new(&env.base);
     for no in &promises.placed {
         let expected: &[&str] = if promises.paid.contains(no) { &["PAID"] } else { &["PREPAID", "PAID"] };
-        let status = client.status(no).await.unwrap();
+        let status = client.status(no, &openid).await.unwrap();
         assert!(expected.contains(&status.as_str()), "{no} is {status}");
     }
     for i in 0..100 {
-        assert_eq!(client.status(&format!("FULL{i:05}")).await.unwrap(), "PAID");
+        assert_eq!(client.status(&format!("FULL{i:05}"), &openid).await.unwrap(), "PAID");
     }
     env.stop().await;
 }
@@ -509,9 +514,8 @@ async fn a_backup_under_load_is_consistent() {
     let mut backups = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let r = client.http.get(format!("{}/ops/backup", client.base)).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        backups.push(r.bytes().await.unwrap());
+        let bytes = paybridge::control::backup(&env.dir.path().join("data")).await.unwrap();
+        backups.push(bytes.expect("the server answers on its control socket"));
     }
     for w in writers {
         w.await.unwrap();

@@ -305,3 +305,20 @@ async fn a_login_burst_is_counted_before_it_is_checked() {
     assert_eq!(r.status(), 200, "the merchant is not locked out from another address");
     env.stop().await;
 }
+
+/// On a dual-stack listener (`[::]:port`) an IPv4 client is seen as itself,
+/// not as `::ffff:127.0.0.1`: limits and logs count one address.
+#[tokio::test]
+async fn dual_stack_listeners_see_ipv4_clients_as_ipv4() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        panic!("this machine has no IPv6; the dual-stack test needs it");
+    }
+    let sim = common::start_simulator().await;
+    let env = Env::start_in_at(tempfile::tempdir().unwrap(), sim, Opts::default(), "[::]:0").await;
+    let port = env.app.addr.port();
+    let r = env.http.post(format!("http://127.0.0.1:{port}/pay/notify")).body("<xml>junk</xml>").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let peer = env.last_notify().peer.unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "peer recorded as {peer}");
+    env.stop().await;
+}

@@ -53,6 +53,25 @@ async fn backup_while_running_and_restore_into_an_empty_directory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let socket = paybridge::control::socket_path(&env.dir.path().join("data"));
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600, "owner-only socket");
+
+    // A config naming the wrong data directory fails, names it, and creates nothing.
+    let wrong_dir = env.dir.path().join("no-such-data");
+    let wrong = env.dir.path().join("wrong.toml");
+    std::fs::write(&wrong, config_text(&wrong_dir, "127.0.0.1:1", &env.sim.url(), &env.opts)).unwrap();
+    let out = paybridge(vec![
+        "backup".into(),
+        "--config".into(),
+        wrong.display().to_string(),
+        "--to".into(),
+        env.dir.path().join("wrong.pb").display().to_string(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&wrong_dir.display().to_string()) && stderr.contains("no PayBridge data"), "{stderr}");
+    assert!(!wrong_dir.exists() && !env.dir.path().join("wrong.pb").exists());
 
     // Restore with a config whose data directory is new.
     let restored_dir = env.dir.path().join("restored");
@@ -83,11 +102,30 @@ async fn backup_while_running_and_restore_into_an_empty_directory() {
     env.stop().await;
 }
 
+/// Operator endpoints are not on the public listeners at all, so no proxy in
+/// front of them can expose the data (a same-host TLS terminator once made
+/// every client "loopback" and handed out the whole database).
 #[tokio::test]
-async fn metrics_count_what_happened_and_are_loopback_only_without_a_token() {
+async fn public_listeners_serve_no_operator_endpoint() {
     let env = Env::start(Opts::default()).await;
     some_business(&env).await;
-    let r = env.http.get(format!("{}/metrics", env.base)).send().await.unwrap();
+    for path in ["/metrics", "/ops/backup"] {
+        let r =
+            env.http.get(format!("{}{path}", env.base)).header("x-forwarded-for", "127.0.0.1").send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} on the public listener");
+    }
+    let metrics = env.app.metrics_addr.unwrap();
+    assert!(metrics.ip().is_loopback() && metrics.port() != env.app.addr.port());
+    let r = env.http.get(format!("http://{metrics}/ops/backup")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no backup over HTTP anywhere");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_on_their_own_listener() {
+    let env = Env::start(Opts::default()).await;
+    some_business(&env).await;
+    let r = env.http.get(format!("http://{}/metrics", env.app.metrics_addr.unwrap())).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
@@ -121,13 +159,13 @@ async fn metrics_count_what_happened_and_are_loopback_only_without_a_token() {
         let env = Env::start(Opts::default()).await;
         let (dir, sim) = env.stop().await;
         let text = config_text(&dir.path().join("data"), "127.0.0.1:0", &sim.url(), &Opts::default())
-            + "[metrics]\ntoken = \"scrape-me-9f2c\"\n";
+            .replace("[metrics]\n", "[metrics]\ntoken = \"scrape-me-9f2c\"\n");
         let config =
             paybridge::config::Config::from_toml(&text, std::path::Path::new("t"), std::iter::empty()).unwrap();
         (paybridge::app::start(config).await.unwrap(), dir, sim)
     };
     let (app, _dir, sim) = token_env;
-    let url = format!("http://{}/metrics", app.addr);
+    let url = format!("http://{}/metrics", app.metrics_addr.unwrap());
     let http = reqwest::Client::new();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 403);
     assert_eq!(http.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 403);

@@ -34,14 +34,24 @@ async fn full_flow(sign_type: SignType) {
     assert_eq!(sim_order.total_fee, 1234);
     assert_eq!(sim_order.prepay_id, reply["prepayId"]);
 
-    let (_, before) = env.get("/pay/orders/FLOW000001").await;
+    // Only the payer reads the order: by openid or by the order's token.
+    let (status, refused) = env.get("/pay/orders/FLOW000001").await;
+    assert_eq!(status, 400, "no proof: {refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("?openid="), "{refused}");
+    for wrong in ["openid=oSomeoneElse", "token=00000000000000000000000000000000"] {
+        let (status, body) = env.get(&format!("/pay/orders/FLOW000001?{wrong}")).await;
+        assert_eq!(status, 404, "{wrong}: looks like no order at all: {body}");
+    }
+    let token = reply["orderToken"].as_str().unwrap();
+    assert_eq!(token.len(), 32);
+    let (_, before) = env.get(&format!("/pay/orders/FLOW000001?token={token}")).await;
     assert_eq!(before["status"], "PREPAID");
     assert_eq!(before["paid"], false);
 
     let transaction_id = env.sim_pay(json!({ "out_trade_no": "FLOW000001" })).await;
     env.wait_acknowledged("FLOW000001").await;
 
-    let (status, view) = env.get("/pay/orders/FLOW000001").await;
+    let (status, view) = env.get(&format!("/pay/orders/FLOW000001?openid={openid}")).await;
     assert_eq!(status, 200);
     assert_eq!(view["status"], "PAID");
     assert_eq!(view["paid"], true);

@@ -87,9 +87,11 @@ pub struct NotifiesConfig {
 pub const DEFAULT_MAX_TOTAL_FEE: u64 = 10_000_000;
 
 /// `[metrics]`
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MetricsConfig {
-    /// Bearer token for `/metrics`; without it only loopback clients may scrape.
+    /// Where `/metrics` is served; `None` when `"off"`. Never the public listeners.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for `/metrics`; required when `listen` is not loopback.
     pub token: Option<Secret>,
 }
 
@@ -279,7 +281,27 @@ impl RawStorage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
+    listen: Option<String>,
     token: Option<Secret>,
+}
+
+impl RawMetrics {
+    fn validate(self, mode: Mode) -> Result<MetricsConfig, ConfigError> {
+        // The sandbox picks a free port, so a demo never collides with a live server.
+        let default = if mode == Mode::Sandbox { "127.0.0.1:0" } else { "127.0.0.1:9464" };
+        let token = self.token.filter(|t| !t.is_empty());
+        let listen = match self.listen.as_deref().unwrap_or(default) {
+            "off" => None,
+            addr => Some(parse_addr("metrics.listen", addr)?),
+        };
+        if listen.is_some_and(|a| !a.ip().is_loopback()) && token.is_none() {
+            return Err(invalid(
+                "metrics.listen",
+                "is not a loopback address: set [metrics] token too, or anyone who reaches it reads your figures",
+            ));
+        }
+        Ok(MetricsConfig { listen, token })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,6 +444,7 @@ impl RawConfig {
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
             "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
             "METRICS_TOKEN" => self.metrics.token = Some(Secret::new(value)),
+            "METRICS_LISTEN" => self.metrics.listen = Some(value),
             "LOG_FORMAT" => self.log.format = Some(value),
             "STORAGE_CACHE_MB" => {
                 self.storage.cache_mb = Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
@@ -550,6 +573,11 @@ impl Config {
             "[storage]\ncache_mb = {}\nmax_pending_writes = {}\n\n",
             self.storage.cache_bytes / (1024 * 1024),
             self.storage.max_pending_writes
+        );
+        out += &format!(
+            "[metrics]\nlisten = {}\ntoken = {}\n\n",
+            self.metrics.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")),
+            self.metrics.token.as_ref().map_or("(not set)", masked)
         );
         out += &format!(
             "[admin]\npassword_hash = {}\n",
@@ -766,7 +794,7 @@ impl RawConfig {
             },
             sandbox: SandboxConfig { simulator_listen },
             admin: AdminConfig { password_hash },
-            metrics: MetricsConfig { token: self.metrics.token.filter(|t| !t.is_empty()) },
+            metrics: self.metrics.validate(mode)?,
             log: match self.log.format.as_deref() {
                 None | Some("human") => LogConfig::Human,
                 Some("json") => LogConfig::Json,

@@ -16,7 +16,7 @@ use warp::Filter;
 
 use super::error::pay_error;
 use super::{body, with, PeerAddr};
-use crate::pay::{NewOrder, PayError, Payments};
+use crate::pay::{NewOrder, PayError, PayerProof, Payments};
 use crate::wechat::sign::SignType;
 
 /// The largest `/pay/unifiedOrder` body: the fields are short.
@@ -73,6 +73,8 @@ fn fen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 #[serde(rename_all = "camelCase")]
 struct UnifiedOrderReply {
     out_trade_no: String,
+    /// Lets this client read the order's status (`/pay/orders/{no}?token=`).
+    order_token: String,
     app_id: String,
     time_stamp: String,
     nonce_str: String,
@@ -119,6 +121,7 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
             let payer_ip = peer.map(|p| p.0.ip().to_string()).unwrap_or_else(|| "127.0.0.1".into());
             match pay.unified_order(new, &payer_ip).await {
                 Ok((order, p)) => reply::json(&UnifiedOrderReply {
+                    order_token: pay.order_token(&order.out_trade_no),
                     out_trade_no: order.out_trade_no,
                     prepay_id: p.package.trim_start_matches("prepay_id=").to_owned(),
                     sign: p.pay_sign.clone(),
@@ -135,14 +138,27 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
             }
         });
 
-    let order = warp::path!("pay" / "orders" / String).and(warp::get()).and(with(pay)).then(
-        |no: String, pay: Arc<Payments>| async move {
-            match pay.order_view(&no).await {
+    let order = warp::path!("pay" / "orders" / String)
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with(pay))
+        .then(|no: String, query: HashMap<String, String>, pay: Arc<Payments>| async move {
+            let given = |k: &str| query.get(k).filter(|v| !v.is_empty()).cloned();
+            let proof = match (given("openid"), given("token")) {
+                (_, Some(token)) => PayerProof::Token(token),
+                (Some(openid), None) => PayerProof::Openid(openid),
+                (None, None) => {
+                    return pay_error(&PayError::Invalid(
+                        "pass ?openid= (the payer's, from /pay/openid) or ?token= (orderToken from unifiedOrder)"
+                            .into(),
+                    ))
+                }
+            };
+            match pay.order_view(&no, &proof).await {
                 Ok(view) => reply::json(&view).into_response(),
                 Err(e) => pay_error(&e),
             }
-        },
-    );
+        });
 
     openid.or(unified_order).unify().or(order).unify().boxed()
 }

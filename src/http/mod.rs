@@ -6,7 +6,7 @@
 //! - [`error`]: the one place errors become replies.
 //! - [`body`]: size-limited request bodies.
 //! - [`plain`]: the plain-HTTP listener when HTTPS is on (ACME HTTP-01, redirects).
-//! - [`ops`]: `/metrics` for operators.
+//! - [`ops`]: `/metrics` (on its own listener) and `/healthz`.
 
 pub mod admin;
 pub mod assets;
@@ -42,7 +42,11 @@ pub fn with<T: Clone + Send + Sync + 'static>(value: T) -> impl Filter<Extract =
 }
 
 /// Every PayBridge route, with error rendering, security headers and access logs.
-pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>, ops: Arc<ops::Ops>) -> BoxedFilter<(Response,)> {
+pub fn routes(
+    pay: Arc<Payments>,
+    admin: Arc<crate::admin::Admin>,
+    store: crate::store::Store,
+) -> BoxedFilter<(Response,)> {
     let mut headers = HeaderMap::new();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
@@ -51,13 +55,11 @@ pub fn routes(pay: Arc<Payments>, admin: Arc<crate::admin::Admin>, ops: Arc<ops:
     if sandbox {
         headers.insert("x-paybridge-mode", HeaderValue::from_static("SANDBOX"));
     }
-    let health = ops::health(ops.store.clone(), sandbox);
+    let health = ops::health(store, sandbox);
     miniprogram::routes(pay.clone())
         .or(notify::routes(pay))
         .unify()
         .or(admin::routes(admin))
-        .unify()
-        .or(ops::routes(ops))
         .unify()
         .or(health)
         .unify()

@@ -1,9 +1,11 @@
-//! Routes for operators: `/metrics` in Prometheus format, and `/ops/backup`
-//! (what `paybridge backup` fetches from a running server).
+//! Routes for operators: `/metrics` in Prometheus format, served on its own
+//! listener (`[metrics] listen`, default `127.0.0.1:9464`), never on the
+//! public ones; and `/healthz`, on every listener.
 //!
-//! SECURITY: without `[metrics] token`, both answer only loopback clients (a
-//! scraper on the same host, an SSH tunnel, the CLI); with a token, any
-//! client presenting `Authorization: Bearer <token>`.
+//! SECURITY: the metrics listener is loopback unless `[metrics] token` is
+//! set (config validation refuses otherwise); with a token, every request
+//! must present `Authorization: Bearer <token>`. Backups go over the control
+//! socket ([`crate::control`]), not HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use warp::reply::{self, Reply, Response};
 use warp::Filter;
 
 use super::error::json_error;
-use super::{with, PeerAddr};
+use super::with;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Store, WriterStats};
@@ -29,17 +31,17 @@ pub struct Ops {
     pub store: Store,
     /// For the certificate expiry gauge.
     pub tls_status: Option<Arc<StatusHandle>>,
-    /// Bearer token that opens `/metrics` to non-loopback clients.
+    /// Bearer token every scrape must present, if set.
     pub token: Option<Secret>,
 }
 
 impl Ops {
-    fn allowed(&self, peer: Option<PeerAddr>, authorization: Option<&str>) -> bool {
+    fn allowed(&self, authorization: Option<&str>) -> bool {
         match &self.token {
             Some(token) => authorization
                 .and_then(|a| a.strip_prefix("Bearer "))
                 .is_some_and(|given| given.as_bytes().ct_eq(token.expose().as_bytes()).into()),
-            None => peer.is_some_and(|p| p.0.ip().is_loopback()),
+            None => true,
         }
     }
 
@@ -55,26 +57,18 @@ impl Ops {
 }
 
 fn forbidden() -> Response {
-    json_error(
-        StatusCode::FORBIDDEN,
-        "FORBIDDEN",
-        "served to loopback clients, or with `Authorization: Bearer <[metrics] token>`",
-    )
+    json_error(StatusCode::FORBIDDEN, "FORBIDDEN", "send `Authorization: Bearer <[metrics] token>`")
 }
 
-/// `GET /metrics` and `GET /ops/backup`.
-pub fn routes(ops: Arc<Ops>) -> BoxedFilter<(Response,)> {
-    let allowed = warp::ext::optional::<PeerAddr>()
+/// The metrics listener's routes: `GET /metrics` and `GET /healthz`.
+pub fn routes(ops: Arc<Ops>, sandbox: bool) -> BoxedFilter<(Response,)> {
+    let health = health(ops.store.clone(), sandbox);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
         .and(with(ops))
-        .map(|peer: Option<PeerAddr>, authorization: Option<String>, ops: Arc<Ops>| {
-            let ok = ops.allowed(peer, authorization.as_deref());
-            (ops, ok)
-        })
-        .untuple_one();
-    let metrics =
-        warp::path!("metrics").and(warp::get()).and(allowed.clone()).then(|ops: Arc<Ops>, ok: bool| async move {
-            if !ok {
+        .then(|authorization: Option<String>, ops: Arc<Ops>| async move {
+            if !ops.allowed(authorization.as_deref()) {
                 return forbidden();
             }
             // The gauges read the store: off the async threads.
@@ -82,24 +76,7 @@ pub fn routes(ops: Arc<Ops>) -> BoxedFilter<(Response,)> {
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "see the server log")
             })
         });
-    let backup =
-        warp::path!("ops" / "backup").and(warp::get()).and(allowed).then(|ops: Arc<Ops>, ok: bool| async move {
-            if !ok {
-                return forbidden();
-            }
-            // Taken on the writer thread, between two batches.
-            match ops.store.backup().await {
-                Ok(bytes) => {
-                    tracing::info!(bytes = bytes.len(), "backup taken");
-                    reply::with_header(bytes, "content-type", "application/octet-stream").into_response()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "backup failed");
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "BACKUP_FAILED", "backup failed; see the server log")
-                }
-            }
-        });
-    metrics.or(backup).unify().boxed()
+    metrics.or(health).unify().recover(super::error::rejection).unify().boxed()
 }
 
 /// A write batch older than this makes `/healthz` report the storage as stalled.

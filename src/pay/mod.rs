@@ -19,7 +19,7 @@ use crate::wechat::client::{WechatClient, WechatError};
 use crate::wechat::sign::SignType;
 
 pub use notify::NotifyAck;
-pub use order::{NewOrder, OrderView};
+pub use order::{NewOrder, OrderView, PayerProof};
 
 /// Why a payment request failed. [`crate::http::error`] turns it into a reply.
 #[derive(Debug, thiserror::Error)]

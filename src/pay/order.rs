@@ -26,6 +26,15 @@ pub struct NewOrder {
     pub openid: String,
 }
 
+/// How the caller of `/pay/orders/{no}` proves it is the payer.
+#[derive(Debug, Clone)]
+pub enum PayerProof {
+    /// The openid the order was placed for.
+    Openid(String),
+    /// The `orderToken` from `unifiedOrder`.
+    Token(String),
+}
+
 /// What `/pay/orders/{no}` shows: status and amount, no openid, no secrets.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -212,11 +221,35 @@ impl Payments {
     }
 
     /// The order's public view.
-    pub async fn order_view(&self, out_trade_no: &str) -> Result<OrderView, PayError> {
+    ///
+    /// SECURITY: only for the payer: the caller proves it with the openid the
+    /// order was placed for, or the `orderToken` `unifiedOrder` returned. A
+    /// wrong proof looks exactly like a missing order.
+    pub async fn order_view(&self, out_trade_no: &str, proof: &PayerProof) -> Result<OrderView, PayError> {
         let no = out_trade_no.to_owned();
-        match self.store.read(move |store| store.order(&no)).await? {
-            Some(order) => Ok(OrderView::from(&order)),
-            None => Err(PayError::NotFound(out_trade_no.to_owned())),
+        let order = self.store.read(move |store| store.order(&no)).await?;
+        match order {
+            Some(order) if self.proves(&order, proof) => Ok(OrderView::from(&order)),
+            _ => Err(PayError::NotFound(out_trade_no.to_owned())),
         }
+    }
+
+    fn proves(&self, order: &Order, proof: &PayerProof) -> bool {
+        use subtle::ConstantTimeEq;
+        let same = |a: &str, b: &str| a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+        match proof {
+            PayerProof::Openid(openid) => same(openid, &order.openid),
+            PayerProof::Token(token) => same(token, &self.order_token(&order.out_trade_no)),
+        }
+    }
+
+    /// The token that lets the payer's client read an order's status: an
+    /// HMAC of the order number under the merchant key, so nothing is stored.
+    pub fn order_token(&self, out_trade_no: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.mch_key.expose().as_bytes()).expect("any key length");
+        mac.update(b"paybridge order token\0");
+        mac.update(out_trade_no.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 }

@@ -107,24 +107,24 @@ pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out
 PayBridge:            http://{paybridge}
 WeChat Pay simulator: http://{simulator}
 
-Take an order from login to PAID (copy and paste, in order):
+Take an order from login to PAID: paste these into one shell, in order.
 
-1. Log in (what mini-program B does after wx.login):
-   curl 'http://{paybridge}/pay/openid?code={code}'
+1. Log in (what mini-program B does after wx.login; any string works as the
+   code here, each one once, as in WeChat). This keeps the openid in $OPENID:
+   OPENID=$(curl -s 'http://{paybridge}/pay/openid?code={code}' | sed -E 's/.*"openid":"([^"]*)".*/\1/'); echo "$OPENID"
 
-2. Place the order with the openid from step 1 (amounts are in fen):
+2. Place the order for that openid (amounts are in fen):
    curl -X POST http://{paybridge}/pay/unifiedOrder \
         -H 'content-type: application/json' \
-        -d '{{"outTradeNo":"{out_trade_no}","totalFee":1,"body":"PayBridge demo","openid":"<openid from step 1>"}}'
+        -d '{{"outTradeNo":"{out_trade_no}","totalFee":1,"body":"PayBridge demo","openid":"'"$OPENID"'"}}'
 
 3. Be the user who pays (the simulator then sends PayBridge a signed notify):
    curl -X POST http://{simulator}/sandbox/pay \
         -H 'content-type: application/json' -d '{{"out_trade_no":"{out_trade_no}"}}'
 
-4. See the order PAID:
-   curl http://{paybridge}/pay/orders/{out_trade_no}
+4. See the order PAID (only its payer may: by openid, or by the orderToken from step 2):
+   curl "http://{paybridge}/pay/orders/{out_trade_no}?openid=$OPENID"
 
-Login codes are single-use, as in WeChat: use a new code for each login.
 Stop with Ctrl-C. Orders are kept in the sandbox data directory.
 "#
     )

@@ -162,6 +162,8 @@ struct Inner {
     config: SimulatorConfig,
     orders: Mutex<HashMap<String, SimOrder>>,
     used_codes: Mutex<HashSet<String>>,
+    /// Every openid a login returned: WeChat refuses orders for any other.
+    openids: Mutex<HashSet<String>>,
     /// Every session_key handed out, so tests can prove none leaks.
     session_keys: Mutex<Vec<String>>,
     faults: Mutex<VecDeque<Fault>>,
@@ -197,6 +199,7 @@ impl Simulator {
                 config,
                 orders: Mutex::default(),
                 used_codes: Mutex::default(),
+                openids: Mutex::default(),
                 session_keys: Mutex::default(),
                 faults: Mutex::default(),
                 http: reqwest::Client::new(),
@@ -237,7 +240,9 @@ impl Simulator {
         // A real session_key is returned, as WeChat does: PayBridge must drop it.
         let session_key = format!("SK{}", &nonce_str()[..22]);
         self.inner.session_keys.lock().expect("keys lock").push(session_key.clone());
-        serde_json::json!({ "openid": self.openid_for(code), "session_key": session_key })
+        let openid = self.openid_for(code);
+        self.inner.openids.lock().expect("openids lock").insert(openid.clone());
+        serde_json::json!({ "openid": openid, "session_key": session_key })
     }
 
     /// Every `session_key` this simulator has issued.
@@ -329,6 +334,10 @@ impl Simulator {
         }
         if get("openid").is_empty() {
             return business_error("LACK_PARAMS", "JSAPI支付必须传openid");
+        }
+        // Like WeChat: an openid is only good for the appid whose login issued it.
+        if !self.inner.openids.lock().expect("openids lock").contains(get("openid")) {
+            return business_error("PARAM_ERROR", "appid和openid不匹配");
         }
         if !is_valid_out_trade_no(get("out_trade_no")) {
             return business_error("INVALID_REQUEST", "out_trade_no参数格式错误");

@@ -69,6 +69,14 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("storage is shutting down")]
     Stopped,
+    /// Another process holds the data directory.
+    #[error("the data directory {dir} is in use: another PayBridge is probably running{}", pid.map_or(String::new(), |p| format!(" (pid {p})")))]
+    Locked {
+        /// The directory.
+        dir: String,
+        /// The pid in its `paybridge.pid`, if any.
+        pid: Option<u32>,
+    },
     /// The data directory belongs to the other mode.
     #[error("the data directory holds {found} data and cannot be used in {wanted} mode; use another data_dir")]
     ModeMismatch {
@@ -152,6 +160,14 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass this back to get the next (older) page; `None` at the end.
     pub next: Option<String>,
+}
+
+/// The file a running server writes its pid to, in the data directory.
+pub const PID_FILE: &str = "paybridge.pid";
+
+/// Whether `dir` holds a PayBridge database (without creating anything).
+pub fn holds_data(dir: &Path) -> bool {
+    dir.join("db").is_file() && dir.join("conf").is_file()
 }
 
 /// The bytes a write is counted as when it carries no large payload.
@@ -469,9 +485,11 @@ impl Trees {
         let db = loop {
             match config.open() {
                 // sled reports a held lock as `Other` with this text.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && started.elapsed() < options.lock_wait =>
-                {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if started.elapsed() >= options.lock_wait {
+                        let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok());
+                        return Err(StoreError::Locked { dir: dir.display().to_string(), pid });
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 opened => break opened?,

@@ -96,6 +96,8 @@ accept_client_amount = {accept}
 {orders_extra}
 [admin]
 password_hash = "{hash}"
+[metrics]
+listen = "127.0.0.1:0"
 {extra}
 "#,
         http_extra = opts.http_extra,

@@ -1,0 +1,106 @@
+//! The control socket: operator actions on a running server, never on a
+//! network listener.
+//!
+//! `<data_dir>/control.sock` is a Unix socket with mode 0600; the server also
+//! checks that the connecting process runs as the socket's owner (or root)
+//! with `SO_PEERCRED`. A same-host proxy, a port forward or a firewall
+//! mistake cannot reach it. `paybridge backup` uses it.
+//!
+//! Protocol: the client sends one line, `backup`; the server answers
+//! `ok <length>` and that many bytes, or `error <message>`, and closes.
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::store::Store;
+
+/// The socket's file name in the data directory.
+pub const SOCKET: &str = "control.sock";
+
+/// The socket's path for a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET)
+}
+
+/// Binds the control socket in `data_dir` (replacing a stale one: the
+/// caller holds the store's lock, so no other server uses this directory).
+pub fn bind(data_dir: &Path) -> io::Result<UnixListener> {
+    let path = socket_path(data_dir);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves operator requests until the task is dropped.
+pub async fn serve(listener: UnixListener, store: Store, socket: PathBuf) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (store, socket) = (store.clone(), socket.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &store, &socket).await {
+                tracing::warn!(error = %e, "control socket request failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, store: &Store, socket: &Path) -> io::Result<()> {
+    let owner = std::fs::metadata(socket)?.uid();
+    let caller = stream.peer_cred()?.uid();
+    let mut stream = BufReader::new(stream);
+    if caller != owner && caller != 0 {
+        tracing::warn!(caller, owner, "control socket: refused a process of another user");
+        return stream.get_mut().write_all(b"error only the service user or root may use this socket\n").await;
+    }
+    let mut line = String::new();
+    (&mut stream).take(64).read_line(&mut line).await?;
+    match line.trim() {
+        "backup" => match store.backup().await {
+            Ok(bytes) => {
+                tracing::info!(bytes = bytes.len(), "backup taken");
+                let out = stream.get_mut();
+                out.write_all(format!("ok {}\n", bytes.len()).as_bytes()).await?;
+                out.write_all(&bytes).await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "backup failed");
+                stream.get_mut().write_all(format!("error the backup failed: {e}\n").as_bytes()).await
+            }
+        },
+        other => {
+            let reply = format!("error unknown request {:?}; this server knows: backup\n", other.escape_debug());
+            stream.get_mut().write_all(reply.as_bytes()).await
+        }
+    }
+}
+
+/// Asks the server using `data_dir` for a backup. `Ok(None)`: no server
+/// answers on the socket.
+pub async fn backup(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = socket_path(data_dir);
+    let Ok(stream) = UnixStream::connect(&path).await else { return Ok(None) };
+    let mut stream = BufReader::new(stream);
+    stream.get_mut().write_all(b"backup\n").await?;
+    let mut line = String::new();
+    (&mut stream).take(4096).read_line(&mut line).await?;
+    let line = line.trim_end();
+    if let Some(message) = line.strip_prefix("error ") {
+        anyhow::bail!("the server at {} refused: {message}", path.display());
+    }
+    let length: usize = line
+        .strip_prefix("ok ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected answer {line:?} on {}", path.display()))?;
+    let mut bytes = Vec::with_capacity(length.min(1 << 30));
+    (&mut stream).take(length as u64).read_to_end(&mut bytes).await?;
+    anyhow::ensure!(bytes.len() == length, "the backup from {} ended early", path.display());
+    Ok(Some(bytes))
+}
