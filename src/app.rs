@@ -80,6 +80,9 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 /// Binds the configured listeners and starts.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http = match config.http.listen {
+        Some(addr) if config.mode == Mode::Sandbox => {
+            Some(bind(addr, "--listen of `paybridge sandbox`, or http.listen").await?)
+        }
         Some(addr) => Some(bind(addr, "http.listen").await?),
         None => None,
     };
@@ -115,7 +118,11 @@ pub async fn start_with_listeners(
         Mode::Live => None,
         Mode::Sandbox => {
             let Some(addr) = http_addr else { anyhow::bail!("sandbox mode needs http.listen") };
-            let sim_listener = bind(config.sandbox.simulator_listen, "sandbox.simulator_listen").await?;
+            let sim_listener = bind(
+                config.sandbox.simulator_listen,
+                "--simulator-listen of `paybridge sandbox`, or sandbox.simulator_listen",
+            )
+            .await?;
             let w = &config.wechat;
             let sim = Simulator::new(SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &w.mch_key));
             let handle = sandbox::serve_simulator(sim, sim_listener)?;

@@ -55,7 +55,8 @@ pub enum Command {
         #[arg(long)]
         to: PathBuf,
     },
-    /// Restore a backup into the (empty) data directory of the config.
+    /// Restore a backup into the data directory of the config (stop
+    /// PayBridge first; run as root or the service user).
     Restore {
         /// The TOML config file.
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
@@ -63,6 +64,10 @@ pub enum Command {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
+        /// Replace the data that is there: it is kept beside, as
+        /// `<data_dir>.before-restore-<time>`; certificates move over.
+        #[arg(long)]
+        replace: bool,
     },
     /// Admin page commands.
     Admin {
@@ -119,6 +124,21 @@ fn init_tracing(format: LogConfig) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
+/// An error and its causes on one line, each cause once: many errors
+/// already quote their cause, and printing it again says it twice
+/// ("No such file or directory (os error 2): No such file or directory ...").
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
 /// Runs the command line.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -142,13 +162,7 @@ pub fn main() -> anyhow::Result<()> {
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),
             Command::Backup { config, to } => backup(&Config::load(&config)?, &to).await,
-            Command::Restore { config, from } => {
-                let config = Config::load(&config)?;
-                let file = std::fs::File::open(&from).with_context(|| format!("cannot open {}", from.display()))?;
-                crate::store::Store::restore(&config.data_dir, std::io::BufReader::new(file))?;
-                println!("Restored {} into {}. Start PayBridge to use it.", from.display(), config.data_dir.display());
-                Ok(())
-            }
+            Command::Restore { config, from, replace } => restore(&Config::load(&config)?, &from, replace).await,
             Command::Cert { action: CertCommand::Status { config } } => {
                 let config = Config::load(&config)?;
                 if !config.tls.enabled() {
@@ -208,6 +222,83 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Restores a backup into `data_dir`: into a new directory beside it first,
+/// then swapped in, with the owner, group and mode of the directory it
+/// replaces (so `sudo` leaves it usable by the service user).
+async fn restore(config: &Config, from: &std::path::Path, replace: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = &config.data_dir;
+    if crate::control::backup(dir).await.is_ok_and(|answered| answered.is_some()) {
+        anyhow::bail!("PayBridge is running on {}: stop it first (systemctl stop paybridge)", dir.display());
+    }
+    let existing = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    anyhow::ensure!(
+        !existing || replace,
+        "{} is not empty; add --replace to restore over it (the current data is kept beside it)",
+        dir.display()
+    );
+    let file = std::fs::File::open(from).with_context(|| format!("cannot open the backup {}", from.display()))?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    let staging = dir.with_file_name(format!(".{name}.restoring-{:08x}", rand::random::<u32>()));
+    crate::store::Store::restore(&staging, std::io::BufReader::new(file))
+        .with_context(|| format!("cannot restore {} into {}", from.display(), staging.display()))?;
+    let owner = std::fs::metadata(dir).ok();
+    let swap = || -> anyhow::Result<Option<PathBuf>> {
+        if let Some(meta) = &owner {
+            own_like(&staging, meta.uid(), meta.gid())?;
+            std::fs::set_permissions(&staging, meta.permissions())
+                .with_context(|| format!("cannot set the mode of {}", staging.display()))?;
+        }
+        let aside = match (existing, owner.is_some()) {
+            (true, _) => {
+                // Certificates and the ACME account are not in the backup: keep them.
+                let tls = dir.join("tls");
+                if tls.exists() {
+                    std::fs::rename(&tls, staging.join("tls"))
+                        .with_context(|| format!("cannot move {} into the restored data", tls.display()))?;
+                }
+                let aside = dir.with_file_name(format!("{name}.before-restore-{}", crate::pay::now_ms() / 1000));
+                std::fs::rename(dir, &aside)
+                    .with_context(|| format!("cannot move {} aside to {}", dir.display(), aside.display()))?;
+                Some(aside)
+            }
+            (false, true) => {
+                std::fs::remove_dir(dir).with_context(|| format!("cannot replace the empty {}", dir.display()))?;
+                None
+            }
+            (false, false) => None,
+        };
+        std::fs::rename(&staging, dir)
+            .with_context(|| format!("cannot move {} to {}", staging.display(), dir.display()))?;
+        Ok(aside)
+    };
+    match swap() {
+        Ok(aside) => {
+            println!("Restored {} into {}. Start PayBridge to use it.", from.display(), dir.display());
+            if let Some(aside) = aside {
+                println!("The data that was there is kept in {}.", aside.display());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Gives `path` and everything under it to `uid:gid`.
+fn own_like(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .with_context(|| format!("cannot give {} to {uid}:{gid}", path.display()))?;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))? {
+            own_like(&entry.with_context(|| format!("cannot read {}", path.display()))?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads the new password, hashes it, and writes `[admin] password_hash`,
 /// keeping the rest of the file (comments included) as it was.
 fn set_password(path: &std::path::Path) -> anyhow::Result<()> {
@@ -233,14 +324,33 @@ fn set_password(path: &std::path::Path) -> anyhow::Result<()> {
         doc["admin"] = toml_edit::table();
     }
     doc["admin"]["password_hash"] = toml_edit::value(hash_password(&password));
+    replace_keeping_owner(path, doc.to_string().as_bytes())?;
+    println!("Admin password set in {}. Restart PayBridge to use it.", path.display());
+    Ok(())
+}
+
+/// Replaces `path` atomically, keeping its owner, group and mode (run with
+/// sudo, it must stay readable by the service user). The new content is
+/// never readable by others, not even for a moment: the temporary file is
+/// created 0600.
+fn replace_keeping_owner(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     // A temporary name of our own next to the file: the rename below is atomic.
     let tmp = PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
-    std::fs::write(&tmp, doc.to_string())?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(&tmp, meta.permissions())?;
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+        file.set_permissions(meta.permissions())?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
-    std::fs::rename(&tmp, path)?;
-    println!("Admin password set in {}. Restart PayBridge to use it.", path.display());
     Ok(())
 }
 
@@ -296,5 +406,21 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let quoted = anyhow::Error::new(crate::config::ConfigError::Read { path: "/x.toml".into(), source: io });
+        let message = error_message(&quoted.context("cannot start"));
+        assert_eq!(message.matches("not found").count(), 1, "{message}");
+        assert!(message.starts_with("cannot start: cannot read config file /x.toml"), "{message}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&plain), "outer: inner");
     }
 }

@@ -77,7 +77,7 @@ async fn backup_while_running_and_restore_into_an_empty_directory() {
     let restored_dir = env.dir.path().join("restored");
     let config2 = env.dir.path().join("restored.toml");
     std::fs::write(&config2, config_text(&restored_dir, "127.0.0.1:1", &env.sim.url(), &env.opts)).unwrap();
-    let restore = |cfg: &std::path::Path| {
+    let restore = |cfg: &std::path::Path| -> Vec<String> {
         vec![
             "restore".into(),
             "--config".into(),
@@ -90,7 +90,13 @@ async fn backup_while_running_and_restore_into_an_empty_directory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = paybridge(restore(&config2)).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "restores only into an empty directory");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not empty") && stderr.contains("--replace"), "not over data unasked: {stderr}");
+    // Over a running server: refused, naming what to do.
+    let mut over_running = restore(&config);
+    over_running.push("--replace".into());
+    let out = paybridge(over_running).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let restored = Store::open(&restored_dir, Mode::Live).unwrap();
     let all = OrderFilter::default();
@@ -238,4 +244,110 @@ async fn json_logs_carry_the_request_id() {
     assert_eq!(access["fields"]["path"], "/healthz");
     assert_eq!(access["span"]["id"], id.as_str(), "{access}");
     env.stop().await;
+}
+
+/// `sudo paybridge admin set-password` once left the config `root:root 0600`,
+/// unreadable by the service user. Owner, group and mode are kept.
+#[tokio::test]
+async fn set_password_keeps_the_config_readable_by_the_service_user() {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paybridge.toml");
+    let opts = Opts::default();
+    std::fs::write(&config, config_text(&dir.path().join("data"), "127.0.0.1:1", "http://127.0.0.1:1", &opts)).unwrap();
+    // As install.sh leaves it: root-owned, readable by the service's group.
+    std::os::unix::fs::chown(&config, Some(0), Some(65534)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paybridge"))
+        .args(["admin", "set-password", "--config", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a brand new admin password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let meta = std::fs::metadata(&config).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (0, 65534, 0o640));
+    let loaded = paybridge::config::Config::load(&config).unwrap();
+    let hash = loaded.admin.password_hash.unwrap();
+    assert!(paybridge::admin::auth::verify_password("a brand new admin password", &hash));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+}
+
+/// The README's recipe, as root: the backup in a root-only directory, the
+/// data directory owned by the service user with data and certificates in
+/// it. `sudo paybridge restore --replace` swaps the backup in, keeps the old
+/// data beside it, moves the certificates over and leaves everything owned
+/// by the service user.
+#[tokio::test]
+async fn restore_over_existing_data_as_the_readme_says() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::start(Opts::default()).await;
+    some_business(&env).await;
+    let bytes = paybridge::control::backup(&env.dir.path().join("data")).await.unwrap().unwrap();
+    env.stop().await;
+
+    let root_only = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root_only.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let backup = root_only.path().join("paybridge.backup");
+    std::fs::write(&backup, &bytes).unwrap();
+
+    // The service's data directory: other data, a certificate, owned by uid 65534.
+    let host = tempfile::tempdir().unwrap();
+    let data = host.path().join("paybridge");
+    drop(Store::open(&data, Mode::Live).unwrap());
+    std::fs::create_dir(data.join("tls")).unwrap();
+    std::fs::write(data.join("tls/cert.pem"), "certificate").unwrap();
+    for entry in [data.clone(), data.join("tls"), data.join("tls/cert.pem")] {
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let config = host.path().join("paybridge.toml");
+    std::fs::write(&config, config_text(&data, "127.0.0.1:1", "http://127.0.0.1:1", &Opts::default())).unwrap();
+
+    let args = |more: &[&str]| -> Vec<String> {
+        let mut args = vec!["restore", "--config", config.to_str().unwrap(), "--from", backup.to_str().unwrap()];
+        args.extend_from_slice(more);
+        args.into_iter().map(String::from).collect()
+    };
+    let out = paybridge(args(&["--replace"])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kept in"), "{stdout}");
+
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (65534, 65534, 0o750));
+    for file in std::fs::read_dir(&data).unwrap() {
+        let path = file.unwrap().path();
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534, "{} is the service user's", path.display());
+    }
+    assert_eq!(std::fs::read_to_string(data.join("tls/cert.pem")).unwrap(), "certificate", "certificates moved over");
+    let aside: Vec<_> = std::fs::read_dir(host.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("paybridge.before-restore-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the replaced data is kept beside");
+    let restored = Store::open(&data, Mode::Live).unwrap();
+    assert_eq!(restored.order_count().unwrap(), 2);
+
+    // A backup that cannot be read names its path.
+    let out = paybridge(vec![
+        "restore".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--from".into(),
+        "/nonexistent/backup.pb".into(),
+        "--replace".into(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("/nonexistent/backup.pb"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "the cause once: {stderr}");
 }

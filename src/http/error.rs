@@ -44,6 +44,7 @@ pub fn pay_error(e: &PayError) -> Response {
         PayError::Login(WechatError::Login { errcode: 40029 | 40163 | 40226, .. }) => {
             (StatusCode::BAD_REQUEST, "INVALID_LOGIN_CODE")
         }
+        PayError::Login(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
         PayError::Login(_) => (StatusCode::BAD_GATEWAY, "WECHAT_LOGIN_FAILED"),
         PayError::Upstream(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
         PayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "WECHAT_ERROR"),

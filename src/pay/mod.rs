@@ -47,8 +47,8 @@ pub enum PayError {
     /// No such order.
     #[error("no order {0:?}")]
     NotFound(String),
-    /// The login code was refused by WeChat.
-    #[error("WeChat login failed: {0}")]
+    /// The login failed: WeChat refused the code, or could not be reached.
+    #[error("WeChat login failed: {0}; call wx.login again and retry")]
     Login(WechatError),
     /// WeChat failed or refused; the order is kept and can be retried.
     #[error("{0}; the order is kept, retry with the same outTradeNo")]
@@ -125,11 +125,8 @@ impl Payments {
         if code.is_empty() || code.len() > 256 {
             return Err(PayError::Invalid("the query parameter `code` (from wx.login) is required".into()));
         }
-        match self.client.jscode2session(code).await {
-            Ok(session) => Ok(session.openid),
-            Err(e @ WechatError::Login { .. }) => Err(PayError::Login(e)),
-            Err(e) => Err(PayError::Upstream(e)),
-        }
+        // No order exists yet: every failure is a login failure.
+        self.client.jscode2session(code).await.map(|session| session.openid).map_err(PayError::Login)
     }
 }
 

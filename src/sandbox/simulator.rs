@@ -530,13 +530,26 @@ fn business_error(code: &str, description: &str) -> Fields {
 mod tests {
     use super::*;
 
+    /// A simulator that has issued the openid `o1` (as if after a login).
     fn sim() -> Simulator {
-        Simulator::new(SimulatorConfig::new(
+        let sim = Simulator::new(SimulatorConfig::new(
             "wxd930ea5d5a258f4f",
             &Secret::new("s"),
             "10000100",
             &Secret::new("192006250b4c09247ec02edce69f6a2d"),
-        ))
+        ));
+        sim.inner.openids.lock().unwrap().insert("o1".into());
+        sim
+    }
+
+    #[test]
+    fn an_openid_no_login_issued_is_refused() {
+        let sim = sim();
+        let mut stranger = ORDER.to_vec();
+        stranger[6] = ("openid", "<openid from step 1>");
+        let key = "192006250b4c09247ec02edce69f6a2d";
+        let r = reply(sim.pay_api("unifiedorder", true, &request(&sim, &stranger, SignType::Md5)), key, SignType::Md5);
+        assert_eq!((r["err_code"].as_str(), r["err_code_des"].as_str()), ("PARAM_ERROR", "appid和openid不匹配"));
     }
 
     fn request(sim: &Simulator, pairs: &[(&str, &str)], sign_type: SignType) -> Vec<u8> {
