@@ -145,19 +145,29 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
-            Command::Serve { config } => {
-                let config = Config::load(&config)?;
+            Command::Serve { config: path } => {
+                let config = Config::load(&path)?;
                 let _logging = init_tracing(config.log);
+                for warning in config.warnings(Some(&path)) {
+                    tracing::warn!("config: {warning}");
+                }
                 serve(config).await
             }
             Command::Sandbox { listen, simulator_listen, data_dir } => {
                 let _logging = init_tracing(LogConfig::Human);
                 serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir)).await
             }
-            Command::CheckConfig { config } => {
-                let config = Config::load(&config)?;
+            Command::CheckConfig { config: path } => {
+                let config = Config::load(&path)?;
                 print!("{}", config.describe());
-                println!("\n# config OK");
+                let warnings = config.warnings(Some(&path));
+                for warning in &warnings {
+                    println!("\n# WARNING: {warning}");
+                }
+                match warnings.len() {
+                    0 => println!("\n# config OK"),
+                    n => println!("\n# config valid, with {n} warning(s) above"),
+                }
                 Ok(())
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),

@@ -758,8 +758,15 @@ impl RawConfig {
                         ))
                     }
                 };
+                let appid = required("wechat.appid", w.appid)?;
+                if !is_appid(&appid) {
+                    return Err(invalid(
+                        "wechat.appid",
+                        format!("{appid:?} is not a mini-program AppID (\"wx\" and 16 hex digits, as in the console)"),
+                    ));
+                }
                 WechatConfig {
-                    appid: required("wechat.appid", w.appid)?,
+                    appid,
                     app_secret,
                     mch_id,
                     mch_key,
@@ -805,6 +812,54 @@ impl RawConfig {
             storage: self.storage.validate()?,
             notifies: self.notifies.validate()?,
         })
+    }
+}
+
+/// A mini-program AppID: `wx` and 16 lowercase hex digits.
+fn is_appid(appid: &str) -> bool {
+    appid.len() == 18
+        && appid.starts_with("wx")
+        && appid[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Config {
+    /// What is valid but likely wrong, for `check-config` and the start-up
+    /// log. `path` is the config file, if any.
+    pub fn warnings(&self, path: Option<&Path>) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.mode == Mode::Live {
+            if self.wechat.notify_url.scheme() != "https" {
+                out.push(format!(
+                    "wechat.notify_url {} is not https://: WeChat Pay may refuse it, and notifies would cross the \
+                     internet unencrypted",
+                    self.wechat.notify_url
+                ));
+            }
+            if self.wechat.notify_url.host_str().is_some_and(|h| h == "localhost" || h.starts_with("127.")) {
+                out.push(format!("wechat.notify_url {} is not reachable from WeChat's servers", self.wechat.notify_url));
+            }
+            if self.orders.accept_client_amount {
+                out.push(
+                    "orders.accept_client_amount = true: the mini-program chooses what it pays (UNSAFE; see \
+                     \"Amounts\" in the README)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(path) = path {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o004 != 0 {
+                    out.push(format!(
+                        "{} is readable by every user of this machine (mode {mode:03o}) and holds secrets: \
+                         chmod 640 it",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -913,6 +968,26 @@ mod tests {
         assert!(e.contains("http.listen"), "{e}");
         let c = load(&text, &[("PAYBRIDGE_TLS_DOMAINS", "a.example.com, b.example.com")]).unwrap();
         assert_eq!(c.tls.domains, ["a.example.com", "b.example.com"]);
+    }
+
+    #[test]
+    fn appids_and_what_wechat_would_refuse() {
+        let e = error(LIVE, &[("PAYBRIDGE_WECHAT_APPID", "1234")]);
+        assert!(e.contains("wechat.appid") && e.contains("16 hex"), "{e}");
+        assert!(error(LIVE, &[("PAYBRIDGE_WECHAT_APPID", "wxD930EA5D5A258F4F")]).contains("wechat.appid"));
+        let c = load(LIVE, &[("PAYBRIDGE_WECHAT_NOTIFY_URL", "http://pay.example.com/pay/notify")]).unwrap();
+        let warnings = c.warnings(None);
+        assert!(warnings.iter().any(|w| w.contains("not https://")), "{warnings:?}");
+        let c = load(LIVE, &[("PAYBRIDGE_WECHAT_NOTIFY_URL", "https://pay.example.com/pay/notify")]).unwrap();
+        assert!(c.warnings(None).is_empty(), "{:?}", c.warnings(None));
+
+        use std::os::unix::fs::PermissionsExt;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = c.warnings(Some(file.path()));
+        assert!(warnings.iter().any(|w| w.contains("readable by every user") && w.contains("644")), "{warnings:?}");
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(c.warnings(Some(file.path())).is_empty());
     }
 
     #[test]
