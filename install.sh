@@ -3,8 +3,14 @@
 # with HTTPS, in one command. Run it again to upgrade (config and data are kept).
 #
 #   sudo ./install.sh --domain pay.example.com --email you@example.com
-#   sudo ./install.sh --uninstall [--purge]
+#   sudo ./install.sh --uninstall [--purge [--yes]]
 #   ./install.sh --root /tmp/pb --binary target/release/paybridge ...   (lay out files only)
+#
+# Prerequisites: Debian 12+ or Ubuntu 22.04+ with systemd, ports 80 and 443
+# free, and either a prebuilt binary (--binary, built on another machine with
+# `cargo build --release`: the usual way) or, to build here, the Rust
+# toolchain (https://rustup.rs), a C compiler (apt-get install build-essential)
+# and about 2 GB of memory.
 #
 # Secrets can come from flags, from the environment (PAYBRIDGE_WECHAT_APP_SECRET,
 # PAYBRIDGE_WECHAT_MCH_KEY, PAYBRIDGE_ADMIN_PASSWORD: not visible in `ps`), or from
@@ -15,7 +21,9 @@ ROOT=""
 DRY_RUN=0
 UNINSTALL=0
 PURGE=0
+YES=0
 INTERACTIVE=1
+PLACEHOLDERS=0
 BINARY=""
 DOMAIN=""
 EMAIL=""
@@ -36,6 +44,10 @@ usage() {
     cat <<'EOF'
 Usage: install.sh [options]
 
+Prerequisites: Debian/Ubuntu with systemd; ports 80 and 443 free; a binary
+built elsewhere (--binary PATH, the usual way) or, to build here, Rust
+(https://rustup.rs), a C compiler (build-essential) and ~2 GB of memory.
+
 Install or upgrade:
   --domain NAME           domain served over HTTPS (DNS A/AAAA record must point here)
   --email ADDRESS         contact for Let's Encrypt expiry notices
@@ -51,7 +63,9 @@ Install or upgrade:
 
 Other:
   --uninstall             remove the service and the binary (config and data are kept)
-  --purge                 with --uninstall: also remove config, data and the paybridge user
+  --purge                 with --uninstall: also remove config, DATA (every order) and the user;
+                          asks first, or needs --yes
+  --yes                   with --purge: do not ask
   --root DIR              lay out every file under DIR; do not touch systemd or the host's users
   --dry-run               print what would be done, change nothing
   -h, --help              this help
@@ -82,6 +96,7 @@ parse_args() {
             --dry-run) DRY_RUN=1 ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
+            --yes) YES=1 ;;
             --staging) STAGING=1 ;;
             --non-interactive) INTERACTIVE=0 ;;
             --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password)
@@ -181,6 +196,12 @@ If this server is behind NAT that may be fine; otherwise fix the DNS record, or 
 ask() { # ask VAR "question" [secret]
     local var="$1" question="$2" secret="${3:-}" answer=""
     [ -z "${!var}" ] || return 0
+    if [ "$DRY_RUN" = 1 ]; then
+        # A dry run shows what would happen; it needs no secrets.
+        printf -v "$var" '%s' "<$question>"
+        PLACEHOLDERS=1
+        return 0
+    fi
     [ "$INTERACTIVE" = 1 ] || die "missing ${question} (use the flag, or run in a terminal to be asked)"
     if [ -n "$secret" ]; then
         read -r -s -p "$question: " answer; echo
@@ -198,6 +219,7 @@ gather() {
     ask MCH_ID "WeChat Pay merchant number (mch_id)"
     ask MCH_KEY "merchant API key (32 characters)" secret
     ask ADMIN_PASSWORD "admin page password (10+ characters)" secret
+    [ "$PLACEHOLDERS" = 0 ] || return 0
     [[ "$DOMAIN" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain $DOMAIN is not a domain name"
     [[ "$MCH_ID" =~ ^[0-9]+$ ]] || die "--mch-id must be digits"
     [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
@@ -251,9 +273,27 @@ owner() { # numeric uid:gid of the paybridge user (inside ROOT)
 install_binary() {
     local source="$BINARY"
     if [ -z "$source" ]; then
-        command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or pass --binary PATH"
-        say "building PayBridge (cargo build --release)"
-        run cargo build --release --locked --manifest-path "$SCRIPT_DIR/Cargo.toml"
+        local cargo builder=()
+        cargo="$(command -v cargo || true)"
+        if [ -z "$cargo" ] && [ -n "${SUDO_USER:-}" ]; then
+            # sudo resets PATH: find the invoking user's rustup toolchain and
+            # build as that user, so target/ does not become root's.
+            local home
+            home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
+            if [ -x "$home/.cargo/bin/cargo" ]; then
+                cargo="$home/.cargo/bin/cargo"
+                builder=(runuser -u "$SUDO_USER" -- env "PATH=$home/.cargo/bin:$PATH")
+            fi
+        fi
+        [ -n "$cargo" ] || die "cargo not found: build on another machine and pass --binary PATH, or install Rust (https://rustup.rs) and a C compiler (apt-get install build-essential)"
+        command -v cc >/dev/null || die "no C compiler (cc): apt-get install build-essential, or pass --binary PATH"
+        local mem_kb
+        mem_kb="$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null || echo 0)"
+        if [ "${mem_kb:-0}" -lt 1800000 ]; then
+            warn "this machine has $((mem_kb / 1024)) MB of memory; building needs about 2 GB (add swap, or pass --binary PATH)"
+        fi
+        say "building PayBridge (cargo build --release; a few minutes)"
+        run "${builder[@]}" "$cargo" build --release --locked --manifest-path "$SCRIPT_DIR/Cargo.toml"
         source="$SCRIPT_DIR/target/release/paybridge"
     fi
     [ "$DRY_RUN" = 1 ] || [ -x "$source" ] || die "$source is not an executable"
@@ -340,6 +380,9 @@ Environment=PAYBRIDGE_LOG=info
 # connections used is reused instead of spread over idle arenas (measured:
 # 54 MiB instead of 89 MiB after repeated rounds of 1,000 TLS connections).
 Environment=MALLOC_ARENA_MAX=2
+# Room for [http] max_connections on both listeners (2 x 2048 by default),
+# the metrics listener, the database and WeChat calls.
+LimitNOFILE=8192
 
 # Bind 80 and 443 without root.
 AmbientCapabilities=CAP_NET_BIND_SERVICE
@@ -386,10 +429,13 @@ start_service() {
     run systemctl restart "$SERVICE"
     [ "$DRY_RUN" = 0 ] || return 0
     say "waiting for PayBridge to answer"
+    # Staging certificates are not trusted by anyone: do not wait for trust.
+    local verify=() trusted="a trusted certificate"
+    if [ "$STAGING" = 1 ]; then verify=(--insecure); trusted="a staging (untrusted) certificate"; fi
     local i
     for i in $(seq 1 60); do
-        if curl -fsS --max-time 2 --resolve "$DOMAIN:443:127.0.0.1" "https://$DOMAIN/healthz" >/dev/null 2>&1; then
-            say "PayBridge is up with a trusted certificate."
+        if curl -fsS "${verify[@]}" --max-time 2 --resolve "$DOMAIN:443:127.0.0.1" "https://$DOMAIN/healthz" >/dev/null 2>&1; then
+            say "PayBridge is up with $trusted."
             return 0
         fi
         if ! systemctl is-active --quiet "$SERVICE"; then
@@ -420,6 +466,10 @@ do_install() {
     write_unit
     start_service
     echo
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "Dry run: nothing was changed."
+        return 0
+    fi
     echo "PayBridge is installed."
     echo "  admin page:   https://${DOMAIN:-<your domain>}/admin"
     echo "  logs:         journalctl -u $SERVICE -f"
@@ -436,6 +486,12 @@ do_uninstall() {
     run rm -f "$UNIT" "$BIN"
     if [ -z "$ROOT" ]; then run systemctl daemon-reload; fi
     if [ "$PURGE" = 1 ]; then
+        if [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
+            [ "$INTERACTIVE" = 1 ] || die "--purge deletes every order in $DATA: add --yes to confirm (take a backup first: paybridge backup)"
+            local answer=""
+            read -r -p "Delete $DATA (every order and notify) and $CONF_DIR for good? Type 'delete' to confirm: " answer
+            [ "$answer" = delete ] || die "nothing deleted"
+        fi
         say "purging $CONF_DIR, $DATA and the $USER_NAME user"
         run rm -rf "$CONF_DIR" "$DATA"
         if grep -q "^$USER_NAME:" "$ROOT/etc/passwd" 2>/dev/null; then

@@ -109,6 +109,7 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",
         "Environment=MALLOC_ARENA_MAX=2",
+        "LimitNOFILE=8192",
         "ProtectSystem=strict",
         "ProtectHome=yes",
         "PrivateTmp=yes",
@@ -167,6 +168,14 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     let root = dir.path().join("root");
     let text = ok(&install(&root, &["--dry-run"]));
     assert!(text.contains("would"), "{text}");
+    // Without any secret at all, a dry run still shows the plan.
+    let mut bare =
+        vec![SCRIPT, "--root", root.to_str().unwrap(), "--dry-run", "--binary", env!("CARGO_BIN_EXE_paybridge")];
+    bare.extend_from_slice(&["--non-interactive"]);
+    let out = Command::new("bash").args(&bare).env_remove("PAYBRIDGE_WECHAT_MCH_KEY").output().unwrap();
+    let text = ok(&out);
+    assert!(text.contains("would write") && text.contains("nothing was changed"), "{text}");
+    assert!(walk(&root).is_empty(), "a bare dry run wrote nothing");
     let left: Vec<_> = walk(&root);
     assert!(left.is_empty(), "--dry-run wrote {left:?}");
 
@@ -181,7 +190,12 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     assert!(!root.join("usr/local/bin/paybridge").exists());
     assert!(root.join("etc/paybridge/paybridge.toml").exists(), "config kept");
     assert!(root.join("var/lib/paybridge").exists(), "data kept");
-    ok(&uninstall(&["--purge"]));
+    // Purging deletes payment data: never without a confirmation.
+    let refused = uninstall(&["--purge"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(root.join("var/lib/paybridge").exists(), "nothing deleted unconfirmed");
+    ok(&uninstall(&["--purge", "--yes"]));
     assert!(!root.join("etc/paybridge").exists() && !root.join("var/lib/paybridge").exists());
     assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().lines().any(|l| l.starts_with("paybridge:")));
 }

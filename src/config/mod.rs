@@ -836,7 +836,10 @@ impl Config {
                 ));
             }
             if self.wechat.notify_url.host_str().is_some_and(|h| h == "localhost" || h.starts_with("127.")) {
-                out.push(format!("wechat.notify_url {} is not reachable from WeChat's servers", self.wechat.notify_url));
+                out.push(format!(
+                    "wechat.notify_url {} is not reachable from WeChat's servers",
+                    self.wechat.notify_url
+                ));
             }
             if self.orders.accept_client_amount {
                 out.push(
