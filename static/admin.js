@@ -13,7 +13,7 @@ const I18N = {
     'login.wrong': 'Wrong password.', 'login.failed': 'Sign-in failed: {msg}',
     'overview.today': 'Paid today', 'overview.month': 'Paid this month', 'overview.pending': 'Awaiting payment',
     'overview.rejected': 'Rejected notifies today', 'overview.rejected30': '{n} in 30 days',
-    'overview.orders': '{n} orders', 'overview.chart': 'Paid per day, last 30 days (yuan)',
+    'overview.orders': '{n} orders', 'overview.order': '1 order', 'overview.chart': 'Paid per day, last 30 days (yuan)',
     'overview.closed': '{n} closed',
     'orders.status': 'Status', 'orders.all': 'All', 'orders.from': 'From', 'orders.to': 'To',
     'orders.search': 'Search', 'orders.searchHint': 'out_trade_no, transaction_id or openid',
@@ -43,7 +43,7 @@ const I18N = {
     'login.wrong': '密码错误。', 'login.failed': '登录失败：{msg}',
     'overview.today': '今日收款', 'overview.month': '本月收款', 'overview.pending': '待支付',
     'overview.rejected': '今日被拒通知', 'overview.rejected30': '近 30 天 {n} 条',
-    'overview.orders': '{n} 笔', 'overview.chart': '近 30 天每日收款（元）', 'overview.closed': '已关闭 {n} 笔',
+    'overview.orders': '{n} 笔', 'overview.order': '1 笔', 'overview.chart': '近 30 天每日收款（元）', 'overview.closed': '已关闭 {n} 笔',
     'orders.status': '状态', 'orders.all': '全部', 'orders.from': '开始日期', 'orders.to': '结束日期',
     'orders.search': '搜索', 'orders.searchHint': '商户订单号、微信支付单号或 openid',
     'orders.apply': '筛选', 'orders.export': '导出 CSV', 'orders.more': '加载更多', 'orders.none': '没有订单。',
@@ -176,6 +176,12 @@ function showLogin() {
   document.getElementById('logout').hidden = true;
   document.getElementById('login-view').hidden = false;
   document.getElementById('password').focus();
+  // The login screen says SANDBOX too: /healthz tells, without a session.
+  fetch('/healthz', { credentials: 'same-origin' }).then(r => r.json()).then(health => {
+    const sandbox = !!health.sandbox;
+    document.getElementById('sandbox-badge').hidden = !sandbox;
+    document.getElementById('sandbox-banner').hidden = !sandbox;
+  }).catch(() => {});
 }
 
 function showApp(session) {
@@ -232,32 +238,44 @@ function svg(tag, attrs, text) {
   return el;
 }
 
+// Drawn at the card's real width in CSS pixels, so labels stay 12 px on a
+// phone as on a desktop instead of being scaled down with the picture.
 function chart(days) {
-  const width = 600, height = 160, top = 8, bottom = 20;
+  const main = document.querySelector('main');
+  const width = Math.max(260, Math.round((main ? main.clientWidth : 600) - 60));
+  const height = 170, top = 18, bottom = 22, left = 4;
   const max = Math.max(1, ...days.map(d => d.fen));
-  const step = width / days.length;
-  const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': t('overview.chart'), id: 'chart' });
+  const step = (width - left) / days.length;
+  // A date label needs about 40 px: label every n-th day, always the last one.
+  const every = Math.max(1, Math.ceil(44 / step));
+  const root = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': t('overview.chart'), id: 'chart' });
   days.forEach((d, i) => {
     const barHeight = Math.round((height - top - bottom) * d.fen / max);
-    const bar = svg('rect', { class: 'bar', x: (i * step + 2).toFixed(1), y: height - bottom - barHeight,
-      width: (step - 4).toFixed(1), height: Math.max(barHeight, d.fen ? 1 : 0) });
+    const bar = svg('rect', { class: 'bar', x: (left + i * step + 1).toFixed(1), y: height - bottom - barHeight,
+      width: Math.max(1, step - 2).toFixed(1), height: Math.max(barHeight, d.fen ? 1 : 0) });
     bar.appendChild(svg('title', {}, `${d.date}: ¥${yuan(d.fen)} (${d.count})`));
     root.appendChild(bar);
-    if (i % 5 === 4 || i === days.length - 1) {
-      root.appendChild(svg('text', { class: 'axis', x: (i * step + step / 2).toFixed(1), y: height - 5, 'text-anchor': 'middle' },
+    const last = i === days.length - 1;
+    if (last || ((days.length - 1 - i) % every === 0 && days.length - 1 - i >= every)) {
+      const x = last ? width : left + i * step + step / 2;
+      root.appendChild(svg('text', { class: 'axis', x: x.toFixed(1), y: height - 6, 'text-anchor': last ? 'end' : 'middle' },
         d.date.slice(5)));
     }
   });
-  root.appendChild(svg('text', { class: 'axis', x: 2, y: 10 }, '¥' + yuan(max)));
+  root.appendChild(svg('text', { class: 'axis', x: left, y: 12 }, '¥' + yuan(max)));
   return h('div', { class: 'card chart' }, h('div', { class: 'muted' }, t('overview.chart')), root);
+}
+
+function orderCount(n) {
+  return t(n === 1 ? 'overview.order' : 'overview.orders', { n });
 }
 
 async function overview() {
   const o = await api('/admin/api/overview');
   render(
     h('div', { class: 'stats', id: 'overview' },
-      stat(t('overview.today'), '¥' + yuan(o.today.fen), t('overview.orders', { n: o.today.count })),
-      stat(t('overview.month'), '¥' + yuan(o.month.fen), t('overview.orders', { n: o.month.count })),
+      stat(t('overview.today'), '¥' + yuan(o.today.fen), orderCount(o.today.count)),
+      stat(t('overview.month'), '¥' + yuan(o.month.fen), orderCount(o.month.count)),
       stat(t('overview.pending'), String(o.pending), t('overview.closed', { n: o.closed })),
       stat(t('overview.rejected'), String(o.rejectedNotifiesToday), t('overview.rejected30', { n: o.rejectedNotifies30Days }),
         o.rejectedNotifiesToday > 0)),

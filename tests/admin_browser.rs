@@ -151,6 +151,24 @@ async fn merchant_sees_orders_and_notifies_in_chromium() {
     b.login(base, ADMIN_PASSWORD).await;
     let overview = b.text("#overview").await;
     assert!(overview.contains("¥19.90"), "{overview}");
+    assert!(overview.contains("1 order\n") || overview.ends_with("1 order"), "one order, not \"1 orders\": {overview}");
+    // The chart is drawn at the card's width, its labels at their real size, the last one inside.
+    let chart = b
+        .client
+        .execute(
+            "const s = document.getElementById('chart'); const r = s.getBoundingClientRect(); \
+             const labels = [...s.querySelectorAll('text.axis')].map(t => t.getBoundingClientRect()); \
+             return [r.width, s.parentElement.clientWidth, Math.min(...labels.map(l => l.height)), \
+                     Math.max(...labels.map(l => l.right)) - r.right];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [svg_width, card_width, label_height, overflow] =
+        serde_json::from_value::<[f64; 4]>(chart.clone()).unwrap_or_else(|_| panic!("{chart}"));
+    assert!(svg_width >= card_width * 0.8, "the chart fills its card: {chart}");
+    assert!(label_height >= 11.0, "labels are readable on a phone: {chart}");
+    assert!(overflow <= 0.5, "no label is cut off at the right: {chart}");
     assert_eq!(b.script("return document.querySelectorAll('#chart rect.bar').length").await, 30);
     b.assert_no_horizontal_scroll("overview").await;
     b.screenshot("overview-360").await;
@@ -253,6 +271,18 @@ async fn sandbox_is_unmistakable_in_the_browser() {
     let password = app.sandbox_admin_password.clone().expect("the sandbox makes up a password");
     let base = format!("http://{}", app.addr);
     let b = browser("en-US", true).await;
+    // Even the login screen says SANDBOX.
+    b.client.goto(&format!("{base}/admin")).await.unwrap();
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(
+            "#login-view:not([hidden]) ~ * #sandbox-badge:not([hidden]), #sandbox-badge:not([hidden])",
+        ))
+        .await
+        .unwrap();
+    assert!(b.wait("#sandbox-banner").await.is_displayed().await.unwrap(), "the banner on the login screen");
+    b.screenshot("login-sandbox-360").await;
     b.login(&base, &password).await;
     assert!(b.wait("#sandbox-banner").await.is_displayed().await.unwrap());
     assert_eq!(b.text("#sandbox-badge").await, "SANDBOX");
