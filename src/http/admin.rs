@@ -162,6 +162,11 @@ struct Login {
     password: String,
 }
 
+/// The password of a login body, `{"password": "..."}`.
+pub fn parse_login(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Login>(body).ok().map(|l| l.password)
+}
+
 /// A store error: logged, and a plain 500 for the client.
 /// The CSV export of the filtered orders (at most [`CSV_MAX_ROWS`]).
 fn export_csv(admin: &Admin, q: &OrderQuery) -> Response {
@@ -403,7 +408,7 @@ async fn login(c: Caller, content_type: Option<String>, body: bytes::Bytes, admi
             "no admin password is set; run `paybridge admin set-password --config FILE` and restart",
         );
     };
-    let Ok(Login { password }) = serde_json::from_slice::<Login>(&body) else {
+    let Some(password) = parse_login(&body) else {
         return json_error(StatusCode::BAD_REQUEST, "INVALID_JSON", "send {\"password\": \"...\"}");
     };
     // Counted before it is checked, so a burst cannot outrun the count.

@@ -107,16 +107,9 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
         .and(body::limited(ORDER_BODY_LIMIT))
         .and(with(pay.clone()))
         .then(|peer: Option<PeerAddr>, body: bytes::Bytes, pay: Arc<Payments>| async move {
-            let request: UnifiedOrderBody = match parse_json(&body) {
-                Ok(r) => r,
+            let new = match parse_unified_order(&body) {
+                Ok(new) => new,
                 Err(e) => return pay_error(&e),
-            };
-            let new = NewOrder {
-                out_trade_no: request.out_trade_no,
-                total_fee: request.total_fee,
-                body: request.body,
-                attach: request.attach.unwrap_or_default(),
-                openid: request.openid,
             };
             let payer_ip = peer.map(|p| p.0.ip().to_string()).unwrap_or_else(|| "127.0.0.1".into());
             match pay.unified_order(new, &payer_ip).await {
@@ -161,6 +154,19 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
         });
 
     openid.or(unified_order).unify().or(order).unify().boxed()
+}
+
+/// Reads a `POST /pay/unifiedOrder` body (the tutorial client's fields are
+/// accepted, the ones the server decides are ignored).
+pub fn parse_unified_order(body: &[u8]) -> Result<NewOrder, PayError> {
+    let request: UnifiedOrderBody = parse_json(body)?;
+    Ok(NewOrder {
+        out_trade_no: request.out_trade_no,
+        total_fee: request.total_fee,
+        body: request.body,
+        attach: request.attach.unwrap_or_default(),
+        openid: request.openid,
+    })
 }
 
 /// Parses a JSON body, with an error that says what is wrong and where.
