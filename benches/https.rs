@@ -41,7 +41,7 @@ fn paybridge(dir: &Path, port: u16) -> Guard {
             "data_dir = \"{dir}/data\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"files\"\nlisten = \"127.0.0.1:{port}\"\n\
              domains = [\"bench.paybridge.test\"]\ncert_file = \"{dir}/chain.pem\"\nkey_file = \"{dir}/key.pem\"\n\
              [wechat]\nappid = \"wxd930ea5d5a258f4f\"\napp_secret = \"s\"\nmch_id = \"10000100\"\n\
-             mch_key = \"192006250b4c09247ec02edce69f6a2d\"\nnotify_url = \"https://bench.paybridge.test/pay/notify\"\n",
+             mch_key = \"192006250b4c09247ec02edce69f6a2d\"\nnotify_url = \"https://bench.paybridge.test/pay/notify\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
             dir = dir.display()
         ),
     )

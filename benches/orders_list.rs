@@ -89,7 +89,7 @@ async fn measure(count: u64, rounds: usize) {
     let text = format!(
         "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[wechat]\nappid = \"wxd930ea5d5a258f4f\"\napp_secret = \"s\"\n\
          mch_id = \"10000100\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\"\nnotify_url = \"https://x.test/pay/notify\"\n\
-         [admin]\npassword_hash = \"{hash}\"\n",
+         [admin]\npassword_hash = \"{hash}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         data.display()
     );
     let config = Config::from_toml(&text, Path::new("bench.toml"), std::iter::empty()).unwrap();

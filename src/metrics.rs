@@ -100,6 +100,11 @@ impl Metrics {
         }
     }
 
+    /// Requests being served now.
+    pub fn requests_in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The Prometheus text exposition, with gauges read now.
     pub fn render(&self, sled_bytes: u64, orders: &[(&str, u64)], cert_not_after: Option<i64>) -> String {
         let mut out = String::new();

@@ -2,6 +2,8 @@
 //! ids, JSON logs, and a graceful stop that lets requests finish.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::process::Command;
 use std::time::Duration;
@@ -195,7 +197,10 @@ async fn a_graceful_stop_lets_the_request_in_flight_finish() {
             .await
             .map(|r| r.status().as_u16())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stop begins once the request is being served (and waits on WeChat).
+    while env.app.metrics.requests_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let base = env.base.clone();
     let (dir, _sim) = env.stop().await;
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the request in flight finished");
@@ -211,10 +216,7 @@ async fn a_graceful_stop_lets_the_request_in_flight_finish() {
 #[tokio::test]
 async fn json_logs_carry_the_request_id() {
     let env = Env::start(Opts::default()).await;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = format!("127.0.0.1:{}", process::free_tcp_port());
     let config = env.dir.path().join("json.toml");
     let text =
         config_text(&env.dir.path().join("json-data"), &addr, &env.sim.url(), &env.opts) + "[log]\nformat = \"json\"\n";

@@ -39,7 +39,7 @@ async fn memory_levels_off_under_minutes_of_mixed_traffic() {
     let text = format!(
         "data_dir = \"{data}\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"self-signed\"\nlisten = \"127.0.0.1:{port}\"\n\
          domains = [\"soak.paybridge.test\"]\n{wechat}notify_url = \"https://soak.paybridge.test/pay/notify\"\n\
-         [orders]\naccept_client_amount = true\n[admin]\npassword_hash = \"{hash}\"\n[storage]\ncache_mb = 16\n",
+         [orders]\naccept_client_amount = true\n[admin]\npassword_hash = \"{hash}\"\n[storage]\ncache_mb = 16\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         data = dir.path().join("data").display(),
         port = process::free_tcp_port(),
         wechat = wechat_toml(&sim.url()),

@@ -46,6 +46,8 @@ acme_directory = "{directory}"
 acme_contact = "ops@paybridge.test"
 acme_directory_ca = "{ca}"
 acme_retry_schedule_secs = [1, 1, 2]
+[metrics]
+listen = "127.0.0.1:0"
 {wechat}"#,
         data = data_dir.display(),
         directory = pebble.directory,
@@ -104,19 +106,24 @@ impl Setup {
 
     /// A client that trusts only `root` and reaches DOMAIN at our HTTPS port.
     fn client(&self, root_pem: &str) -> reqwest::Client {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
-            .tls_built_in_root_certs(false)
-            .resolve(DOMAIN, ([127, 0, 0, 1], self.tls_port).into())
-            .tls_info(true)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
+        client_for(root_pem, self.tls_port)
     }
 
     fn url(&self, path: &str) -> String {
         format!("https://{DOMAIN}:{}{path}", self.tls_port)
     }
+}
+
+/// A client that trusts only `root_pem` and finds the test domain on loopback.
+fn client_for(root_pem: &str, tls_port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .resolve(DOMAIN, ([127, 0, 0, 1], tls_port).into())
+        .tls_info(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Waits until PayBridge serves a certificate other than `not_serial`.
@@ -271,7 +278,10 @@ async fn a_failing_challenge_type_falls_back_to_the_other() {
     app.stop().await;
 }
 
-#[tokio::test]
+/// 32 clients open a new TLS connection for every request while the
+/// certificate is renewed under them: not one request fails, and the new
+/// certificate is served once it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_certificate_renews_while_clients_connect() {
     let mut setup = Setup::new(true, Some(24), 0).await;
     setup.pebble.start().await;
@@ -279,23 +289,33 @@ async fn short_certificate_renews_while_clients_connect() {
     let first = wait_for_certificate(&app, None, Duration::from_secs(60)).await;
     let root = setup.pebble.issuing_root().await;
 
-    // New connections keep coming while the certificate is renewed.
     let start = Instant::now();
-    let mut requests = 0;
-    let mut serials = std::collections::BTreeSet::new();
-    while start.elapsed() < Duration::from_secs(45) {
-        let client = setup.client(&root); // a new client: a new connection and handshake
-        let (status, serial) = get_with_serial(&client, &setup.url("/healthz")).await.expect("no request may fail");
-        assert_eq!(status, 200);
-        requests += 1;
-        serials.insert(serial);
-        if serials.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let serials = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (serials, requests) = (serials.clone(), requests.clone());
+            let (url, root, port) = (setup.url("/healthz"), root.clone(), setup.tls_port);
+            tokio::spawn(async move {
+                while start.elapsed() < Duration::from_secs(60) && serials.lock().unwrap().len() < 2 {
+                    // A new client: a new connection and handshake.
+                    let client = client_for(&root, port);
+                    let (status, serial) = get_with_serial(&client, &url).await.expect("no request may fail");
+                    assert_eq!(status, 200);
+                    requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    serials.lock().unwrap().insert(serial);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
     }
+    let serials = serials.lock().unwrap().clone();
+    let requests = requests.load(std::sync::atomic::Ordering::Relaxed);
     assert!(serials.len() >= 2, "no new serial served after {requests} requests: {serials:?}");
     assert!(serials.contains(&first.serial));
+    assert!(requests >= 64, "the renewal happened under load: {requests} requests");
     let renewed = app.tls_status.as_ref().unwrap().get();
     assert!(renewed.last_error.is_none(), "{:?}", renewed.last_error);
     assert!(renewed.next_renewal.unwrap() > renewed.certificate.unwrap().not_before);
@@ -312,11 +332,17 @@ async fn restart_with_a_stored_certificate_serves_at_once_and_orders_nothing_unt
     let orders = setup.pebble.new_orders();
     assert!(orders >= 1);
 
+    let restarted = time::OffsetDateTime::now_utc();
     let app = setup.start_paybridge().await;
     // Served at once: no waiting for any ACME exchange.
     let client = setup.client(&setup.pebble.issuing_root().await);
     assert_eq!(get_with_serial(&client, &setup.url("/healthz")).await.unwrap(), (200, cert.serial.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the renewal task has checked since the restart it has decided: nothing to order now.
+    let start = std::time::Instant::now();
+    while app.tls_status.as_ref().unwrap().get().checked_at.is_none_or(|t| t < restarted) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the renewal task never decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(setup.pebble.new_orders(), orders, "no new order while the certificate is good");
     assert_eq!(setup.pebble.log().matches("POST /sign-me-up").count(), 1, "the stored account is reused");
     let status = app.tls_status.as_ref().unwrap().get();

@@ -22,6 +22,8 @@ listen = "off"
 listen = "127.0.0.1:0"
 domains = ["files.paybridge.test"]
 {mode_lines}
+[metrics]
+listen = "127.0.0.1:0"
 {wechat}"#,
         data = dir.join("data").display(),
         wechat = common::wechat_toml(&sim.url()),
@@ -88,7 +90,7 @@ async fn files_mode_refuses_to_start_with_unusable_files() {
     let lines = "mode = \"files\"\ncert_file = \"/nonexistent/chain.pem\"\nkey_file = \"/nonexistent/key.pem\"";
     let sim = start_simulator().await;
     let text = format!(
-        "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nlisten = \"127.0.0.1:0\"\n{lines}\n{}notify_url = \"https://x.test/pay/notify\"\n",
+        "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nlisten = \"127.0.0.1:0\"\n{lines}\n{}notify_url = \"https://x.test/pay/notify\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         dir.path().join("data").display(),
         common::wechat_toml(&sim.url())
     );

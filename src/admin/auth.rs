@@ -69,8 +69,11 @@ fn token_key(token: &str) -> [u8; 32] {
 impl Sessions {
     /// Opens a session; returns (cookie token, CSRF token).
     pub fn create(&self) -> (String, String) {
+        self.create_at(Instant::now())
+    }
+
+    fn create_at(&self, now: Instant) -> (String, String) {
         let (token, csrf) = (random_token(), random_token());
-        let now = Instant::now();
         let mut sessions = self.sessions.lock().expect("sessions lock");
         sessions.retain(|_, s| alive(s, now));
         if sessions.len() >= MAX_SESSIONS {
@@ -84,7 +87,10 @@ impl Sessions {
 
     /// The CSRF token of a live session (and marks it used), or `None`.
     pub fn check(&self, token: &str) -> Option<String> {
-        let now = Instant::now();
+        self.check_at(token, Instant::now())
+    }
+
+    fn check_at(&self, token: &str, now: Instant) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let key = token_key(token);
         match sessions.get_mut(&key) {
@@ -261,6 +267,38 @@ mod tests {
         assert_eq!(sessions.check("forged"), None);
         sessions.remove(&token);
         assert_eq!(sessions.check(&token), None);
+    }
+
+    #[test]
+    fn sessions_expire_idle_and_absolutely() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let (idle, _) = sessions.create_at(start);
+        assert!(sessions.check_at(&idle, start + SESSION_IDLE - Duration::from_secs(1)).is_some());
+        // Used just now: the idle clock restarted.
+        assert!(sessions.check_at(&idle, start + 2 * SESSION_IDLE - Duration::from_secs(2)).is_some());
+        assert!(sessions.check_at(&idle, start + 3 * SESSION_IDLE).is_none(), "an hour unused ends it");
+        assert!(sessions.check_at(&idle, start).is_none(), "and it stays ended");
+
+        let (busy, _) = sessions.create_at(start);
+        let mut at = start;
+        while at + Duration::from_secs(1800) < start + SESSION_LIFETIME {
+            at += Duration::from_secs(1800);
+            assert!(sessions.check_at(&busy, at).is_some(), "used every half hour");
+        }
+        assert!(sessions.check_at(&busy, start + SESSION_LIFETIME).is_none(), "twelve hours end it, used or not");
+    }
+
+    #[tokio::test]
+    async fn a_locked_out_address_waits_the_whole_window() {
+        let limiter = LoginLimiter::default();
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            limiter.begin(ip).await.unwrap().failed().await;
+        }
+        let Err(Throttled::Address(wait)) = limiter.begin(ip).await else { panic!("not locked out") };
+        assert!(wait > FAILURE_WINDOW - Duration::from_secs(5) && wait <= FAILURE_WINDOW, "{wait:?}");
+        assert_eq!(FAILURE_WINDOW, Duration::from_secs(15 * 60), "the README says 15 minutes");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

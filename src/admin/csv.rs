@@ -85,6 +85,12 @@ mod tests {
         out.push('|');
         field(&mut out, "支付测试");
         assert_eq!(out, "\"a,\"\"b\"\"\"|\"'=HYPERLINK(\"\"x\"\")\"|支付测试");
+        // Every character a spreadsheet starts a formula with is defused.
+        for (cell, defused) in [("+1+1", "'+1+1"), ("-2-2", "'-2-2"), ("@SUM(A1)", "'@SUM(A1)"), ("a=1", "a=1")] {
+            let mut out = String::new();
+            field(&mut out, cell);
+            assert_eq!(out, defused, "{cell}");
+        }
     }
 
     #[test]

@@ -191,7 +191,10 @@ impl AcmeManager {
             };
             let wait_for_limit = validations.next_allowed(now()).or_else(|| issuances.next_allowed(now()));
             let next = wait_for_limit.map_or(due, |t| t.max(due));
-            self.status.update(|s| s.next_renewal = Some(next));
+            self.status.update(|s| {
+                s.next_renewal = Some(next);
+                s.checked_at = Some(now());
+            });
             if next > now() {
                 if wait_for_limit.is_some_and(|t| t > now()) {
                     tracing::warn!(until = %next, "holding ACME attempts to stay under the CA's rate limits");

@@ -22,6 +22,9 @@ pub struct TlsStatus {
     /// When the next renewal attempt is planned.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_renewal: Option<OffsetDateTime>,
+    /// When the renewal task last decided whether to renew.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub checked_at: Option<OffsetDateTime>,
     /// The challenge type that last worked (`http-01` or `tls-alpn-01`).
     pub challenge: Option<String>,
     /// The last error, until the next success.
@@ -69,6 +72,7 @@ impl TlsStatus {
             None => out.push_str("certificate:   none yet\n"),
         }
         out.push_str(&format!("next renewal:  {}\n", time(self.next_renewal)));
+        out.push_str(&format!("last checked:  {}\n", time(self.checked_at)));
         if let Some(ch) = &self.challenge {
             out.push_str(&format!("challenge:     {ch}\n"));
         }

@@ -37,19 +37,38 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Appends every line `pipe` gives to `sink`, on a thread of its own.
-fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
+/// Appends every line `pipe` gives to `sink`, on a thread of its own that
+/// ends when the pipe closes.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let mut s = sink.lock().unwrap();
             s.push_str(&line);
             s.push('\n');
         }
-    });
+    })
 }
 
+/// A port for a child process that must be told its port in advance (a
+/// server restarted on the same address, Pebble, chromedriver).
+///
+/// Not "bind port 0, read it, release it": a port the kernel hands out is
+/// in its ephemeral range, where every other test's connections and `:0`
+/// listeners take ports too, so it can be gone by the time the child binds
+/// it. These ports come from below that range (Linux's starts at 32768),
+/// each one handed out once per test process (test binaries run one after
+/// another), and are checked free first.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 100) * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        let port = u16::try_from(if port >= 32_000 { port - 12_000 } else { port }).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process, killed when dropped, whose output is collected.
@@ -57,6 +76,7 @@ pub struct Proc {
     pub child: Child,
     pub stdout: Arc<Mutex<String>>,
     pub stderr: Arc<Mutex<String>>,
+    collectors: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -75,9 +95,11 @@ impl Proc {
             .spawn()
             .unwrap();
         let (stdout, stderr) = Default::default();
-        collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout));
-        collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr));
-        Proc { child, stdout, stderr }
+        let collectors = vec![
+            collect_lines(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            collect_lines(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
+        Proc { child, stdout, stderr, collectors }
     }
 
     /// Waits until stdout has a line containing `needle`; returns the line.
@@ -118,8 +140,19 @@ impl Proc {
         }
     }
 
+    /// What it has printed so far (it may still be printing).
     pub fn logs(&self) -> String {
         format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
+    }
+
+    /// Everything it printed: waits for it to exit and for both pipes to be
+    /// read to the end (after a SIGKILL the last lines may still be in them).
+    pub async fn all_logs(&mut self) -> String {
+        self.wait().await;
+        for collector in self.collectors.drain(..) {
+            tokio::task::spawn_blocking(move || collector.join().unwrap()).await.unwrap();
+        }
+        self.logs()
     }
 }
 
