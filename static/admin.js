@@ -102,15 +102,17 @@ function yuan(fen) {
   return Math.floor(f / 100) + '.' + String(f % 100).padStart(2, '0');
 }
 
-const TIME = {};
+// One date format everywhere, in both languages: the one the date filters
+// take (YYYY-MM-DD), then the time, all in Beijing time.
+let TIME = null;
 function when(ms) {
   if (ms === null || ms === undefined) return '';
-  const locale = state.lang === 'zh' ? 'zh-CN' : 'en-GB';
-  TIME[locale] = TIME[locale] || new Intl.DateTimeFormat(locale, {
+  TIME = TIME || new Intl.DateTimeFormat('en-CA', {
     timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit', day: '2-digit',
-    hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
   });
-  return TIME[locale].format(new Date(ms));
+  const p = Object.fromEntries(TIME.formatToParts(new Date(ms)).map(x => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
 }
 
 function bytes(n) {
@@ -304,8 +306,12 @@ function queryOf(params) {
 async function orders(params) {
   const status = h('select', { id: 'f-status' }, h('option', { value: '' }, t('orders.all')),
     ...['PAID', 'PREPAID', 'CREATED', 'CLOSED'].map(s => h('option', { value: s, selected: params.status === s }, statusLabel(s))));
-  const from = h('input', { id: 'f-from', type: 'date', value: params.from || '' });
-  const to = h('input', { id: 'f-to', type: 'date', value: params.to || '' });
+  // Text, not type=date: the browser would show its own locale's format,
+  // and the list shows YYYY-MM-DD.
+  const day = (id, value) => h('input', { id, type: 'text', inputmode: 'numeric', placeholder: 'YYYY-MM-DD',
+    pattern: '\\d{4}-\\d{2}-\\d{2}', maxlength: '10', value: value || '' });
+  const from = day('f-from', params.from);
+  const to = day('f-to', params.to);
   const q = h('input', { id: 'f-q', type: 'search', value: params.q || '', placeholder: t('orders.searchHint') });
   const apply = (e) => {
     e.preventDefault();

@@ -291,3 +291,40 @@ async fn sandbox_is_unmistakable_in_the_browser() {
     b.client.close().await.unwrap();
     app.stop().await;
 }
+
+/// A day of ordinary orders, as the README's screenshot shows it: one date
+/// format in the list and the filters, amounts in yuan, statuses in words.
+#[tokio::test]
+async fn an_ordinary_day_reads_the_same_everywhere() {
+    let env = Env::start(Opts::default()).await;
+    let day = [
+        ("M20261127001", 1990, "会员月卡", true),
+        ("M20261127002", 19800, "年度会员", false),
+        ("M20261127003", 990, "单次体验课", true),
+    ];
+    for (i, (no, fee, body, pay)) in day.iter().enumerate() {
+        let openid = env.openid(&format!("code-day-{i}")).await;
+        let order = json!({ "outTradeNo": no, "totalFee": fee, "body": body, "openid": openid });
+        assert_eq!(env.post_json("/pay/unifiedOrder", &order).await.0, 200);
+        if *pay {
+            env.sim_pay(json!({ "out_trade_no": no })).await;
+            env.wait_acknowledged(no).await;
+        }
+    }
+    let b = browser("en-US", true).await;
+    b.login(&env.base, ADMIN_PASSWORD).await;
+    b.go(&env.base, "orders").await;
+    let list = b.text(".list").await;
+    for (no, _, body, _) in &day {
+        assert!(list.contains(no) && list.contains(body), "{list}");
+    }
+    assert!(list.contains("¥198.00") && list.contains("¥19.90"), "{list}");
+    // Dates as YYYY-MM-DD HH:MM:SS, the format the filters take.
+    let dated = list.lines().filter(|l| l.contains(" 20") && l.matches('-').count() >= 2).count();
+    assert_eq!(dated, 3, "one date per order, as YYYY-MM-DD: {list}");
+    assert_eq!(b.wait("#f-from").await.attr("placeholder").await.unwrap().as_deref(), Some("YYYY-MM-DD"));
+    b.assert_no_horizontal_scroll("orders").await;
+    b.screenshot("readme-orders-360").await;
+    b.client.close().await.unwrap();
+    env.stop().await;
+}
