@@ -188,3 +188,26 @@ async fn a_crash_loses_no_acknowledged_notify_and_logs_hold_no_secrets() {
     }
     sim.stop().await;
 }
+
+/// A busy port in the sandbox names the flag to change, not a config key
+/// the sandbox user never wrote.
+#[tokio::test]
+async fn a_busy_sandbox_port_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_paybridge"))
+            .args(["sandbox", "--listen", &addr, "--simulator-listen", "127.0.0.1:0"])
+            .args(["--data-dir", dir.path().join("d").to_str().unwrap()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--listen") && stderr.contains("Address already in use"), "{stderr}");
+    assert_eq!(stderr.matches("Address already in use").count(), 1, "the cause once: {stderr}");
+    drop(taken);
+}

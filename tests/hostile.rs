@@ -181,6 +181,8 @@ async fn slowloris_from_one_address_does_not_starve_another() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
         b"POST /pay/notify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n<xml>",
         b"PRI * HTTP/2.0\r\n",
+        // A whole HTTP/2 preface and SETTINGS, then a HEADERS frame that never ends.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x64\x01\x04\x00\x00\x00\x01\x82",
     ];
     let mut held = Vec::new();
     for i in 0..2000 {
@@ -202,7 +204,7 @@ async fn slowloris_from_one_address_does_not_starve_another() {
 
     // Stalled connections of every kind are closed by the server; a stalled
     // body gets 408 first.
-    let mut kinds = [0usize; 4];
+    let mut kinds = [0usize; 5];
     let started = Instant::now();
     for (i, s) in held.iter_mut().enumerate().take(400) {
         let Some(reply) = closed_within(s, Duration::from_secs(15)).await else {

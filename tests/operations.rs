@@ -353,3 +353,16 @@ async fn restore_over_existing_data_as_the_readme_says() {
     assert!(!out.status.success() && stderr.contains("/nonexistent/backup.pb"), "{stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "the cause once: {stderr}");
 }
+
+/// A data directory in use names the process that holds it.
+#[tokio::test]
+async fn a_locked_data_directory_names_its_pid() {
+    let env = Env::start(Opts::default()).await;
+    let now = paybridge::store::StoreOptions { lock_wait: Duration::ZERO, ..Default::default() };
+    let err = Store::open_with(&env.dir.path().join("data"), Mode::Live, now).err().expect("the server holds it");
+    let message = err.to_string();
+    assert!(message.contains("another PayBridge is probably running"), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+    assert!(message.contains(&env.dir.path().join("data").display().to_string()), "{message}");
+    env.stop().await;
+}
