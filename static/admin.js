@@ -26,7 +26,8 @@ const I18N = {
     'field.transactionId': 'WeChat transaction', 'field.prepayId': 'Prepay id', 'field.createdAt': 'Created',
     'field.paidAt': 'Paid', 'field.timeEnd': 'WeChat payment time', 'field.lastError': 'Last error',
     'field.sandbox': 'Sandbox order', 'field.updatedAt': 'Updated',
-    'notifies.none': 'No notify received yet.', 'notify.peer': 'from {peer}', 'notify.order': 'order {no}',
+    'notifies.none': 'No notify received yet.', 'notify.peer': 'from {peer}', 'notify.order': 'order {no}', 'notify.claims': 'claims order {no} (unverified)',
+    'notify.unverified': 'unverified: {size} received, first KiB kept, SHA-256 {sha}…',
     'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
     'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
     'system.signType': 'Signature', 'system.notifyUrl': 'Notify URL', 'system.payBase': 'Pay API',
@@ -55,7 +56,8 @@ const I18N = {
     'field.transactionId': '微信支付单号', 'field.prepayId': '预支付 ID', 'field.createdAt': '创建时间',
     'field.paidAt': '支付时间', 'field.timeEnd': '微信支付完成时间', 'field.lastError': '最近错误',
     'field.sandbox': '沙箱订单', 'field.updatedAt': '更新时间',
-    'notifies.none': '尚未收到支付通知。', 'notify.peer': '来自 {peer}', 'notify.order': '订单 {no}',
+    'notifies.none': '尚未收到支付通知。', 'notify.peer': '来自 {peer}', 'notify.order': '订单 {no}', 'notify.claims': '声称属于订单 {no}（未通过验签）',
+    'notify.unverified': '未通过验签：收到 {size}，仅保留前 1 KiB，SHA-256 {sha}…',
     'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
     'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
     'system.signType': '签名方式', 'system.notifyUrl': '通知地址', 'system.payBase': '支付接口',
@@ -362,12 +364,21 @@ function fields(pairs) {
     .flatMap(([k, v]) => [h('dt', {}, t(k)), h('dd', {}, v)]));
 }
 
+// A verified notify links to its order; an unverified one (signature not
+// checked with the merchant key) only claims one, and keeps its first KiB.
 function notifyCard(n, withOrder) {
-  return h('div', { class: 'card notify' },
+  let order = '';
+  if (withOrder && n.outTradeNo) {
+    order = n.verified
+      ? h('a', { href: '#/orders/' + encodeURIComponent(n.outTradeNo) }, t('notify.order', { no: n.outTradeNo }))
+      : h('span', { class: 'muted claim' }, t('notify.claims', { no: n.outTradeNo }));
+  }
+  const size = n.verified ? '' : h('div', { class: 'muted' }, t('notify.unverified', { size: bytes(n.size), sha: (n.sha256 || '').slice(0, 16) }));
+  return h('div', { class: 'card notify' + (n.verified ? '' : ' unverified') },
     h('div', {}, statusBadge(n.verdict), ' ', when(n.receivedAt), ' ',
-      h('span', { class: 'muted' }, n.peer ? t('notify.peer', { peer: n.peer }) : ''), ' ',
-      withOrder && n.outTradeNo ? h('a', { href: '#/orders/' + encodeURIComponent(n.outTradeNo) }, t('notify.order', { no: n.outTradeNo })) : ''),
+      h('span', { class: 'muted' }, n.peer ? t('notify.peer', { peer: n.peer }) : ''), ' ', order),
     h('div', { class: 'reason' }, n.reason),
+    size,
     h('pre', { class: 'xml' }, prettyXml(n.raw)));
 }
 

@@ -122,7 +122,7 @@ async fn merchant_sees_orders_and_notifies_in_chromium() {
     env.wait_acknowledged("BROWSE0001").await;
     let forged =
         signed_xml(notify_fields("BROWSE0002", 500, "4200000000000000000000000077"), &"f".repeat(32), SignType::Md5);
-    env.notify(forged).await;
+    assert_eq!(env.notify(forged).await.1["return_code"], "FAIL", "a forged notify is refused");
 
     let b = browser("zh-CN", true).await;
     let base = &env.base;
@@ -219,6 +219,10 @@ async fn merchant_sees_orders_and_notifies_in_chromium() {
     b.go(base, "notifies").await;
     let log = b.text("#notifies-list").await;
     assert!(log.contains("REJECTED") && log.contains("signature"), "{log}");
+    // Forged: it only claims its order, and the page says so instead of linking it.
+    assert!(log.contains("claims order BROWSE0002 (unverified)"), "{log}");
+    let links = b.client.find_all(Locator::Css("#notifies-list a[href='#/orders/BROWSE0002']")).await.unwrap();
+    assert!(links.is_empty(), "an unverified notify is not linked to the order");
     b.assert_no_horizontal_scroll("notifies").await;
     b.screenshot("notifies-360").await;
 
@@ -325,6 +329,22 @@ async fn an_ordinary_day_reads_the_same_everywhere() {
     assert_eq!(b.wait("#f-from").await.attr("placeholder").await.unwrap().as_deref(), Some("YYYY-MM-DD"));
     b.assert_no_horizontal_scroll("orders").await;
     b.screenshot("readme-orders-360").await;
+
+    // In Chinese the header fits a 360-px phone in two rows.
+    b.wait("#lang").await.click().await.unwrap();
+    b.go(&env.base, "orders").await;
+    let rows = b
+        .client
+        .execute(
+            "const mids = [...document.querySelectorAll('.top .brand, .top .tools button:not([hidden]), .top nav a')] \
+             .map(e => { const r = e.getBoundingClientRect(); return (r.top + r.bottom) / 2; }).sort((a, b) => a - b); \
+             let rows = 0, last = -1e9; for (const m of mids) { if (m - last > 20) { rows++; last = m; } } return rows;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.screenshot("orders-360-zh").await;
+    assert!(rows.as_u64().unwrap() <= 2, "the zh header takes {rows} rows");
     b.client.close().await.unwrap();
     env.stop().await;
 }

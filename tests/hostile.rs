@@ -53,6 +53,7 @@ async fn a_junk_notify_flood_keeps_the_disk_and_the_order_bounded() {
     assert_eq!(env.order("FLOOD00001", 100, &openid).await.0, 200);
     let data = env.dir.path().join("data");
     let before = dir_size(&data);
+    let peak_before = peak_rss_kib();
 
     let started = Instant::now();
     let senders: Vec<_> = (0..16)
@@ -84,6 +85,10 @@ async fn a_junk_notify_flood_keeps_the_disk_and_the_order_bounded() {
         "{total} junk notifies in {elapsed:?}: {recorded} recorded ({log_bytes} bytes); data dir {before} -> {after} bytes"
     );
     assert!(after < before + 4 * 1024 * 1024, "the data dir grew from {before} to {after} bytes");
+    // Server and clients share this process: its peak memory stays near where it was.
+    let grown_mib = peak_rss_kib().saturating_sub(peak_before) / 1024;
+    println!("peak memory grew by {grown_mib} MiB");
+    assert!(grown_mib < 100, "peak memory grew by {grown_mib} MiB during the flood");
 
     // The order's detail lists no junk; the log shows what was claimed.
     let admin = login(&env).await;

@@ -93,7 +93,8 @@ async fn duplicate_notify_changes_nothing() {
 
     // Another transaction for a paid order is an incident, not a payment.
     let other = signed_xml(notify_fields("DUPLIC0001", 100, "4200000000000000000000000004"), MCH_KEY, SignType::Md5);
-    env.notify(other).await;
+    // Acknowledged (resending changes nothing), as the README's table says.
+    assert_eq!(env.notify(other).await.1["return_code"], "SUCCESS");
     let after = env.app.store.order("DUPLIC0001").unwrap().unwrap();
     assert_eq!(after.transaction_id, paid.transaction_id);
     assert_eq!(env.notifies("DUPLIC0001").last().unwrap().verdict, Verdict::Rejected);

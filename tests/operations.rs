@@ -30,7 +30,7 @@ async fn some_business(env: &Env) {
     env.wait_acknowledged("OPS0000001").await;
     let forged =
         signed_xml(notify_fields("OPS0000002", 250, "4200000000000000000000000055"), &"f".repeat(32), SignType::Md5);
-    env.notify(forged).await;
+    assert_eq!(env.notify(forged).await.1["return_code"], "FAIL", "a forged notify is refused");
 }
 
 #[tokio::test]
