@@ -221,3 +221,31 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Under `sudo`, PATH no longer has the invoking user's `~/.cargo/bin`:
+/// install.sh finds that user's cargo and builds as that user, not as root.
+#[test]
+fn under_sudo_the_invoking_users_cargo_builds_as_that_user() {
+    let home = std::env::var("HOME").unwrap();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let cargo = format!("{home}/.cargo/bin/cargo");
+    assert!(Path::new(&cargo).exists(), "this machine's Rust toolchain is in {cargo}");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut args = base_args(&root);
+    args.retain(|a| *a != "--binary" && !a.ends_with("/paybridge"));
+    args.extend_from_slice(&["--email", "ops@example.com", "--appid", "wxd930ea5d5a258f4f", "--mch-id", "10000100"]);
+    args.push("--dry-run");
+    let out = Command::new("bash")
+        .args(&args)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SUDO_USER", user.trim())
+        .env("PAYBRIDGE_WECHAT_APP_SECRET", "s")
+        .env("PAYBRIDGE_WECHAT_MCH_KEY", common::MCH_KEY)
+        .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    let expected = format!("would run: runuser -u {} -- env PATH={home}/.cargo/bin:", user.trim());
+    assert!(text.contains(&expected) && text.contains(&format!("{cargo} build --release --locked")), "{text}");
+}
