@@ -43,6 +43,8 @@ pub struct Running {
     pub store: Store,
     /// The server's counters.
     pub metrics: Arc<Metrics>,
+    /// The payment service (its catalogue is replaced on reload).
+    pub payments: Arc<Payments>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -163,7 +165,7 @@ pub async fn start_with_listeners(
     if password_hash.is_none() {
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
-    let admin = Arc::new(Admin::new(&config, store.clone(), password_hash, tls_status.clone()));
+    let admin = Arc::new(Admin::new(&config, store.clone(), password_hash, tls_status.clone(), payments.clone()));
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),
         store: store.clone(),
@@ -171,7 +173,7 @@ pub async fn start_with_listeners(
         token: config.metrics.token.clone(),
     };
     let sandbox = config.mode == Mode::Sandbox;
-    let api = crate::http::routes(payments, admin, store.clone());
+    let api = crate::http::routes(payments.clone(), admin, store.clone());
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(bind(addr, "metrics.listen").await?),
         None => None,
@@ -237,6 +239,7 @@ pub async fn start_with_listeners(
         config,
         store,
         metrics,
+        payments,
         stop,
         servers,
         background,

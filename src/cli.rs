@@ -151,11 +151,11 @@ pub fn main() -> anyhow::Result<()> {
                 for warning in config.warnings(Some(&path)) {
                     tracing::warn!("config: {warning}");
                 }
-                serve(config).await
+                serve(config, Some(path)).await
             }
             Command::Sandbox { listen, simulator_listen, data_dir } => {
                 let _logging = init_tracing(LogConfig::Human);
-                serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir)).await
+                serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir), None).await
             }
             Command::CheckConfig { config: path } => {
                 let config = Config::load(&path)?;
@@ -364,7 +364,7 @@ fn replace_keeping_owner(path: &std::path::Path, contents: &[u8]) -> anyhow::Res
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let running = crate::app::start(config).await?;
     let base = match running.tls_addr {
         Some(addr) => format!("https://{addr}"),
@@ -391,10 +391,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    shutdown_signal().await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(()) = hangup.recv() => match &path {
+                Some(path) => reload(&running, path),
+                None => tracing::info!("SIGHUP: the sandbox has no config file to reload"),
+            },
+        }
+    }
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// SIGHUP: reads the config again and takes the new catalogue; a config
+/// that does not load changes nothing. Other settings need a restart.
+fn reload(running: &crate::app::Running, path: &std::path::Path) {
+    match Config::load(path) {
+        Ok(config) => {
+            let products = config.products.all().len();
+            running.payments.set_catalogue(config.products);
+            tracing::info!(
+                products,
+                "SIGHUP: catalogue reloaded from {}; other settings take effect on restart",
+                path.display()
+            );
+        }
+        Err(e) => tracing::error!(
+            error = %e, "SIGHUP: the config does not load; nothing changed (the old catalogue stays)"
+        ),
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).

@@ -22,7 +22,8 @@ const I18N = {
     'order.title': 'Order {no}', 'order.back': '← Orders', 'order.history': 'History', 'order.notifies': 'Notifies',
     'order.noNotifies': 'No notify received for this order.', 'order.notFound': 'No such order.',
     'field.outTradeNo': 'Order number', 'field.status': 'Status', 'field.amount': 'Amount (yuan)',
-    'field.body': 'Description', 'field.attach': 'Attach', 'field.openid': 'Payer openid',
+    'field.body': 'Description', 'field.attach': 'Attach', 'field.source': 'Amount from',
+    'system.products': 'Products ([[products]], reloaded on SIGHUP)', 'system.noProducts': 'No products: orders take a client amount or none.', 'field.openid': 'Payer openid',
     'field.transactionId': 'WeChat transaction', 'field.prepayId': 'Prepay id', 'field.createdAt': 'Created',
     'field.paidAt': 'Paid', 'field.timeEnd': 'WeChat payment time', 'field.lastError': 'Last error',
     'field.sandbox': 'Sandbox order', 'field.updatedAt': 'Updated',
@@ -52,7 +53,8 @@ const I18N = {
     'order.title': '订单 {no}', 'order.back': '← 订单列表', 'order.history': '订单历史', 'order.notifies': '支付通知',
     'order.noNotifies': '此订单尚未收到支付通知。', 'order.notFound': '没有这个订单。',
     'field.outTradeNo': '商户订单号', 'field.status': '状态', 'field.amount': '金额（元）',
-    'field.body': '商品描述', 'field.attach': '附加数据', 'field.openid': '付款人 openid',
+    'field.body': '商品描述', 'field.attach': '附加数据', 'field.source': '金额来源',
+    'system.products': '商品目录（[[products]]，SIGHUP 时重新加载）', 'system.noProducts': '未配置商品。', 'field.openid': '付款人 openid',
     'field.transactionId': '微信支付单号', 'field.prepayId': '预支付 ID', 'field.createdAt': '创建时间',
     'field.paidAt': '支付时间', 'field.timeEnd': '微信支付完成时间', 'field.lastError': '最近错误',
     'field.sandbox': '沙箱订单', 'field.updatedAt': '更新时间',
@@ -399,6 +401,7 @@ async function orderDetail(no) {
       ['field.outTradeNo', o.outTradeNo],
       ['field.body', o.body],
       ['field.attach', o.attach],
+      ['field.source', o.source],
       ['field.openid', o.openid],
       ['field.transactionId', o.transactionId],
       ['field.prepayId', o.prepayId],
@@ -461,7 +464,11 @@ async function system() {
       ['system.notAfter', tls.certificate ? tls.certificate.not_after : ''],
       ['system.nextRenewal', tls.next_renewal],
       ['system.lastError', tls.last_error || t('system.none')],
-    ]) : h('p', { class: 'muted' }, t('system.tlsOff'))));
+    ]) : h('p', { class: 'muted' }, t('system.tlsOff'))),
+    h('h2', {}, t('system.products')),
+    h('div', { class: 'card', id: 'system-products' }, s.products.length
+      ? fields(s.products.map(p => [`${p.id} — ${p.name}`, '¥' + yuan(p.price)]))
+      : h('p', { class: 'muted' }, t('system.noProducts'))));
 }
 
 function showError(e) {

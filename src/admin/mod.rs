@@ -29,6 +29,8 @@ pub struct Admin {
     pub limiter: auth::LoginLimiter,
     /// Certificate status, with TLS on.
     pub tls_status: Option<Arc<StatusHandle>>,
+    /// For the catalogue in force.
+    payments: Arc<crate::pay::Payments>,
     started: Instant,
     system: SystemInfo,
 }
@@ -63,6 +65,8 @@ pub struct OrderRow {
     paid_at: Option<i64>,
     last_error: Option<String>,
     sandbox: bool,
+    /// Where the amount came from: `client`, `product vip-month ×2`.
+    source: String,
 }
 
 impl From<&Order> for OrderRow {
@@ -79,6 +83,7 @@ impl From<&Order> for OrderRow {
             paid_at: o.paid_at,
             last_error: o.last_error.clone(),
             sandbox: o.sandbox,
+            source: o.source.describe(),
         }
     }
 }
@@ -181,6 +186,8 @@ pub struct SystemView {
     #[serde(flatten)]
     config: SystemInfo,
     tls: Option<TlsStatus>,
+    /// The catalogue in force (`[[products]]`, reloaded on SIGHUP).
+    products: Vec<crate::config::Product>,
 }
 
 /// A Beijing day number as `YYYY-MM-DD`.
@@ -202,8 +209,10 @@ impl Admin {
         store: Store,
         password_hash: Option<Secret>,
         tls_status: Option<Arc<StatusHandle>>,
+        payments: Arc<crate::pay::Payments>,
     ) -> Admin {
         Admin {
+            payments,
             store,
             password_hash,
             sessions: auth::Sessions::default(),
@@ -312,6 +321,7 @@ impl Admin {
             orders: self.store.order_count()?,
             config: self.system.clone(),
             tls: self.tls_status.as_ref().map(|s| s.get()),
+            products: self.payments.catalogue().all().to_vec(),
         })
     }
 }

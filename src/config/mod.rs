@@ -72,6 +72,37 @@ pub struct Config {
     pub storage: StoreOptions,
     /// The notify log's bounds (`[notifies]`).
     pub notifies: NotifiesConfig,
+    /// What mini-program B may sell by id (`[[products]]`); reloaded on SIGHUP.
+    pub products: Catalogue,
+}
+
+/// One product of the merchant's catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Product {
+    /// Its id, what mini-program B sends (`productId`).
+    pub id: String,
+    /// The goods description sent to WeChat and shown to the payer.
+    pub name: String,
+    /// The price of one, in fen.
+    pub price: u64,
+}
+
+/// The catalogue: products by id, in config order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    products: Vec<Product>,
+}
+
+impl Catalogue {
+    /// The product with this id.
+    pub fn get(&self, id: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.id == id)
+    }
+
+    /// Every product, in config order.
+    pub fn all(&self) -> &[Product] {
+        &self.products
+    }
 }
 
 /// `[notifies]`
@@ -223,6 +254,45 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     notifies: RawNotifies,
+    #[serde(default)]
+    products: Vec<RawProduct>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProduct {
+    id: String,
+    name: String,
+    price: u64,
+}
+
+/// The most products a catalogue holds (the admin page lists them all).
+const MAX_PRODUCTS: usize = 1000;
+
+fn catalogue(raw: Vec<RawProduct>, max_total_fee: u64) -> Result<Catalogue, ConfigError> {
+    if raw.len() > MAX_PRODUCTS {
+        return Err(invalid("products", format!("at most {MAX_PRODUCTS} products")));
+    }
+    let mut products: Vec<Product> = Vec::with_capacity(raw.len());
+    for (i, p) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("products[{i}].{field}");
+        let id_ok =
+            (1..=32).contains(&p.id.len()) && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(invalid(&key("id"), format!("{:?} must be 1 to 32 of A-Z a-z 0-9 - _", p.id)));
+        }
+        if products.iter().any(|q| q.id == p.id) {
+            return Err(invalid(&key("id"), format!("{:?} is used twice", p.id)));
+        }
+        if p.name.trim().is_empty() || p.name.len() > 127 {
+            return Err(invalid(&key("name"), "must be 1 to 127 bytes (WeChat's limit for the goods description)"));
+        }
+        if !(1..=max_total_fee).contains(&p.price) {
+            return Err(invalid(&key("price"), format!("must be 1 to {max_total_fee} fen (orders.max_total_fee)")));
+        }
+        products.push(Product { id: p.id, name: p.name, price: p.price });
+    }
+    Ok(Catalogue { products })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -563,6 +633,9 @@ impl Config {
             "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\n\n",
             self.orders.accept_client_amount, self.orders.max_total_fee
         );
+        for p in self.products.all() {
+            out += &format!("[[products]]\nid = {:?}\nname = {:?}\nprice = {}\n\n", p.id, p.name, p.price);
+        }
         out += &format!(
             "[notifies]\nkeep_days = {}\nkeep_mb = {}\nrefused_per_peer_per_minute = {}\n\n",
             self.notifies.retention.max_age_ms / 86_400_000,
@@ -784,7 +857,14 @@ impl RawConfig {
                 }
             }
         };
+        let max_total_fee = match self.orders.max_total_fee.unwrap_or(DEFAULT_MAX_TOTAL_FEE) {
+            // WeChat's own ceiling for total_fee is far below this; a sum
+            // of such orders still cannot overflow a u64.
+            fen @ 1..=100_000_000_000 => fen,
+            _ => return Err(invalid("orders.max_total_fee", "must be from 1 to 100000000000 (fen)")),
+        };
         Ok(Config {
+            products: catalogue(self.products, max_total_fee)?,
             mode,
             data_dir,
             http: HttpConfig { listen, limits },
@@ -792,12 +872,7 @@ impl RawConfig {
             wechat,
             orders: OrdersConfig {
                 accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
-                max_total_fee: match self.orders.max_total_fee.unwrap_or(DEFAULT_MAX_TOTAL_FEE) {
-                    // WeChat's own ceiling for total_fee is far below this; a sum
-                    // of such orders still cannot overflow a u64.
-                    fen @ 1..=100_000_000_000 => fen,
-                    _ => return Err(invalid("orders.max_total_fee", "must be from 1 to 100000000000 (fen)")),
-                },
+                max_total_fee,
             },
             sandbox: SandboxConfig { simulator_listen },
             admin: AdminConfig { password_hash },
@@ -991,6 +1066,26 @@ mod tests {
         assert!(warnings.iter().any(|w| w.contains("readable by every user") && w.contains("644")), "{warnings:?}");
         std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(c.warnings(Some(file.path())).is_empty());
+    }
+
+    #[test]
+    fn products_are_checked() {
+        let with = |products: &str| format!("{LIVE}\n{products}");
+        let c = load(&with("[[products]]\nid = \"vip-month\"\nname = \"会员月卡\"\nprice = 1990\n"), &[]).unwrap();
+        assert_eq!(c.products.get("vip-month").unwrap().price, 1990);
+        assert!(c.describe().contains("[[products]]\nid = \"vip-month\""));
+        for (bad, key) in [
+            ("id = \"a b\"\nname = \"x\"\nprice = 1", "products[0].id"),
+            ("id = \"a\"\nname = \"\"\nprice = 1", "products[0].name"),
+            ("id = \"a\"\nname = \"x\"\nprice = 0", "products[0].price"),
+            ("id = \"a\"\nname = \"x\"\nprice = 10000001", "products[0].price"),
+        ] {
+            let e = error(&with(&format!("[[products]]\n{bad}\n")), &[]);
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let twice =
+            "[[products]]\nid = \"a\"\nname = \"x\"\nprice = 1\n[[products]]\nid = \"a\"\nname = \"y\"\nprice = 2\n";
+        assert!(error(&with(twice), &[]).contains("used twice"));
     }
 
     #[test]

@@ -30,10 +30,16 @@ struct UnifiedOrderBody {
     out_trade_no: String,
     #[serde(default, deserialize_with = "fen")]
     total_fee: Option<u64>,
+    /// Required for client amounts; a product's name replaces it.
+    #[serde(default)]
     body: String,
     #[serde(default)]
     attach: Option<String>,
     openid: String,
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    quantity: Option<u32>,
 }
 
 /// Accepts `7` or `"7"` (fen); refuses fractions, negatives and words.
@@ -166,6 +172,8 @@ pub fn parse_unified_order(body: &[u8]) -> Result<NewOrder, PayError> {
         body: request.body,
         attach: request.attach.unwrap_or_default(),
         openid: request.openid,
+        product_id: request.product_id,
+        quantity: request.quantity,
     })
 }
 

@@ -32,8 +32,8 @@ pub enum PayError {
     InvalidJson(String),
     /// The client sent an amount and the server is not configured to take it.
     #[error(
-        "this server does not take the amount from the mini-program (orders.accept_client_amount = false); \
-         see \"Amounts\" in the PayBridge README"
+        "this server does not take the amount from the mini-program (orders.accept_client_amount = false): \
+         send a productId from its catalogue instead; see \"Amounts\" in the PayBridge README"
     )]
     ClientAmountRefused,
     /// The request conflicts with what is stored.
@@ -86,6 +86,8 @@ pub struct Payments {
     sign_type: SignType,
     accept_client_amount: bool,
     max_total_fee: u64,
+    /// The merchant's products; swapped whole when the config is reloaded.
+    catalogue: arc_swap::ArcSwap<crate::config::Catalogue>,
     sandbox: bool,
     /// Refused notifies recorded per peer; the rest are counted only.
     refused_budget: crate::limit::PeerBudget,
@@ -107,11 +109,22 @@ impl Payments {
             sign_type: config.wechat.sign_type,
             accept_client_amount: config.orders.accept_client_amount,
             max_total_fee: config.orders.max_total_fee,
+            catalogue: arc_swap::ArcSwap::from_pointee(config.products.clone()),
             refused_budget: crate::limit::PeerBudget::new(config.notifies.refused_per_peer_per_minute, 4096),
             unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
             sandbox: config.mode == Mode::Sandbox,
             locks: OrderLocks::new(),
         })
+    }
+
+    /// Replaces the catalogue (a config reload); orders placed before keep their amount.
+    pub fn set_catalogue(&self, catalogue: crate::config::Catalogue) {
+        self.catalogue.store(std::sync::Arc::new(catalogue));
+    }
+
+    /// The catalogue in force.
+    pub fn catalogue(&self) -> std::sync::Arc<crate::config::Catalogue> {
+        self.catalogue.load_full()
     }
 
     /// Whether this is sandbox mode.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{now_ms, PayError, Payments};
-use crate::store::{Order, OrderContents, OrderStatus, Prepay};
+use crate::store::{Order, OrderContents, OrderSource, OrderStatus, Prepay};
 use crate::wechat::client::{UnifiedOrder, WechatError};
 use crate::wechat::jsapi::PayParams;
 use crate::wechat::{is_valid_out_trade_no, nonce_str};
@@ -24,7 +24,14 @@ pub struct NewOrder {
     pub attach: String,
     /// Payer's openid.
     pub openid: String,
+    /// A product of the catalogue: then PayBridge sets the amount and the description.
+    pub product_id: Option<String>,
+    /// How many of the product (default 1).
+    pub quantity: Option<u32>,
 }
+
+/// The most of one product an order may hold.
+pub const MAX_QUANTITY: u32 = 999;
 
 /// How the caller of `/pay/orders/{no}` proves it is the payer.
 #[derive(Debug, Clone)]
@@ -118,11 +125,55 @@ impl Payments {
         result.map(|(order, params, _)| (order, params))
     }
 
-    /// [`Payments::unified_order`]; the flag says whether a stored prepay was reused.
-    async fn place(&self, new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams, bool), PayError> {
-        if !self.accept_client_amount {
-            return Err(PayError::ClientAmountRefused);
+    /// Decides where the amount comes from. A catalogue product sets the
+    /// amount (price × quantity) and the description itself; a client
+    /// amount needs `orders.accept_client_amount`.
+    fn price(&self, new: &mut NewOrder) -> Result<OrderSource, PayError> {
+        let Some(id) = new.product_id.clone() else {
+            if new.quantity.is_some() {
+                return Err(invalid("quantity needs a productId"));
+            }
+            if !self.accept_client_amount {
+                return Err(PayError::ClientAmountRefused);
+            }
+            return Ok(OrderSource::Client);
+        };
+        let catalogue = self.catalogue.load();
+        let Some(product) = catalogue.get(&id) else {
+            return Err(invalid(format!("productId {id:?} is not in this merchant's catalogue ([[products]])")));
+        };
+        let quantity = new.quantity.unwrap_or(1);
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
+            return Err(invalid(format!("quantity must be 1 to {MAX_QUANTITY}")));
         }
+        let amount =
+            product.price.checked_mul(u64::from(quantity)).filter(|a| *a <= self.max_total_fee).ok_or_else(|| {
+                invalid(format!(
+                    "{quantity} × {} fen is more than orders.max_total_fee ({} fen)",
+                    product.price, self.max_total_fee
+                ))
+            })?;
+        if let Some(sent) = new.total_fee.filter(|sent| *sent != amount) {
+            return Err(PayError::Conflict {
+                code: "AMOUNT_MISMATCH",
+                message: format!(
+                    "totalFee {sent} differs from the price of {quantity} × {id} ({amount} fen); send no totalFee, \
+                     the server sets it"
+                ),
+            });
+        }
+        new.total_fee = Some(amount);
+        // The description is the merchant's, not the client's.
+        new.body = match quantity {
+            1 => product.name.clone(),
+            n => format!("{} ×{n}", product.name),
+        };
+        Ok(OrderSource::Product { id, quantity })
+    }
+
+    /// [`Payments::unified_order`]; the flag says whether a stored prepay was reused.
+    async fn place(&self, mut new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams, bool), PayError> {
+        let source = self.price(&mut new)?;
         let out_trade_no = new.out_trade_no.clone();
         let contents = new.validate(self.max_total_fee)?;
         let _guard = self.locks.lock(&out_trade_no).await;
@@ -130,7 +181,7 @@ impl Payments {
         let no = out_trade_no.clone();
         let order = match self.store.read(move |store| store.order(&no)).await? {
             Some(existing) => {
-                if !existing.same_contents(&contents) {
+                if !existing.same_contents(&contents) || existing.source != source {
                     return Err(PayError::Conflict {
                         code: "ORDER_CONFLICT",
                         message: format!(
@@ -166,7 +217,8 @@ impl Payments {
                 // The order is durable before WeChat hears of it, so no
                 // payment can arrive for an order we do not know. (The
                 // order lock is held, so nobody else inserts it meanwhile.)
-                let order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
+                let mut order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
+                order.source = source;
                 match self.store.insert_order(order).await? {
                     Ok(stored) | Err(stored) => stored,
                 }

@@ -36,7 +36,7 @@ use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
 pub use notify::{NotifyRecord, Verdict};
-pub use order::{Order, OrderContents, OrderEvent, OrderStatus, Payment, PaymentOutcome, Prepay};
+pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};
 pub use query::{DayTotal, OrderFilter};
 pub use tx::{beijing_day, beijing_day_start};
 pub use writer::WriterStats;

@@ -10,7 +10,32 @@ use super::codec::{self, CodecError};
 use crate::wechat::jsapi::PayParams;
 
 /// The format version written by this release.
-pub const ORDER_VERSION: u8 = 1;
+pub const ORDER_VERSION: u8 = 2;
+
+/// Where an order's amount came from: who can be trusted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OrderSource {
+    /// The mini-program said so (`orders.accept_client_amount`: unsafe).
+    #[default]
+    Client,
+    /// The merchant's catalogue: price × quantity, computed by PayBridge.
+    Product {
+        /// The product's id in `[[products]]`.
+        id: String,
+        /// How many.
+        quantity: u32,
+    },
+}
+
+impl OrderSource {
+    /// For people and the admin page: `client`, `product vip-month ×2`.
+    pub fn describe(&self) -> String {
+        match self {
+            OrderSource::Client => "client".into(),
+            OrderSource::Product { id, quantity } => format!("product {id} ×{quantity}"),
+        }
+    }
+}
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +147,53 @@ pub struct Order {
     pub last_error: Option<String>,
     /// Everything that happened, oldest first.
     pub history: Vec<OrderEvent>,
+    /// Where the amount came from.
+    pub source: OrderSource,
+}
+
+/// Version 1: no source (every order's amount came from the client).
+#[derive(Deserialize)]
+struct OrderV1 {
+    out_trade_no: String,
+    seq: u64,
+    total_fee: u64,
+    body: String,
+    attach: String,
+    openid: String,
+    sandbox: bool,
+    status: OrderStatus,
+    created_at: i64,
+    updated_at: i64,
+    prepay: Option<Prepay>,
+    transaction_id: Option<String>,
+    time_end: Option<String>,
+    paid_at: Option<i64>,
+    last_error: Option<String>,
+    history: Vec<OrderEvent>,
+}
+
+impl From<OrderV1> for Order {
+    fn from(v1: OrderV1) -> Order {
+        Order {
+            out_trade_no: v1.out_trade_no,
+            seq: v1.seq,
+            total_fee: v1.total_fee,
+            body: v1.body,
+            attach: v1.attach,
+            openid: v1.openid,
+            sandbox: v1.sandbox,
+            status: v1.status,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            prepay: v1.prepay,
+            transaction_id: v1.transaction_id,
+            time_end: v1.time_end,
+            paid_at: v1.paid_at,
+            last_error: v1.last_error,
+            history: v1.history,
+            source: OrderSource::Client,
+        }
+    }
 }
 
 /// What a verified payment notify says about an order.
@@ -169,6 +241,7 @@ impl Order {
             paid_at: None,
             last_error: None,
             history: vec![OrderEvent { at: now, kind: "CREATED".into(), detail: format!("{total_fee} fen") }],
+            source: OrderSource::Client,
         }
     }
 
@@ -244,6 +317,7 @@ impl Order {
     pub fn decode(bytes: &[u8]) -> Result<Order, CodecError> {
         match codec::split(bytes)? {
             (ORDER_VERSION, payload) => codec::decode(payload),
+            (1, payload) => Ok(codec::decode::<OrderV1>(payload)?.into()),
             (other, _) => Err(CodecError::UnknownVersion(other)),
         }
     }
@@ -291,6 +365,20 @@ mod tests {
         let mut newer = bytes.clone();
         newer[0] = 99;
         assert!(matches!(Order::decode(&newer), Err(CodecError::UnknownVersion(99))));
+    }
+
+    #[test]
+    fn version_1_orders_read_as_client_orders() {
+        let mut o = order();
+        o.source = OrderSource::Product { id: "p".into(), quantity: 2 };
+        // Version 1 is version 2 without the trailing source.
+        let mut v1 = o.encode();
+        v1[0] = 1;
+        let source_len = postcard::to_stdvec(&o.source).unwrap().len();
+        v1.truncate(v1.len() - source_len);
+        let read = Order::decode(&v1).unwrap();
+        assert_eq!(read.source, OrderSource::Client);
+        assert_eq!(Order { source: o.source.clone(), ..read }, o);
     }
 
     #[test]
