@@ -35,6 +35,7 @@ SIGN_TYPE="MD5"
 ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
 STAGING=0
 DRAFT=""
+PRODUCTS=()
 
 SERVICE=paybridge
 USER_NAME=paybridge
@@ -57,6 +58,8 @@ Install or upgrade:
   --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_WECHAT_MCH_KEY)
   --sign-type TYPE        MD5 (default) or HMAC-SHA256
   --admin-password PW     admin page password             (or env PAYBRIDGE_ADMIN_PASSWORD)
+  --product ID:NAME:FEN   a product mini-program B may sell, its price in fen (repeat for more),
+                          e.g. --product vip-month:会员月卡:1990; B then sends {"productId": "vip-month"}
   --staging               use Let's Encrypt's staging CA (untrusted certificates; for a first try)
   --binary PATH           install this prebuilt binary instead of building with cargo
   --non-interactive       never prompt; fail if something is missing
@@ -99,7 +102,7 @@ parse_args() {
             --yes) YES=1 ;;
             --staging) STAGING=1 ;;
             --non-interactive) INTERACTIVE=0 ;;
-            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password)
+            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password|--product)
                 if [ -z "$value" ]; then
                     [ $# -ge 2 ] || die "$flag needs a value"
                     value="$2"
@@ -116,6 +119,7 @@ parse_args() {
                     --mch-key) MCH_KEY="$value" ;;
                     --sign-type) SIGN_TYPE="$value" ;;
                     --admin-password) ADMIN_PASSWORD="$value" ;;
+                    --product) PRODUCTS+=("$value") ;;
                 esac
                 ;;
             *) usage >&2; die "unknown option $flag" ;;
@@ -225,6 +229,25 @@ gather() {
     [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
     [ "${#ADMIN_PASSWORD}" -ge 10 ] || die "--admin-password must be at least 10 characters"
     case "$SIGN_TYPE" in MD5|HMAC-SHA256) ;; *) die "--sign-type must be MD5 or HMAC-SHA256" ;; esac
+    if [ "${#PRODUCTS[@]}" = 0 ] && [ "$INTERACTIVE" = 1 ]; then
+        local answer=""
+        read -r -p "products mini-program B sells, as id:name:price_in_fen separated by commas (e.g. vip-month:会员月卡:1990): " answer
+        IFS=',' read -r -a PRODUCTS <<< "$answer"
+    fi
+    local spec
+    for spec in "${PRODUCTS[@]}"; do
+        [[ "$spec" =~ ^[A-Za-z0-9_-]{1,32}:.+:[0-9]+$ ]] || die "--product $spec is not id:name:price_in_fen (e.g. vip-month:会员月卡:1990)"
+    done
+    [ "${#PRODUCTS[@]}" -gt 0 ] || warn "no --product: PayBridge will refuse every order until you add [[products]] to $CONF (see README, \"Amounts\")"
+}
+
+# The [[products]] tables for the config.
+products_toml() {
+    local spec rest
+    for spec in "${PRODUCTS[@]}"; do
+        rest="${spec%:*}"
+        printf '\n[[products]]\nid = %s\nname = %s\nprice = %s\n' "$(toml "${rest%%:*}")" "$(toml "${rest#*:}")" "${spec##*:}"
+    done
 }
 
 # A TOML basic string.
@@ -348,7 +371,10 @@ mch_key = $(toml "$MCH_KEY")
 sign_type = $(toml "$SIGN_TYPE")
 
 [orders]
+# The amount comes from the catalogue below: mini-program B sends a productId,
+# PayBridge sets the price. Never let the mini-program choose it.
 accept_client_amount = false
+$(products_toml)
 EOF
     printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin set-password --config "$tmp" >/dev/null
     install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$tmp" "$CONF"
@@ -375,6 +401,8 @@ RestartSec=5s
 # SIGTERM: stop accepting, finish requests, flush the database, exit 0.
 KillSignal=SIGTERM
 TimeoutStopSec=30s
+# `systemctl reload paybridge` re-reads the catalogue ([[products]]).
+ExecReload=/bin/kill -HUP $MAINPID
 Environment=PAYBRIDGE_LOG=info
 # Two malloc arenas instead of 16 on a 2-core server: memory that closed
 # connections used is reused instead of spread over idle arenas (measured:

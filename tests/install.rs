@@ -73,7 +73,8 @@ fn paybridge_ids(root: &Path) -> (u32, u32) {
 fn install_lays_out_every_file_with_its_mode_and_owner() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let text = ok(&install(&root, &[]));
+    let products = ["--product", "vip-month:会员月卡:1990", "--product", "lesson:体验课: \"一节\":990"];
+    let text = ok(&install(&root, &products));
     assert!(text.contains("https://pay.example.com/admin"), "{text}");
     let (uid, gid) = paybridge_ids(&root);
     assert!(uid > 0 && uid < 1000, "a system user: {uid}");
@@ -93,6 +94,9 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
     assert_eq!(config.wechat.sign_type.as_str(), "HMAC-SHA256");
     assert_eq!(config.wechat.notify_url.as_str(), "https://pay.example.com/pay/notify");
     assert!(!config.orders.accept_client_amount);
+    // A config that takes real payments safely: the catalogue sets the amounts.
+    let catalogue: Vec<_> = config.products.all().iter().map(|p| (p.id.as_str(), p.name.as_str(), p.price)).collect();
+    assert_eq!(catalogue, [("vip-month", "会员月卡", 1990), ("lesson", "体验课: \"一节\"", 990)]);
     let hash = config.admin.password_hash.clone().expect("a password hash");
     assert!(paybridge::admin::auth::verify_password(common::ADMIN_PASSWORD, &hash));
     let raw = std::fs::read_to_string(&config_path).unwrap();
@@ -110,6 +114,7 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
         "NoNewPrivileges=yes",
         "Environment=MALLOC_ARENA_MAX=2",
         "LimitNOFILE=8192",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "ProtectSystem=strict",
         "ProtectHome=yes",
         "PrivateTmp=yes",
@@ -198,6 +203,17 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     ok(&uninstall(&["--purge", "--yes"]));
     assert!(!root.join("etc/paybridge").exists() && !root.join("var/lib/paybridge").exists());
     assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().lines().any(|l| l.starts_with("paybridge:")));
+}
+
+#[test]
+fn a_malformed_product_is_refused_and_no_config_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let out = install(&root, &["--product", "vip month:x:1990"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--product vip month:x:1990") && err.contains("id:name:price_in_fen"), "{err}");
+    assert!(!root.join("etc/paybridge/paybridge.toml").exists());
 }
 
 #[test]
