@@ -76,6 +76,7 @@ async fn sandbox_walkthrough_works_as_printed() {
     }
     assert_eq!(view["status"], "PAID", "{view}");
     assert_eq!(view["sandbox"], true);
+    assert_eq!(view["totalFee"], 1, "the catalogue's price for product demo");
 
     // An openid the simulator never issued is refused, as WeChat would refuse it.
     let r = reqwest::Client::new()

@@ -577,7 +577,13 @@ impl Config {
     /// The built-in sandbox configuration: simulator, loopback ports, a data
     /// directory in the working directory, client amounts allowed.
     pub fn sandbox_default() -> Config {
-        let raw = RawConfig { mode: Some("sandbox".into()), ..RawConfig::default() };
+        // A small catalogue, so the demo shows the safe way to set an amount.
+        let product = |id: &str, name: &str, price| RawProduct { id: id.into(), name: name.into(), price };
+        let raw = RawConfig {
+            mode: Some("sandbox".into()),
+            products: vec![product("demo", "PayBridge demo", 1), product("vip-month", "会员月卡", 1990)],
+            ..RawConfig::default()
+        };
         raw.validate().expect("the built-in sandbox config is valid")
     }
 

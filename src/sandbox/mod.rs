@@ -113,10 +113,11 @@ Take an order from login to PAID: paste these into one shell, in order.
    code here, each one once, as in WeChat). This keeps the openid in $OPENID:
    OPENID=$(curl -s 'http://{paybridge}/pay/openid?code={code}' | sed -E 's/.*"openid":"([^"]*)".*/\1/'); echo "$OPENID"
 
-2. Place the order for that openid (amounts are in fen):
+2. Place the order for that openid: product "demo" of the sandbox's catalogue,
+   whose price (1 fen) PayBridge sets itself:
    curl -X POST http://{paybridge}/pay/unifiedOrder \
         -H 'content-type: application/json' \
-        -d '{{"outTradeNo":"{out_trade_no}","totalFee":1,"body":"PayBridge demo","openid":"'"$OPENID"'"}}'
+        -d '{{"outTradeNo":"{out_trade_no}","productId":"demo","openid":"'"$OPENID"'"}}'
 
 3. Be the user who pays (the simulator then sends PayBridge a signed notify):
    curl -X POST http://{simulator}/sandbox/pay \
