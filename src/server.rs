@@ -241,7 +241,6 @@ where
             let declared_length =
                 req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             async move {
-                let _busy = busy;
                 let started = Instant::now();
                 if let Some(m) = &metrics {
                     m.in_flight(1);
@@ -265,7 +264,9 @@ where
                     }
                     None => tracing::debug!(target: "paybridge::access", %method, path, status, elapsed_ms, %peer),
                 }
-                Ok::<_, Infallible>(response)
+                // Busy until the reply's last byte is sent (a long CSV to a slow
+                // phone is not an idle connection).
+                Ok::<_, Infallible>(response.map(|body| Guarded { body, _busy: busy }))
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), per_request);
@@ -333,6 +334,32 @@ impl Drop for Permit {
                 peers.remove(&self.key);
             }
         }
+    }
+}
+
+/// A reply body that keeps its connection busy until it is dropped.
+struct Guarded<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -11,6 +11,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// These tests measure this process's peak memory and load the machine:
+/// they run one at a time.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 /// Bytes in the files under `dir`.
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -47,6 +54,7 @@ fn junk(i: usize, order: &str) -> Vec<u8> {
 /// recorded, and only verified notifies belong to an order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_junk_notify_flood_keeps_the_disk_and_the_order_bounded() {
+    let _serial = serial().await;
     let total: usize = std::env::var("FLOOD_NOTIFIES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
     let env = Env::start(Opts::default()).await;
     let openid = env.openid("code-flood").await;
@@ -125,6 +133,7 @@ async fn a_junk_notify_flood_keeps_the_disk_and_the_order_bounded() {
 /// so; amounts have a ceiling.
 #[tokio::test]
 async fn oversized_bodies_are_counted_and_amounts_have_a_ceiling() {
+    let _serial = serial().await;
     let env = Env::start(Opts { orders_extra: "max_total_fee = 50000", ..Opts::default() }).await;
     for _ in 0..3 {
         let r = env.http.post(format!("{}/pay/notify", env.base)).body(vec![b'x'; 100 * 1024]).send().await.unwrap();
@@ -173,6 +182,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<String
 /// stalled connection is closed after its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_from_one_address_does_not_starve_another() {
+    let _serial = serial().await;
     rlimit::increase_nofile_limit(16_384).unwrap();
     let env = Env::start(Opts {
         http_extra: "max_connections = 1500\nmax_connections_per_ip = 100\nfirst_request_timeout_secs = 3\n\
@@ -237,6 +247,7 @@ async fn slowloris_from_one_address_does_not_starve_another() {
 /// The overall cap holds too, whoever connects.
 #[tokio::test]
 async fn the_overall_connection_cap_closes_the_excess() {
+    let _serial = serial().await;
     let env =
         Env::start(Opts { http_extra: "max_connections = 20\nmax_connections_per_ip = 20", ..Opts::default() }).await;
     let mut held = Vec::new();
@@ -279,6 +290,7 @@ fn peak_rss_kib() -> u64 {
 /// a check, memory stays flat, and the merchant elsewhere still logs in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_burst_is_counted_before_it_is_checked() {
+    let _serial = serial().await;
     let env = Env::start(Opts::default()).await;
     let peak_before = peak_rss_kib();
     let burst: Vec<_> = (0..200)
@@ -317,6 +329,7 @@ async fn a_login_burst_is_counted_before_it_is_checked() {
 /// not as `::ffff:127.0.0.1`: limits and logs count one address.
 #[tokio::test]
 async fn dual_stack_listeners_see_ipv4_clients_as_ipv4() {
+    let _serial = serial().await;
     if std::net::TcpListener::bind("[::]:0").is_err() {
         panic!("this machine has no IPv6; the dual-stack test needs it");
     }

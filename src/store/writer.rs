@@ -391,10 +391,12 @@ fn finish_batch(batch: Vec<Box<dyn Change>>, synced: Result<(), StoreError>, sta
             }
         }
     }
+    // Counted as done before the callers hear of it: a caller that looks at
+    // the figures after its answer sees its own write finished.
+    stats.pending.fetch_sub(count, Ordering::Relaxed);
     for change in batch {
         change.answer(synced.is_ok());
     }
-    stats.pending.fetch_sub(count, Ordering::Relaxed);
     synced.is_ok()
 }
 
