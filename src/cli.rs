@@ -238,7 +238,7 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
 async fn restore(config: &Config, from: &std::path::Path, replace: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let dir = &config.data_dir;
-    if crate::control::backup(dir).await.is_ok_and(|answered| answered.is_some()) {
+    if crate::control::is_serving(dir).await {
         anyhow::bail!("PayBridge is running on {}: stop it first (systemctl stop paybridge)", dir.display());
     }
     let existing = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);

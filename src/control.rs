@@ -61,7 +61,11 @@ async fn handle(stream: UnixStream, store: &Store, socket: &Path) -> io::Result<
         return stream.get_mut().write_all(b"error only the service user or root may use this socket\n").await;
     }
     let mut line = String::new();
-    (&mut stream).take(64).read_line(&mut line).await?;
+    let mut request = (&mut stream).take(64);
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(10), request.read_line(&mut line)).await;
+    if asked.is_err() {
+        return stream.get_mut().write_all(b"error no request within 10 seconds\n").await;
+    }
     match line.trim() {
         "backup" => match store.backup().await {
             Ok(bytes) => {
@@ -80,6 +84,11 @@ async fn handle(stream: UnixStream, store: &Store, socket: &Path) -> io::Result<
             stream.get_mut().write_all(reply.as_bytes()).await
         }
     }
+}
+
+/// Whether a server answers on `data_dir`'s control socket.
+pub async fn is_serving(data_dir: &Path) -> bool {
+    UnixStream::connect(socket_path(data_dir)).await.is_ok()
 }
 
 /// Asks the server using `data_dir` for a backup. `Ok(None)`: no server
