@@ -33,12 +33,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The load generator connects from one address, and the memory figure
+/// holds 1,000 connections idle: lift the caps and timeouts meant for strangers.
+const BENCH_LIMITS: &str = "max_connections = 8192\nmax_connections_per_ip = 8192\n\
+                            first_request_timeout_secs = 600\nidle_timeout_secs = 600\n";
+
 fn paybridge(dir: &Path, port: u16) -> Guard {
     let config = dir.join("paybridge.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{dir}/data\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"files\"\nlisten = \"127.0.0.1:{port}\"\n\
+            "data_dir = \"{dir}/data\"\n[http]\nlisten = \"off\"\n{BENCH_LIMITS}[tls]\nmode = \"files\"\nlisten = \"127.0.0.1:{port}\"\n\
              domains = [\"bench.paybridge.test\"]\ncert_file = \"{dir}/chain.pem\"\nkey_file = \"{dir}/key.pem\"\n\
              [wechat]\nappid = \"wxd930ea5d5a258f4f\"\napp_secret = \"s\"\nmch_id = \"10000100\"\n\
              mch_key = \"192006250b4c09247ec02edce69f6a2d\"\nnotify_url = \"https://bench.paybridge.test/pay/notify\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",

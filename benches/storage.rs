@@ -143,10 +143,11 @@ async fn memory(dir: &Path, connections: usize) -> (f64, f64, f64, f64) {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"self-signed\"\nlisten = \"127.0.0.1:{port}\"\n\
+            "data_dir = \"{}\"\n[http]\nlisten = \"off\"\nmax_connections_per_ip = 2048\n\
+             first_request_timeout_secs = 600\nidle_timeout_secs = 600\n[tls]\nmode = \"self-signed\"\nlisten = \"127.0.0.1:{port}\"\n\
              domains = [\"bench.paybridge.test\"]\n[wechat]\nappid = \"wxd930ea5d5a258f4f\"\napp_secret = \"s\"\n\
              mch_id = \"10000100\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\"\n\
-             notify_url = \"https://bench.paybridge.test/pay/notify\"\n",
+             notify_url = \"https://bench.paybridge.test/pay/notify\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("memory-data").display()
         ),
     )
@@ -224,6 +225,8 @@ async fn main() {
     config.data_dir = dir.path().join("data");
     config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     config.sandbox.simulator_listen = "127.0.0.1:0".parse().unwrap();
+    // wrk's 256 connections come from one address, as no real client's would.
+    config.http.limits.per_ip = config.http.limits.total;
     let app = paybridge::app::start(config).await.unwrap();
 
     let sync_rate = fdatasync_rate(dir.path(), if bench { Duration::from_secs(3) } else { Duration::from_millis(200) });
