@@ -136,6 +136,15 @@ pub fn parse(body: &[u8]) -> Result<Fields, XmlError> {
 }
 
 fn insert(fields: &mut Fields, name: String, value: String) -> Result<(), XmlError> {
+    // WeChat's field names are ASCII words (`coupon_fee_0`); anything else
+    // could not be written back as the same element (found by fuzzing).
+    let word = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !word {
+        return Err(malformed(format!(
+            "{:?} is not a field name (letters, digits and _)",
+            name.escape_debug().to_string()
+        )));
+    }
     if fields.contains_key(&name) {
         return Err(malformed(format!("field <{name}> appears twice")));
     }
@@ -165,6 +174,15 @@ pub fn write(fields: &Fields) -> String {
 mod tests {
     use super::*;
     use crate::wechat::sign::fields;
+
+    #[test]
+    fn field_names_are_words() {
+        // Found by fuzzing: parsed as a field named "aN&//////", written back as something else.
+        let e = parse(b"<xml><aN&///////></xml>").unwrap_err();
+        assert!(e.to_string().contains("not a field name"), "{e}");
+        assert!(parse(b"<xml><a-b>1</a-b></xml>").is_err());
+        assert!(parse(b"<xml><coupon_fee_0>1</coupon_fee_0></xml>").is_ok());
+    }
 
     #[test]
     fn cdata_plain_entities_and_declaration() {
