@@ -457,12 +457,12 @@ start_service() {
     run systemctl restart "$SERVICE"
     [ "$DRY_RUN" = 0 ] || return 0
     say "waiting for PayBridge to answer"
-    # Staging certificates are not trusted by anyone: do not wait for trust.
-    local verify=() trusted="a trusted certificate"
-    if [ "$STAGING" = 1 ]; then verify=(--insecure); trusted="a staging (untrusted) certificate"; fi
+    local trusted="a trusted certificate" check
+    if [ "$STAGING" = 1 ]; then trusted="a staging (untrusted) certificate"; fi
+    read -r -a check <<< "$(https_check)"
     local i
     for i in $(seq 1 60); do
-        if curl -fsS "${verify[@]}" --max-time 2 --resolve "$DOMAIN:443:127.0.0.1" "https://$DOMAIN/healthz" >/dev/null 2>&1; then
+        if "${check[@]}" >/dev/null 2>&1; then
             say "PayBridge is up with $trusted."
             return 0
         fi
@@ -474,6 +474,14 @@ start_service() {
     done
     warn "PayBridge runs, but HTTPS does not answer with a trusted certificate yet.
 Watch: journalctl -u $SERVICE -f    and: paybridge cert status --config /etc/paybridge/paybridge.toml"
+}
+
+# The command that checks PayBridge answers over HTTPS on this host. Staging
+# certificates are trusted by no one: with --staging it does not wait for trust.
+https_check() {
+    local insecure=""
+    if [ "$STAGING" = 1 ]; then insecure="--insecure "; fi
+    echo "curl -fsS ${insecure}--max-time 2 --resolve ${DOMAIN}:443:127.0.0.1 https://${DOMAIN}/healthz"
 }
 
 do_install() {
@@ -500,6 +508,7 @@ do_install() {
     fi
     echo "PayBridge is installed."
     echo "  admin page:   https://${DOMAIN:-<your domain>}/admin"
+    echo "  HTTPS check:  $(https_check)"
     echo "  logs:         journalctl -u $SERVICE -f"
     echo "  certificate:  paybridge cert status --config /etc/paybridge/paybridge.toml"
     echo "  upgrade:      run this script again (config and data are kept)"

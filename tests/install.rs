@@ -76,6 +76,9 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
     let products = ["--product", "vip-month:会员月卡:1990", "--product", "lesson:体验课: \"一节\":990"];
     let text = ok(&install(&root, &products));
     assert!(text.contains("https://pay.example.com/admin"), "{text}");
+    let check =
+        "HTTPS check:  curl -fsS --max-time 2 --resolve pay.example.com:443:127.0.0.1 https://pay.example.com/healthz";
+    assert!(text.contains(check), "a trusted certificate is checked as such: {text}");
     let (uid, gid) = paybridge_ids(&root);
     assert!(uid > 0 && uid < 1000, "a system user: {uid}");
 
@@ -203,6 +206,18 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     ok(&uninstall(&["--purge", "--yes"]));
     assert!(!root.join("etc/paybridge").exists() && !root.join("var/lib/paybridge").exists());
     assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().lines().any(|l| l.starts_with("paybridge:")));
+}
+
+/// Let's Encrypt's staging certificates are trusted by nobody: the check
+/// install.sh waits on (and prints) does not wait for trust that never comes.
+#[test]
+fn staging_does_not_wait_for_a_trusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let text = ok(&install(&root, &["--staging"]));
+    assert!(text.contains("HTTPS check:  curl -fsS --insecure --max-time 2"), "{text}");
+    let config = std::fs::read_to_string(root.join("etc/paybridge/paybridge.toml")).unwrap();
+    assert!(config.contains("acme-staging-v02.api.letsencrypt.org"), "{config}");
 }
 
 #[test]
