@@ -407,13 +407,17 @@ impl Activity {
     async fn idle(&self) {
         loop {
             let limit = if self.served.load(Ordering::Relaxed) { self.limits.idle } else { self.limits.first_request };
+            if self.busy.load(Ordering::Relaxed) > 0 {
+                // A request in progress: it ends no sooner than a whole period from now.
+                tokio::time::sleep(limit).await;
+                continue;
+            }
             let idle_since = Duration::from_millis(self.last.load(Ordering::Relaxed));
             let deadline = self.opened + idle_since + limit;
-            if self.busy.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return;
             }
-            let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
         }
     }
 }

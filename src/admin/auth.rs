@@ -15,6 +15,7 @@ use argon2::Argon2;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::limit::PeerKey;
 use crate::secret::Secret;
 
 /// The shortest password `admin set-password` accepts.
@@ -149,7 +150,8 @@ pub enum Throttled {
 /// verifications, and a short global back-off under a distributed attack
 /// (which slows everyone a little but locks no one out).
 pub struct LoginLimiter {
-    attempts: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// By address, an IPv6 /64 counting as one (as every per-peer limit).
+    attempts: Mutex<HashMap<PeerKey, VecDeque<Instant>>>,
     failures: Mutex<VecDeque<Instant>>,
     slots: tokio::sync::Semaphore,
 }
@@ -167,7 +169,7 @@ impl Default for LoginLimiter {
 /// A counted attempt holding a verification slot.
 pub struct Attempt<'a> {
     limiter: &'a LoginLimiter,
-    ip: IpAddr,
+    key: PeerKey,
     started: Instant,
     _slot: tokio::sync::SemaphorePermit<'a>,
 }
@@ -176,17 +178,17 @@ impl LoginLimiter {
     /// Counts an attempt from `ip` and waits (briefly) for a slot to check
     /// it in. The attempt counts against the address until it succeeds.
     pub async fn begin(&self, ip: IpAddr) -> Result<Attempt<'_>, Throttled> {
-        let ip = crate::limit::canonical(ip);
+        let key = PeerKey::of(ip);
         {
             let now = Instant::now();
             let mut attempts = self.attempts.lock().expect("limiter lock");
-            if attempts.len() >= MAX_ADDRESSES && !attempts.contains_key(&ip) {
+            if attempts.len() >= MAX_ADDRESSES && !attempts.contains_key(&key) {
                 attempts.retain(|_, t| t.back().is_some_and(|last| now.duration_since(*last) < FAILURE_WINDOW));
                 if attempts.len() >= MAX_ADDRESSES {
                     return Err(Throttled::Busy);
                 }
             }
-            let times = attempts.entry(ip).or_default();
+            let times = attempts.entry(key).or_default();
             while times.front().is_some_and(|t| now.duration_since(*t) >= FAILURE_WINDOW) {
                 times.pop_front();
             }
@@ -197,17 +199,17 @@ impl LoginLimiter {
             times.push_back(now);
         }
         match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
-            Ok(Ok(slot)) => Ok(Attempt { limiter: self, ip, started: Instant::now(), _slot: slot }),
+            Ok(Ok(slot)) => Ok(Attempt { limiter: self, key, started: Instant::now(), _slot: slot }),
             _ => {
                 // Not checked: it does not count.
-                self.forget_one(ip);
+                self.forget_one(key);
                 Err(Throttled::Busy)
             }
         }
     }
 
-    fn forget_one(&self, ip: IpAddr) {
-        if let Some(times) = self.attempts.lock().expect("limiter lock").get_mut(&ip) {
+    fn forget_one(&self, key: PeerKey) {
+        if let Some(times) = self.attempts.lock().expect("limiter lock").get_mut(&key) {
             times.pop_back();
         }
     }
@@ -225,7 +227,7 @@ impl LoginLimiter {
 impl Attempt<'_> {
     /// The password was right: the address's attempts are forgiven.
     pub fn succeeded(self) {
-        self.limiter.attempts.lock().expect("limiter lock").remove(&self.ip);
+        self.limiter.attempts.lock().expect("limiter lock").remove(&self.key);
     }
 
     /// The password was wrong: the attempt stays counted. Under the global
@@ -333,6 +335,12 @@ mod tests {
         }
         assert_eq!(checked, MAX_FAILURES);
         assert!(limiter.begin("::ffff:203.0.113.7".parse().unwrap()).await.is_err(), "mapped IPv4 is the same");
+        // An IPv6 /64 is one address: rotating inside it buys nothing.
+        let v6 = |i: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, i]);
+        for i in 0..MAX_FAILURES as u16 {
+            limiter.begin(v6(i)).await.unwrap().failed().await;
+        }
+        assert!(matches!(limiter.begin(v6(999)).await, Err(Throttled::Address(_))));
         assert!(limiter.begin("203.0.113.8".parse().unwrap()).await.is_ok(), "other addresses are not locked out");
     }
 

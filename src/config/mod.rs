@@ -466,21 +466,15 @@ impl RawConfig {
             "DATA_DIR" => self.data_dir = Some(value.into()),
             "HTTP_LISTEN" => self.http.listen = Some(value),
             "HTTP_MAX_CONNECTIONS" => {
-                self.http.max_connections = Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+                self.http.max_connections = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "HTTP_FIRST_REQUEST_TIMEOUT_SECS" => {
-                self.http.first_request_timeout_secs =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
+                self.http.first_request_timeout_secs = Some(parsed(&var, &value, "expected seconds")?)
             }
-            "HTTP_BODY_TIMEOUT_SECS" => {
-                self.http.body_timeout_secs = Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
-            }
-            "HTTP_IDLE_TIMEOUT_SECS" => {
-                self.http.idle_timeout_secs = Some(value.parse().map_err(|_| invalid(&var, "expected seconds"))?)
-            }
+            "HTTP_BODY_TIMEOUT_SECS" => self.http.body_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
+            "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_MAX_CONNECTIONS_PER_IP" => {
-                self.http.max_connections_per_ip =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+                self.http.max_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "WECHAT_APPID" => self.wechat.appid = Some(value),
             "WECHAT_APP_SECRET" => self.wechat.app_secret = Some(Secret::new(value)),
@@ -491,37 +485,25 @@ impl RawConfig {
             "WECHAT_SNS_BASE_URL" => self.wechat.sns_base_url = Some(value),
             "WECHAT_NOTIFY_URL" => self.wechat.notify_url = Some(value),
             "WECHAT_TIMEOUT_MS" => {
-                self.wechat.timeout_ms =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number of milliseconds"))?)
+                self.wechat.timeout_ms = Some(parsed(&var, &value, "expected a whole number of milliseconds")?)
             }
             "ORDERS_ACCEPT_CLIENT_AMOUNT" => {
-                self.orders.accept_client_amount =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected true or false"))?)
+                self.orders.accept_client_amount = Some(parsed(&var, &value, "expected true or false")?)
             }
-            "ORDERS_MAX_TOTAL_FEE" => {
-                self.orders.max_total_fee = Some(value.parse().map_err(|_| invalid(&var, "expected fen"))?)
-            }
-            "NOTIFIES_KEEP_DAYS" => {
-                self.notifies.keep_days = Some(value.parse().map_err(|_| invalid(&var, "expected days"))?)
-            }
-            "NOTIFIES_KEEP_MB" => {
-                self.notifies.keep_mb = Some(value.parse().map_err(|_| invalid(&var, "expected megabytes"))?)
-            }
+            "ORDERS_MAX_TOTAL_FEE" => self.orders.max_total_fee = Some(parsed(&var, &value, "expected fen")?),
+            "NOTIFIES_KEEP_DAYS" => self.notifies.keep_days = Some(parsed(&var, &value, "expected days")?),
+            "NOTIFIES_KEEP_MB" => self.notifies.keep_mb = Some(parsed(&var, &value, "expected megabytes")?),
             "NOTIFIES_REFUSED_PER_PEER_PER_MINUTE" => {
-                self.notifies.refused_per_peer_per_minute =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+                self.notifies.refused_per_peer_per_minute = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "SANDBOX_SIMULATOR_LISTEN" => self.sandbox.simulator_listen = Some(value),
             "ADMIN_PASSWORD_HASH" => self.admin.password_hash = Some(Secret::new(value)),
             "METRICS_TOKEN" => self.metrics.token = Some(Secret::new(value)),
             "METRICS_LISTEN" => self.metrics.listen = Some(value),
             "LOG_FORMAT" => self.log.format = Some(value),
-            "STORAGE_CACHE_MB" => {
-                self.storage.cache_mb = Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
-            }
+            "STORAGE_CACHE_MB" => self.storage.cache_mb = Some(parsed(&var, &value, "expected a whole number")?),
             "STORAGE_MAX_PENDING_WRITES" => {
-                self.storage.max_pending_writes =
-                    Some(value.parse().map_err(|_| invalid(&var, "expected a whole number"))?)
+                self.storage.max_pending_writes = Some(parsed(&var, &value, "expected a whole number")?)
             }
             _ => {
                 let known = name.strip_prefix("TLS_").is_some_and(|key| self.tls.set_from_env(key, value));
@@ -689,6 +671,11 @@ impl Config {
         }
         self
     }
+}
+
+/// An environment override's value as a number (or bool), or an error naming the variable.
+fn parsed<T: std::str::FromStr>(var: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| invalid(var, expected))
 }
 
 pub(crate) fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
