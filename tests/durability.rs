@@ -64,6 +64,13 @@ impl Client {
     }
 }
 
+/// Hundreds of clients from one address, as no real crowd comes: the
+/// per-address connection cap (256, meant for strangers) must not be what
+/// these tests measure.
+fn load_opts() -> Opts {
+    Opts { http_extra: "max_connections_per_ip = 2048", ..Opts::default() }
+}
+
 fn transaction_id(no: &str) -> String {
     format!("4200{:0>24}", no.bytes().map(|b| (b % 10).to_string()).collect::<String>())
 }
@@ -96,7 +103,7 @@ fn watch_health(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
 /// all of them at once; `/healthz` answers throughout; a restart finds every
 /// order PAID and the counters right.
 async fn orders_and_notifies_at_once() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start(load_opts()).await;
     let client = Client::new(&env.base);
     let openid = env.openid("code-load").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +186,7 @@ async fn kill_9_loop_mid_load_keeps_every_promise() {
     let data = dir.path().join("data");
     let port = process::free_tcp_port();
     let config = dir.path().join("paybridge.toml");
-    std::fs::write(&config, config_text(&data, &format!("127.0.0.1:{port}"), &sim.url(), &Opts::default())).unwrap();
+    std::fs::write(&config, config_text(&data, &format!("127.0.0.1:{port}"), &sim.url(), &load_opts())).unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let mut promises = Promises::default();
     let mut fees = BTreeMap::new();
@@ -296,7 +303,7 @@ async fn every_success_follows_an_fdatasync_of_the_data() {
     let data = dir.path().join("data");
     let trace = dir.path().join("strace.txt");
     let config = dir.path().join("paybridge.toml");
-    std::fs::write(&config, config_text(&data, "127.0.0.1:0", &sim.url(), &Opts::default())).unwrap();
+    std::fs::write(&config, config_text(&data, "127.0.0.1:0", &sim.url(), &load_opts())).unwrap();
     let mut proc = Proc::spawn_program(
         "strace",
         &[
@@ -407,7 +414,7 @@ impl Drop for Tmpfs {
 async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
     let disk = Tmpfs::mount(16);
     let sim = start_simulator().await;
-    let env = Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), sim, Opts::default()).await;
+    let env = Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), sim, load_opts()).await;
     let client = Client::new(&env.base);
     let openid = env.openid("code-full").await;
     let mut promises = Promises::default();
@@ -497,7 +504,7 @@ async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
 /// its counters equal a recount and every notify's order is in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_is_consistent() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start(load_opts()).await;
     let client = Client::new(&env.base);
     let openid = env.openid("code-backup").await;
     let writers: Vec<_> = (0..200)
