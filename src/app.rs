@@ -45,6 +45,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// The payment service (its catalogue is replaced on reload).
     pub payments: Arc<Payments>,
+    /// The platform webhooks (tests move their clock).
+    pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -57,6 +59,7 @@ impl Running {
         for task in self.background {
             task.abort();
         }
+        self.webhooks.stop();
         for server in self.servers {
             let _ = server.await;
         }
@@ -69,6 +72,19 @@ impl Running {
         if let Some(sim) = self.simulator {
             sim.stop().await;
         }
+    }
+}
+
+/// How often used nonces past the timestamp window are forgotten.
+const NONCE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Forgets platform request nonces whose timestamps are out of the window
+/// (a request with them is refused by its timestamp anyway).
+async fn forget_old_nonces(store: Store) {
+    loop {
+        let before = crate::pay::now_ms() / 1000 - crate::platform::auth::MAX_SKEW_SECS - 60;
+        while let Ok(1024) = store.prune_nonces(before, 1024).await {}
+        tokio::time::sleep(NONCE_CHECK).await;
     }
 }
 
@@ -165,7 +181,15 @@ pub async fn start_with_listeners(
     if password_hash.is_none() {
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
-    let admin = Arc::new(Admin::new(&config, store.clone(), password_hash, tls_status.clone(), payments.clone()));
+    let webhooks = crate::platform::webhook::Webhooks::new(store.clone(), payments.clone(), metrics.clone());
+    let admin = Arc::new(Admin::new(
+        &config,
+        store.clone(),
+        password_hash,
+        tls_status.clone(),
+        payments.clone(),
+        webhooks.clone(),
+    ));
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),
         store: store.clone(),
@@ -173,7 +197,7 @@ pub async fn start_with_listeners(
         token: config.metrics.token.clone(),
     };
     let sandbox = config.mode == Mode::Sandbox;
-    let api = crate::http::routes(payments.clone(), admin, store.clone());
+    let api = crate::http::routes(payments.clone(), admin, store.clone(), metrics.clone());
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(bind(addr, "metrics.listen").await?),
         None => None,
@@ -192,6 +216,8 @@ pub async fn start_with_listeners(
     let mut servers = Vec::new();
     let mut background = Vec::new();
     background.push(tokio::spawn(store.clone().keep_notify_log(config.notifies.retention, NOTIFY_LOG_CHECK)));
+    background.push(tokio::spawn(forget_old_nonces(store.clone())));
+    background.push(tokio::spawn(webhooks.clone().run()));
     match crate::control::bind(&config.data_dir) {
         Ok(listener) => {
             let socket = crate::control::socket_path(&config.data_dir);
@@ -240,6 +266,7 @@ pub async fn start_with_listeners(
         store,
         metrics,
         payments,
+        webhooks,
         stop,
         servers,
         background,

@@ -408,21 +408,25 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: reads the config again and takes the new catalogue; a config
-/// that does not load changes nothing. Other settings need a restart.
+/// SIGHUP: reads the config again and takes the new catalogue and
+/// platforms (a key rotation needs no restart); a config that does not load
+/// changes nothing. Other settings need a restart.
 fn reload(running: &crate::app::Running, path: &std::path::Path) {
     match Config::load(path) {
         Ok(config) => {
             let products = config.products.all().len();
+            let platforms = config.platforms.all().len();
             running.payments.set_catalogue(config.products);
+            running.payments.set_platforms(config.platforms);
             tracing::info!(
                 products,
-                "SIGHUP: catalogue reloaded from {}; other settings take effect on restart",
+                platforms,
+                "SIGHUP: catalogue and platforms reloaded from {}; other settings take effect on restart",
                 path.display()
             );
         }
         Err(e) => tracing::error!(
-            error = %e, "SIGHUP: the config does not load; nothing changed (the old catalogue stays)"
+            error = %e, "SIGHUP: the config does not load; nothing changed (the old catalogue and platforms stay)"
         ),
     }
 }

@@ -24,6 +24,7 @@ pub mod http;
 pub mod limit;
 pub mod metrics;
 pub mod pay;
+pub mod platform;
 pub mod sandbox;
 pub mod secret;
 pub mod server;

@@ -28,6 +28,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     unified_orders: Mutex<BTreeMap<&'static str, u64>>,
     notifies: Mutex<BTreeMap<&'static str, u64>>,
+    webhooks: Mutex<BTreeMap<&'static str, u64>>,
     wechat: Mutex<BTreeMap<&'static str, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
@@ -59,6 +60,16 @@ impl Metrics {
     /// Counts a unified order by outcome (`prepaid`, `reused`, `wechat_error`, `refused`).
     pub fn unified_order(&self, outcome: &'static str) {
         *self.unified_orders.lock().expect("metrics lock").entry(outcome).or_default() += 1;
+    }
+
+    /// Counts a webhook attempt by result (`delivered`, `failed`).
+    pub fn webhook(&self, result: &'static str) {
+        *self.webhooks.lock().expect("metrics lock").entry(result).or_default() += 1;
+    }
+
+    /// Webhook attempts with this result so far.
+    pub fn webhook_count(&self, result: &'static str) -> u64 {
+        self.webhooks.lock().expect("metrics lock").get(result).copied().unwrap_or(0)
     }
 
     /// Counts a notify by verdict.
@@ -116,6 +127,11 @@ impl Metrics {
         out.push_str("# HELP paybridge_http_requests_in_flight Requests being served.\n");
         out.push_str("# TYPE paybridge_http_requests_in_flight gauge\n");
         let _ = writeln!(out, "paybridge_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str("# HELP paybridge_webhook_attempts_total Webhook attempts to platforms by result.\n");
+        out.push_str("# TYPE paybridge_webhook_attempts_total counter\n");
+        for (result, n) in self.webhooks.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_webhook_attempts_total{{result=\"{result}\"}} {n}");
+        }
         out.push_str("# HELP paybridge_unified_orders_total Unified orders by outcome.\n");
         out.push_str("# TYPE paybridge_unified_orders_total counter\n");
         for (outcome, n) in self.unified_orders.lock().expect("metrics lock").iter() {

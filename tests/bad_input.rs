@@ -59,7 +59,7 @@ async fn bad_order_requests_get_clear_errors() {
         (b"".to_vec(), 400, "INVALID_JSON", "JSON object"),
         (b"[1,2,3]".to_vec(), 400, "INVALID_JSON", "JSON object"),
         (b"{\"outTradeNo\":\"ABC123456\",\"body\":\"\xff\"}".to_vec(), 400, "INVALID_JSON", "UTF-8"),
-        (br#"{"totalFee":1,"body":"b","openid":"o"}"#.to_vec(), 400, "INVALID_JSON", "outTradeNo"),
+        (br#"{"totalFee":1,"body":"b","openid":"o"}"#.to_vec(), 400, "INVALID_REQUEST", "outTradeNo is required"),
         (br#"{"outTradeNo":"ABC123456","totalFee":1.5,"body":"b","openid":"o"}"#.to_vec(), 400, "INVALID_JSON", "fen"),
         (br#"{"outTradeNo":"ABC123456","totalFee":"-1","body":"b","openid":"o"}"#.to_vec(), 400, "INVALID_JSON", "fen"),
         (

@@ -18,7 +18,7 @@ const PRODUCTS: &str = "[[products]]\nid = \"vip-month\"\nname = \"会员月卡\
 
 /// A live merchant that takes no client amount, only its catalogue.
 fn catalogue_only() -> Opts {
-    Opts { accept_client_amount: false, extra: PRODUCTS, ..Opts::default() }
+    Opts { accept_client_amount: false, extra: PRODUCTS.into(), ..Opts::default() }
 }
 
 async fn order(env: &Env, body: Value) -> (u16, Value) {

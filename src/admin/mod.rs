@@ -31,6 +31,8 @@ pub struct Admin {
     pub tls_status: Option<Arc<StatusHandle>>,
     /// For the catalogue in force.
     payments: Arc<crate::pay::Payments>,
+    /// For re-sending a webhook.
+    pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     started: Instant,
     system: SystemInfo,
 }
@@ -141,6 +143,41 @@ pub struct OrderDetail {
     notifies: Vec<NotifyRow>,
     /// The cursor for more of them in `/admin/api/notifies?order=`.
     notifies_next: Option<String>,
+    /// Its webhooks to the platform, for a platform's order.
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// One webhook of an order and how its delivery went.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRow {
+    /// For the re-send button.
+    id: String,
+    /// The event id the platform sees.
+    event_id: String,
+    platform: String,
+    r#type: &'static str,
+    state: &'static str,
+    attempts: u32,
+    last_result: Option<String>,
+    last_attempt_at: Option<i64>,
+    next_at: Option<i64>,
+}
+
+impl From<&store::Delivery> for DeliveryRow {
+    fn from(d: &store::Delivery) -> DeliveryRow {
+        DeliveryRow {
+            id: d.id.to_string(),
+            event_id: crate::platform::webhook::event_id(d.id),
+            platform: d.platform.clone(),
+            r#type: d.kind.as_str(),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            last_result: d.last_result.clone(),
+            last_attempt_at: d.last_attempt_at,
+            next_at: d.next_at,
+        }
+    }
 }
 
 /// How many notifies an order's detail shows; the rest are a page away.
@@ -210,9 +247,11 @@ impl Admin {
         password_hash: Option<Secret>,
         tls_status: Option<Arc<StatusHandle>>,
         payments: Arc<crate::pay::Payments>,
+        webhooks: Arc<crate::platform::webhook::Webhooks>,
     ) -> Admin {
         Admin {
             payments,
+            webhooks,
             store,
             password_hash,
             sessions: auth::Sessions::default(),
@@ -295,6 +334,7 @@ impl Admin {
             history: order.history.clone(),
             notifies: notifies.items.iter().map(NotifyRow::from).collect(),
             notifies_next: notifies.next,
+            deliveries: self.store.deliveries_for_order(out_trade_no)?.iter().map(DeliveryRow::from).collect(),
         }))
     }
 

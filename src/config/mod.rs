@@ -17,8 +17,10 @@ use crate::server::ConnectionLimits;
 use crate::store::{Retention, StoreOptions};
 use crate::wechat::sign::SignType;
 
+mod platforms;
 mod tls;
 
+pub use platforms::{is_platform_id, Platform, Platforms, MIN_KEY_CHARS};
 pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 
 /// WeChat's real API hosts, the defaults of the base URLs.
@@ -74,6 +76,9 @@ pub struct Config {
     pub notifies: NotifiesConfig,
     /// What mini-program B may sell by id (`[[products]]`); reloaded on SIGHUP.
     pub products: Catalogue,
+    /// Platforms (company A's backends) that create orders and get webhooks
+    /// (`[[platforms]]`); reloaded on SIGHUP.
+    pub platforms: Platforms,
 }
 
 /// One product of the merchant's catalogue.
@@ -256,6 +261,8 @@ struct RawConfig {
     notifies: RawNotifies,
     #[serde(default)]
     products: Vec<RawProduct>,
+    #[serde(default)]
+    platforms: Vec<platforms::RawPlatform>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -624,6 +631,17 @@ impl Config {
         for p in self.products.all() {
             out += &format!("[[products]]\nid = {:?}\nname = {:?}\nprice = {}\n\n", p.id, p.name, p.price);
         }
+        for p in self.platforms.all() {
+            out +=
+                &format!("[[platforms]]\nid = {:?}\nkey = \"***\" (set)\nwebhook_url = \"{}\"\n", p.id, p.webhook_url);
+            if let Some(appid) = &p.appid {
+                out += &format!("appid = {appid:?}\n");
+            }
+            if let Some((_, until)) = &p.previous_key {
+                out += &format!("previous_key = \"***\" (set, accepted until unix ms {until})\n");
+            }
+            out += "\n";
+        }
         out += &format!(
             "[notifies]\nkeep_days = {}\nkeep_mb = {}\nrefused_per_peer_per_minute = {}\n\n",
             self.notifies.retention.max_age_ms / 86_400_000,
@@ -858,6 +876,7 @@ impl RawConfig {
         };
         Ok(Config {
             products: catalogue(self.products, max_total_fee)?,
+            platforms: platforms::platforms(self.platforms)?,
             mode,
             data_dir,
             http: HttpConfig { listen, limits },
@@ -884,7 +903,7 @@ impl RawConfig {
 }
 
 /// A mini-program AppID: `wx` and 16 lowercase hex digits.
-fn is_appid(appid: &str) -> bool {
+pub(crate) fn is_appid(appid: &str) -> bool {
     appid.len() == 18
         && appid.starts_with("wx")
         && appid[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -908,6 +927,15 @@ impl Config {
                     "wechat.notify_url {} is not reachable from WeChat's servers",
                     self.wechat.notify_url
                 ));
+            }
+            for p in self.platforms.all() {
+                if p.webhook_url.scheme() != "https" {
+                    out.push(format!(
+                        "platforms {:?}: webhook_url {} is not https://: payment results would cross the internet \
+                         unencrypted",
+                        p.id, p.webhook_url
+                    ));
+                }
             }
             if self.orders.accept_client_amount {
                 out.push(

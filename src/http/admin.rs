@@ -349,6 +349,24 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
             .await
         });
 
+    let resend = warp::path!("admin" / "api" / "deliveries" / u64 / "resend")
+        .and(warp::post())
+        .and(caller())
+        .and(with(admin.clone()))
+        .then(|id: u64, c: Caller, admin: Arc<Admin>| async move {
+            if let Err(refusal) = c.authorize_change(&admin) {
+                return refusal.reply();
+            }
+            match admin.webhooks.resend(id).await {
+                Ok(Some(d)) => {
+                    tracing::info!(delivery = id, out_trade_no = %d.out_trade_no, "webhook re-sent from the admin page");
+                    reply::json(&crate::admin::DeliveryRow::from(&d)).into_response()
+                }
+                Ok(None) => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such delivery"),
+                Err(e) => internal(e),
+            }
+        });
+
     let system = warp::path!("admin" / "api" / "system").and(warp::get()).and(authed).then(|admin: Arc<Admin>| {
         blocking(move || match admin.system() {
             Ok(s) => reply::json(&s).into_response(),
@@ -366,6 +384,8 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .or(notifies)
         .unify()
         .or(system)
+        .unify()
+        .or(resend)
         .unify()
         .or(login)
         .unify()

@@ -38,6 +38,7 @@ pub fn pay_error(e: &PayError) -> Response {
     let (status, code) = match e {
         PayError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
         PayError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        PayError::Token(_) => (StatusCode::BAD_REQUEST, "INVALID_ORDER_TOKEN"),
         PayError::ClientAmountRefused => (StatusCode::FORBIDDEN, "CLIENT_AMOUNT_NOT_ALLOWED"),
         PayError::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
         PayError::NotFound(_) => (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"),

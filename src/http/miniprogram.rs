@@ -27,6 +27,8 @@ const ORDER_BODY_LIMIT: usize = 16 * 1024;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UnifiedOrderBody {
+    /// Absent when a platform's `token` names the order.
+    #[serde(default)]
     out_trade_no: String,
     #[serde(default, deserialize_with = "fen")]
     total_fee: Option<u64>,
@@ -40,6 +42,9 @@ struct UnifiedOrderBody {
     product_id: Option<String>,
     #[serde(default)]
     quantity: Option<u32>,
+    /// An order token from platform A (in `extraData`).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// Accepts `7` or `"7"` (fen); refuses fractions, negatives and words.
@@ -174,11 +179,12 @@ pub fn parse_unified_order(body: &[u8]) -> Result<NewOrder, PayError> {
         openid: request.openid,
         product_id: request.product_id,
         quantity: request.quantity,
+        token: request.token.filter(|t| !t.is_empty()),
     })
 }
 
 /// Parses a JSON body, with an error that says what is wrong and where.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PayError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PayError> {
     if std::str::from_utf8(body).is_err() {
         return Err(PayError::InvalidJson("it is not valid UTF-8".into()));
     }

@@ -6,6 +6,7 @@
 //! - [`error`]: the one place errors become replies.
 //! - [`body`]: size-limited request bodies.
 //! - [`plain`]: the plain-HTTP listener when HTTPS is on (ACME HTTP-01, redirects).
+//! - [`platform`]: platform A's signed server-to-server API.
 //! - [`ops`]: `/metrics` (on its own listener) and `/healthz`.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod miniprogram;
 pub mod notify;
 pub mod ops;
 pub mod plain;
+pub mod platform;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +48,7 @@ pub fn routes(
     pay: Arc<Payments>,
     admin: Arc<crate::admin::Admin>,
     store: crate::store::Store,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> BoxedFilter<(Response,)> {
     let mut headers = HeaderMap::new();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
@@ -57,6 +60,8 @@ pub fn routes(
     }
     let health = ops::health(store, sandbox);
     miniprogram::routes(pay.clone())
+        .or(platform::routes(pay.clone(), metrics))
+        .unify()
         .or(notify::routes(pay))
         .unify()
         .or(admin::routes(admin))

@@ -5,6 +5,7 @@
 
 mod notify;
 mod order;
+pub mod platform;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -36,6 +37,9 @@ pub enum PayError {
          send a productId from its catalogue instead; see \"Amounts\" in the PayBridge README"
     )]
     ClientAmountRefused,
+    /// A platform's order token was refused; the message says why.
+    #[error("{0}")]
+    Token(String),
     /// The request conflicts with what is stored.
     #[error("{message}")]
     Conflict {
@@ -88,6 +92,8 @@ pub struct Payments {
     max_total_fee: u64,
     /// The merchant's products; swapped whole when the config is reloaded.
     catalogue: arc_swap::ArcSwap<crate::config::Catalogue>,
+    /// The platforms and their keys; swapped whole when the config is reloaded.
+    platforms: arc_swap::ArcSwap<crate::config::Platforms>,
     sandbox: bool,
     /// Refused notifies recorded per peer; the rest are counted only.
     refused_budget: crate::limit::PeerBudget,
@@ -110,6 +116,7 @@ impl Payments {
             accept_client_amount: config.orders.accept_client_amount,
             max_total_fee: config.orders.max_total_fee,
             catalogue: arc_swap::ArcSwap::from_pointee(config.products.clone()),
+            platforms: arc_swap::ArcSwap::from_pointee(config.platforms.clone()),
             refused_budget: crate::limit::PeerBudget::new(config.notifies.refused_per_peer_per_minute, 4096),
             unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
             sandbox: config.mode == Mode::Sandbox,

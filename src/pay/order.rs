@@ -28,6 +28,8 @@ pub struct NewOrder {
     pub product_id: Option<String>,
     /// How many of the product (default 1).
     pub quantity: Option<u32>,
+    /// An order token signed by a platform: then the token sets everything.
+    pub token: Option<String>,
 }
 
 /// The most of one product an order may hold.
@@ -62,6 +64,10 @@ pub struct OrderView {
     pub time_end: Option<String>,
     /// True for a sandbox order: no real money.
     pub sandbox: bool,
+    /// For a platform's order: the signed result mini-program B hands back
+    /// to A in `navigateBackMiniProgram`'s `extraData`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 impl From<&Order> for OrderView {
@@ -74,6 +80,7 @@ impl From<&Order> for OrderView {
             transaction_id: o.transaction_id.clone(),
             time_end: o.time_end.clone(),
             sandbox: o.sandbox,
+            result: None,
         }
     }
 }
@@ -84,6 +91,9 @@ fn invalid(message: impl Into<String>) -> PayError {
 
 impl NewOrder {
     fn validate(self, max_total_fee: u64) -> Result<OrderContents, PayError> {
+        if self.out_trade_no.is_empty() {
+            return Err(invalid("outTradeNo is required (or the token from platform A)"));
+        }
         if !is_valid_out_trade_no(&self.out_trade_no) {
             return Err(invalid("outTradeNo must be 6 to 32 characters of letters, digits, _ - | *"));
         }
@@ -173,57 +183,67 @@ impl Payments {
 
     /// [`Payments::unified_order`]; the flag says whether a stored prepay was reused.
     async fn place(&self, mut new: NewOrder, payer_ip: &str) -> Result<(Order, PayParams, bool), PayError> {
-        let source = self.price(&mut new)?;
-        let out_trade_no = new.out_trade_no.clone();
-        let contents = new.validate(self.max_total_fee)?;
+        let out_trade_no = match &new.token {
+            // The platform signed the order: it is created on first use.
+            Some(token) => self.order_from_token(token).await?.out_trade_no,
+            None => new.out_trade_no.clone(),
+        };
         let _guard = self.locks.lock(&out_trade_no).await;
 
         let no = out_trade_no.clone();
-        let order = match self.store.read(move |store| store.order(&no)).await? {
-            Some(existing) => {
-                if !existing.same_contents(&contents) || existing.source != source {
-                    return Err(PayError::Conflict {
-                        code: "ORDER_CONFLICT",
-                        message: format!(
-                            "order {} already exists with different contents; use a new outTradeNo",
-                            existing.out_trade_no
-                        ),
-                    });
+        let existing = self.store.read(move |store| store.order(&no)).await?;
+        let order = match existing {
+            Some(order) if order.source.platform().is_some() => {
+                if new.product_id.is_some() {
+                    return Err(invalid("this order's amount was set by platform A: send no productId"));
                 }
-                match existing.status {
-                    OrderStatus::Paid => {
-                        return Err(PayError::Conflict {
-                            code: "ORDER_PAID",
-                            message: "this order is already paid".into(),
-                        })
-                    }
-                    OrderStatus::Closed => {
-                        return Err(PayError::Conflict {
-                            code: "ORDER_CLOSED",
-                            message: "this order is closed; use a new outTradeNo".into(),
-                        })
-                    }
-                    OrderStatus::Created | OrderStatus::Prepaid => {}
-                }
-                if let Some(prepay) = &existing.prepay {
-                    if now_ms() - prepay.obtained_at < PREPAY_REUSE_MS {
-                        let params = prepay.params.clone();
-                        return Ok((existing, params, true));
-                    }
-                }
-                existing
+                self.claim(order, &new.openid, new.total_fee).await?
             }
-            None => {
-                // The order is durable before WeChat hears of it, so no
-                // payment can arrive for an order we do not know. (The
-                // order lock is held, so nobody else inserts it meanwhile.)
-                let mut order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
-                order.source = source;
-                match self.store.insert_order(order).await? {
-                    Ok(stored) | Err(stored) => stored,
+            existing => {
+                let source = self.price(&mut new)?;
+                let contents = new.validate(self.max_total_fee)?;
+                match existing {
+                    Some(existing) if !existing.same_contents(&contents) || existing.source != source => {
+                        return Err(PayError::Conflict {
+                            code: "ORDER_CONFLICT",
+                            message: format!(
+                                "order {} already exists with different contents; use a new outTradeNo",
+                                existing.out_trade_no
+                            ),
+                        });
+                    }
+                    Some(existing) => existing,
+                    None => {
+                        // The order is durable before WeChat hears of it, so no
+                        // payment can arrive for an order we do not know. (The
+                        // order lock is held, so nobody else inserts it meanwhile.)
+                        let mut order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
+                        order.source = source;
+                        match self.store.insert_order(order).await? {
+                            Ok(stored) | Err(stored) => stored,
+                        }
+                    }
                 }
             }
         };
+        match order.status {
+            OrderStatus::Paid => {
+                return Err(PayError::Conflict { code: "ORDER_PAID", message: "this order is already paid".into() })
+            }
+            OrderStatus::Closed => {
+                return Err(PayError::Conflict {
+                    code: "ORDER_CLOSED",
+                    message: "this order is closed; use a new outTradeNo".into(),
+                })
+            }
+            OrderStatus::Created | OrderStatus::Prepaid => {}
+        }
+        if let Some(prepay) = &order.prepay {
+            if now_ms() - prepay.obtained_at < PREPAY_REUSE_MS {
+                let params = prepay.params.clone();
+                return Ok((order, params, true));
+            }
+        }
 
         let result = self
             .client
@@ -281,7 +301,9 @@ impl Payments {
         let no = out_trade_no.to_owned();
         let order = self.store.read(move |store| store.order(&no)).await?;
         match order {
-            Some(order) if self.proves(&order, proof) => Ok(OrderView::from(&order)),
+            Some(order) if self.proves(&order, proof) => {
+                Ok(OrderView { result: self.signed_result(&order), ..OrderView::from(&order) })
+            }
             _ => Err(PayError::NotFound(out_trade_no.to_owned())),
         }
     }

@@ -13,6 +13,8 @@
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
 //!
+//! and the platform API's trees, listed in [`platform`].
+//!
 //! Index keys sort by time, so "newest first, from this cursor" is a reverse
 //! range scan that reads only the page: its cost does not grow with the
 //! number of orders. Counters make the overview O(days), not O(orders).
@@ -24,6 +26,7 @@ pub mod backup;
 pub mod codec;
 pub mod notify;
 pub mod order;
+pub mod platform;
 mod query;
 mod tx;
 mod writer;
@@ -37,6 +40,7 @@ use sled::Tree;
 
 pub use notify::{NotifyRecord, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};
+pub use platform::{Created, Delivery, DeliveryState, EventKind};
 pub use query::{DayTotal, OrderFilter};
 pub use tx::{beijing_day, beijing_day_start};
 pub use writer::WriterStats;
@@ -48,7 +52,7 @@ use writer::Writer;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-const INDEX_VERSION: &[u8] = b"4";
+const INDEX_VERSION: &[u8] = b"5";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,12 @@ pub(crate) struct Trees {
     stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
+    platform_orders: Tree,
+    platform_changes: Tree,
+    nonces: Tree,
+    outbox: Tree,
+    outbox_pending: Tree,
+    outbox_by_order: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     data_file: std::fs::File,
 }
@@ -281,12 +291,12 @@ impl Store {
         change: impl Fn(&mut Order) + Send + 'static,
     ) -> Result<Option<Order>, StoreError> {
         let out_trade_no = out_trade_no.to_owned();
-        self.write(SMALL_WRITE, move |tx, _| {
+        self.write(SMALL_WRITE, move |tx, id| {
             let Some(before) = tx.get_order(&out_trade_no)? else { return Ok(None) };
             let mut order = before.clone();
             change(&mut order);
             if order != before {
-                tx.put_order(&order, &before)?;
+                tx.put_order(&order, &before, id)?;
             }
             Ok(Some(order))
         })
@@ -318,7 +328,7 @@ impl Store {
             record.trim_unverified();
             if let (Some(order), Some(before)) = (&order, &before) {
                 if order != before {
-                    tx.put_order(order, before)?;
+                    tx.put_order(order, before, id)?;
                 }
             }
             tx.append_notify(&record)?;
@@ -517,6 +527,12 @@ impl Trees {
             stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
+            platform_orders: db.open_tree("platform_orders")?,
+            platform_changes: db.open_tree("platform_changes")?,
+            nonces: db.open_tree("nonces")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_pending: db.open_tree("outbox_pending")?,
+            outbox_by_order: db.open_tree("outbox_by_order")?,
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
@@ -545,6 +561,10 @@ impl Trees {
             &self.orders_by_openid,
             &self.stats,
             &self.notifies_by_order,
+            &self.platform_orders,
+            &self.platform_changes,
+            &self.outbox_pending,
+            &self.outbox_by_order,
         ] {
             tree.clear()?;
         }
@@ -560,6 +580,11 @@ impl Trees {
             let record = NotifyRecord::decode(&bytes)?;
             self.transact(|tx| tx.index_notify(&record, bytes.len()))?;
         }
+        for entry in self.outbox.iter() {
+            let (_, bytes) = entry?;
+            let delivery = Delivery::decode(&bytes)?;
+            self.transact(|tx| tx.put_delivery(&delivery, None))?;
+        }
         if rebuilt > 0 {
             tracing::info!(orders = rebuilt, "order indexes rebuilt");
         }
@@ -570,7 +595,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees = (
+        let trees: [&Tree; 14] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -579,12 +604,31 @@ impl Trees {
             &self.stats,
             &self.notifies,
             &self.notifies_by_order,
-        );
-        let result = trees.transaction(
-            |(orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order)| {
-                f(&Tx { orders, by_time, by_status, by_tx, by_openid, stats, notifies, notifies_by_order })
-            },
-        )?;
+            &self.platform_orders,
+            &self.platform_changes,
+            &self.nonces,
+            &self.outbox,
+            &self.outbox_pending,
+            &self.outbox_by_order,
+        ];
+        let result = trees[..].transaction(|t| {
+            f(&Tx {
+                orders: &t[0],
+                by_time: &t[1],
+                by_status: &t[2],
+                by_tx: &t[3],
+                by_openid: &t[4],
+                stats: &t[5],
+                notifies: &t[6],
+                notifies_by_order: &t[7],
+                platform_orders: &t[8],
+                platform_changes: &t[9],
+                nonces: &t[10],
+                outbox: &t[11],
+                outbox_pending: &t[12],
+                outbox_by_order: &t[13],
+            })
+        })?;
         Ok(result)
     }
 

@@ -10,7 +10,7 @@ use super::codec::{self, CodecError};
 use crate::wechat::jsapi::PayParams;
 
 /// The format version written by this release.
-pub const ORDER_VERSION: u8 = 2;
+pub const ORDER_VERSION: u8 = 3;
 
 /// Where an order's amount came from: who can be trusted for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -25,6 +25,20 @@ pub enum OrderSource {
         /// How many.
         quantity: u32,
     },
+    /// Created by a platform's backend through the signed platform API.
+    Platform {
+        /// The platform's id in `[[platforms]]`.
+        platform: String,
+        /// The platform's own order id.
+        order_id: String,
+    },
+    /// Created from an order token a platform signed.
+    Token {
+        /// The platform's id in `[[platforms]]`.
+        platform: String,
+        /// The platform's own order id.
+        order_id: String,
+    },
 }
 
 impl OrderSource {
@@ -33,6 +47,18 @@ impl OrderSource {
         match self {
             OrderSource::Client => "client".into(),
             OrderSource::Product { id, quantity } => format!("product {id} ×{quantity}"),
+            OrderSource::Platform { platform, order_id } => format!("platform {platform} order {order_id}"),
+            OrderSource::Token { platform, order_id } => format!("token from {platform} for order {order_id}"),
+        }
+    }
+
+    /// The platform and its order id, for orders a platform vouched for.
+    pub fn platform(&self) -> Option<(&str, &str)> {
+        match self {
+            OrderSource::Platform { platform, order_id } | OrderSource::Token { platform, order_id } => {
+                Some((platform, order_id))
+            }
+            OrderSource::Client | OrderSource::Product { .. } => None,
         }
     }
 }
@@ -149,52 +175,17 @@ pub struct Order {
     pub history: Vec<OrderEvent>,
     /// Where the amount came from.
     pub source: OrderSource,
+    /// After this (unix ms) the order can no longer be paid; `None`: no limit
+    /// but WeChat's (a prepay id lives 2 hours).
+    pub expires_at: Option<i64>,
 }
 
-/// Version 1: no source (every order's amount came from the client).
-#[derive(Deserialize)]
-struct OrderV1 {
-    out_trade_no: String,
-    seq: u64,
-    total_fee: u64,
-    body: String,
-    attach: String,
-    openid: String,
-    sandbox: bool,
-    status: OrderStatus,
-    created_at: i64,
-    updated_at: i64,
-    prepay: Option<Prepay>,
-    transaction_id: Option<String>,
-    time_end: Option<String>,
-    paid_at: Option<i64>,
-    last_error: Option<String>,
-    history: Vec<OrderEvent>,
-}
-
-impl From<OrderV1> for Order {
-    fn from(v1: OrderV1) -> Order {
-        Order {
-            out_trade_no: v1.out_trade_no,
-            seq: v1.seq,
-            total_fee: v1.total_fee,
-            body: v1.body,
-            attach: v1.attach,
-            openid: v1.openid,
-            sandbox: v1.sandbox,
-            status: v1.status,
-            created_at: v1.created_at,
-            updated_at: v1.updated_at,
-            prepay: v1.prepay,
-            transaction_id: v1.transaction_id,
-            time_end: v1.time_end,
-            paid_at: v1.paid_at,
-            last_error: v1.last_error,
-            history: v1.history,
-            source: OrderSource::Client,
-        }
-    }
-}
+/// What older formats lack, as encoded bytes. Each version appended fields
+/// at the end, so an old record followed by the encoding of the new fields'
+/// defaults is a current record: version 1 lacks `source` (`Client`: variant
+/// 0) and `expires_at` (`None`: 0); version 2 lacks `expires_at`.
+const MISSING_SINCE_V1: &[u8] = &[0, 0];
+const MISSING_SINCE_V2: &[u8] = &[0];
 
 /// What a verified payment notify says about an order.
 #[derive(Debug, Clone)]
@@ -242,6 +233,7 @@ impl Order {
             last_error: None,
             history: vec![OrderEvent { at: now, kind: "CREATED".into(), detail: format!("{total_fee} fen") }],
             source: OrderSource::Client,
+            expires_at: None,
         }
     }
 
@@ -263,6 +255,13 @@ impl Order {
         self.prepay = Some(prepay);
         self.status = OrderStatus::Prepaid;
         self.last_error = None;
+    }
+
+    /// Closes an unpaid order.
+    pub fn close(&mut self, now: i64, reason: &str) {
+        debug_assert!(matches!(self.status, OrderStatus::Created | OrderStatus::Prepaid));
+        self.event(now, "CLOSED", reason.to_owned());
+        self.status = OrderStatus::Closed;
     }
 
     /// Records a failed attempt to get a prepay id; the order stays retryable.
@@ -315,9 +314,11 @@ impl Order {
 
     /// Decodes any format this release knows.
     pub fn decode(bytes: &[u8]) -> Result<Order, CodecError> {
+        let with_defaults = |payload: &[u8], missing: &[u8]| codec::decode([payload, missing].concat().as_slice());
         match codec::split(bytes)? {
             (ORDER_VERSION, payload) => codec::decode(payload),
-            (1, payload) => Ok(codec::decode::<OrderV1>(payload)?.into()),
+            (2, payload) => with_defaults(payload, MISSING_SINCE_V2),
+            (1, payload) => with_defaults(payload, MISSING_SINCE_V1),
             (other, _) => Err(CodecError::UnknownVersion(other)),
         }
     }
@@ -368,17 +369,24 @@ mod tests {
     }
 
     #[test]
-    fn version_1_orders_read_as_client_orders() {
+    fn older_versions_read_with_defaults() {
         let mut o = order();
         o.source = OrderSource::Product { id: "p".into(), quantity: 2 };
-        // Version 1 is version 2 without the trailing source.
+        o.expires_at = Some(5);
+        let tail = |o: &Order| postcard::to_stdvec(&(&o.source, o.expires_at)).unwrap().len();
+        let expires_len = postcard::to_stdvec(&o.expires_at).unwrap().len();
+        // Version 2 is version 3 without the trailing expiry.
+        let mut v2 = o.encode();
+        v2[0] = 2;
+        v2.truncate(v2.len() - expires_len);
+        let read = Order::decode(&v2).unwrap();
+        assert_eq!(read, Order { expires_at: None, ..o.clone() });
+        // Version 1 has neither the source nor the expiry.
         let mut v1 = o.encode();
         v1[0] = 1;
-        let source_len = postcard::to_stdvec(&o.source).unwrap().len();
-        v1.truncate(v1.len() - source_len);
+        v1.truncate(v1.len() - tail(&o));
         let read = Order::decode(&v1).unwrap();
-        assert_eq!(read.source, OrderSource::Client);
-        assert_eq!(Order { source: o.source.clone(), ..read }, o);
+        assert_eq!(read, Order { source: OrderSource::Client, expires_at: None, ..o });
     }
 
     #[test]

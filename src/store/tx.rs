@@ -90,6 +90,12 @@ pub(super) struct Tx<'a> {
     pub stats: &'a TransactionalTree,
     pub notifies: &'a TransactionalTree,
     pub notifies_by_order: &'a TransactionalTree,
+    pub platform_orders: &'a TransactionalTree,
+    pub platform_changes: &'a TransactionalTree,
+    pub nonces: &'a TransactionalTree,
+    pub outbox: &'a TransactionalTree,
+    pub outbox_pending: &'a TransactionalTree,
+    pub outbox_by_order: &'a TransactionalTree,
 }
 
 fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
@@ -134,7 +140,7 @@ impl Tx<'_> {
         if order.status == OrderStatus::Paid {
             self.paid(order)?;
         }
-        Ok(())
+        self.index_platform_order(order)
     }
 
     fn paid(&self, order: &Order) -> TxResult<()> {
@@ -144,11 +150,18 @@ impl Tx<'_> {
         self.add_paid(order)
     }
 
-    /// Writes a changed order, moving its index entries and statistics.
-    pub fn put_order(&self, order: &Order, before: &Order) -> TxResult<()> {
+    /// Writes a changed order, moving its index entries and statistics;
+    /// `id` is the change's own (see [`super::writer::Change::apply`]).
+    pub fn put_order(&self, order: &Order, before: &Order, id: u64) -> TxResult<()> {
         self.orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
+        let time = time_key(order);
+        if before.openid != order.openid {
+            // A platform's order learns its payer when mini-program B pays it.
+            self.by_openid.remove(prefixed_key(&before.openid, &time))?;
+            self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
+        }
         if before.status != order.status {
-            let time = time_key(order);
+            self.platform_order_changed(order, id)?;
             self.by_status.remove(&status_key(before.status, &time)[..])?;
             self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
             self.bump_status(before.status, -1)?;

@@ -41,7 +41,7 @@ pub struct Opts {
     /// More `[orders]` keys.
     pub orders_extra: &'static str,
     /// More sections, appended to the config.
-    pub extra: &'static str,
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -52,7 +52,7 @@ impl Default for Opts {
             timeout_ms: 2000,
             http_extra: "",
             orders_extra: "",
-            extra: "",
+            extra: String::new(),
         }
     }
 }
