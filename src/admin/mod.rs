@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod csv;
+pub mod integration;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,8 @@ pub struct Admin {
     pub tls_status: Option<Arc<StatusHandle>>,
     /// For the catalogue in force.
     payments: Arc<crate::pay::Payments>,
+    /// Where this server is reached (the Integration view).
+    notify_url: url::Url,
     /// For re-sending a webhook.
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     started: Instant,
@@ -252,6 +255,7 @@ impl Admin {
         Admin {
             payments,
             webhooks,
+            notify_url: config.wechat.notify_url.clone(),
             store,
             password_hash,
             sessions: auth::Sessions::default(),
@@ -350,6 +354,12 @@ impl Admin {
             None => self.store.list_notifies(cursor, limit)?,
         };
         Ok(Page { items: page.items.iter().map(NotifyRow::from).collect(), next: page.next })
+    }
+
+    /// The Integration view: the kit with this merchant's values filled in.
+    pub fn integration(&self) -> integration::IntegrationView {
+        let base = integration::api_base(&self.notify_url);
+        integration::view(&base, &self.system.appid, &self.payments.platforms())
     }
 
     /// The System view.

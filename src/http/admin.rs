@@ -367,6 +367,11 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
             }
         });
 
+    let integration = warp::path!("admin" / "api" / "integration")
+        .and(warp::get())
+        .and(authed.clone())
+        .map(|admin: Arc<Admin>| reply::json(&admin.integration()).into_response());
+
     let system = warp::path!("admin" / "api" / "system").and(warp::get()).and(authed).then(|admin: Arc<Admin>| {
         blocking(move || match admin.system() {
             Ok(s) => reply::json(&s).into_response(),
@@ -386,6 +391,8 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .or(system)
         .unify()
         .or(resend)
+        .unify()
+        .or(integration)
         .unify()
         .or(login)
         .unify()

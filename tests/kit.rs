@@ -1,0 +1,66 @@
+//! The integration kit's JavaScript runs: `tests/kit/flow.js` drives the
+//! files the admin page's Integration view serves (placeholders filled in)
+//! in Node.js against a running PayBridge and the simulator.
+
+mod common;
+#[path = "common/platform_a.rs"]
+mod platform_a;
+#[path = "common/process.rs"]
+mod process;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, Opts};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_runs_in_node_against_a_running_paybridge() {
+    let hook_port = process::free_tcp_port();
+    let webhook = format!("http://127.0.0.1:{hook_port}/paybridge/webhook");
+    let extra = platform_a::platform_toml(platform_a::PLATFORM, platform_a::KEY, &webhook);
+    let env = Env::start(Opts { accept_client_amount: false, extra, ..Opts::default() }).await;
+
+    // The files as the merchant gets them from the Integration view.
+    let admin = common::login(&env).await;
+    let (status, view) = admin.get("/admin/api/integration").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["apiBase"], env.base.as_str());
+    assert!(!view.to_string().contains(platform_a::KEY), "the view never shows a key");
+    let kit = tempfile::tempdir().unwrap();
+    for file in view["files"].as_array().unwrap() {
+        std::fs::write(kit.path().join(file["name"].as_str().unwrap()), file["text"].as_str().unwrap()).unwrap();
+    }
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kit/flow.js");
+    let mut node = std::process::Command::new("node")
+        .arg(script)
+        .env("KIT_DIR", kit.path())
+        .env("BASE", &env.base)
+        .env("SIM", env.sim.url())
+        .env("KEY", platform_a::KEY)
+        .env("PLATFORM", platform_a::PLATFORM)
+        .env("B_APPID", common::APPID)
+        .env("HOOK_PORT", hook_port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (Node.js 18+) runs the kit's tests; `bash .ci/run` installs it");
+    let started = Instant::now();
+    // Output goes to pipes read at the end: the script prints a few lines only.
+    let output = loop {
+        if node.try_wait().unwrap().is_some() {
+            break node.wait_with_output().unwrap();
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = node.kill();
+            panic!("the kit's flow did not finish in 2 minutes: {:?}", node.wait_with_output());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "flow.js failed:\n{stdout}\n{stderr}");
+    for check in ["OK platform order", "OK order token", "OK cancel", "OK failures", "OK close", "OK forged"] {
+        assert!(stdout.contains(check), "{check} missing:\n{stdout}");
+    }
+    env.stop().await;
+}
