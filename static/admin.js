@@ -8,6 +8,13 @@
 const I18N = {
   en: {
     'nav.overview': 'Overview', 'nav.orders': 'Orders', 'nav.notifies': 'Notifies', 'nav.system': 'System',
+    'nav.integration': 'Integration',
+    'order.webhooks': 'Webhooks to platform A', 'order.resend': 'Re-send', 'order.resent': 'Queued: it goes out within a second.',
+    'delivery.line': '{type} to {platform}: {state}, {n} attempts', 'delivery.last': 'last: {result} at {t}', 'delivery.next': 'next try {t}',
+    'integration.intro': 'Everything platform A and mini-program B need, with this server\'s values filled in. Keys are never shown: give each platform its key from the config file.',
+    'integration.api': 'API address', 'integration.bAppid': 'Mini-program B AppID', 'integration.platforms': 'Platforms ([[platforms]])',
+    'integration.noPlatforms': 'No platform configured: add [[platforms]] to the config (see "Integrating platform A" in the README).',
+    'integration.copy': 'Copy', 'integration.copied': 'Copied',
     'logout': 'Log out', 'sandbox.banner': 'SANDBOX: simulated WeChat Pay, no real money moves',
     'login.title': 'Sign in', 'login.password': 'Admin password', 'login.submit': 'Sign in',
     'login.wrong': 'Wrong password.', 'login.failed': 'Sign-in failed: {msg}',
@@ -40,6 +47,13 @@ const I18N = {
   },
   zh: {
     'nav.overview': '概览', 'nav.orders': '订单', 'nav.notifies': '支付通知', 'nav.system': '系统',
+    'nav.integration': '接入',
+    'order.webhooks': '推送给平台 A 的通知', 'order.resend': '重新推送', 'order.resent': '已排队，一秒内发出。',
+    'delivery.line': '{type} → {platform}：{state}，已尝试 {n} 次', 'delivery.last': '最近：{result}（{t}）', 'delivery.next': '下次重试 {t}',
+    'integration.intro': '平台 A 与小程序 B 接入所需的全部代码，已填入本服务器的参数。密钥从不显示：请从配置文件中把各平台的密钥交给对方。',
+    'integration.api': 'API 地址', 'integration.bAppid': '小程序 B 的 AppID', 'integration.platforms': '平台（[[platforms]]）',
+    'integration.noPlatforms': '尚未配置平台：在配置文件中加入 [[platforms]]（见 README 的 "Integrating platform A"）。',
+    'integration.copy': '复制', 'integration.copied': '已复制',
     'logout': '退出登录', 'sandbox.banner': '沙箱模式：模拟微信支付，不产生真实交易',
     'login.title': '登录', 'login.password': '管理员密码', 'login.submit': '登录',
     'login.wrong': '密码错误。', 'login.failed': '登录失败：{msg}',
@@ -415,9 +429,60 @@ async function orderDetail(no) {
     h('h2', {}, t('order.history')),
     h('ol', { class: 'card history', id: 'order-history' },
       ...o.history.map(e => h('li', {}, when(e.at), ' ', h('strong', {}, e.kind), ' ', e.detail))),
+    ...(o.deliveries.length ? [
+      h('h2', {}, t('order.webhooks')),
+      h('div', { id: 'order-deliveries' }, ...o.deliveries.map(deliveryCard))] : []),
     h('h2', {}, t('order.notifies')),
     h('div', { id: 'order-notifies' },
       ...(o.notifies.length ? o.notifies.map(n => notifyCard(n, false)) : [h('p', { class: 'muted' }, t('order.noNotifies'))])));
+}
+
+function deliveryCard(d) {
+  const note = h('span', { class: 'muted' });
+  const card = h('div', { class: 'card delivery', 'data-state': d.state },
+    h('div', {}, statusBadge(d.state), ' ',
+      t('delivery.line', { type: d.type, platform: d.platform, state: d.state, n: d.attempts })),
+    h('div', { class: 'muted' }, d.eventId,
+      d.lastResult ? ' · ' + t('delivery.last', { result: d.lastResult, t: when(d.lastAttemptAt) }) : '',
+      d.nextAt ? ' · ' + t('delivery.next', { t: when(d.nextAt) }) : ''));
+  if (d.state !== 'DELIVERED') {
+    const button = h('button', { type: 'button', class: 'ghost resend' }, t('order.resend'));
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try {
+        await api('/admin/api/deliveries/' + d.id + '/resend', { method: 'POST' });
+        note.textContent = ' ' + t('order.resent');
+      } catch (e) {
+        button.disabled = false;
+        showError(e);
+      }
+    });
+    card.appendChild(h('div', {}, button, note));
+  }
+  return card;
+}
+
+async function integration() {
+  const v = await api('/admin/api/integration');
+  const file = (f) => {
+    const code = h('pre', { class: 'code' }, f.text);
+    const copy = h('button', { type: 'button', class: 'ghost' }, t('integration.copy'));
+    copy.addEventListener('click', () => navigator.clipboard.writeText(f.text)
+      .then(() => { copy.textContent = t('integration.copied'); }).catch(() => {}));
+    return h('div', { class: 'card kit-file', 'data-name': f.name },
+      h('div', { class: 'kit-head' }, h('strong', {}, f.name), ' ', h('span', { class: 'muted' }, f.purpose), ' ', copy), code);
+  };
+  render(
+    h('p', { class: 'muted' }, t('integration.intro')),
+    h('div', { class: 'card', id: 'integration' }, fields([
+      ['integration.api', v.apiBase],
+      ['integration.bAppid', v.bAppid],
+    ])),
+    h('h2', {}, t('integration.platforms')),
+    h('div', { class: 'card', id: 'integration-platforms' }, v.platforms.length
+      ? fields(v.platforms.map(p => [p.id + (p.appid ? ` (${p.appid})` : ''), p.webhookUrl]))
+      : h('p', { class: 'muted' }, t('integration.noPlatforms'))),
+    ...v.files.map(file));
 }
 
 async function notifies() {
@@ -491,6 +556,7 @@ function route() {
   else if (parts[0] === 'orders') work = orders(params);
   else if (parts[0] === 'notifies') work = notifies();
   else if (parts[0] === 'system') work = system();
+  else if (parts[0] === 'integration') work = integration();
   else work = overview();
   work.then(() => { document.body.dataset.view = hash; }).catch(showError);
 }

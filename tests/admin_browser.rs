@@ -3,6 +3,8 @@
 //! of every view are saved under `target/screenshots/` for review.
 
 mod common;
+#[path = "common/platform_a.rs"]
+mod platform_a;
 #[path = "common/process.rs"]
 mod process;
 
@@ -345,6 +347,60 @@ async fn an_ordinary_day_reads_the_same_everywhere() {
         .unwrap();
     b.screenshot("orders-360-zh").await;
     assert!(rows.as_u64().unwrap() <= 2, "the zh header takes {rows} rows");
+    b.client.close().await.unwrap();
+    env.stop().await;
+}
+
+/// A platform's order in the browser: where its amount came from, its
+/// webhook's attempts, a re-send that delivers it; and the Integration view
+/// with this server's values, on a phone.
+#[tokio::test]
+async fn webhooks_and_the_integration_kit_in_chromium() {
+    let receiver = platform_a::Receiver::start(platform_a::KEY).await;
+    receiver.status.store(503, std::sync::atomic::Ordering::Relaxed);
+    let extra = platform_a::platform_toml(platform_a::PLATFORM, platform_a::KEY, &receiver.url());
+    let env = Env::start(Opts { accept_client_amount: false, extra, ..Opts::default() }).await;
+    let a = platform_a::Backend::new(&env.base);
+    let (_, created) = a.create("A-WEB-1", 4200, "Concert ticket").await;
+    let no = created["outTradeNo"].as_str().unwrap().to_owned();
+    let openid = env.openid("browser-platform").await;
+    assert_eq!(env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": no, "openid": openid })).await.0, 200);
+    env.sim_pay(json!({ "out_trade_no": no })).await;
+    env.wait_acknowledged(&no).await;
+    receiver.wait_for(1).await;
+
+    let b = browser("en-US", true).await;
+    b.login(&env.base, ADMIN_PASSWORD).await;
+    b.go(&env.base, &format!("orders/{no}")).await;
+    assert!(b.text("#order-fields").await.contains("platform shop-a order A-WEB-1"));
+    let card = b.text("#order-deliveries").await;
+    assert!(card.contains("order.paid to shop-a") && card.contains("HTTP 503"), "{card}");
+    receiver.status.store(200, std::sync::atomic::Ordering::Relaxed);
+    b.wait("#order-deliveries .resend").await.click().await.unwrap();
+    receiver.wait_for(2).await;
+    assert!(receiver.received().iter().all(|r| r.verified));
+    let mut delivered = false;
+    for _ in 0..50 {
+        // Away and back: the same hash again would not render anew.
+        b.go(&env.base, "overview").await;
+        b.go(&env.base, &format!("orders/{no}")).await;
+        if b.text("#order-deliveries").await.contains("DELIVERED") {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "the re-sent webhook shows as delivered");
+    b.assert_no_horizontal_scroll("order with webhooks").await;
+    b.screenshot("order-webhooks-360").await;
+
+    b.go(&env.base, "integration").await;
+    let shown = b.text("main").await;
+    assert!(shown.contains(&env.base) && shown.contains(common::APPID) && shown.contains("shop-a"), "{shown}");
+    assert!(!shown.contains(platform_a::KEY), "no key on the page");
+    assert_eq!(b.script("return document.querySelectorAll('.kit-file').length;").await, 4);
+    b.assert_no_horizontal_scroll("integration").await;
+    b.screenshot("integration-360").await;
     b.client.close().await.unwrap();
     env.stop().await;
 }
