@@ -149,6 +149,13 @@ pub async fn start_with_listeners(
             config.wechat.pay_base_url = sim_url.clone();
             config.wechat.sns_base_url = sim_url;
             config.wechat.notify_url = Url::parse(&format!("http://{addr}/pay/notify"))?;
+            let demo = crate::config::sandbox_credentials::DEMO_PLATFORM;
+            let demo_webhook = Url::parse(&format!(
+                "http://{}{}",
+                handle.addr,
+                crate::config::sandbox_credentials::DEMO_WEBHOOK_PATH
+            ))?;
+            config.platforms = std::mem::take(&mut config.platforms).with_webhook(demo, demo_webhook);
             config.sandbox.simulator_listen = handle.addr;
             Some(handle)
         }

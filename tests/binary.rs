@@ -41,7 +41,8 @@ async fn sandbox_walkthrough_works_as_printed() {
         let mut out = Vec::new();
         let mut current = String::new();
         for line in banner.lines().map(str::trim) {
-            if line.starts_with("curl") || line.starts_with("OPENID=") || !current.is_empty() {
+            let command = ["curl", "OPENID=", "KEY=", "SIG=", "NO="].iter().any(|p| line.starts_with(p));
+            if command || !current.is_empty() {
                 current.push_str(line.trim_end_matches('\\'));
                 current.push(' ');
                 if !line.ends_with('\\') {
@@ -51,14 +52,14 @@ async fn sandbox_walkthrough_works_as_printed() {
         }
         out
     };
-    assert_eq!(commands.len(), 4, "{commands:?}");
+    assert_eq!(commands.len(), 9, "{commands:?}");
     assert!(!banner.contains("<openid"), "nothing to fill in by hand: {banner}");
     let shell = |script: String| {
         let out = Command::new("sh").args(["-c", &format!("set -e\n{script}")]).output().unwrap();
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    let pasted = shell(commands.join("\n"));
+    let pasted = shell(commands[..4].join("\n"));
     let (openid, replies) = pasted.split_once('\n').unwrap();
     assert!(openid.starts_with('o') && openid.len() > 10, "{pasted}");
     // curl prints each reply without a newline: a stream of JSON values.
@@ -77,6 +78,14 @@ async fn sandbox_walkthrough_works_as_printed() {
     assert_eq!(view["status"], "PAID", "{view}");
     assert_eq!(view["sandbox"], true);
     assert_eq!(view["totalFee"], 1, "the catalogue's price for product demo");
+
+    // Steps 5 to 7: platform A signs an order with openssl, B pays it, A's
+    // demo receiver verifies the webhook. Pasted in the same shell as step 1.
+    let platform = shell(format!("OPENID={openid}\n{}", commands[4..].join("\n")));
+    let no = platform.lines().next().unwrap_or_default().to_owned();
+    assert!(no.starts_with("PB") && no.len() == 26, "{platform}");
+    let receipt = proc.log_line("SANDBOX demo platform A: signature verified, order.paid").await;
+    assert!(receipt.contains(&no), "{receipt}");
 
     // An openid the simulator never issued is refused, as WeChat would refuse it.
     let r = reqwest::Client::new()
@@ -97,7 +106,9 @@ async fn sandbox_walkthrough_works_as_printed() {
     assert!(Store::open(&data, Mode::Live).is_err());
     let store = Store::open(&data, Mode::Sandbox).unwrap();
     let orders = store.list_orders(&OrderFilter::default(), None, 10).unwrap().items;
-    assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 2, "the demo order and the refused one");
+    assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 3, "the demo orders and the refused one");
+    let paid = orders.iter().find(|o| o.out_trade_no.starts_with("PB")).unwrap();
+    assert_eq!((paid.status, paid.total_fee), (paybridge::store::OrderStatus::Paid, 1990));
 }
 
 #[tokio::test]

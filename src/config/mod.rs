@@ -568,9 +568,21 @@ impl Config {
     pub fn sandbox_default() -> Config {
         // A small catalogue, so the demo shows the safe way to set an amount.
         let product = |id: &str, name: &str, price| RawProduct { id: id.into(), name: name.into(), price };
+        // And a demo platform A, whose webhooks the simulator's port receives
+        // (the address is fixed once the simulator is bound).
+        let demo = platforms::RawPlatform {
+            id: sandbox_credentials::DEMO_PLATFORM.into(),
+            key: Some(Secret::new(sandbox_credentials::DEMO_PLATFORM_KEY)),
+            key_file: None,
+            previous_key: None,
+            previous_key_until: None,
+            webhook_url: format!("http://127.0.0.1:8081{}", sandbox_credentials::DEMO_WEBHOOK_PATH),
+            appid: None,
+        };
         let raw = RawConfig {
             mode: Some("sandbox".into()),
             products: vec![product("demo", "PayBridge demo", 1), product("vip-month", "会员月卡", 1990)],
+            platforms: vec![demo],
             ..RawConfig::default()
         };
         raw.validate().expect("the built-in sandbox config is valid")
@@ -726,6 +738,13 @@ pub mod sandbox_credentials {
     pub const MCH_ID: &str = "1900000109";
     /// API key of the simulated merchant (32 characters, as WeChat's).
     pub const MCH_KEY: &str = "SANDBOXsandboxSANDBOXsandbox0000";
+    /// The demo platform A: its id and key (public: sandbox only), and the
+    /// path of its webhook receiver on the simulator's port.
+    pub const DEMO_PLATFORM: &str = "demo-a";
+    /// The demo platform's key.
+    pub const DEMO_PLATFORM_KEY: &str = "sandbox-demo-platform-key-not-a-secret-0000";
+    /// Where the simulator receives the demo platform's webhooks.
+    pub const DEMO_WEBHOOK_PATH: &str = "/demo-a/webhook";
 }
 
 impl RawConfig {

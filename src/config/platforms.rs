@@ -58,6 +58,15 @@ impl Platforms {
         &self.platforms
     }
 
+    /// The same set with platform `id`'s webhook moved to `url` (the
+    /// sandbox's demo platform, once the simulator's port is known).
+    pub fn with_webhook(mut self, id: &str, url: Url) -> Platforms {
+        for p in self.platforms.iter_mut().filter(|p| p.id == id) {
+            p.webhook_url = url.clone();
+        }
+        self
+    }
+
     /// Builds a set directly (sandbox defaults, tests).
     pub fn new(platforms: Vec<Platform>) -> Platforms {
         Platforms { platforms }

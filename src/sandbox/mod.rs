@@ -69,7 +69,14 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
                 }
             },
         );
+    let demo_platform = warp::path!("demo-a" / "webhook")
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(body::limited(64 * 1024))
+        .map(|headers: warp::http::HeaderMap, body: bytes::Bytes| demo_platform_receives(&headers, &body));
     login
+        .or(demo_platform)
+        .unify()
         .or(pay)
         .unify()
         .or(control_pay)
@@ -86,6 +93,34 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The sandbox's demo platform A receiving a webhook: it checks the
+/// signature and freshness as A's backend would, and says what it verified.
+fn demo_platform_receives(headers: &warp::http::HeaderMap, body: &[u8]) -> Response {
+    use crate::config::sandbox_credentials::DEMO_PLATFORM_KEY;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let timestamp: i64 = header("paybridge-timestamp").parse().unwrap_or(0);
+    let fresh = (timestamp - crate::pay::now_ms() / 1000).abs() <= crate::platform::auth::MAX_SKEW_SECS;
+    let signed = crate::platform::auth::hmac_matches(
+        std::iter::once(&crate::secret::Secret::new(DEMO_PLATFORM_KEY)),
+        &[timestamp.to_string().as_bytes(), b"\n", body].concat(),
+        header("paybridge-signature"),
+    );
+    let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if !(fresh && signed) {
+        tracing::warn!(fresh, signed, "SANDBOX demo platform A: refused a webhook");
+        return control_error(StatusCode::UNAUTHORIZED, "signature or timestamp refused");
+    }
+    let order = &event["order"];
+    tracing::info!(
+        event = %event["id"].as_str().unwrap_or(""),
+        order_id = %order["orderId"].as_str().unwrap_or(""),
+        out_trade_no = %order["outTradeNo"].as_str().unwrap_or(""),
+        amount = order["amount"].as_u64().unwrap_or(0),
+        "SANDBOX demo platform A: signature verified, {}", event["type"].as_str().unwrap_or("?")
+    );
+    reply::json(&serde_json::json!({ "ok": true })).into_response()
+}
+
 /// A JSON control request, with or without a `Content-Type` (curl users forget it).
 fn json_body<T: serde::de::DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (Result<T, String>,), Error = warp::Rejection> + Clone {
@@ -97,8 +132,11 @@ fn control_error(status: StatusCode, message: &str) -> Response {
     reply::with_status(reply::json(&serde_json::json!({ "error": message })), status).into_response()
 }
 
-/// The walkthrough printed when the sandbox starts.
+/// The walkthrough printed when the sandbox starts: an order by product,
+/// then the platform flow A → B → A with the demo platform.
 pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out_trade_no: &str) -> String {
+    use crate::config::sandbox_credentials::{DEMO_PLATFORM, DEMO_PLATFORM_KEY};
+    let order_id = format!("A-{out_trade_no}");
     format!(
         r#"
 ================================================================
@@ -125,6 +163,23 @@ Take an order from login to PAID: paste these into one shell, in order.
 
 4. See the order PAID (only its payer may: by openid, or by the orderToken from step 2):
    curl "http://{paybridge}/pay/orders/{out_trade_no}?openid=$OPENID"
+
+Then the platform flow, A → B → A: platform A's backend creates and signs the
+order, mini-program B pays it without naming an amount, A gets a signed webhook.
+
+5. Be platform A's backend: the sandbox's demo platform "{DEMO_PLATFORM}" (its key is
+   public: sandbox only) signs the order and sends it; $NO keeps PayBridge's number:
+   KEY={DEMO_PLATFORM_KEY}; BODY='{{"orderId":"{order_id}","amount":1990,"description":"VIP month"}}'; TS=$(date +%s); NONCE=$(openssl rand -hex 16)
+   SIG=$(printf 'POST\n/platform/v1/orders\n%s\n%s\n%s\n' "$TS" "$NONCE" "$(printf '%s' "$BODY" | openssl dgst -sha256 | sed 's/^.*= //')" | openssl dgst -sha256 -hmac "$KEY" | sed 's/^.*= //')
+   NO=$(curl -s -X POST http://{paybridge}/platform/v1/orders -H "PayBridge-Platform: {DEMO_PLATFORM}" -H "PayBridge-Timestamp: $TS" -H "PayBridge-Nonce: $NONCE" -H "PayBridge-Signature: $SIG" -d "$BODY" | sed -E 's/.*"outTradeNo":"([^"]*)".*/\1/'); echo "$NO"
+
+6. Be mini-program B: place that order for the user of step 1 (no amount: A set
+   it), then be the user who pays:
+   curl -X POST http://{paybridge}/pay/unifiedOrder -H 'content-type: application/json' -d '{{"outTradeNo":"'"$NO"'","openid":"'"$OPENID"'"}}'
+   curl -X POST http://{simulator}/sandbox/pay -H 'content-type: application/json' -d '{{"out_trade_no":"'"$NO"'"}}'
+
+7. Demo platform A's webhook receiver logs what it verified, in this terminal:
+   "SANDBOX demo platform A: signature verified, order.paid" with order_id="{order_id}".
 
 Stop with Ctrl-C. Orders are kept in the sandbox data directory.
 "#

@@ -117,6 +117,18 @@ impl Proc {
         panic!("no line with {needle:?} in: {}", self.stdout.lock().unwrap());
     }
 
+    /// Waits until stderr (the log) has a line containing `needle`.
+    pub async fn log_line(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some(line) = self.stderr.lock().unwrap().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no line with {needle:?} in: {}", self.logs());
+    }
+
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
