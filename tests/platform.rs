@@ -332,6 +332,13 @@ async fn failing_receiver_is_retried_on_schedule() {
     let no = created["outTradeNo"].as_str().unwrap().to_owned();
     b_pays(&env, json!({ "outTradeNo": no }), "retry").await;
     receiver.wait_for(1).await;
+    while env.app.store.deliveries_for_order(&no).unwrap()[0].attempts == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let url = format!("http://{}/metrics", env.app.metrics_addr.unwrap());
+    let metrics = env.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("paybridge_webhooks_pending 1\n"), "{metrics}");
+    assert!(metrics.contains("paybridge_webhook_attempts_total{result=\"failed\"} 1\n"), "{metrics}");
 
     let clock = env.app.webhooks.clock();
     for (attempt, wait) in paybridge::platform::webhook::RETRY_SCHEDULE_SECS.iter().enumerate() {
@@ -359,6 +366,8 @@ async fn failing_receiver_is_retried_on_schedule() {
     receiver.wait_for(17).await;
     let delivered = wait_delivery_state(&env, &no, DeliveryState::Delivered).await;
     assert_eq!(delivered[0].attempts, 17);
+    let metrics = env.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("paybridge_webhooks_pending 0\n"), "{metrics}");
     let (status, detail) = admin.get(&format!("/admin/api/orders/{no}")).await;
     assert_eq!(status, 200);
     assert_eq!(detail["deliveries"][0]["state"], "DELIVERED", "{detail}");

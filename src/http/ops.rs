@@ -52,6 +52,11 @@ impl Ops {
         let expiry = self.tls_status.as_ref().and_then(|s| s.get().certificate).map(|c| c.not_after.unix_timestamp());
         let mut text = self.metrics.render(sled, &orders, expiry);
         text.push_str(&crate::metrics::render_writer(self.store.writer_stats()));
+        let pending = self.store.pending_delivery_count().unwrap_or(0);
+        text.push_str(&format!(
+            "# HELP paybridge_webhooks_pending Webhook deliveries waiting for their next attempt.\n\
+             # TYPE paybridge_webhooks_pending gauge\npaybridge_webhooks_pending {pending}\n"
+        ));
         reply::with_header(text, "content-type", "text/plain; version=0.0.4; charset=utf-8").into_response()
     }
 }
