@@ -36,6 +36,7 @@ ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
 STAGING=0
 DRAFT=""
 PRODUCTS=()
+PLATFORMS=()
 
 SERVICE=paybridge
 USER_NAME=paybridge
@@ -58,6 +59,9 @@ Install or upgrade:
   --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_WECHAT_MCH_KEY)
   --sign-type TYPE        MD5 (default) or HMAC-SHA256
   --admin-password PW     admin page password             (or env PAYBRIDGE_ADMIN_PASSWORD)
+  --platform ID:WEBHOOK   a platform A whose backend signs orders (the jump payment; repeat for
+                          more), e.g. --platform shop-a:https://a.example.com/paybridge/webhook;
+                          its key is generated and written to the config
   --product ID:NAME:FEN   a product mini-program B may sell, its price in fen (repeat for more),
                           e.g. --product vip-month:会员月卡:1990; B then sends {"productId": "vip-month"}
   --staging               use Let's Encrypt's staging CA (untrusted certificates; for a first try)
@@ -102,7 +106,7 @@ parse_args() {
             --yes) YES=1 ;;
             --staging) STAGING=1 ;;
             --non-interactive) INTERACTIVE=0 ;;
-            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password|--product)
+            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password|--product|--platform)
                 if [ -z "$value" ]; then
                     [ $# -ge 2 ] || die "$flag needs a value"
                     value="$2"
@@ -120,6 +124,7 @@ parse_args() {
                     --sign-type) SIGN_TYPE="$value" ;;
                     --admin-password) ADMIN_PASSWORD="$value" ;;
                     --product) PRODUCTS+=("$value") ;;
+                    --platform) PLATFORMS+=("$value") ;;
                 esac
                 ;;
             *) usage >&2; die "unknown option $flag" ;;
@@ -229,16 +234,43 @@ gather() {
     [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
     [ "${#ADMIN_PASSWORD}" -ge 10 ] || die "--admin-password must be at least 10 characters"
     case "$SIGN_TYPE" in MD5|HMAC-SHA256) ;; *) die "--sign-type must be MD5 or HMAC-SHA256" ;; esac
-    if [ "${#PRODUCTS[@]}" = 0 ] && [ "$INTERACTIVE" = 1 ]; then
-        local answer=""
-        read -r -p "products mini-program B sells, as id:name:price_in_fen separated by commas (e.g. vip-month:会员月卡:1990): " answer
-        IFS=',' read -r -a PRODUCTS <<< "$answer"
+    if [ "${#PRODUCTS[@]}" = 0 ] && [ "${#PLATFORMS[@]}" = 0 ] && [ "$INTERACTIVE" = 1 ]; then
+        local answer="" source=""
+        echo "Where do order amounts come from? (README, \"Amounts\")"
+        echo "  1) platform A's backend signs each order (the jump payment from mini-program A)"
+        echo "  2) a product catalogue in this config (mini-program B sells on its own)"
+        echo "  3) both"
+        read -r -p "1, 2 or 3: " source
+        if [ "$source" = 1 ] || [ "$source" = 3 ]; then
+            read -r -p "platforms, as id:webhook_url separated by spaces (e.g. shop-a:https://a.example.com/paybridge/webhook): " answer
+            read -r -a PLATFORMS <<< "$answer"
+        fi
+        if [ "$source" = 2 ] || [ "$source" = 3 ]; then
+            read -r -p "products mini-program B sells, as id:name:price_in_fen separated by commas (e.g. vip-month:会员月卡:1990): " answer
+            IFS=',' read -r -a PRODUCTS <<< "$answer"
+        fi
     fi
     local spec
     for spec in "${PRODUCTS[@]}"; do
         [[ "$spec" =~ ^[A-Za-z0-9_-]{1,32}:.+:[0-9]+$ ]] || die "--product $spec is not id:name:price_in_fen (e.g. vip-month:会员月卡:1990)"
     done
-    [ "${#PRODUCTS[@]}" -gt 0 ] || warn "no --product: PayBridge will refuse every order until you add [[products]] to $CONF (see README, \"Amounts\")"
+    for spec in "${PLATFORMS[@]}"; do
+        [[ "$spec" =~ ^[a-z0-9_-]{1,32}:https?://[^[:space:]\"]+$ ]] || die "--platform $spec is not id:webhook_url (e.g. shop-a:https://a.example.com/paybridge/webhook; the id is 1-32 of a-z 0-9 - _)"
+    done
+    [ "${#PRODUCTS[@]}" -gt 0 ] || [ "${#PLATFORMS[@]}" -gt 0 ] || warn "no --platform and no --product: PayBridge will refuse every order until you add [[platforms]] or [[products]] to $CONF (see README, \"Amounts\")"
+}
+
+# A new platform key: 32 random bytes as 64 hex digits.
+new_key() {
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
+# The [[platforms]] tables for the config, each with a new key.
+platforms_toml() {
+    local spec
+    for spec in "${PLATFORMS[@]}"; do
+        printf '\n[[platforms]]\nid = %s\nkey = "%s"\nwebhook_url = %s\n' "$(toml "${spec%%:*}")" "$(new_key)" "$(toml "${spec#*:}")"
+    done
 }
 
 # The [[products]] tables for the config.
@@ -371,9 +403,11 @@ mch_key = $(toml "$MCH_KEY")
 sign_type = $(toml "$SIGN_TYPE")
 
 [orders]
-# The amount comes from the catalogue below: mini-program B sends a productId,
-# PayBridge sets the price. Never let the mini-program choose it.
+# The amount comes from platform A's signed orders or from the catalogue below
+# (mini-program B sends a productId, PayBridge sets the price). Never let the
+# mini-program choose it.
 accept_client_amount = false
+$(platforms_toml)
 $(products_toml)
 EOF
     printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin set-password --config "$tmp" >/dev/null
@@ -512,6 +546,11 @@ do_install() {
     echo "  logs:         journalctl -u $SERVICE -f"
     echo "  certificate:  paybridge cert status --config /etc/paybridge/paybridge.toml"
     echo "  upgrade:      run this script again (config and data are kept)"
+    local spec
+    for spec in "${PLATFORMS[@]}"; do
+        echo "  platform ${spec%%:*}: its key is in $CONF_DIR/paybridge.toml ([[platforms]] key); give it to"
+        echo "                company A over a safe channel (README, \"Integrating platform A\")"
+    done
 }
 
 do_uninstall() {

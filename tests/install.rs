@@ -73,7 +73,14 @@ fn paybridge_ids(root: &Path) -> (u32, u32) {
 fn install_lays_out_every_file_with_its_mode_and_owner() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let products = ["--product", "vip-month:会员月卡:1990", "--product", "lesson:体验课: \"一节\":990"];
+    let products = [
+        "--product",
+        "vip-month:会员月卡:1990",
+        "--product",
+        "lesson:体验课: \"一节\":990",
+        "--platform",
+        "shop-a:https://a.example.com/paybridge/webhook",
+    ];
     let text = ok(&install(&root, &products));
     assert!(text.contains("https://pay.example.com/admin"), "{text}");
     let check =
@@ -100,6 +107,13 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
     // A config that takes real payments safely: the catalogue sets the amounts.
     let catalogue: Vec<_> = config.products.all().iter().map(|p| (p.id.as_str(), p.name.as_str(), p.price)).collect();
     assert_eq!(catalogue, [("vip-month", "会员月卡", 1990), ("lesson", "体验课: \"一节\"", 990)]);
+    // And platform A, with a fresh key that is written to the config only.
+    let platform = config.platforms.get("shop-a").expect("the platform");
+    assert_eq!(platform.webhook_url.as_str(), "https://a.example.com/paybridge/webhook");
+    let key = platform.key.expose();
+    assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()), "a 256-bit key");
+    assert!(!text.contains(key), "the key is not printed");
+    assert!(text.contains("platform shop-a: its key is in"), "{text}");
     let hash = config.admin.password_hash.clone().expect("a password hash");
     assert!(paybridge::admin::auth::verify_password(common::ADMIN_PASSWORD, &hash));
     let raw = std::fs::read_to_string(&config_path).unwrap();
@@ -229,6 +243,47 @@ fn a_malformed_product_is_refused_and_no_config_is_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--product vip month:x:1990") && err.contains("id:name:price_in_fen"), "{err}");
     assert!(!root.join("etc/paybridge/paybridge.toml").exists());
+    for bad in ["Shop-A:https://a.example.com/hook", "shop-a", "shop-a:ftp://a.example.com/hook"] {
+        let out = install(&root, &["--platform", bad]);
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--platform {bad}")) && err.contains("id:webhook_url"), "{err}");
+        assert!(!root.join("etc/paybridge/paybridge.toml").exists());
+    }
+}
+
+/// Asked in a terminal, install.sh asks where amounts come from and writes
+/// a config that takes real payments safely from that source.
+#[test]
+fn it_asks_where_amounts_come_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut args: Vec<&str> = base_args(&root).into_iter().filter(|a| *a != "--non-interactive").collect();
+    args.extend_from_slice(&["--email", "ops@example.com", "--appid", "wxd930ea5d5a258f4f", "--mch-id", "10000100"]);
+    // In a terminal (util-linux `script` gives it one), as a merchant runs it.
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("bash {}", quoted.join(" ")), "/dev/null"])
+        .env("PAYBRIDGE_WECHAT_APP_SECRET", "secret")
+        .env("PAYBRIDGE_WECHAT_MCH_KEY", common::MCH_KEY)
+        .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 3: both; then the platforms, then the products.
+    let answers = "3\nshop-a:https://a.example.com/hook shop-b:https://b.example.com/hook\nlesson:体验课:990\n";
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), answers.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = ok(&out);
+    assert!(text.contains("Where do order amounts come from?"), "{text}");
+    let config = paybridge::config::Config::load(&root.join("etc/paybridge/paybridge.toml")).unwrap();
+    let ids: Vec<_> = config.platforms.all().iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["shop-a", "shop-b"]);
+    assert_ne!(config.platforms.all()[0].key, config.platforms.all()[1].key, "a key of its own each");
+    assert_eq!(config.products.get("lesson").unwrap().price, 990);
+    assert!(!config.orders.accept_client_amount);
 }
 
 #[test]
