@@ -510,3 +510,120 @@ async fn webhooks_survive_a_dead_receiver_sigkill_and_restart() {
     assert!(seen.values().all(|ids| ids.len() == 1), "one event id per order: {seen:?}");
     assert!(proc.terminate().await.success());
 }
+
+/// Hundreds of clients at once: A's backend retrying one create, B's taps on
+/// one token, and 200 platform orders paid together: one order each, one
+/// verified webhook per payment, each with its own event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_concurrent_clients() {
+    let receiver = Receiver::start(KEY).await;
+    let env = Env::start(Opts { http_extra: "max_connections_per_ip = 2048", ..opts(&receiver.url(), false) }).await;
+    let a = Backend::new(&env.base);
+
+    // 200 copies of one create: one order, the others 200 with the same number.
+    let creates: Vec<_> = (0..200)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.create("A-SAME", 700, "Same order").await })
+        })
+        .collect();
+    let mut numbers = std::collections::BTreeSet::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for c in creates {
+        let (status, order) = c.await.unwrap();
+        *statuses.entry(status).or_default() += 1;
+        numbers.insert(order["outTradeNo"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(numbers.len(), 1, "{numbers:?}");
+    assert_eq!(statuses, [(200, 199), (201, 1)].into(), "one created, the rest repeats");
+
+    // 200 taps on one token by one user: one order, one prepay.
+    let openid = env.openid("concurrent-taps").await;
+    let signed = token::sign(&Secret::new(KEY), &claims("A-TAPS", 800));
+    let taps: Vec<_> = (0..200)
+        .map(|_| {
+            let (http, base, body) = (env.http.clone(), env.base.clone(), json!({ "token": signed, "openid": openid }));
+            tokio::spawn(async move {
+                let r = http.post(format!("{base}/pay/unifiedOrder")).json(&body).send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut prepays = std::collections::BTreeSet::new();
+    for t in taps {
+        let (status, reply) = t.await.unwrap();
+        assert_eq!(status, 200, "{reply}");
+        prepays.insert(reply["prepayId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(prepays.len(), 1, "one WeChat order for all the taps");
+    assert_eq!(env.app.store.order_count().unwrap(), 2);
+
+    // 200 orders created, placed and paid at once.
+    let flows: Vec<_> = (0..200)
+        .map(|i| {
+            let (a, http, base, sim) = (a.clone(), env.http.clone(), env.base.clone(), env.sim.url());
+            let openid = openid.clone();
+            tokio::spawn(async move {
+                let (status, created) = a.create(&format!("A-LOAD-{i}"), 100 + i, "Load").await;
+                assert_eq!(status, 201, "{created}");
+                let no = created["outTradeNo"].as_str().unwrap().to_owned();
+                let body = json!({ "outTradeNo": no, "openid": openid });
+                let r = http.post(format!("{base}/pay/unifiedOrder")).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let paid = http.post(format!("{sim}/sandbox/pay")).json(&json!({ "out_trade_no": no }));
+                assert_eq!(paid.send().await.unwrap().status(), 200);
+                no
+            })
+        })
+        .collect();
+    for f in flows {
+        f.await.unwrap();
+    }
+    receiver.wait_for(200).await;
+    // A healthy receiver gets each event once: nothing was failed, so nothing is repeated.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks = receiver.received();
+    assert_eq!(hooks.len(), 200);
+    assert!(hooks.iter().all(|h| h.verified && h.body["type"] == "order.paid"));
+    let ids: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.event_id.clone()).collect();
+    let orders: std::collections::BTreeSet<_> = hooks.iter().map(|h| h.body["order"]["orderId"].to_string()).collect();
+    assert_eq!((ids.len(), orders.len()), (200, 200), "one event per payment, each its own id");
+    env.stop().await;
+}
+
+/// A key rotation: the old key keeps working until its deadline, with no
+/// restart (the reload swaps the platforms), and webhooks use the new key.
+#[tokio::test]
+async fn keys_rotate_without_downtime() {
+    let receiver = Receiver::start("the-new-key-the-new-key-the-new-key-00").await;
+    let env = Env::start(opts(&receiver.url(), false)).await;
+    let old = Backend::new(&env.base);
+    assert_eq!(old.create("A-ROT-1", 100, "x").await.0, 201);
+
+    let rotated = |until: &str| {
+        let text = format!(
+            "{}previous_key = \"{KEY}\"\nprevious_key_until = \"{until}\"\n",
+            platform_a::platform_toml(PLATFORM, "the-new-key-the-new-key-the-new-key-00", &receiver.url())
+        );
+        let config = format!(
+            "{}\n{text}",
+            common::config_text(env.dir.path(), "127.0.0.1:1", "http://127.0.0.1:1", &Opts::default())
+        );
+        paybridge::config::Config::from_toml(&config, std::path::Path::new("t.toml"), std::iter::empty())
+            .unwrap()
+            .platforms
+    };
+    env.app.payments.set_platforms(rotated("2099-01-01T00:00:00+08:00"));
+    let new = Backend { key: "the-new-key-the-new-key-the-new-key-00".into(), ..old.clone() };
+    assert_eq!(new.create("A-ROT-2", 100, "x").await.0, 201, "the new key works at once");
+    assert_eq!(old.create("A-ROT-3", 100, "x").await.0, 201, "the old one during its grace period");
+    env.app.payments.set_platforms(rotated("2020-01-01T00:00:00+08:00"));
+    let (status, refused) = old.create("A-ROT-4", 100, "x").await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (401, Some("SIGNATURE_MISMATCH")));
+
+    let (_, created) = new.call("GET", "/platform/v1/orders?orderId=A-ROT-2", b"").await;
+    b_pays(&env, json!({ "outTradeNo": created["outTradeNo"] }), "rotation").await;
+    assert!(receiver.wait_for(1).await[0].verified, "signed with the new key");
+    env.stop().await;
+}
