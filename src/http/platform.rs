@@ -156,19 +156,25 @@ fn ok(value: &impl serde::Serialize) -> Response {
     reply::json(value).into_response()
 }
 
-async fn create(pay: &Payments, platform: &str, body: &[u8]) -> Result<Response, PayError> {
+/// Reads a `POST /platform/v1/orders` body at `now_ms` (the order's fields
+/// themselves are checked where it is created).
+pub fn parse_create(body: &[u8], now_ms: i64) -> Result<PlatformOrder, PayError> {
     let request: CreateBody = super::miniprogram::parse_json(body)?;
     let expires_in = request.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS);
     if !(60..=MAX_EXPIRY_SECS).contains(&expires_in) {
         return Err(PayError::Invalid(format!("expiresIn must be 60 to {MAX_EXPIRY_SECS} seconds")));
     }
-    let order = PlatformOrder {
+    Ok(PlatformOrder {
         order_id: request.order_id,
         amount: request.amount,
         description: request.description,
         attach: request.attach,
-        expires_at: now_ms() + expires_in * 1000,
-    };
+        expires_at: now_ms + expires_in * 1000,
+    })
+}
+
+async fn create(pay: &Payments, platform: &str, body: &[u8]) -> Result<Response, PayError> {
+    let order = parse_create(body, now_ms())?;
     let (order, created) = pay.create_platform_order(platform, order, false).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(reply::with_status(reply::json(&view(&order)), status).into_response())
