@@ -5,7 +5,10 @@
 //! - [`wechat`]: WeChat Pay v2 protocol — signing, XML, `wx.requestPayment`
 //!   parameters — and the HTTP client for WeChat's servers.
 //! - [`store`]: sled storage of orders and the notify log, with paging indexes.
-//! - [`pay`]: the payment flow (login, unified order, notify), free of HTTP.
+//! - [`pay`]: the payment flow (login, unified order, notify, platform
+//!   orders), free of HTTP.
+//! - [`platform`]: platform A's side: request signatures, order tokens,
+//!   result webhooks from the outbox.
 //! - [`http`]: the routes, one module per audience, and error rendering.
 //! - [`server`]: the accept loop and graceful shutdown.
 //! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed.

@@ -62,5 +62,18 @@ async fn the_kit_runs_in_node_against_a_running_paybridge() {
     for check in ["OK platform order", "OK order token", "OK cancel", "OK failures", "OK close", "OK forged"] {
         assert!(stdout.contains(check), "{check} missing:\n{stdout}");
     }
+
+    // The curl/openssl recipe, as filled in: it creates an order and reads it back.
+    let out = std::process::Command::new("bash")
+        .arg(kit.path().join("a-backend.sh"))
+        .env("PAYBRIDGE_KEY", platform_a::KEY)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    let replies: Vec<serde_json::Value> = printed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(replies.len(), 2, "{printed}");
+    assert_eq!((replies[0]["status"].as_str(), replies[0]["amount"].as_u64()), (Some("CREATED"), Some(1990)));
+    assert_eq!(replies[1]["outTradeNo"], replies[0]["outTradeNo"], "read back by orderId");
     env.stop().await;
 }
