@@ -86,7 +86,7 @@ const I18N = {
 };
 
 const STATUS_ZH = { CREATED: '已创建', PREPAID: '待支付', PAID: '已支付', CLOSED: '已关闭',
-  REJECTED: '已拒绝', DUPLICATE: '重复', IGNORED: '已忽略' };
+  REJECTED: '已拒绝', DUPLICATE: '重复', IGNORED: '已忽略', PENDING: '待重试', DELIVERED: '已送达', FAILED: '失败' };
 
 const state = { lang: 'en', csrf: null, sandbox: false };
 

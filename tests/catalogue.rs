@@ -3,6 +3,8 @@
 //! description, and a config reload (SIGHUP) changes the catalogue.
 
 mod common;
+#[path = "common/platform_a.rs"]
+mod platform_a;
 #[path = "common/process.rs"]
 mod process;
 
@@ -114,8 +116,8 @@ async fn a_client_cannot_choose_the_price_of_a_product() {
     env.stop().await;
 }
 
-/// SIGHUP reloads the catalogue from the config file; a config that no
-/// longer loads changes nothing.
+/// SIGHUP reloads the catalogue and the platforms from the config file; a
+/// config that no longer loads changes nothing.
 #[tokio::test]
 async fn sighup_reloads_the_catalogue() {
     let sim = start_simulator().await;
@@ -136,13 +138,19 @@ async fn sighup_reloads_the_catalogue() {
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(place("HUP0000001", "new").await, 400, "not in the catalogue yet");
+    let a = platform_a::Backend::new(&format!("http://{addr}"));
+    assert_eq!(a.create("A-HUP-1", 100, "x").await.0, 401, "no such platform yet");
 
-    let reloaded = |proc: &Proc, n: usize| proc.stderr.lock().unwrap().matches("catalogue reloaded").count() >= n;
-    std::fs::write(&config, format!("{base_text}[[products]]\nid = \"new\"\nname = \"New\"\nprice = 250\n")).unwrap();
+    let reloaded =
+        |proc: &Proc, n: usize| proc.stderr.lock().unwrap().matches("catalogue and platforms reloaded").count() >= n;
+    let platform = platform_a::platform_toml(platform_a::PLATFORM, platform_a::KEY, "http://127.0.0.1:9/hook");
+    let text = format!("{base_text}[[products]]\nid = \"new\"\nname = \"New\"\nprice = 250\n{platform}");
+    std::fs::write(&config, text).unwrap();
     proc.signal("HUP");
     wait_for(|| reloaded(&proc, 1)).await;
     assert_eq!(place("HUP0000002", "new").await, 200);
     assert_eq!(place("HUP0000003", "old").await, 400, "gone from the catalogue");
+    assert_eq!(a.create("A-HUP-1", 100, "x").await.0, 201, "the new platform is served without a restart");
 
     // A broken config: logged, the catalogue stays as it was.
     std::fs::write(&config, format!("{base_text}[[products]]\nid = \"bad id\"\nname = \"x\"\nprice = 1\n")).unwrap();

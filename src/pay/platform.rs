@@ -188,20 +188,26 @@ impl Payments {
             // Unknown until mini-program B pays it.
             openid: String::new(),
         };
-        let mut order = Order::new(new_out_trade_no(now), contents, self.sandbox, now);
         let (platform, order_id) = (platform.to_owned(), request.order_id.clone());
-        order.source = match from_token {
+        let source = match from_token {
             true => OrderSource::Token { platform, order_id },
             false => OrderSource::Platform { platform, order_id },
         };
-        order.expires_at = Some(request.expires_at);
-        match self.store.create_platform_order(order).await? {
-            Created::New(order) => {
-                tracing::info!(out_trade_no = %order.out_trade_no, source = %order.source.describe(), total_fee = order.total_fee, "platform order created");
-                Ok((order, true))
+        // A generated number that meets an existing one (a one in 10^17 chance) gets another.
+        for _ in 0..3 {
+            let mut order = Order::new(new_out_trade_no(now), contents.clone(), self.sandbox, now);
+            order.source = source.clone();
+            order.expires_at = Some(request.expires_at);
+            match self.store.create_platform_order(order).await? {
+                Created::New(order) => {
+                    tracing::info!(out_trade_no = %order.out_trade_no, source = %order.source.describe(), total_fee = order.total_fee, "platform order created");
+                    return Ok((order, true));
+                }
+                Created::Existing(existing) => return self.same_order(existing, &request).map(|o| (o, false)),
+                Created::NumberTaken => continue,
             }
-            Created::Existing(existing) => self.same_order(existing, &request).map(|o| (o, false)),
         }
+        Err(PayError::Store(crate::store::StoreError::Busy))
     }
 
     fn same_order(&self, existing: Order, request: &PlatformOrder) -> Result<Order, PayError> {

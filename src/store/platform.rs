@@ -218,6 +218,9 @@ pub enum Created {
     New(Order),
     /// The platform's order id was taken already: this is that order.
     Existing(Order),
+    /// The new order's number is taken by another order: nothing was
+    /// written; try again with another number.
+    NumberTaken,
 }
 
 impl Store {
@@ -234,8 +237,7 @@ impl Store {
                 return Ok(Created::Existing(existing));
             }
             if tx.get_order(&order.out_trade_no)?.is_some() {
-                // A generated number met an old one: astronomically unlikely; refuse.
-                return Err(abort(CodecError::Overflow("the order number space")));
+                return Ok(Created::NumberTaken);
             }
             let mut order = order.clone();
             order.seq = id;
