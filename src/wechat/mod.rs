@@ -7,6 +7,7 @@
 pub mod client;
 pub mod jsapi;
 pub mod sign;
+pub mod v3;
 pub mod xml;
 
 use rand::distr::{Alphanumeric, SampleString};
