@@ -211,8 +211,11 @@ async fn changes(pay: &Payments, platform: &str, query: &str) -> Result<Response
     };
     let p = platform.to_owned();
     let found = pay.store().read(move |store| store.platform_changes(&p, after, limit)).await?;
-    let next = found.last().map_or(after, |(id, _)| *id);
-    let items: Vec<_> =
-        found.iter().map(|(id, order)| PlatformOrderView { change: Some(id.to_string()), ..view(order) }).collect();
+    // A cursor is where to go on from: the change after the last one seen.
+    let next = found.last().map_or(after, |(id, _)| id + 1);
+    let items: Vec<_> = found
+        .iter()
+        .map(|(id, order)| PlatformOrderView { change: Some((id + 1).to_string()), ..view(order) })
+        .collect();
     Ok(ok(&serde_json::json!({ "items": items, "next": next.to_string() })))
 }

@@ -102,7 +102,8 @@ pub struct PlatformOrderView {
     pub time_end: Option<String>,
     /// True for a sandbox order: no real money.
     pub sandbox: bool,
-    /// Where the change feed stood at this order's change (`/changes` only).
+    /// The cursor just past this change (`/changes` only): pass it as
+    /// `after` to go on from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
 }

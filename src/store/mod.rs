@@ -572,7 +572,14 @@ impl Trees {
         for entry in self.orders.iter() {
             let (_, bytes) = entry?;
             let order = Order::decode(&bytes)?;
-            self.transact(|tx| tx.insert_order(&order))?;
+            // A platform's order is in its change feed as changed now: the
+            // feed's history is not in the orders, and a platform reading
+            // from an older cursor must not miss it.
+            let change = if order.source.platform().is_some() { Some(self.db.generate_id()?) } else { None };
+            self.transact(|tx| {
+                tx.insert_order(&order)?;
+                change.map_or(Ok(()), |id| tx.note_platform_change(&order, id))
+            })?;
             rebuilt += 1;
         }
         for entry in self.notifies.iter() {

@@ -172,11 +172,19 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Puts a platform's order in its change feed as change `id`.
+    pub(super) fn note_platform_change(&self, order: &Order, id: u64) -> TxResult<()> {
+        if let Some((platform, _)) = order.source.platform() {
+            self.platform_changes.insert(prefixed_key(platform, &id.to_be_bytes()), order.out_trade_no.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Records a platform order's status change as change `id`, and queues
     /// its event when the change is one the platform is told of.
     pub(super) fn platform_order_changed(&self, order: &Order, id: u64) -> TxResult<()> {
         let Some((platform, order_id)) = order.source.platform() else { return Ok(()) };
-        self.platform_changes.insert(prefixed_key(platform, &id.to_be_bytes()), order.out_trade_no.as_bytes())?;
+        self.note_platform_change(order, id)?;
         if let Some(kind) = EventKind::of(order.status) {
             self.put_delivery(&Delivery::for_order(id, kind, order, platform, order_id), None)?;
         }
@@ -256,12 +264,12 @@ impl Store {
         }
     }
 
-    /// A platform's orders in the order they changed, after change `cursor`:
-    /// (change id, the order as it is now). An order changed twice since the
-    /// cursor appears twice, both times as it is now.
-    pub fn platform_changes(&self, platform: &str, cursor: u64, limit: usize) -> Result<Vec<(u64, Order)>, StoreError> {
+    /// A platform's orders in the order they changed, from change `from` on:
+    /// (change id, the order as it is now). An order changed twice since
+    /// appears twice, both times as it is now. Continue from the last id + 1.
+    pub fn platform_changes(&self, platform: &str, from: u64, limit: usize) -> Result<Vec<(u64, Order)>, StoreError> {
         let trees = self.trees()?;
-        let start = prefixed_key(platform, &cursor.saturating_add(1).to_be_bytes());
+        let start = prefixed_key(platform, &from.to_be_bytes());
         let end = prefixed_key(platform, &u64::MAX.to_be_bytes());
         let mut out = Vec::with_capacity(limit.min(1000));
         for entry in trees.platform_changes.range(start..=end).take(limit) {
@@ -384,5 +392,58 @@ impl Store {
             Ok(Some(delivery))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::store::{OrderContents, OrderSource};
+
+    fn platform_order(no: &str, order_id: &str) -> Order {
+        let contents = OrderContents { total_fee: 100, body: "b".into(), attach: "".into(), openid: String::new() };
+        let mut order = Order::new(no.into(), contents, false, 1_000);
+        order.source = OrderSource::Platform { platform: "shop-a".into(), order_id: order_id.into() };
+        order
+    }
+
+    /// A paid platform order has its event waiting in the same write; a
+    /// rebuild of the indexes (an upgrade) keeps the event pending, finds
+    /// the order by the platform's id, and shows it in the change feed as
+    /// changed after any cursor the platform already holds.
+    #[tokio::test]
+    async fn events_and_feeds_survive_an_index_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        let Created::New(order) = store.create_platform_order(platform_order("PB0000000001", "A-1")).await.unwrap()
+        else {
+            panic!("a new order")
+        };
+        assert_eq!(
+            store.create_platform_order(platform_order("PB0000000002", "A-1")).await.unwrap(),
+            Created::Existing(order.clone())
+        );
+        store.update_order("PB0000000001", |o| o.status = OrderStatus::Paid).await.unwrap();
+        let (due, _) = store.due_deliveries("shop-a", i64::MAX, 10).unwrap();
+        assert_eq!((due.len(), due[0].kind), (1, EventKind::Paid));
+        let feed = store.platform_changes("shop-a", 0, 10).unwrap();
+        assert_eq!(feed.len(), 2, "created, then paid");
+        let cursor = feed.last().unwrap().0 + 1;
+        assert!(store.platform_changes("shop-a", cursor, 10).unwrap().is_empty());
+        assert!(store.platform_changes("shop-b", 0, 10).unwrap().is_empty(), "another platform sees nothing");
+        drop(store);
+
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert("index_version", "0").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        assert_eq!(store.due_deliveries("shop-a", i64::MAX, 10).unwrap().0.len(), 1, "still pending");
+        assert_eq!(store.deliveries_for_order("PB0000000001").unwrap().len(), 1);
+        assert_eq!(store.platform_order("shop-a", "A-1").unwrap().unwrap().out_trade_no, "PB0000000001");
+        let after = store.platform_changes("shop-a", cursor, 10).unwrap();
+        assert_eq!(after.len(), 1, "seen again as changed: {after:?}");
+        assert_eq!(after[0].1.status, OrderStatus::Paid);
     }
 }
