@@ -46,6 +46,10 @@ pub fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/pay/orders/") => "/pay/orders/{no}",
         p if p.starts_with("/admin/static/") => "/admin/static",
         p if p.starts_with("/admin/api/") => "/admin/api",
+        "/platform/v1/orders" => "/platform/v1/orders",
+        "/platform/v1/changes" => "/platform/v1/changes",
+        p if p.starts_with("/platform/v1/orders/") && p.ends_with("/close") => "/platform/v1/orders/{no}/close",
+        p if p.starts_with("/platform/v1/orders/") => "/platform/v1/orders/{no}",
         p if p.starts_with("/.well-known/acme-challenge/") => "/.well-known/acme-challenge",
         _ => "other",
     }
