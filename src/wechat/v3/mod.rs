@@ -1,6 +1,10 @@
 //! WeChat Pay API v3 (JSON, RSA signatures, AES-GCM), as WeChat defines it
-//! (`../shared/WECHATPAY-V3.md` in the project's notes): for now the
-//! cryptographic core, [`crypto`], which the client, the notify handler and
-//! the simulator will share, checked against every published test vector.
+//! (`../shared/WECHATPAY-V3.md` in the project's notes). So far the pure
+//! parts that the client, the notify handler and the simulator will share,
+//! each checked against the published test vectors: [`crypto`] (signatures,
+//! AES-GCM, keys), [`verify`] (what WeChat signs) and [`notify`] (the
+//! payment notify's envelope and transaction).
 
 pub mod crypto;
+pub mod notify;
+pub mod verify;

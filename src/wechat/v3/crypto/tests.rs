@@ -205,17 +205,81 @@ fn transaction_and_refund_resources_v12_v14() {
     assert_eq!(key.decrypt("r1S2t3U4v5W6", "refund", refund_ct).unwrap(), refund.as_bytes());
 }
 
+const V13_BODY: &str = r#"{"id":"EV-2018022511223320873","create_time":"2023-05-06T15:17:32+08:00","resource_type":"encrypt-resource","event_type":"TRANSACTION.SUCCESS","summary":"支付成功","resource":{"original_type":"transaction","algorithm":"AEAD_AES_256_GCM","ciphertext":"ju93b/apk4R8JSGBN+fnxGs7vzgioYNqO3TGghnsZZFovNCrbBYttTuMSpF0DhbOoRSsYbpRHY26zwXdWowpicvg+VQk9UBMamJEtpAGUsFe4wX8iiXILxJ/CrVQpglpjCEfal3RAlOUgNde5tRP5d+sKLb7vn9vqJeSeBHle63+XydD6NWXxeZ9n2hcoh1iTtN3VHNJ1veeHmCs6aMQotKQXBoY59RNpbZ733U1+gjz/eFnF9UGNqQSiXZ76Gr/QTA8rODsOCvQP+i3vcZGa293cDlrKKiLe4zsuw5epBAqttFWIo4bjxR4Ae4JLdahI95fXP/GiMbPXBjMsvkyoo9OYHGPQ0eQSw7fcCZvuPWeRnvT3gIs+Xr8FNeddHYzq0QS4eNmzdzr7J6dWBmT5Vf+gAzP2wrFvtIh5cOG8Pok6qlHH+6IR2Uii3prBJoJ6Tr23Sv1jEVuni90ZbD9F8pjSoPkHQSfa0oI+IpuF4Zg5eytfUUJv+WdIwPp6VodcHlIG17DrzSobGOX6mAT0cz9AmxA7cD+SSFLXRZkE9t7wXTJCWXcwqbwLx+y+N5fOkwoi6ypJJrEFIFe9FzE","associated_data":"transaction","nonce":"a1B2c3D4e5F6"}}"#;
+const V13_SIGNATURE: &str = r#"kax3b2o/RNwZZoLnfg4C4Ml1+6/RQynd8ZAUVbQ6/woi/qG3lYtamrYbCeJpkW3wF3HiKpiD34mS0xBMpEmgkxIhMz4BrYztyAkb53d//rh1Bw0L9QGaaPvLG+rytjRBfX0OLfF5UKWVfbX2KwCDL6jwz6ed5N0XNpRE2jFd3mXnInCl83N9QpNkN0lGet8axWM3dQO4gBfrCXJTH2/DpwmWaKBAlQzyQ4Yh6cgkXk8ED/75x8zop8U2HtbpiIPnlXaKwH7+CvEh7OqIGRJNbod+fzVnqIZGEvlZ6Kr0DoRf5FTidivCaDzG87LFB3KX49sbXlZkNx4hTD7wYr++/w=="#;
+
 #[test]
 fn complete_notify_v13() {
-    let body = r#"{"id":"EV-2018022511223320873","create_time":"2023-05-06T15:17:32+08:00","resource_type":"encrypt-resource","event_type":"TRANSACTION.SUCCESS","summary":"支付成功","resource":{"original_type":"transaction","algorithm":"AEAD_AES_256_GCM","ciphertext":"ju93b/apk4R8JSGBN+fnxGs7vzgioYNqO3TGghnsZZFovNCrbBYttTuMSpF0DhbOoRSsYbpRHY26zwXdWowpicvg+VQk9UBMamJEtpAGUsFe4wX8iiXILxJ/CrVQpglpjCEfal3RAlOUgNde5tRP5d+sKLb7vn9vqJeSeBHle63+XydD6NWXxeZ9n2hcoh1iTtN3VHNJ1veeHmCs6aMQotKQXBoY59RNpbZ733U1+gjz/eFnF9UGNqQSiXZ76Gr/QTA8rODsOCvQP+i3vcZGa293cDlrKKiLe4zsuw5epBAqttFWIo4bjxR4Ae4JLdahI95fXP/GiMbPXBjMsvkyoo9OYHGPQ0eQSw7fcCZvuPWeRnvT3gIs+Xr8FNeddHYzq0QS4eNmzdzr7J6dWBmT5Vf+gAzP2wrFvtIh5cOG8Pok6qlHH+6IR2Uii3prBJoJ6Tr23Sv1jEVuni90ZbD9F8pjSoPkHQSfa0oI+IpuF4Zg5eytfUUJv+WdIwPp6VodcHlIG17DrzSobGOX6mAT0cz9AmxA7cD+SSFLXRZkE9t7wXTJCWXcwqbwLx+y+N5fOkwoi6ypJJrEFIFe9FzE","associated_data":"transaction","nonce":"a1B2c3D4e5F6"}}"#;
+    let body = V13_BODY;
     assert_eq!(body.len(), 909);
-    let signature = r#"kax3b2o/RNwZZoLnfg4C4Ml1+6/RQynd8ZAUVbQ6/woi/qG3lYtamrYbCeJpkW3wF3HiKpiD34mS0xBMpEmgkxIhMz4BrYztyAkb53d//rh1Bw0L9QGaaPvLG+rytjRBfX0OLfF5UKWVfbX2KwCDL6jwz6ed5N0XNpRE2jFd3mXnInCl83N9QpNkN0lGet8axWM3dQO4gBfrCXJTH2/DpwmWaKBAlQzyQ4Yh6cgkXk8ED/75x8zop8U2HtbpiIPnlXaKwH7+CvEh7OqIGRJNbod+fzVnqIZGEvlZ6Kr0DoRf5FTidivCaDzG87LFB3KX49sbXlZkNx4hTD7wYr++/w=="#;
+    let signature = V13_SIGNATURE;
     let message = response_message("1683357452", "fd5Kq2PzW8xR4mTg7LcY1vBn3HsJ6eQa", body.as_bytes());
     let k2 = PublicKey::from_pem(K2).unwrap();
     assert!(k2.verify(&message, signature));
     let respaced = body.replace("\",\"", "\", \"").replace("\":\"", "\": \"");
     let message = response_message("1683357452", "fd5Kq2PzW8xR4mTg7LcY1vBn3HsJ6eQa", respaced.as_bytes());
     assert!(!k2.verify(&message, signature), "a re-serialized body does not verify");
+}
+
+/// V13 as the notify handler will take it: the headers, the window, the
+/// serial, the probe, one changed byte anywhere; then the resource.
+#[test]
+fn notify_v13_verified_then_opened() {
+    use crate::wechat::v3::notify;
+    use crate::wechat::v3::verify::{SignedHeaders, Verifier, VerifyError};
+    let body = V13_BODY.as_bytes();
+    let serial = "PUB_KEY_ID_00000000000000000000000000000000";
+    let mut verifier = Verifier::default();
+    verifier.add(serial, PublicKey::from_pem(K2).unwrap());
+    let headers = SignedHeaders {
+        timestamp: Some("1683357452"),
+        nonce: Some("fd5Kq2PzW8xR4mTg7LcY1vBn3HsJ6eQa"),
+        signature: Some(V13_SIGNATURE),
+        serial: Some(serial),
+    };
+    let now = 1_683_357_452;
+    assert_eq!(verifier.verify(&headers, body, now), Ok(()));
+    assert_eq!(verifier.verify(&headers, body, now + 300), Ok(()), "within the window");
+    assert_eq!(verifier.verify(&headers, body, now + 301), Err(VerifyError::Stale(-301)));
+    let other = SignedHeaders { serial: Some("PUB_KEY_ID_99"), ..headers };
+    assert_eq!(verifier.verify(&other, body, now), Err(VerifyError::UnknownSerial("PUB_KEY_ID_99".into())));
+    let probe = SignedHeaders { signature: Some("WECHATPAY/SIGNTEST/aGVsbG8="), ..headers };
+    assert_eq!(verifier.verify(&probe, body, now), Err(VerifyError::Probe));
+    let unsigned = SignedHeaders { signature: None, ..headers };
+    assert_eq!(verifier.verify(&unsigned, body, now), Err(VerifyError::Missing("Wechatpay-Signature")));
+    for at in [0, 100, 500, body.len() - 1] {
+        let mut changed = body.to_vec();
+        changed[at] ^= 1;
+        assert_eq!(
+            verifier.verify(&headers, &changed, now),
+            Err(VerifyError::BadSignature(serial.into())),
+            "byte {at}"
+        );
+    }
+
+    let key = ApiV3Key::new(&Secret::new(V12_KEY)).unwrap();
+    let envelope = notify::envelope(body).unwrap();
+    assert_eq!((envelope.id.as_str(), envelope.event_type.as_str()), ("EV-2018022511223320873", "TRANSACTION.SUCCESS"));
+    let paid = notify::transaction(&envelope, &key).unwrap();
+    assert_eq!(paid.out_trade_no, "1217752501201407033233368018");
+    assert_eq!(paid.transaction_id, "4200001863202305068344507881");
+    assert_eq!((paid.amount.total, paid.trade_state.as_str()), (100, "SUCCESS"));
+    assert_eq!(paid.payer.openid, "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o");
+    // One byte of the ciphertext, or the associated data, changed: refused.
+    let mut tampered = envelope.clone();
+    let mut raw = base64::engine::general_purpose::STANDARD.decode(&tampered.resource.ciphertext).unwrap();
+    raw[10] ^= 1;
+    tampered.resource.ciphertext = base64::engine::general_purpose::STANDARD.encode(raw);
+    assert!(matches!(
+        notify::transaction(&tampered, &key),
+        Err(notify::NotifyError::Decrypt(DecryptError::Authentication))
+    ));
+    let mut aad = envelope.clone();
+    aad.resource.associated_data = "refund".into();
+    assert!(matches!(notify::transaction(&aad, &key), Err(notify::NotifyError::Decrypt(_))));
+    let wrong_key = ApiV3Key::new(&Secret::new("a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb")).unwrap();
+    assert!(notify::transaction(&envelope, &wrong_key).is_err());
+    assert!(notify::envelope(b"<xml><return_code>SUCCESS</return_code></xml>").is_err(), "a v2 body is refused");
 }
 
 #[test]
