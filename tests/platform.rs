@@ -106,6 +106,11 @@ async fn platform_order_from_a_to_b_and_back() {
 
     let order = env.app.store.order(&no).unwrap().unwrap();
     assert_eq!(order.source, OrderSource::Platform { platform: PLATFORM.into(), order_id: "A-1001".into() });
+    // The merchant finds it by A's id too (A's support asks about "A-1001").
+    let admin = common::login(&env).await;
+    let (status, found) = admin.get("/admin/api/orders?q=A-1001").await;
+    assert_eq!(status, 200);
+    assert_eq!(found["items"][0]["outTradeNo"], no.as_str(), "{found}");
     env.stop().await;
 }
 
@@ -330,7 +335,11 @@ async fn failing_receiver_is_retried_on_schedule() {
     let a = Backend::new(&env.base);
     let (_, created) = a.create("A-7001", 100, "Retry").await;
     let no = created["outTradeNo"].as_str().unwrap().to_owned();
-    b_pays(&env, json!({ "outTradeNo": no }), "retry").await;
+    // Even with accept_client_amount = true, a platform's amount is the platform's.
+    let openid = env.openid("retry-cheap").await;
+    let cheap = json!({ "outTradeNo": no, "openid": openid, "totalFee": 1 });
+    assert_eq!(env.post_json("/pay/unifiedOrder", &cheap).await.0, 409);
+    b_pays_as(&env, json!({ "outTradeNo": no }), &openid).await;
     receiver.wait_for(1).await;
     while env.app.store.deliveries_for_order(&no).unwrap()[0].attempts == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;

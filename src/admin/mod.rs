@@ -320,10 +320,26 @@ impl Admin {
         limit: usize,
     ) -> Result<Page<OrderRow>, StoreError> {
         let page = match query.map(str::trim).filter(|q| !q.is_empty()) {
-            Some(q) => self.store.search_orders(q, filter, cursor, limit)?,
+            Some(q) => {
+                let found = self.store.search_orders(q, filter, cursor, limit)?;
+                match found.items.is_empty() && cursor.is_none() {
+                    // Platform A names its orders by its own id: look that up too.
+                    true => Page { items: self.platform_orders_named(q)?, next: None },
+                    false => found,
+                }
+            }
             None => self.store.list_orders(filter, cursor, limit)?,
         };
         Ok(Page { items: page.items.iter().map(OrderRow::from).collect(), next: page.next })
+    }
+
+    /// The orders that configured platforms created under this id of theirs.
+    fn platform_orders_named(&self, order_id: &str) -> Result<Vec<Order>, StoreError> {
+        let mut found = Vec::new();
+        for platform in self.payments.platforms().all() {
+            found.extend(self.store.platform_order(&platform.id, order_id)?);
+        }
+        Ok(found)
     }
 
     /// One order in full, or `None`.
