@@ -77,3 +77,30 @@ async fn the_kit_runs_in_node_against_a_running_paybridge() {
     assert_eq!(replies[1]["outTradeNo"], replies[0]["outTradeNo"], "read back by orderId");
     env.stop().await;
 }
+
+/// The README's worked example, run as printed with openssl: the numbers in
+/// its comments are what openssl prints (and what PayBridge computes: see
+/// `platform::auth`'s unit test of the same example).
+#[test]
+fn the_readmes_signing_example_runs_as_printed() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = readme.split("**Worked example**").nth(1).expect("the example");
+    let script = example.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let expected: Vec<&str> = script.lines().filter_map(|l| l.split("# ").nth(1)).filter(|c| c.len() == 64).collect();
+    assert_eq!(expected.len(), 2, "the body hash and the signature: {script}");
+    let out = std::process::Command::new("bash").args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(printed, expected);
+    let server_side = paybridge::platform::auth::sign(
+        &paybridge::secret::Secret::new("3c9f0b6e2a4d8c1f7e5a9b3d6c0f2e4a8b1d7c5e9f3a6b0c2d4e8f1a3b5c7d9e"),
+        &paybridge::platform::auth::Request {
+            method: "POST",
+            path_and_query: "/platform/v1/orders",
+            body: br#"{"orderId":"A-20261127-0001","amount":1990,"description":"VIP month"}"#,
+        },
+        1_764_226_800,
+        "3f1c0a9e5b7d4c2a8e6f",
+    );
+    assert_eq!(server_side, expected[1]);
+}
