@@ -215,6 +215,3 @@ impl ApiV3Key {
         Ok(STANDARD.encode(data))
     }
 }
-
-#[cfg(test)]
-mod tests;

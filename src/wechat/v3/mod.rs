@@ -2,9 +2,14 @@
 //! (`../shared/WECHATPAY-V3.md` in the project's notes). So far the pure
 //! parts that the client, the notify handler and the simulator will share,
 //! each checked against the published test vectors: [`crypto`] (signatures,
-//! AES-GCM, keys), [`verify`] (what WeChat signs) and [`notify`] (the
+//! AES-GCM, keys), [`verify`] (what WeChat signs), [`api`] (the order
+//! body, signed requests, replies, `wx.requestPayment`) and [`notify`] (the
 //! payment notify's envelope and transaction).
 
+pub mod api;
 pub mod crypto;
 pub mod notify;
 pub mod verify;
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,10 @@
 //! test key K1 signs requests, `paySign` and (playing WeChat) replies;
 //! AES-GCM vectors from wechatpay-java and computed ones.
 
-use super::*;
+use base64::Engine;
+
+use super::crypto::*;
+use crate::secret::Secret;
 
 const K1: &str = r#"-----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCm2mb6q8gMKH/3
@@ -54,6 +57,10 @@ F6hdEYdX8SPsgHHeLZ5Lv2T/686w1xtgCHef/sd4uSfWmyzsalQdHG/e4IyYmrhx
 WwIDAQAB
 -----END PUBLIC KEY-----"#;
 
+const V1_SIGNATURE: &str = "mI35pfNEQV6777ke/1T+LJLQDNTm7yeoUJH+j/adPGhmCCi0PbgkvYQTRcXH0uibcLVtvFLdGLpmoYO9FV6lBBsTAjuhh5YOvQi0e2g3e0yytitiNET9FEuqM0pjnKfRW4K6LIZDdbWJv9KhZUx3DrJa5TL7OJ7VdADVivxVySIlPVKjGwuCXzuXSJes0UcILgWQUMyha5/3nYofuHtS7r+KYyMuxD+oJ9VM1Qdxk4UIG59CP5Y3wtYIFybyF3bdu1caHTRRX+DLyMXyYA/IrTmiW01c4RPjpHBX5Dk1sZyY1zVsWNsvMHr2e1NTWtBxKJ+qk5N61J7caYoepHFaxw==";
+const V3_SIGNATURE: &str = "jnks4dlrPw3ZX+ozVvSK39oa0t7OMBsg83BHAwd8BRdUFiVaQNTLTvci+wURgP1OQBbKYhFGvt7iqYpDSTQkp7Uq1sltaQKyncCyrA1g88m5bsKERQfPyT0ahSwKTYJ1CAn9QiJuSJRq1QsQs07eehbU/k9BCS51jTyc1Jpsi2H77HF9f/BnjXAOP3/sPObg6V5Ee4EzwLox684hhuMuIwHo7D8KFk3LIHOKDcNI4It1aCXydFWNpNK+SG86VUDe5kwoDpw4Ulqfu9z8OFDGbDs9TCxEv8iqQzbpxOlEVoOe2kalSYM5kApQb3nZcxdUtoE0liJGW3RGUNE0t4v01A==";
+const V8_SIGNATURE: &str = "YBWObRDrgA+1EUZ/jclwQoqmFBJ7ixg8LE1co2pZgXPIEk2ZWKPIFrKvIjEaiuotcjCuw9DFJNcmoMVSCg4cg1EsoKWWTAaJh4pi88SYtvgUDZwfIE3gxfFs/hY+KZHLgUQz6Yc0h6SJLbUEKf36darv6CctuLlUhpMJ6vVQa73rTJdvEdbnYJHAqnAB1ZAnCoVWKbPcdKlAgrdT12sFwszLPbgIvUL7oxgSi8+7Uln63Ir4Y/blLj+HnL0NdbKCp0LtdrxbPX+yS91GDHoFWoCxI98PFWLyBFpNYuKr2C4rinkvXZ1XYAJaPQGQg7DyDvl6u+Rj1ikbaUOPCwJOew==";
+const V9_SIGNATURE: &str = "lWpTuYy/Y1ZssEWXlPwgr8mBPLqZqb4x+DG8LGde/FVAmYWvz7qbe84zOJz1ILnwmv4KVHO+80NiU81X7MSA4YqO93/Sue+EY0AfJ2ubnc0Z+bUzMNdNiF7q9Tl4TdC+0h2p3WQ5/c8fao4zJRbIbJvUry9yNYh0EPdcD0GT1fBQIybV4+JNB83QJGCy8VL55NCTXNlKOdYHqKz9znPT+yeq3tudA/LF0UN++IZHUe8VwqXnRM5I+7+yvVSmEbe8ZJCUnPLO8T8qj+MOqpM42pQPDKmzy48FdEoDe7pW7ZT8zfMpLap1moMy9hXKjheMEYilxRrr5HkMELbO9YYosA==";
 const NONCE: &str = "593BEC0C930BF1AFEB40B4A08C8FB242";
 const BODY3: &str = r#"{"appid":"wxd678efh567hg6787","mchid":"1900007291","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","notify_url":"https://www.weixin.qq.com/wxpay/pay.php","amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}"#;
 
@@ -294,4 +301,92 @@ fn bad_keys_are_named_never_shown() {
     }
     assert!(PublicKey::from_pem(K1).is_err(), "a private key is not a public key");
     assert_eq!(format!("{:?}", k1()), "MerchantKey(***)");
+}
+
+/// The order body, a signed request and the replies, as the client will
+/// send and read them: V3's body and header byte for byte, V8 and V9 as
+/// replies, and what is not trusted.
+#[test]
+fn requests_and_replies_of_the_api() {
+    use crate::wechat::v3::api::{self, JsapiAmount, JsapiOrder, JsapiPayer, ReplyError, Signer};
+    use crate::wechat::v3::verify::{SignedHeaders, Verifier, VerifyError};
+    let order = JsapiOrder {
+        appid: "wxd678efh567hg6787",
+        mchid: "1900007291",
+        description: "Image形象店-深圳腾大-QQ公仔",
+        out_trade_no: "1217752501201407033233368018",
+        time_expire: None,
+        attach: "",
+        notify_url: "https://www.weixin.qq.com/wxpay/pay.php",
+        amount: JsapiAmount { total: 100, currency: "CNY" },
+        payer: JsapiPayer { openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o" },
+    };
+    assert_eq!(order.body(), BODY3.as_bytes(), "the documented body, byte for byte");
+    let signer = Signer {
+        mchid: "1900007291".into(),
+        serial_no: "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB".into(),
+        key: k1(),
+        public_key_id: Some("PUB_KEY_ID_0000000000000024101100397200000006".into()),
+    };
+    let request = signer.sign("POST", "/v3/pay/transactions/jsapi", order.body(), 1_554_208_460, NONCE);
+    let header = |name: &str| request.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    assert_eq!(
+        header("authorization"),
+        Some(
+            authorization("1900007291", "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB", 1_554_208_460, NONCE, V3_SIGNATURE)
+                .as_str()
+        )
+    );
+    assert_eq!(header("wechatpay-serial"), Some("PUB_KEY_ID_0000000000000024101100397200000006"));
+    assert_eq!(header("content-type"), Some("application/json"));
+    let get = signer.sign("GET", "/v3/refund/domestic/refunds/123123123123", Vec::new(), 1_554_208_460, NONCE);
+    assert!(get.headers.iter().all(|(n, _)| *n != "content-type"), "no body, no content type");
+
+    // Replies, with K1 playing WeChat under a public key id.
+    let mut verifier = Verifier::default();
+    verifier.add("PUB_KEY_ID_TEST", PublicKey::from_pem(K2).unwrap());
+    let reply = br#"{"prepay_id":"wx201410272009395522657a690389285100"}"#;
+    let signed = |ts, nonce, signature| SignedHeaders {
+        timestamp: Some(ts),
+        nonce: Some(nonce),
+        signature: Some(signature),
+        serial: Some("PUB_KEY_ID_TEST"),
+    };
+    let v8 = signed("1554208461", "e2a1d9c0b7f64e3a8d5c4b3a29180716", V8_SIGNATURE);
+    assert_eq!(api::read_reply(200, &v8, reply, &verifier, 1_554_208_461).unwrap(), reply);
+    let forged = br#"{"prepay_id":"wx201410272009395522657a690389285101"}"#;
+    assert!(matches!(
+        api::read_reply(200, &v8, forged, &verifier, 1_554_208_461),
+        Err(ReplyError::Unverified(VerifyError::BadSignature(_)))
+    ));
+    assert!(
+        matches!(
+            api::read_reply(200, &SignedHeaders::default(), reply, &verifier, 1_554_208_461),
+            Err(ReplyError::Unverified(VerifyError::Missing(_)))
+        ),
+        "an unsigned 200 is not trusted"
+    );
+    let v9 = signed("1554208462", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", V9_SIGNATURE);
+    assert_eq!(api::read_reply(204, &v9, b"", &verifier, 1_554_208_462).unwrap(), b"");
+    // An unsigned error (WeChat's 401 to a bad signature) is an error, code and all.
+    let refused = r#"{"code":"SIGN_ERROR","message":"签名错误,请检查后再试"}"#.as_bytes();
+    assert_eq!(
+        api::read_reply(401, &SignedHeaders::default(), refused, &verifier, 0),
+        Err(ReplyError::Api {
+            status: 401, code: "SIGN_ERROR".into(), message: "签名错误,请检查后再试".into()
+        })
+    );
+    // A signed error that does not verify is not believed either.
+    let fake_error = br#"{"code":"ORDER_CLOSED","message":"x"}"#;
+    assert!(matches!(api::read_reply(400, &v8, fake_error, &verifier, 1_554_208_461), Err(ReplyError::Unverified(_))));
+    let proxy = api::read_reply(502, &SignedHeaders::default(), b"<html>bad gateway</html>", &verifier, 0);
+    assert!(matches!(proxy, Err(ReplyError::Api { status: 502, ref code, .. }) if code == "HTTP_ERROR"));
+
+    // wx.requestPayment: V1's paySign.
+    let params =
+        api::pay_params(&k1(), "wx2421b1c4370ec43b", "wx201410272009395522657a690389285100", 1_554_208_460, NONCE);
+    assert_eq!((params.package.as_str(), params.sign_type), ("prepay_id=wx201410272009395522657a690389285100", "RSA"));
+    assert_eq!(params.pay_sign, V1_SIGNATURE);
+    let json = serde_json::to_value(&params).unwrap();
+    assert_eq!(json["timeStamp"], "1554208460", "a string, as wx.requestPayment wants");
 }
