@@ -6,6 +6,7 @@
 
 pub mod notifier;
 pub mod simulator;
+pub mod v3;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

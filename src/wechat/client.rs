@@ -83,7 +83,7 @@ impl WechatError {
     }
 }
 
-fn transport(e: reqwest::Error) -> WechatError {
+pub(crate) fn transport(e: reqwest::Error) -> WechatError {
     if e.is_timeout() {
         WechatError::Timeout
     } else {
@@ -317,7 +317,7 @@ impl WechatClient {
 }
 
 /// Reads a reply body, refusing more than [`MAX_XML_BYTES`].
-async fn read_limited(mut reply: reqwest::Response) -> Result<Vec<u8>, WechatError> {
+pub(crate) async fn read_limited(mut reply: reqwest::Response) -> Result<Vec<u8>, WechatError> {
     let mut body = Vec::new();
     while let Some(chunk) = reply.chunk().await.map_err(transport)? {
         if body.len() + chunk.len() > MAX_XML_BYTES {

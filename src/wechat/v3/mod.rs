@@ -4,9 +4,11 @@
 //! each checked against the published test vectors: [`crypto`] (signatures,
 //! AES-GCM, keys), [`verify`] (what WeChat signs), [`api`] (the order
 //! body, signed requests, replies, `wx.requestPayment`) and [`notify`] (the
-//! payment notify's envelope and transaction).
+//! payment notify's envelope and transaction); and [`client`], the HTTP
+//! client that sends them (tested against the simulator's v3 side).
 
 pub mod api;
+pub mod client;
 pub mod crypto;
 pub mod notify;
 pub mod verify;
