@@ -96,3 +96,45 @@ async fn neither_side_trusts_a_wrong_signature() {
     let suspicious = client(&base, v3::MERCHANT_PRIVATE_KEY, v3::MERCHANT_PUBLIC_KEY);
     assert!(matches!(suspicious.jsapi(&order("V3ORDER0005", 100)).await, Err(WechatError::BadReply(_))));
 }
+
+/// The simulator's payment notify, read the way PayBridge's notify handler
+/// will: verified over the raw body with the WeChat Pay public key, then
+/// decrypted with the APIv3 key; one changed byte and it is refused.
+#[tokio::test]
+async fn the_simulators_notify_verifies_and_opens() {
+    use paybridge::wechat::v3::crypto::ApiV3Key;
+    use paybridge::wechat::v3::notify;
+    use paybridge::wechat::v3::verify::{SignedHeaders, VerifyError};
+    let (sim, base) = simulator().await;
+    let c = client(&base, v3::MERCHANT_PRIVATE_KEY, v3::WECHATPAY_PUBLIC_KEY);
+    c.jsapi(&order("V3PAID0001", 990)).await.unwrap();
+    let now = paybridge::pay::now_ms() / 1000;
+    let paid = sim.pay("V3PAID0001", now).unwrap();
+    assert!(sim.pay("V3PAID0001", now).is_err(), "paid once");
+
+    let header = |name: &str| paid.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    let headers = SignedHeaders {
+        timestamp: header("wechatpay-timestamp"),
+        nonce: header("wechatpay-nonce"),
+        signature: header("wechatpay-signature"),
+        serial: header("wechatpay-serial"),
+    };
+    let mut verifier = Verifier::default();
+    verifier.add(v3::WECHATPAY_PUBLIC_KEY_ID, PublicKey::from_pem(v3::WECHATPAY_PUBLIC_KEY).unwrap());
+    verifier.verify(&headers, &paid.body, now).unwrap();
+    let mut changed = paid.body.clone();
+    let at = changed.len() / 2;
+    changed[at] ^= 1;
+    assert!(matches!(verifier.verify(&headers, &changed, now), Err(VerifyError::BadSignature(_))));
+
+    let envelope = notify::envelope(&paid.body).unwrap();
+    assert_eq!(envelope.event_type, "TRANSACTION.SUCCESS");
+    let key = ApiV3Key::new(&Secret::new(v3::APIV3_KEY)).unwrap();
+    let transaction = notify::transaction(&envelope, &key).unwrap();
+    assert_eq!((transaction.out_trade_no.as_str(), transaction.amount.total), ("V3PAID0001", 990));
+    assert_eq!((transaction.mchid.as_str(), transaction.appid.as_str()), (MCHID, APPID));
+    assert_eq!(transaction.trade_state, "SUCCESS");
+    assert!(transaction.transaction_id.starts_with("4200000") && transaction.transaction_id.len() == 28);
+    assert_eq!(c.query("V3PAID0001").await.unwrap()["trade_state"], "SUCCESS");
+    assert_eq!(business(c.close("V3PAID0001").await.unwrap_err()), "ORDER_PAID");
+}

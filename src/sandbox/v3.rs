@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use crate::secret::Secret;
-use crate::wechat::v3::crypto::{request_message, response_message, MerchantKey, PublicKey, SCHEME};
+use crate::wechat::v3::crypto::{request_message, response_message, ApiV3Key, MerchantKey, PublicKey, SCHEME};
 
 /// The sandbox merchant's API private key (PKCS#8).
 pub const MERCHANT_PRIVATE_KEY: &str = include_str!("keys/merchant-private.pem");
@@ -25,6 +25,8 @@ pub const MERCHANT_SERIAL: &str = "5A4D1C0E9B8F7A6D5C4B3A291807F6E5D4C3B2A1";
 pub const WECHATPAY_PUBLIC_KEY: &str = include_str!("keys/wechatpay-public.pem");
 /// The id of [`WECHATPAY_PUBLIC_KEY`].
 pub const WECHATPAY_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000000001";
+/// The sandbox merchant's APIv3 key (32 characters), encrypting notifies.
+pub const APIV3_KEY: &str = "SANDBOXapiv3KEYsandboxAPIV3key00";
 /// The simulator's own private key, signing as WeChat.
 const WECHATPAY_PRIVATE_KEY: &str = include_str!("keys/wechatpay-private.pem");
 
@@ -71,6 +73,7 @@ struct Inner {
     wechat_key: MerchantKey,
     wechat_key_id: String,
     orders: Mutex<HashMap<String, V3Order>>,
+    api_v3_key: ApiV3Key,
     /// Sign replies with a key nobody configured (a fault for tests).
     sign_with_other_key: std::sync::atomic::AtomicBool,
 }
@@ -91,6 +94,7 @@ impl SimulatorV3 {
                 wechat_key,
                 wechat_key_id: WECHATPAY_PUBLIC_KEY_ID.to_owned(),
                 orders: Mutex::new(HashMap::new()),
+                api_v3_key: ApiV3Key::new(&Secret::new(APIV3_KEY)).expect("32 characters"),
                 sign_with_other_key: Default::default(),
             }),
         }
@@ -288,6 +292,63 @@ impl SimulatorV3 {
 
 fn error(code: &str, message: &str) -> Value {
     json!({ "code": code, "message": message })
+}
+
+/// A payment notify as WeChat POSTs it: signed headers and the JSON body.
+#[derive(Debug, Clone)]
+pub struct V3Notify {
+    /// `Wechatpay-Timestamp`, `-Nonce`, `-Signature`, `-Serial`, `-Signature-Type`.
+    pub headers: Vec<(&'static str, String)>,
+    /// The envelope, its resource encrypted with the APIv3 key.
+    pub body: Vec<u8>,
+}
+
+impl SimulatorV3 {
+    /// The user pays an order at `now_secs`: it becomes `SUCCESS` and this
+    /// is the notify WeChat sends (`TRANSACTION.SUCCESS`, resource encrypted
+    /// with the APIv3 key, the whole body signed as WeChat).
+    pub fn pay(&self, out_trade_no: &str, now_secs: i64) -> Result<V3Notify, String> {
+        let mut orders = self.inner.orders.lock().expect("orders lock");
+        let order = orders.get_mut(out_trade_no).ok_or_else(|| format!("no v3 order {out_trade_no:?}"))?;
+        if order.state != "NOTPAY" {
+            return Err(format!("the order is {}, it cannot be paid", order.state));
+        }
+        order.state = "SUCCESS";
+        let r = &order.request;
+        let at = time::OffsetDateTime::from_unix_timestamp(now_secs).map_err(|e| e.to_string())?;
+        let success_time = at
+            .to_offset(time::macros::offset!(+8))
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| e.to_string())?;
+        let transaction_id = format!("4200000{:021}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(21)));
+        let transaction = json!({
+            "mchid": r["mchid"], "appid": r["appid"], "out_trade_no": out_trade_no,
+            "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
+            "trade_state_desc": "支付成功", "bank_type": "OTHERS", "attach": r.get("attach").cloned().unwrap_or(json!("")),
+            "success_time": success_time, "payer": { "openid": r["payer"]["openid"] },
+            "amount": { "total": r["amount"]["total"], "payer_total": r["amount"]["total"], "currency": "CNY", "payer_currency": "CNY" },
+        });
+        let nonce = &crate::wechat::nonce_str()[..12];
+        let ciphertext = self
+            .inner
+            .api_v3_key
+            .encrypt(nonce, "transaction", transaction.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let body = json!({
+            "id": format!("EV-{}", &crate::wechat::nonce_str()[..20]),
+            "create_time": success_time, "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext,
+                "associated_data": "transaction", "nonce": nonce,
+            },
+        })
+        .to_string()
+        .into_bytes();
+        let signed = self.signed(200, body, now_secs);
+        let headers = signed.headers.into_iter().filter(|(name, _)| name.starts_with("wechatpay-")).collect();
+        Ok(V3Notify { headers, body: signed.body })
+    }
 }
 
 /// The v3 API's routes (`/v3/...`), as the simulator serves them.
