@@ -43,6 +43,17 @@ pub fn with<T: Clone + Send + Sync + 'static>(value: T) -> impl Filter<Extract =
     warp::any().map(move || value.clone())
 }
 
+/// The request's path with its query, as sent: what signatures cover (the
+/// platform API, the simulator's WeChat Pay v3).
+pub fn path_and_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::path::full().and(warp::query::raw().or(warp::any().map(String::new)).unify()).map(
+        |path: warp::path::FullPath, query: String| match query.is_empty() {
+            true => path.as_str().to_owned(),
+            false => format!("{}?{query}", path.as_str()),
+        },
+    )
+}
+
 /// Every PayBridge route, with error rendering, security headers and access logs.
 pub fn routes(
     pay: Arc<Payments>,

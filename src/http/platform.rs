@@ -61,8 +61,7 @@ pub fn routes(pay: Arc<Payments>, metrics: Arc<crate::metrics::Metrics>) -> Boxe
     warp::path("platform")
         .and(warp::path("v1"))
         .and(warp::method())
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(super::path_and_query())
         .and(warp::header::headers_cloned())
         .and(body::limited(PLATFORM_BODY_LIMIT))
         .and(with(pay))
@@ -70,17 +69,12 @@ pub fn routes(pay: Arc<Payments>, metrics: Arc<crate::metrics::Metrics>) -> Boxe
         .and(with(failures))
         .then(
             |method: Method,
-             path: warp::path::FullPath,
-             query: String,
+             path_and_query: String,
              headers: HeaderMap,
              body: bytes::Bytes,
              pay: Arc<Payments>,
              metrics: Arc<crate::metrics::Metrics>,
              failures: Arc<crate::limit::Summary>| async move {
-                let path_and_query = match query.is_empty() {
-                    true => path.as_str().to_owned(),
-                    false => format!("{}?{query}", path.as_str()),
-                };
                 let request = Request { method: method.as_str(), path_and_query: &path_and_query, body: &body };
                 let verified = match authenticate(&pay, &headers, &request).await {
                     Ok(verified) => verified,
@@ -94,16 +88,17 @@ pub fn routes(pay: Arc<Payments>, metrics: Arc<crate::metrics::Metrics>) -> Boxe
                     }
                     Err(Refused::Pay(e)) => return pay_error(&e),
                 };
-                let segments: Vec<&str> = path.as_str().trim_matches('/').split('/').skip(2).collect();
+                let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
+                let segments: Vec<&str> = path.trim_matches('/').split('/').skip(2).collect();
                 let platform = verified.platform.id.as_str();
                 let result = match (method.as_str(), segments.as_slice()) {
                     ("POST", ["orders"]) => create(&pay, platform, &body).await,
-                    ("GET", ["orders"]) => by_order_id(&pay, platform, &query).await,
+                    ("GET", ["orders"]) => by_order_id(&pay, platform, query).await,
                     ("GET", ["orders", no]) => pay.platform_order(platform, no).await.map(|o| ok(&view(&o))),
                     ("POST", ["orders", no, "close"]) => {
                         pay.close_platform_order(platform, no).await.map(|o| ok(&view(&o)))
                     }
-                    ("GET", ["changes"]) => changes(&pay, platform, &query).await,
+                    ("GET", ["changes"]) => changes(&pay, platform, query).await,
                     _ => Ok(json_error(
                         StatusCode::NOT_FOUND,
                         "NOT_FOUND",

@@ -65,11 +65,24 @@ pub enum TokenError {
     Expired(i64),
 }
 
-/// Signs claims as a platform does (tests, the integration kit).
-pub fn sign(key: &Secret, claims: &TokenClaims) -> String {
-    let payload = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("plain data")));
+/// `prefix` + base64url JSON of `claims` + `.` + hex HMAC of all before the dot.
+fn seal(prefix: &str, key: &Secret, claims: &impl Serialize) -> String {
+    let payload = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("plain data")));
     let signature = hmac_hex(key, payload.as_bytes());
     format!("{payload}.{signature}")
+}
+
+/// The parts of a sealed text: (what is signed, the decoded JSON, the signature).
+fn unseal<'a>(prefix: &str, text: &'a str) -> Result<(&'a str, Vec<u8>, &'a str), &'static str> {
+    let body = text.strip_prefix(prefix).ok_or("it does not start with its prefix")?;
+    let (payload, signature) = body.rsplit_once('.').ok_or("no signature part")?;
+    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "the payload is not base64url")?;
+    Ok((&text[..prefix.len() + payload.len()], json, signature))
+}
+
+/// Signs claims as a platform does (tests, the integration kit).
+pub fn sign(key: &Secret, claims: &TokenClaims) -> String {
+    seal(PREFIX, key, claims)
 }
 
 /// Verifies a token at `now_ms` and returns what it says. The order's own
@@ -78,15 +91,15 @@ pub fn verify(platforms: &Platforms, token: &str, now_ms: i64) -> Result<TokenCl
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed("longer than 2048 bytes"));
     }
-    let body = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed("it must start with pbt1."))?;
-    let (payload, signature) = body.rsplit_once('.').ok_or(TokenError::Malformed("no signature part"))?;
-    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed("the payload is not base64url"))?;
+    if !token.starts_with(PREFIX) {
+        return Err(TokenError::Malformed("it must start with pbt1."));
+    }
+    let (signed, json, signature) = unseal(PREFIX, token).map_err(TokenError::Malformed)?;
     let claims: TokenClaims =
         serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("the payload is not the expected JSON"))?;
     let platform = platforms
         .get(&claims.platform)
         .ok_or_else(|| TokenError::UnknownPlatform(claims.platform.chars().take(32).collect()))?;
-    let signed = &token[..PREFIX.len() + payload.len()];
     if !hmac_matches(platform.keys_at(now_ms), signed.as_bytes(), signature) {
         return Err(TokenError::BadSignature);
     }
@@ -123,20 +136,16 @@ pub struct ResultClaims {
 
 /// Signs a result: `pbr1.` + base64url JSON + `.` + hex HMAC, as a token.
 pub fn sign_result(key: &Secret, claims: &ResultClaims) -> String {
-    let payload = format!("{RESULT_PREFIX}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("plain data")));
-    let signature = hmac_hex(key, payload.as_bytes());
-    format!("{payload}.{signature}")
+    seal(RESULT_PREFIX, key, claims)
 }
 
 /// Verifies a signed result (what A's backend does; tests).
 pub fn verify_result(key: &Secret, signed: &str) -> Option<ResultClaims> {
-    let body = signed.strip_prefix(RESULT_PREFIX)?;
-    let (payload, signature) = body.rsplit_once('.')?;
-    let signed_part = &signed[..RESULT_PREFIX.len() + payload.len()];
+    let (signed_part, json, signature) = unseal(RESULT_PREFIX, signed).ok()?;
     if !hmac_matches(std::iter::once(key), signed_part.as_bytes(), signature) {
         return None;
     }
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    serde_json::from_slice(&json).ok()
 }
 
 #[cfg(test)]

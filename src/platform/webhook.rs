@@ -76,11 +76,29 @@ pub fn event_id(id: u64) -> String {
     format!("evt_{id:016x}")
 }
 
-/// The `PayBridge-Signature` of a webhook.
-pub fn signature(key: &Secret, timestamp: i64, body: &[u8]) -> String {
+/// What a webhook's signature covers: the timestamp, `\n`, the body.
+fn signed_message(timestamp: i64, body: &[u8]) -> Vec<u8> {
     let mut message = format!("{timestamp}\n").into_bytes();
     message.extend_from_slice(body);
-    hmac_hex(key, &message)
+    message
+}
+
+/// The `PayBridge-Signature` of a webhook.
+pub fn signature(key: &Secret, timestamp: i64, body: &[u8]) -> String {
+    hmac_hex(key, &signed_message(timestamp, body))
+}
+
+/// A's side (the sandbox's demo platform): whether a webhook's headers
+/// carry a fresh timestamp and the key's signature of it and the body.
+pub fn verify(key: &Secret, timestamp: &str, signature: &str, body: &[u8], now_secs: i64) -> Result<(), &'static str> {
+    let timestamp: i64 = timestamp.parse().map_err(|_| "no timestamp")?;
+    if (timestamp - now_secs).abs() > super::auth::MAX_SKEW_SECS {
+        return Err("the timestamp is not fresh");
+    }
+    match super::auth::hmac_matches(std::iter::once(key), &signed_message(timestamp, body), signature) {
+        true => Ok(()),
+        false => Err("the signature does not match"),
+    }
 }
 
 /// The time the delivery schedule runs on: the real clock, which tests move
@@ -308,5 +326,9 @@ mod tests {
         let s = signature(&key, 1_764_226_800, b"{}");
         assert_eq!(s, hmac_hex(&key, b"1764226800\n{}"));
         assert_ne!(s, signature(&key, 1_764_226_801, b"{}"));
+        assert_eq!(verify(&key, "1764226800", &s, b"{}", 1_764_226_900), Ok(()));
+        assert!(verify(&key, "1764226800", &s, b"{ }", 1_764_226_900).is_err(), "another body");
+        assert!(verify(&key, "1764226800", &s, b"{}", 1_764_227_101).is_err(), "stale");
+        assert!(verify(&Secret::new("x".repeat(40)), "1764226800", &s, b"{}", 1_764_226_900).is_err());
     }
 }

@@ -99,18 +99,18 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
 fn demo_platform_receives(headers: &warp::http::HeaderMap, body: &[u8]) -> Response {
     use crate::config::sandbox_credentials::DEMO_PLATFORM_KEY;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let timestamp: i64 = header("paybridge-timestamp").parse().unwrap_or(0);
-    let fresh = (timestamp - crate::pay::now_ms() / 1000).abs() <= crate::platform::auth::MAX_SKEW_SECS;
-    let signed = crate::platform::auth::hmac_matches(
-        std::iter::once(&crate::secret::Secret::new(DEMO_PLATFORM_KEY)),
-        &[timestamp.to_string().as_bytes(), b"\n", body].concat(),
+    let verified = crate::platform::webhook::verify(
+        &crate::secret::Secret::new(DEMO_PLATFORM_KEY),
+        header("paybridge-timestamp"),
         header("paybridge-signature"),
+        body,
+        crate::pay::now_ms() / 1000,
     );
-    let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if !(fresh && signed) {
-        tracing::warn!(fresh, signed, "SANDBOX demo platform A: refused a webhook");
-        return control_error(StatusCode::UNAUTHORIZED, "signature or timestamp refused");
+    if let Err(reason) = verified {
+        tracing::warn!(reason, "SANDBOX demo platform A: refused a webhook");
+        return control_error(StatusCode::UNAUTHORIZED, reason);
     }
+    let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let order = &event["order"];
     tracing::info!(
         event = %event["id"].as_str().unwrap_or(""),

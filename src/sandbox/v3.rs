@@ -356,20 +356,14 @@ pub fn routes(sim: SimulatorV3) -> warp::filters::BoxedFilter<(warp::reply::Resp
     use warp::Filter;
     warp::path("v3")
         .and(warp::method())
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(crate::http::path_and_query())
         .and(warp::header::optional::<String>("authorization"))
         .and(crate::http::body::limited(64 * 1024))
         .map(
             move |method: warp::http::Method,
-                  path: warp::path::FullPath,
-                  query: String,
+                  path_and_query: String,
                   authorization: Option<String>,
                   body: bytes::Bytes| {
-                let path_and_query = match query.is_empty() {
-                    true => path.as_str().to_owned(),
-                    false => format!("{}?{query}", path.as_str()),
-                };
                 let now = crate::pay::now_ms() / 1000;
                 let reply = sim.handle(method.as_str(), &path_and_query, authorization.as_deref(), &body, now);
                 let mut response = warp::http::Response::new(reply.body.into());
