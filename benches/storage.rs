@@ -61,7 +61,8 @@ fn notify_body(no: &str, config: &Config) -> String {
         ("out_trade_no", no),
         ("time_end", "20261126120000"),
     ]);
-    let signature = sign::sign(&fields, &w.mch_key, SignType::Md5);
+    let paybridge::config::PayApi::V2 { mch_key, .. } = &w.api else { panic!("the bench runs the v2 sandbox") };
+    let signature = sign::sign(&fields, mch_key, SignType::Md5);
     fields.insert("sign".into(), signature);
     xml::write(&fields)
 }

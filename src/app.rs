@@ -142,7 +142,9 @@ pub async fn start_with_listeners(
             )
             .await?;
             let w = &config.wechat;
-            let sim = Simulator::new(SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &w.mch_key));
+            // The simulator serves both versions of the sandbox merchant.
+            let v2_key = crate::secret::Secret::new(crate::config::sandbox_credentials::MCH_KEY);
+            let sim = Simulator::new(SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &v2_key));
             let handle = sandbox::serve_simulator(sim, sim_listener)?;
             // The real ports are known only now.
             let sim_url = Url::parse(&handle.url())?;
@@ -225,6 +227,10 @@ pub async fn start_with_listeners(
     background.push(tokio::spawn(store.clone().keep_notify_log(config.notifies.retention, NOTIFY_LOG_CHECK)));
     background.push(tokio::spawn(forget_old_nonces(store.clone())));
     background.push(tokio::spawn(webhooks.clone().run()));
+    if payments.uses_platform_certificates() {
+        payments.start_certificates().await;
+        background.push(tokio::spawn(payments.clone().run_certificate_refresh()));
+    }
     match crate::control::bind(&config.data_dir) {
         Ok(listener) => {
             let socket = crate::control::socket_path(&config.data_dir);

@@ -38,6 +38,9 @@ pub enum Command {
         /// Where sandbox data is kept.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The WeChat Pay API to simulate: v2 (XML, MD5) or v3 (JSON, RSA, the WeChat Pay public key).
+        #[arg(long, default_value = "v2", value_parser = ["v2", "v3"])]
+        api: String,
     },
     /// Validate a config file and print the effective settings (secrets masked).
     CheckConfig {
@@ -144,7 +147,12 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Sandbox { listen: None, simulator_listen: None, data_dir: None }) {
+        match cli.command.unwrap_or(Command::Sandbox {
+            listen: None,
+            simulator_listen: None,
+            data_dir: None,
+            api: "v2".into(),
+        }) {
             Command::Serve { config: path } => {
                 let config = Config::load(&path)?;
                 let _logging = init_tracing(config.log);
@@ -153,9 +161,9 @@ pub fn main() -> anyhow::Result<()> {
                 }
                 serve(config, Some(path)).await
             }
-            Command::Sandbox { listen, simulator_listen, data_dir } => {
+            Command::Sandbox { listen, simulator_listen, data_dir, api } => {
                 let _logging = init_tracing(LogConfig::Human);
-                serve(Config::sandbox_default().with_overrides(listen, simulator_listen, data_dir), None).await
+                serve(Config::sandbox_with_api(&api).with_overrides(listen, simulator_listen, data_dir), None).await
             }
             Command::CheckConfig { config: path } => {
                 let config = Config::load(&path)?;
@@ -378,7 +386,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             );
             let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
             let code = format!("demo-{}", &crate::wechat::nonce_str()[..8]);
-            println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}")));
+            let api = running.config.wechat.api.version();
+            println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}"), api));
             if let Some(password) = &running.sandbox_admin_password {
                 println!("Admin page: {base}/admin  (SANDBOX password: {password})\n");
             }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{start_simulator, APPID, APP_SECRET, MCH_ID, MCH_KEY};
-use paybridge::config::WechatConfig;
+use paybridge::config::{PayApi, WechatConfig};
 use paybridge::secret::Secret;
 use paybridge::wechat::client::{UnifiedOrder, WechatClient, WechatError};
 use paybridge::wechat::sign::SignType;
@@ -17,8 +17,7 @@ fn client(sim_url: &str, sign_type: SignType) -> WechatClient {
         appid: APPID.into(),
         app_secret: Secret::new(APP_SECRET),
         mch_id: MCH_ID.into(),
-        mch_key: Secret::new(MCH_KEY),
-        sign_type,
+        api: PayApi::V2 { mch_key: Secret::new(MCH_KEY), sign_type },
         pay_base_url: url.clone(),
         sns_base_url: url,
         notify_url: Url::parse("http://127.0.0.1:9/pay/notify").unwrap(),
@@ -81,8 +80,7 @@ async fn a_wrong_key_is_refused_by_the_simulator() {
         appid: APPID.into(),
         app_secret: Secret::new("wrong"),
         mch_id: MCH_ID.into(),
-        mch_key: Secret::new("ffffffffffffffffffffffffffffffff"),
-        sign_type: SignType::Md5,
+        api: PayApi::V2 { mch_key: Secret::new("ffffffffffffffffffffffffffffffff"), sign_type: SignType::Md5 },
         pay_base_url: url.clone(),
         sns_base_url: url,
         notify_url: Url::parse("http://127.0.0.1:9/pay/notify").unwrap(),

@@ -101,7 +101,10 @@ fn install_lays_out_every_file_with_its_mode_and_owner() {
     let config = paybridge::config::Config::load(&config_path).unwrap();
     assert_eq!(config.tls.domains, ["pay.example.com"]);
     assert_eq!(config.wechat.app_secret.expose(), "app \"secret\" \\ with quotes");
-    assert_eq!(config.wechat.sign_type.as_str(), "HMAC-SHA256");
+    assert!(matches!(
+        config.wechat.api,
+        paybridge::config::PayApi::V2 { sign_type: paybridge::wechat::sign::SignType::HmacSha256, .. }
+    ));
     assert_eq!(config.wechat.notify_url.as_str(), "https://pay.example.com/pay/notify");
     assert!(!config.orders.accept_client_amount);
     // A config that takes real payments safely: the catalogue sets the amounts.

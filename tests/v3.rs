@@ -1,16 +1,18 @@
-//! WeChat Pay v3 so far: the client against the simulator's v3 side over
-//! real HTTP. Each side checks the other's signatures as WeChat and a
-//! careful merchant do; the rest of v3 (config, notifies, the payment flow)
-//! is still to come.
+//! WeChat Pay v3's protocol layer: the client against the simulator's v3
+//! side over real HTTP. Each side checks the other's signatures as WeChat
+//! and a careful merchant do. (The whole payment flow in v3 is in
+//! `payment_v3.rs`.)
 
 use std::time::Duration;
 
 use paybridge::sandbox::v3::{self, SimulatorV3};
 use paybridge::secret::Secret;
 use paybridge::wechat::client::WechatError;
-use paybridge::wechat::v3::api::{self, Signer};
+use paybridge::wechat::jsapi::PayParams;
+use paybridge::wechat::v3::api::Signer;
 use paybridge::wechat::v3::client::{Order, V3Client};
 use paybridge::wechat::v3::crypto::{MerchantKey, PublicKey};
+use paybridge::wechat::v3::trust::Trust;
 use paybridge::wechat::v3::verify::Verifier;
 
 const MCHID: &str = "1900009191";
@@ -28,17 +30,30 @@ fn client(base: &url::Url, key_pem: &str, trusted: &str) -> V3Client {
     let signer = Signer {
         mchid: MCHID.into(),
         serial_no: v3::MERCHANT_SERIAL.into(),
-        key: MerchantKey::from_pem(&Secret::new(key_pem)).unwrap(),
+        key: MerchantKey::from_pem(&Secret::new(key_pem)).unwrap().into(),
         public_key_id: Some(v3::WECHATPAY_PUBLIC_KEY_ID.into()),
     };
-    let mut verifier = Verifier::default();
-    verifier.add(v3::WECHATPAY_PUBLIC_KEY_ID, PublicKey::from_pem(trusted).unwrap());
-    V3Client::new(base.clone(), APPID, "https://pay.example.com/pay/notify", signer, verifier, Duration::from_secs(5))
-        .unwrap()
+    let trust = Trust::new(Some((v3::WECHATPAY_PUBLIC_KEY_ID.into(), PublicKey::from_pem(trusted).unwrap())));
+    V3Client::new(
+        base.clone(),
+        APPID,
+        "https://pay.example.com/pay/notify",
+        signer,
+        std::sync::Arc::new(trust),
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 fn order(no: &str, total: u64) -> Order<'_> {
-    Order { out_trade_no: no, total, description: "会员月卡", attach: "", openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o" }
+    Order {
+        out_trade_no: no,
+        total,
+        description: "会员月卡",
+        attach: "",
+        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        time_expire: None,
+    }
 }
 
 fn business(e: WechatError) -> String {
@@ -61,7 +76,7 @@ async fn order_query_and_close_signed_both_ways() {
 
     // The mini-program's parameters are the merchant's: the WeChat client accepts them.
     let key = MerchantKey::from_pem(&Secret::new(v3::MERCHANT_PRIVATE_KEY)).unwrap();
-    let p = api::pay_params(&key, APPID, &prepay, 1_764_226_800, "n0nce");
+    let p = PayParams::rsa(APPID, &prepay, &key, 1_764_226_800, "n0nce".into());
     assert!(sim.pay_sign_valid(&p.app_id, &p.time_stamp, &p.nonce_str, &p.package, &p.pay_sign));
     assert!(!sim.pay_sign_valid(&p.app_id, &p.time_stamp, &p.nonce_str, "prepay_id=wx0", &p.pay_sign));
 

@@ -48,7 +48,16 @@ struct SystemInfo {
     sandbox: bool,
     appid: String,
     mch_id: String,
-    sign_type: &'static str,
+    /// `v2` or `v3`.
+    api_version: &'static str,
+    /// v2: `MD5` or `HMAC-SHA256`.
+    sign_type: Option<&'static str>,
+    /// v3: how WeChat's signatures are verified.
+    key_mode: Option<&'static str>,
+    /// v3: the merchant API certificate's serial (public).
+    merchant_serial: Option<String>,
+    /// v3: the WeChat Pay public key's id (public).
+    public_key_id: Option<String>,
     notify_url: String,
     pay_base_url: String,
     data_dir: String,
@@ -228,6 +237,20 @@ pub struct SystemView {
     tls: Option<TlsStatus>,
     /// The catalogue in force (`[[products]]`, reloaded on SIGHUP).
     products: Vec<crate::config::Product>,
+    /// v3 certificate mode: the platform certificates trusted now.
+    platform_certificates: Vec<CertificateInfo>,
+}
+
+/// A WeChat Pay platform certificate, as the System view shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateInfo {
+    serial: String,
+    /// End of validity, unix seconds.
+    not_after: i64,
+    /// Whether it expires within 30 days (WeChat should have issued the
+    /// next one by then; if not, something is wrong with the downloads).
+    expires_soon: bool,
 }
 
 /// A Beijing day number as `YYYY-MM-DD`.
@@ -252,6 +275,10 @@ impl Admin {
         payments: Arc<crate::pay::Payments>,
         webhooks: Arc<crate::platform::webhook::Webhooks>,
     ) -> Admin {
+        let v3 = match &config.wechat.api {
+            crate::config::PayApi::V3(keys) => Some(keys.as_ref()),
+            crate::config::PayApi::V2 { .. } => None,
+        };
         Admin {
             payments,
             webhooks,
@@ -267,7 +294,14 @@ impl Admin {
                 sandbox: config.mode == crate::config::Mode::Sandbox,
                 appid: config.wechat.appid.clone(),
                 mch_id: config.wechat.mch_id.clone(),
-                sign_type: config.wechat.sign_type.as_str(),
+                api_version: config.wechat.api.version(),
+                sign_type: match &config.wechat.api {
+                    crate::config::PayApi::V2 { sign_type, .. } => Some(sign_type.as_str()),
+                    crate::config::PayApi::V3(_) => None,
+                },
+                key_mode: v3.map(|k| k.key_mode()),
+                merchant_serial: v3.map(|k| k.merchant_serial.clone()),
+                public_key_id: v3.and_then(|k| k.public_key.as_ref().map(|p| p.id.clone())),
                 notify_url: config.wechat.notify_url.to_string(),
                 pay_base_url: config.wechat.pay_base_url.to_string(),
                 data_dir: config.data_dir.display().to_string(),
@@ -388,6 +422,19 @@ impl Admin {
             config: self.system.clone(),
             tls: self.tls_status.as_ref().map(|s| s.get()),
             products: self.payments.catalogue().all().to_vec(),
+            platform_certificates: {
+                let now = crate::pay::now_ms() / 1000;
+                let warn_within = crate::pay::certificates::EXPIRY_WARNING.as_secs() as i64;
+                self.payments
+                    .platform_certificates()
+                    .into_iter()
+                    .map(|c| CertificateInfo {
+                        expires_soon: c.not_after - now < warn_within,
+                        serial: c.serial,
+                        not_after: c.not_after,
+                    })
+                    .collect()
+            },
         })
     }
 }

@@ -19,9 +19,11 @@ use crate::wechat::sign::SignType;
 
 mod platforms;
 mod tls;
+mod wechat_v3;
 
 pub use platforms::{is_platform_id, Platform, Platforms, MIN_KEY_CHARS};
 pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
+pub use wechat_v3::{sandbox_v3_keys, PayApi, V3Keys, WechatPayPublicKey};
 
 /// WeChat's real API hosts, the defaults of the base URLs.
 pub const WECHAT_PAY_BASE_URL: &str = "https://api.mch.weixin.qq.com";
@@ -168,11 +170,9 @@ pub struct WechatConfig {
     pub app_secret: Secret,
     /// The merchant number bound to `appid`.
     pub mch_id: String,
-    /// The 32-character merchant API key (v2) that signs every message.
-    pub mch_key: Secret,
-    /// Algorithm for unified orders, `paySign` and expected notifies.
-    pub sign_type: SignType,
-    /// Base URL of the pay API (`/pay/unifiedorder` ...).
+    /// API v2 or v3, with the merchant's keys for it.
+    pub api: PayApi,
+    /// Base URL of the pay API (`/pay/unifiedorder`, `/v3/...`).
     pub pay_base_url: Url,
     /// Base URL of the login API (`/sns/jscode2session`).
     pub sns_base_url: Url,
@@ -442,6 +442,13 @@ struct RawWechat {
     mch_id: Option<String>,
     mch_key: Option<Secret>,
     sign_type: Option<String>,
+    api_version: Option<String>,
+    apiv3_key: Option<Secret>,
+    merchant_key_file: Option<PathBuf>,
+    merchant_serial: Option<String>,
+    public_key_file: Option<PathBuf>,
+    public_key_id: Option<String>,
+    platform_certificates: Option<bool>,
     pay_base_url: Option<String>,
     sns_base_url: Option<String>,
     notify_url: Option<String>,
@@ -462,7 +469,8 @@ struct RawSandbox {
 }
 
 /// Environment variables that are secrets: their value may come from `<NAME>_FILE`.
-const SECRET_VARS: &[&str] = &["WECHAT_MCH_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH", "METRICS_TOKEN"];
+const SECRET_VARS: &[&str] =
+    &["WECHAT_MCH_KEY", "WECHAT_APIV3_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH", "METRICS_TOKEN"];
 
 impl RawConfig {
     /// Applies one `PAYBRIDGE_<NAME>` override; `name` is without the prefix.
@@ -488,6 +496,15 @@ impl RawConfig {
             "WECHAT_MCH_ID" => self.wechat.mch_id = Some(value),
             "WECHAT_MCH_KEY" => self.wechat.mch_key = Some(Secret::new(value)),
             "WECHAT_SIGN_TYPE" => self.wechat.sign_type = Some(value),
+            "WECHAT_API_VERSION" => self.wechat.api_version = Some(value),
+            "WECHAT_APIV3_KEY" => self.wechat.apiv3_key = Some(Secret::new(value)),
+            "WECHAT_MERCHANT_KEY_FILE" => self.wechat.merchant_key_file = Some(value.into()),
+            "WECHAT_MERCHANT_SERIAL" => self.wechat.merchant_serial = Some(value),
+            "WECHAT_PUBLIC_KEY_FILE" => self.wechat.public_key_file = Some(value.into()),
+            "WECHAT_PUBLIC_KEY_ID" => self.wechat.public_key_id = Some(value),
+            "WECHAT_PLATFORM_CERTIFICATES" => {
+                self.wechat.platform_certificates = Some(parsed(&var, &value, "expected true or false")?)
+            }
             "WECHAT_PAY_BASE_URL" => self.wechat.pay_base_url = Some(value),
             "WECHAT_SNS_BASE_URL" => self.wechat.sns_base_url = Some(value),
             "WECHAT_NOTIFY_URL" => self.wechat.notify_url = Some(value),
@@ -566,6 +583,12 @@ impl Config {
     /// The built-in sandbox configuration: simulator, loopback ports, a data
     /// directory in the working directory, client amounts allowed.
     pub fn sandbox_default() -> Config {
+        Config::sandbox_with_api("v2")
+    }
+
+    /// [`Config::sandbox_default`] on WeChat Pay API `version` (`v2` or
+    /// `v3`; v3 with the sandbox merchant's RSA keys, in public-key mode).
+    pub fn sandbox_with_api(version: &str) -> Config {
         // A small catalogue, so the demo shows the safe way to set an amount.
         let product = |id: &str, name: &str, price| RawProduct { id: id.into(), name: name.into(), price };
         // And a demo platform A, whose webhooks the simulator's port receives
@@ -581,6 +604,7 @@ impl Config {
         };
         let raw = RawConfig {
             mode: Some("sandbox".into()),
+            wechat: RawWechat { api_version: Some(version.into()), ..RawWechat::default() },
             products: vec![product("demo", "PayBridge demo", 1), product("vip-month", "会员月卡", 1990)],
             platforms: vec![demo],
             ..RawConfig::default()
@@ -624,13 +648,35 @@ impl Config {
             }
         }
         out += &format!(
-            "\n[wechat]\nappid = {:?}\napp_secret = {}\nmch_id = {:?}\nmch_key = {}\nsign_type = {:?}\n\
-             pay_base_url = \"{}\"\nsns_base_url = \"{}\"\nnotify_url = \"{}\"\ntimeout_ms = {}\n\n",
+            "\n[wechat]\napi_version = {:?}\nappid = {:?}\napp_secret = {}\nmch_id = {:?}\n",
+            w.api.version(),
             w.appid,
             masked(&w.app_secret),
-            w.mch_id,
-            masked(&w.mch_key),
-            w.sign_type.as_str(),
+            w.mch_id
+        );
+        match &w.api {
+            PayApi::V2 { mch_key, sign_type } => {
+                out += &format!("mch_key = {}\nsign_type = {:?}\n", masked(mch_key), sign_type.as_str())
+            }
+            PayApi::V3(keys) => {
+                out += &format!(
+                    "apiv3_key = {}\nmerchant_key_file = {} (an RSA private key: read and checked)\nmerchant_serial = {:?}\n",
+                    masked(&keys.apiv3_key_text),
+                    opt(&keys.merchant_key_file),
+                    keys.merchant_serial
+                );
+                if let Some(public) = &keys.public_key {
+                    out += &format!("public_key_file = {}\npublic_key_id = {:?}\n", opt(&public.file), public.id);
+                }
+                out += &format!(
+                    "platform_certificates = {}\n# verifies WeChat with: {}\n",
+                    keys.platform_certificates,
+                    keys.key_mode()
+                );
+            }
+        }
+        out += &format!(
+            "pay_base_url = \"{}\"\nsns_base_url = \"{}\"\nnotify_url = \"{}\"\ntimeout_ms = {}\n\n",
             w.pay_base_url,
             w.sns_base_url,
             w.notify_url,
@@ -748,7 +794,7 @@ pub mod sandbox_credentials {
 }
 
 impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(mut self) -> Result<Config, ConfigError> {
         let mode = match self.mode.as_deref() {
             None | Some("live") => Mode::Live,
             Some("sandbox") => Mode::Sandbox,
@@ -785,6 +831,32 @@ impl RawConfig {
                 invalid("wechat.sign_type", format!("must be \"MD5\" or \"HMAC-SHA256\", not {name:?}"))
             })?,
         };
+        let v3 = {
+            let w = &mut self.wechat;
+            wechat_v3::RawV3 {
+                apiv3_key: w.apiv3_key.take(),
+                merchant_key_file: w.merchant_key_file.take(),
+                merchant_serial: w.merchant_serial.take(),
+                public_key_file: w.public_key_file.take(),
+                public_key_id: w.public_key_id.take(),
+                platform_certificates: w.platform_certificates.take(),
+            }
+        };
+        let api_version = match self.wechat.api_version.as_deref().unwrap_or("v2") {
+            "v2" => "v2",
+            "v3" => "v3",
+            other => return Err(invalid("wechat.api_version", format!("must be \"v2\" or \"v3\", not {other:?}"))),
+        };
+        if api_version == "v2" {
+            if let Some(name) = v3.first_set() {
+                return Err(invalid(
+                    &format!("wechat.{name}"),
+                    "is an API v3 setting: set api_version = \"v3\" too, or remove it",
+                ));
+            }
+        } else if self.wechat.sign_type.is_some() {
+            return Err(invalid("wechat.sign_type", "is an API v2 setting (v3 always signs with RSA): remove it"));
+        }
         let data_dir = self.data_dir.unwrap_or_else(|| match mode {
             Mode::Live => PathBuf::from("/var/lib/paybridge"),
             Mode::Sandbox => PathBuf::from("paybridge-sandbox-data"),
@@ -809,6 +881,12 @@ impl RawConfig {
                     ("mch_id", w.mch_id.is_some()),
                     ("mch_key", w.mch_key.is_some()),
                     ("pay_base_url", w.pay_base_url.is_some()),
+                    ("apiv3_key", v3.apiv3_key.is_some()),
+                    ("merchant_key_file", v3.merchant_key_file.is_some()),
+                    ("merchant_serial", v3.merchant_serial.is_some()),
+                    ("public_key_file", v3.public_key_file.is_some()),
+                    ("public_key_id", v3.public_key_id.is_some()),
+                    ("platform_certificates", v3.platform_certificates.is_some()),
                     ("sns_base_url", w.sns_base_url.is_some()),
                 ];
                 if let Some((name, _)) = set.iter().find(|(_, is_set)| *is_set) {
@@ -823,8 +901,10 @@ impl RawConfig {
                     appid: sandbox_credentials::APPID.into(),
                     app_secret: Secret::new(sandbox_credentials::APP_SECRET),
                     mch_id: sandbox_credentials::MCH_ID.into(),
-                    mch_key: Secret::new(sandbox_credentials::MCH_KEY),
-                    sign_type,
+                    api: match api_version {
+                        "v3" => PayApi::V3(std::sync::Arc::new(sandbox_v3_keys())),
+                        _ => PayApi::V2 { mch_key: Secret::new(sandbox_credentials::MCH_KEY), sign_type },
+                    },
                     pay_base_url: sim.clone(),
                     sns_base_url: sim,
                     notify_url: parse_notify_url(self.wechat.notify_url.as_deref().unwrap_or(&notify_default))?,
@@ -833,16 +913,30 @@ impl RawConfig {
             }
             Mode::Live => {
                 let w = self.wechat;
-                let mch_key = w
-                    .mch_key
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| invalid("wechat.mch_key", "is required in live mode"))?;
-                if mch_key.expose().chars().count() != 32 {
-                    return Err(invalid(
-                        "wechat.mch_key",
-                        "must be the 32-character API key from the merchant platform",
-                    ));
-                }
+                let api = match api_version {
+                    "v3" => {
+                        if w.mch_key.is_some() {
+                            return Err(invalid(
+                                "wechat.mch_key",
+                                "is the API v2 key; with api_version = \"v3\" PayBridge uses apiv3_key: remove it",
+                            ));
+                        }
+                        PayApi::V3(std::sync::Arc::new(v3.validate()?))
+                    }
+                    _ => {
+                        let mch_key = w
+                            .mch_key
+                            .filter(|k| !k.is_empty())
+                            .ok_or_else(|| invalid("wechat.mch_key", "is required in live mode (API v2)"))?;
+                        if mch_key.expose().chars().count() != 32 {
+                            return Err(invalid(
+                                "wechat.mch_key",
+                                "must be the 32-character API key from the merchant platform",
+                            ));
+                        }
+                        PayApi::V2 { mch_key, sign_type }
+                    }
+                };
                 let app_secret = w
                     .app_secret
                     .filter(|k| !k.is_empty())
@@ -872,8 +966,7 @@ impl RawConfig {
                     appid,
                     app_secret,
                     mch_id,
-                    mch_key,
-                    sign_type,
+                    api,
                     pay_base_url: parse_base_url(
                         "wechat.pay_base_url",
                         w.pay_base_url.as_deref().unwrap_or(WECHAT_PAY_BASE_URL),
@@ -1019,7 +1112,7 @@ mod tests {
     fn live_config_with_defaults() {
         let c = load(LIVE, &[]).unwrap();
         assert_eq!(c.mode, Mode::Live);
-        assert_eq!(c.wechat.sign_type, SignType::HmacSha256);
+        assert!(matches!(c.wechat.api, PayApi::V2 { sign_type: SignType::HmacSha256, .. }));
         assert_eq!(c.wechat.pay_base_url.as_str(), "https://api.mch.weixin.qq.com/");
         assert!(!c.orders.accept_client_amount);
         assert_eq!(c.http.listen.unwrap().port(), 9000);
@@ -1029,7 +1122,7 @@ mod tests {
     #[test]
     fn environment_overrides_secrets_and_names_bad_values() {
         let c = load(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", "ffffffffffffffffffffffffffffffff")]).unwrap();
-        assert_eq!(c.wechat.mch_key.expose(), "ffffffffffffffffffffffffffffffff");
+        assert_eq!(c.wechat.api.token_secret().expose(), "ffffffffffffffffffffffffffffffff");
         let e = error(LIVE, &[("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT", "yes")]);
         assert!(e.contains("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT") && e.contains("true or false"), "{e}");
         assert!(error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KY", "x")]).contains("PAYBRIDGE_WECHAT_MCH_KY"));
@@ -1041,7 +1134,7 @@ mod tests {
         let file = dir.path().join("key");
         std::fs::write(&file, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\n").unwrap();
         let c = load(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY_FILE", file.to_str().unwrap())]).unwrap();
-        assert_eq!(c.wechat.mch_key.expose(), "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+        assert_eq!(c.wechat.api.token_secret().expose(), "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use warp::Filter;
 use super::error::pay_error;
 use super::{body, with, PeerAddr};
 use crate::pay::{NewOrder, PayError, PayerProof, Payments};
-use crate::wechat::sign::SignType;
+use crate::wechat::jsapi::PaySignType;
 
 /// The largest `/pay/unifiedOrder` body: the fields are short.
 const ORDER_BODY_LIMIT: usize = 16 * 1024;
@@ -90,7 +90,7 @@ struct UnifiedOrderReply {
     time_stamp: String,
     nonce_str: String,
     package: String,
-    sign_type: SignType,
+    sign_type: PaySignType,
     pay_sign: String,
     prepay_id: String,
     /// The tutorial client reads `sign`; it is `paySign`.

@@ -1,14 +1,18 @@
 //! WeChat's payment notify: `POST /pay/notify` (also at
-//! `/pay/parseOrderNotifyResult`, the tutorial's path).
+//! `/pay/parseOrderNotifyResult`, the tutorial's path). The version is the
+//! merchant's (`[wechat] api_version`): v2 gets XML replies, v3 gets 204 or
+//! a 4xx/5xx with WeChat's JSON error body.
 
 use std::sync::Arc;
 
 use warp::filters::BoxedFilter;
-use warp::reply::{self, Reply, Response};
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::{self, reply, Reply, Response};
 use warp::Filter;
 
 use super::{body, with, PeerAddr};
 use crate::pay::Payments;
+use crate::wechat::v3::verify::SignedHeaders;
 use crate::wechat::xml::MAX_XML_BYTES;
 
 /// The notify routes.
@@ -16,10 +20,30 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
     let path = warp::path!("pay" / "notify").or(warp::path!("pay" / "parseOrderNotifyResult")).unify();
     path.and(warp::post())
         .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::header::headers_cloned())
         .and(body::limited(MAX_XML_BYTES))
         .and(with(pay))
-        .then(|peer: Option<PeerAddr>, body: bytes::Bytes, pay: Arc<Payments>| async move {
-            let ack = pay.handle_notify(&body, peer.map(|p| p.0)).await;
+        .then(|peer: Option<PeerAddr>, headers: HeaderMap, body: bytes::Bytes, pay: Arc<Payments>| async move {
+            let peer = peer.map(|p| p.0);
+            if pay.api_version() == "v3" {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let signed = SignedHeaders {
+                    timestamp: header("wechatpay-timestamp"),
+                    nonce: header("wechatpay-nonce"),
+                    signature: header("wechatpay-signature"),
+                    serial: header("wechatpay-serial"),
+                };
+                let ack = pay.handle_notify_v3(&signed, &body, peer).await;
+                return match ack.success {
+                    true => reply::with_status(reply(), StatusCode::NO_CONTENT).into_response(),
+                    false => {
+                        let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::BAD_REQUEST);
+                        let json = reply::with_header(ack.to_json(), "content-type", "application/json");
+                        reply::with_status(json, status).into_response()
+                    }
+                };
+            }
+            let ack = pay.handle_notify(&body, peer).await;
             reply::with_header(ack.to_xml(), "content-type", "text/xml; charset=utf-8").into_response()
         })
         .boxed()

@@ -3,7 +3,9 @@
 //! The HTTP routes in [`crate::http`] parse requests and render replies;
 //! everything that decides something about money is here.
 
+pub mod certificates;
 mod notify;
+mod notify_v3;
 mod order;
 pub mod platform;
 
@@ -16,8 +18,8 @@ use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
-use crate::wechat::client::{WechatClient, WechatError};
-use crate::wechat::sign::SignType;
+use crate::wechat::client::WechatError;
+use crate::wechat::gateway::Gateway;
 
 pub use notify::NotifyAck;
 pub use order::{NewOrder, OrderView, PayerProof};
@@ -83,11 +85,14 @@ impl OrderLocks {
 /// The payment service for one merchant.
 pub struct Payments {
     store: Store,
-    client: WechatClient,
+    /// WeChat Pay, v2 or v3.
+    gateway: Gateway,
+    /// The API and its keys (v2 notifies are verified with its key).
+    api: crate::config::PayApi,
     appid: String,
     mch_id: String,
-    mch_key: Secret,
-    sign_type: SignType,
+    /// What order-status tokens are derived from (a merchant secret).
+    token_secret: Secret,
     accept_client_amount: bool,
     max_total_fee: u64,
     /// The merchant's products; swapped whole when the config is reloaded.
@@ -100,19 +105,23 @@ pub struct Payments {
     unrecorded: crate::limit::Summary,
     locks: OrderLocks,
     metrics: Arc<Metrics>,
+    /// One certificate download at a time (v3 certificate mode).
+    certificate_refresh: tokio::sync::Mutex<()>,
+    /// When an unknown serial last triggered a download.
+    unknown_serial_refresh: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Payments {
     /// Builds the service from the configuration and an open store.
     pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Payments, reqwest::Error> {
         Ok(Payments {
-            client: WechatClient::new(&config.wechat)?.with_metrics(metrics.clone()),
+            gateway: Gateway::new(&config.wechat, metrics.clone())?,
             metrics,
             store,
+            api: config.wechat.api.clone(),
             appid: config.wechat.appid.clone(),
             mch_id: config.wechat.mch_id.clone(),
-            mch_key: config.wechat.mch_key.clone(),
-            sign_type: config.wechat.sign_type,
+            token_secret: config.wechat.api.token_secret().clone(),
             accept_client_amount: config.orders.accept_client_amount,
             max_total_fee: config.orders.max_total_fee,
             catalogue: arc_swap::ArcSwap::from_pointee(config.products.clone()),
@@ -121,6 +130,8 @@ impl Payments {
             unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
             sandbox: config.mode == Mode::Sandbox,
             locks: OrderLocks::new(),
+            certificate_refresh: tokio::sync::Mutex::new(()),
+            unknown_serial_refresh: std::sync::Mutex::new(None),
         })
     }
 
@@ -134,19 +145,24 @@ impl Payments {
         self.catalogue.load_full()
     }
 
+    /// `"v2"` or `"v3"`: the WeChat Pay API in use.
+    pub fn api_version(&self) -> &'static str {
+        self.gateway.version()
+    }
+
     /// Whether this is sandbox mode.
     pub fn is_sandbox(&self) -> bool {
         self.sandbox
     }
 
     /// Exchanges a `wx.login` code for the openid. `session_key` never
-    /// leaves [`WechatClient::jscode2session`].
+    /// leaves [`crate::wechat::client::WechatClient::jscode2session`].
     pub async fn openid(&self, code: &str) -> Result<String, PayError> {
         if code.is_empty() || code.len() > 256 {
             return Err(PayError::Invalid("the query parameter `code` (from wx.login) is required".into()));
         }
         // No order exists yet: every failure is a login failure.
-        self.client.jscode2session(code).await.map(|session| session.openid).map_err(PayError::Login)
+        self.gateway.openid(code).await.map_err(PayError::Login)
     }
 }
 

@@ -18,22 +18,36 @@ use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::sign::{self, Fields, SignType};
 use crate::wechat::xml;
 
-/// The reply to WeChat: `SUCCESS` stops its retries, `FAIL` asks for them.
+/// The reply to WeChat: success stops its retries, failure asks for them.
+/// v2 answers `SUCCESS`/`FAIL` in XML with status 200; v3 answers 204, or
+/// `status` with `{"code":"FAIL","message":…}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyAck {
-    /// Whether to answer `SUCCESS`.
+    /// Whether to answer `SUCCESS` (v2) or 204 (v3).
     pub success: bool,
-    /// `return_msg`.
+    /// `return_msg` (v2), `message` (v3).
     pub message: String,
+    /// v3's HTTP status for a failure: 400 malformed or not for us, 401 not
+    /// verified, 404 unknown order, 500 cannot process now.
+    pub status: u16,
 }
 
 impl NotifyAck {
-    fn ok() -> NotifyAck {
-        NotifyAck { success: true, message: "OK".into() }
+    pub(super) fn ok() -> NotifyAck {
+        NotifyAck { success: true, message: "OK".into(), status: 200 }
     }
 
-    fn fail(message: impl Into<String>) -> NotifyAck {
-        NotifyAck { success: false, message: message.into() }
+    pub(super) fn fail(message: impl Into<String>) -> NotifyAck {
+        NotifyAck { success: false, message: message.into(), status: 400 }
+    }
+
+    pub(super) fn with_status(self, status: u16) -> NotifyAck {
+        NotifyAck { status, ..self }
+    }
+
+    /// v3's JSON body of a failure.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "code": "FAIL", "message": self.message }).to_string()
     }
 
     /// WeChat's XML reply.
@@ -44,7 +58,7 @@ impl NotifyAck {
 }
 
 /// The checks that need no database: what the notify says, if it is authentic.
-enum Checked {
+pub(super) enum Checked {
     /// Verified and a successful payment.
     Payment(Payment),
     /// Decided already: the verdict, the reason, the reply, and whether the
@@ -66,12 +80,20 @@ impl Payments {
         }
         // WeChat signs notifies with the unified order's algorithm but often
         // omits sign_type; an MD5 notify is accepted under HMAC too.
-        let accepted: &[SignType] = match self.sign_type {
+        let crate::config::PayApi::V2 { mch_key, sign_type } = &self.api else {
+            return unverified("an API v2 (XML) notify, but this merchant uses API v3".into(), "API版本错误");
+        };
+        let accepted: &[SignType] = match sign_type {
             SignType::Md5 => &[SignType::Md5],
             SignType::HmacSha256 => &[SignType::HmacSha256, SignType::Md5],
         };
-        if let Err(e) = sign::verify(fields, &self.mch_key, accepted) {
-            return unverified(format!("signature: {e}"), "签名失败");
+        if let Err(e) = sign::verify(fields, mch_key, accepted) {
+            return Checked::Decided(
+                Verdict::Rejected,
+                format!("signature: {e}"),
+                NotifyAck::fail("签名失败").with_status(401),
+                false,
+            );
         }
         if get("appid") != self.appid {
             return rejected(format!("appid {:?} is not this mini-program's", get("appid")), "appid不匹配");
@@ -106,13 +128,24 @@ impl Payments {
         let field = |name: &str| parsed.as_ref().ok().and_then(|f| f.get(name)).filter(|v| !v.is_empty()).cloned();
         let out_trade_no = field("out_trade_no").filter(|no| is_valid_out_trade_no(no));
         let mut record = NotifyRecord::received(raw, now_ms(), peer.map(|p| p.to_string()), self.sandbox);
-        record.out_trade_no = out_trade_no.clone();
         record.transaction_id = field("transaction_id").filter(|t| t.len() <= 64);
         let checked = match &parsed {
             Ok(fields) => self.check_notify(fields),
             Err(e) => Checked::Decided(Verdict::Rejected, e.to_string(), NotifyAck::fail("XML格式错误"), false),
         };
-        let checked = match (checked, &out_trade_no) {
+        record.out_trade_no = out_trade_no;
+        self.settle(record, checked, peer).await
+    }
+
+    /// Records a checked notify (either version) with its verdict and the
+    /// order change in one durable write; returns the reply for WeChat.
+    pub(super) async fn settle(
+        &self,
+        mut record: NotifyRecord,
+        checked: Checked,
+        peer: Option<SocketAddr>,
+    ) -> NotifyAck {
+        let checked = match (checked, &record.out_trade_no) {
             (Checked::Payment(_), None) => Checked::Decided(
                 Verdict::Rejected,
                 "out_trade_no is missing or malformed".into(),
@@ -140,7 +173,7 @@ impl Payments {
                         None => (
                             Verdict::Rejected,
                             "unknown order: PayBridge has no such out_trade_no".into(),
-                            NotifyAck::fail("订单不存在"),
+                            NotifyAck::fail("订单不存在").with_status(404),
                         ),
                         Some(order) => match order.apply_payment(&payment, now) {
                             PaymentOutcome::Paid => (Verdict::Paid, "order marked PAID".into(), NotifyAck::ok()),
@@ -166,7 +199,7 @@ impl Payments {
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a notify; asking WeChat to resend");
                 self.metrics.notify("store_error");
-                return NotifyAck::fail("系统繁忙");
+                return NotifyAck::fail("系统繁忙").with_status(500);
             }
         };
         self.metrics.notify(record.verdict.as_str());

@@ -4,9 +4,10 @@ use serde::Serialize;
 
 use super::{now_ms, PayError, Payments};
 use crate::store::{Order, OrderContents, OrderSource, OrderStatus, Prepay};
-use crate::wechat::client::{UnifiedOrder, WechatError};
+use crate::wechat::client::WechatError;
+use crate::wechat::gateway::PrepayOrder;
+use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::jsapi::PayParams;
-use crate::wechat::{is_valid_out_trade_no, nonce_str};
 
 /// A prepay id is valid for 2 hours; past this age a repeated tap gets a new one.
 const PREPAY_REUSE_MS: i64 = 110 * 60 * 1000;
@@ -246,21 +247,20 @@ impl Payments {
         }
 
         let result = self
-            .client
-            .unified_order(&UnifiedOrder {
+            .gateway
+            .prepay(&PrepayOrder {
                 out_trade_no: &order.out_trade_no,
                 total_fee: order.total_fee,
                 body: &order.body,
                 attach: &order.attach,
                 openid: &order.openid,
-                spbill_create_ip: payer_ip,
+                payer_ip,
             })
             .await;
         match result {
             Ok(prepay_id) => {
                 let now = now_ms();
-                let params =
-                    PayParams::new(&self.appid, &prepay_id, &self.mch_key, self.sign_type, now / 1000, nonce_str());
+                let params = self.gateway.pay_params(&prepay_id, now / 1000);
                 let prepay = Prepay { prepay_id, obtained_at: now, params: params.clone() };
                 let stored = self
                     .store
@@ -318,10 +318,12 @@ impl Payments {
     }
 
     /// The token that lets the payer's client read an order's status: an
-    /// HMAC of the order number under the merchant key, so nothing is stored.
+    /// HMAC of the order number under a merchant secret (the v2 API key,
+    /// or the APIv3 key), so nothing is stored.
     pub fn order_token(&self, out_trade_no: &str) -> String {
         use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.mch_key.expose().as_bytes()).expect("any key length");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(self.token_secret.expose().as_bytes()).expect("any key length");
         mac.update(b"paybridge order token\0");
         mac.update(out_trade_no.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])

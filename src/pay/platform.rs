@@ -258,7 +258,7 @@ impl Payments {
             OrderStatus::Created | OrderStatus::Prepaid => {}
         }
         if order.prepay.is_some() {
-            match self.client.close_order(out_trade_no).await {
+            match self.gateway.close(out_trade_no).await {
                 Ok(()) => {}
                 // Closed at WeChat already: fine.
                 Err(crate::wechat::client::WechatError::Business { code, .. }) if code == "ORDERCLOSED" => {}

@@ -21,7 +21,8 @@ pub use simulator::{Fault, PayRequest, Simulator, SimulatorConfig};
 use crate::http::{body, with};
 
 /// The simulator's HTTP routes: WeChat's (`/sns/jscode2session`,
-/// `/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`) and the
+/// `/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`, and API v3's
+/// `/v3/...` for the same merchant) and the
 /// control API (`/sandbox/pay`, `/sandbox/orders/{no}`, `/sandbox/faults`).
 pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
     let with_sim = with(sim);
@@ -61,13 +62,55 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         },
     );
     let control_faults =
-        warp::path!("sandbox" / "faults").and(warp::post()).and(json_body::<Vec<Fault>>()).and(with_sim).map(
+        warp::path!("sandbox" / "faults").and(warp::post()).and(json_body::<Vec<Fault>>()).and(with_sim.clone()).map(
             |faults: Result<Vec<Fault>, String>, sim: Simulator| match faults {
                 Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
                 Ok(faults) => {
                     sim.inject(faults);
                     reply::json(&serde_json::json!({ "ok": true })).into_response()
                 }
+            },
+        );
+    let v3 = warp::path("v3")
+        .and(warp::method())
+        .and(crate::http::path_and_query())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("wechatpay-serial"))
+        .and(body::limited(64 * 1024))
+        .and(with_sim.clone())
+        .then(
+            |method: warp::http::Method,
+             path_and_query: String,
+             authorization: Option<String>,
+             wants_serial: Option<String>,
+             body: bytes::Bytes,
+             sim: Simulator| async move {
+                let now = crate::pay::now_ms() / 1000;
+                match sim.next_fault() {
+                    Some(Fault::Http { status }) => {
+                        let page = format!("<html><body><h1>{status}</h1>upstream error</body></html>");
+                        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        return reply::with_status(reply::html(page), status).into_response();
+                    }
+                    Some(Fault::Delay { ms }) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                    Some(Fault::Business { code, description }) => {
+                        return v3::into_response(sim.v3().error_reply(500, &code, &description, now));
+                    }
+                    Some(Fault::ReturnFail { message }) => {
+                        let body = serde_json::json!({ "code": "SIGN_ERROR", "message": message });
+                        return reply::with_status(reply::json(&body), StatusCode::UNAUTHORIZED).into_response();
+                    }
+                    Some(other) => sim.v3().inject(other.v3_sign_fault()),
+                    None => {}
+                }
+                v3::into_response(sim.v3().handle_with_serial(
+                    method.as_str(),
+                    &path_and_query,
+                    authorization.as_deref(),
+                    wants_serial.as_deref(),
+                    &body,
+                    now,
+                ))
             },
         );
     let demo_platform = warp::path!("demo-a" / "webhook")
@@ -77,6 +120,8 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .map(|headers: warp::http::HeaderMap, body: bytes::Bytes| demo_platform_receives(&headers, &body));
     login
         .or(demo_platform)
+        .unify()
+        .or(v3)
         .unify()
         .or(pay)
         .unify()
@@ -135,7 +180,13 @@ fn control_error(status: StatusCode, message: &str) -> Response {
 
 /// The walkthrough printed when the sandbox starts: an order by product,
 /// then the platform flow A → B → A with the demo platform.
-pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out_trade_no: &str) -> String {
+pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out_trade_no: &str, api: &str) -> String {
+    let api = match api {
+        "v3" => {
+            "API v3 (JSON; requests and paySign signed with RSA; WeChat verified with its public key; AES-GCM notifies)"
+        }
+        _ => "API v2 (XML, MD5 signatures)",
+    };
     use crate::config::sandbox_credentials::{DEMO_PLATFORM, DEMO_PLATFORM_KEY};
     let order_id = format!("A-{out_trade_no}");
     format!(
@@ -145,6 +196,7 @@ pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out
 ================================================================
 PayBridge:            http://{paybridge}
 WeChat Pay simulator: http://{simulator}
+WeChat Pay API:       {api}
 
 Take an order from login to PAID: paste these into one shell, in order.
 

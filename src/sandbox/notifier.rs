@@ -1,6 +1,7 @@
 //! Delivers the simulator's payment notifies the way WeChat does: POST the
-//! signed XML, wait up to 5 s for `return_code=SUCCESS`, and otherwise retry
-//! on WeChat's schedule (15 s, 15 s, 30 s, 3 min ... 24 h in all).
+//! signed message, wait up to 5 s for an acknowledgement (v2:
+//! `return_code=SUCCESS`; v3: any 2xx), and otherwise retry on WeChat's
+//! schedule (15 s, 15 s, 30 s, 3 min ... 24 h in all).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,13 +45,25 @@ pub struct Delivery {
     pub given_up: bool,
 }
 
-/// Sends `body` to `url` until acknowledged or the schedule runs out,
-/// `copies` concurrent copies on the first attempt (WeChat's several
-/// servers sometimes deliver the same notify at once).
+/// One notify as sent: v2's XML, or v3's signed JSON.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// `Wechatpay-*` headers (v3), none in v2.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// v3: any 2xx acknowledges; v2 needs `return_code=SUCCESS`.
+    pub v3: bool,
+}
+
+/// Sends what `make` builds (again for each attempt: v3 signs each one
+/// afresh) to `url` until acknowledged or the schedule runs out, `copies`
+/// concurrent copies on the first attempt (WeChat's several servers
+/// sometimes deliver the same notify at once).
 pub async fn deliver(
     http: reqwest::Client,
     url: String,
-    body: String,
+    make: impl Fn() -> Outgoing + Send,
     copies: usize,
     schedule: Vec<Duration>,
     status: Arc<Mutex<Delivery>>,
@@ -58,7 +71,8 @@ pub async fn deliver(
     let mut waits = schedule.into_iter();
     let mut copies = copies.max(1);
     loop {
-        let sends = (0..copies).map(|_| attempt(&http, &url, &body));
+        let outgoing: Vec<Outgoing> = (0..copies).map(|_| make()).collect();
+        let sends = outgoing.iter().map(|o| attempt(&http, &url, o));
         let results = futures_util::future::join_all(sends).await;
         let acknowledged = results.iter().any(|r| r.is_ok());
         {
@@ -85,20 +99,23 @@ pub async fn deliver(
     }
 }
 
-/// One POST; `Ok` with the reply text when it says SUCCESS, else `Err` with why.
-async fn attempt(http: &reqwest::Client, url: &str, body: &str) -> Result<String, String> {
-    let reply = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "text/xml")
-        .timeout(REPLY_TIMEOUT)
-        .body(body.to_owned())
-        .send()
-        .await
-        .map_err(|e| format!("no reply: {}", e.without_url()))?;
+/// One POST; `Ok` with the reply text when it acknowledges, else `Err` with why.
+async fn attempt(http: &reqwest::Client, url: &str, outgoing: &Outgoing) -> Result<String, String> {
+    let content_type = if outgoing.v3 { "application/json" } else { "text/xml" };
+    let mut request = http.post(url).header(reqwest::header::CONTENT_TYPE, content_type).timeout(REPLY_TIMEOUT);
+    for (name, value) in &outgoing.headers {
+        request = request.header(*name, value);
+    }
+    let reply =
+        request.body(outgoing.body.clone()).send().await.map_err(|e| format!("no reply: {}", e.without_url()))?;
     let status = reply.status();
     let text = reply.text().await.map_err(|e| format!("unreadable reply: {}", e.without_url()))?;
     if !status.is_success() {
         return Err(format!("HTTP {status}: {text}"));
+    }
+    if outgoing.v3 {
+        // The status decides, whatever the body says.
+        return Ok(format!("HTTP {status}"));
     }
     match xml::parse(text.as_bytes()) {
         Ok(f) if f.get("return_code").map(String::as_str) == Some("SUCCESS") => Ok(text),

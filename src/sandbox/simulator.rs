@@ -78,8 +78,28 @@ pub enum Fault {
         /// `err_code_des`
         description: String,
     },
-    /// Answer normally but with a wrong signature.
+    /// Answer normally but with a wrong signature (v3: signed with a wrong key).
     BadSign,
+    /// v3: sign under a serial the merchant has never heard of.
+    UnknownSerial,
+    /// v3: sign with a timestamp ten minutes old.
+    StaleTimestamp,
+    /// v3: WeChat's deliberate signature probe (`WECHATPAY/SIGNTEST/…`).
+    Probe,
+}
+
+impl Fault {
+    /// The v3 signing fault this stands for, if any.
+    pub fn v3_sign_fault(&self) -> Option<super::v3::SignFault> {
+        use super::v3::SignFault;
+        match self {
+            Fault::BadSign => Some(SignFault::WrongKey),
+            Fault::UnknownSerial => Some(SignFault::UnknownSerial),
+            Fault::StaleTimestamp => Some(SignFault::StaleTimestamp),
+            Fault::Probe => Some(SignFault::Probe),
+            _ => None,
+        }
+    }
 }
 
 /// The state of a simulated order.
@@ -150,6 +170,11 @@ pub struct PayRequest {
     /// Concurrent copies of the first delivery (default 1).
     #[serde(default)]
     pub copies: Option<usize>,
+    /// v3: a signing fault for the notify's first attempt (`bad_sign`,
+    /// `unknown_serial`, `stale_timestamp`, `probe`); the retries are
+    /// signed correctly, as WeChat resends after a refused probe.
+    #[serde(default)]
+    pub fault: Option<Fault>,
 }
 
 /// The simulator; clone it freely (it is a handle).
@@ -163,10 +188,15 @@ struct Inner {
     orders: Mutex<HashMap<String, SimOrder>>,
     used_codes: Mutex<HashSet<String>>,
     /// Every openid a login returned: WeChat refuses orders for any other.
-    openids: Mutex<HashSet<String>>,
+    /// Shared with the v3 side: a login serves both.
+    openids: Arc<Mutex<HashSet<String>>>,
+    /// The same merchant's API v3.
+    v3: super::v3::SimulatorV3,
     /// Every session_key handed out, so tests can prove none leaks.
     session_keys: Mutex<Vec<String>>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Notify delivery of v3 orders.
+    v3_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
     http: reqwest::Client,
 }
 
@@ -194,14 +224,18 @@ fn return_fail(message: &str) -> SimReply {
 impl Simulator {
     /// A simulator with no orders.
     pub fn new(config: SimulatorConfig) -> Simulator {
+        let openids: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let v3 = super::v3::SimulatorV3::new(&config.mch_id, &config.appid, openids.clone());
         Simulator {
             inner: Arc::new(Inner {
                 config,
                 orders: Mutex::default(),
                 used_codes: Mutex::default(),
-                openids: Mutex::default(),
+                openids,
+                v3,
                 session_keys: Mutex::default(),
                 faults: Mutex::default(),
+                v3_deliveries: Mutex::default(),
                 http: reqwest::Client::new(),
             }),
         }
@@ -253,6 +287,16 @@ impl Simulator {
     /// Queues faults for the next pay API calls, one per call.
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.inner.faults.lock().expect("faults lock").extend(faults);
+    }
+
+    /// The next queued fault, if any.
+    pub fn next_fault(&self) -> Option<Fault> {
+        self.inner.faults.lock().expect("faults lock").pop_front()
+    }
+
+    /// The API v3 side of the same merchant.
+    pub fn v3(&self) -> &super::v3::SimulatorV3 {
+        &self.inner.v3
     }
 
     /// Handles one pay API call (`unifiedorder`, `orderquery`, `closeorder`).
@@ -452,6 +496,10 @@ impl Simulator {
     /// Control API: the user pays. Marks the order SUCCESS and starts
     /// delivering the signed notify. Returns the transaction id.
     pub fn pay(&self, request: &PayRequest) -> Result<String, String> {
+        let is_v2 = self.inner.orders.lock().expect("orders lock").contains_key(&request.out_trade_no);
+        if !is_v2 && self.inner.v3.has_order(&request.out_trade_no) {
+            return self.pay_v3(request);
+        }
         let cfg = &self.inner.config;
         let (notify, url, delivery) = {
             let mut orders = self.inner.orders.lock().expect("orders lock");
@@ -498,10 +546,11 @@ impl Simulator {
             (notify, order.field("notify_url").to_owned(), order.delivery.clone())
         };
         tracing::info!(target: "sandbox", out_trade_no = %request.out_trade_no, "SANDBOX simulator: order paid, delivering notify");
+        let outgoing = notifier::Outgoing { headers: Vec::new(), body: xml::write(&notify).into_bytes(), v3: false };
         tokio::spawn(notifier::deliver(
             self.inner.http.clone(),
             url,
-            xml::write(&notify),
+            move || outgoing.clone(),
             request.copies.unwrap_or(1),
             cfg.notify_schedule.clone(),
             delivery,
@@ -509,8 +558,55 @@ impl Simulator {
         Ok(notify["transaction_id"].clone())
     }
 
+    /// [`Simulator::pay`] for an order placed through API v3.
+    fn pay_v3(&self, request: &PayRequest) -> Result<String, String> {
+        let v3 = self.inner.v3.clone();
+        let no = request.out_trade_no.clone();
+        let now = || crate::pay::now_ms() / 1000;
+        let first = v3.pay(&no, now())?;
+        let event_id = serde_json::from_slice::<serde_json::Value>(&first.body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (url, _, transaction_id) = v3.order_facts(&no).ok_or("the order vanished")?;
+        let transaction = v3.paid_transaction(&no).ok_or("the order is not paid")?;
+        if let Some(fault) = request.fault.as_ref().and_then(Fault::v3_sign_fault) {
+            v3.inject([fault]);
+        }
+        let delivery: Arc<Mutex<Delivery>> = Arc::default();
+        self.inner.v3_deliveries.lock().expect("deliveries lock").insert(no.clone(), delivery.clone());
+        tracing::info!(target: "sandbox", out_trade_no = %no, "SANDBOX simulator: order paid (API v3), delivering notify");
+        let make = move || {
+            let notify = v3.notify(&transaction, &event_id, now()).expect("a paid order's notify encrypts");
+            notifier::Outgoing { headers: notify.headers, body: notify.body, v3: true }
+        };
+        tokio::spawn(notifier::deliver(
+            self.inner.http.clone(),
+            url,
+            make,
+            request.copies.unwrap_or(1),
+            self.inner.config.notify_schedule.clone(),
+            delivery,
+        ));
+        Ok(transaction_id.unwrap_or_default())
+    }
+
     /// Control API: what the simulator knows of an order.
     pub fn report(&self, out_trade_no: &str) -> Option<OrderReport> {
+        if let Some((_, total_fee, transaction_id)) = self.inner.v3.order_facts(out_trade_no) {
+            let delivery = self.inner.v3_deliveries.lock().expect("deliveries lock").get(out_trade_no).cloned();
+            return Some(OrderReport {
+                trade_state: match self.inner.v3.state(out_trade_no) {
+                    Some("SUCCESS") => TradeState::Success,
+                    Some("CLOSED") => TradeState::Closed,
+                    _ => TradeState::NotPay,
+                },
+                total_fee,
+                prepay_id: String::new(),
+                transaction_id,
+                notify: delivery.map(|d| d.lock().expect("delivery lock").clone()).unwrap_or_default(),
+            });
+        }
         let orders = self.inner.orders.lock().expect("orders lock");
         orders.get(out_trade_no).map(|o| OrderReport {
             trade_state: o.state,

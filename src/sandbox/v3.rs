@@ -1,11 +1,17 @@
 //! The simulator's API v3 side, as WeChat behaves: every request's
 //! `Authorization` is checked (scheme, merchant, certificate serial,
 //! timestamp, RSA signature over the exact bytes), and every reply —
-//! errors included — is signed with "WeChat's" key under its
-//! `PUB_KEY_ID_…`. Orders: JSAPI, query by `out_trade_no`, close.
+//! errors included — is signed as WeChat signs: with the WeChat Pay public
+//! key's private half under its `PUB_KEY_ID_…`, or with the platform
+//! certificate's key under its serial, by the merchant's [`KeyMode`]
+//! (which a test can change mid-run: WeChat's migration). Orders: JSAPI,
+//! query by `out_trade_no` and by transaction id, close; and
+//! `/v3/certificates`.
 //!
 //! Its keys are sandbox keys in `src/sandbox/keys/`: public, like the v2
-//! sandbox merchant's API key, and useless anywhere else.
+//! sandbox merchant's API key, and useless anywhere else. (ring cannot
+//! generate RSA keys; the platform certificate itself is made at start-up
+//! with rcgen, so its validity can be chosen.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +35,56 @@ pub const WECHATPAY_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_00000000000000000000000000
 pub const APIV3_KEY: &str = "SANDBOXapiv3KEYsandboxAPIV3key00";
 /// The simulator's own private key, signing as WeChat.
 const WECHATPAY_PRIVATE_KEY: &str = include_str!("keys/wechatpay-private.pem");
+/// The private key of the simulated platform certificate.
+const PLATFORM_CERT_PRIVATE_KEY: &str = include_str!("keys/platform-cert-private.pem");
+
+/// Which of its keys WeChat signs a merchant's replies and notifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// The WeChat Pay public key (new merchants); no certificates exist.
+    PublicKey,
+    /// Platform certificates only (older merchants).
+    Certificates,
+    /// WeChat's migration week: replies signed with the public key when the
+    /// request names its id, notifies alternately with either.
+    Migrating,
+}
+
+/// A fault for the next message the v3 side signs (a reply or a notify).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignFault {
+    /// Signed with a key the merchant does not have, under the right serial.
+    WrongKey,
+    /// Signed under a serial no merchant configuration names.
+    UnknownSerial,
+    /// Stamped ten minutes ago.
+    StaleTimestamp,
+    /// WeChat's deliberate probe: `WECHATPAY/SIGNTEST/…`.
+    Probe,
+}
+
+/// The simulated platform certificate.
+#[derive(Debug, Clone)]
+struct PlatformCert {
+    serial: String,
+    pem: String,
+    not_after: time::OffsetDateTime,
+}
+
+fn make_certificate(serial: u64, valid_for: time::Duration) -> PlatformCert {
+    let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(PLATFORM_CERT_PRIVATE_KEY, &rcgen::PKCS_RSA_SHA256)
+        .expect("the sandbox key parses");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Tenpay.com Root CA (PayBridge SANDBOX)");
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial.to_be_bytes()));
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + valid_for;
+    let cert = params.self_signed(&key).expect("a certificate for a valid key");
+    PlatformCert { serial: hex::encode_upper(serial.to_be_bytes()), pem: cert.pem(), not_after: params.not_after }
+}
 
 /// The merchant the v3 simulator serves.
 #[derive(Debug, Clone)]
@@ -60,6 +116,8 @@ struct V3Order {
     request: Value,
     prepay_id: String,
     state: &'static str,
+    transaction_id: Option<String>,
+    success_time: Option<String>,
 }
 
 /// The v3 simulator; cheap to clone.
@@ -72,15 +130,27 @@ struct Inner {
     merchant: V3Merchant,
     wechat_key: MerchantKey,
     wechat_key_id: String,
+    /// The platform certificate's key, and the certificate (replaced on rotation).
+    cert_key: MerchantKey,
+    cert: Mutex<PlatformCert>,
+    key_mode: Mutex<KeyMode>,
+    /// Alternates notify keys while migrating.
+    migrating_turn: std::sync::atomic::AtomicBool,
     orders: Mutex<HashMap<String, V3Order>>,
     api_v3_key: ApiV3Key,
+    /// Every openid a login returned (shared with the v2 side): WeChat
+    /// refuses orders for any other.
+    openids: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Sign replies with a key nobody configured (a fault for tests).
     sign_with_other_key: std::sync::atomic::AtomicBool,
+    /// Faults for the next signed messages.
+    faults: Mutex<std::collections::VecDeque<SignFault>>,
 }
 
 impl SimulatorV3 {
-    /// The sandbox merchant for `mchid` and `appid`, with the sandbox keys.
-    pub fn sandbox(mchid: &str, appid: &str) -> SimulatorV3 {
+    /// The sandbox merchant for `mchid` and `appid`, with the sandbox keys,
+    /// in public-key mode, knowing only the openids in `openids`.
+    pub fn new(mchid: &str, appid: &str, openids: Arc<Mutex<std::collections::HashSet<String>>>) -> SimulatorV3 {
         let merchant = V3Merchant {
             mchid: mchid.to_owned(),
             appid: appid.to_owned(),
@@ -93,11 +163,54 @@ impl SimulatorV3 {
                 merchant,
                 wechat_key,
                 wechat_key_id: WECHATPAY_PUBLIC_KEY_ID.to_owned(),
+                cert_key: MerchantKey::from_pem(&Secret::new(PLATFORM_CERT_PRIVATE_KEY))
+                    .expect("the sandbox key parses"),
+                cert: Mutex::new(make_certificate(0x5157_4543_4841_5431, time::Duration::days(5 * 365))),
+                key_mode: Mutex::new(KeyMode::PublicKey),
+                migrating_turn: Default::default(),
                 orders: Mutex::new(HashMap::new()),
                 api_v3_key: ApiV3Key::new(&Secret::new(APIV3_KEY)).expect("32 characters"),
+                openids,
                 sign_with_other_key: Default::default(),
+                faults: Mutex::default(),
             }),
         }
+    }
+
+    /// A simulator that trusts any openid (unit tests of the protocol).
+    pub fn sandbox(mchid: &str, appid: &str) -> SimulatorV3 {
+        let sim = SimulatorV3::new(mchid, appid, Arc::default());
+        sim.inner.openids.lock().expect("openids lock").insert("*".into());
+        sim
+    }
+
+    /// Switches how WeChat signs for this merchant (WeChat's migration).
+    pub fn set_key_mode(&self, mode: KeyMode) {
+        *self.inner.key_mode.lock().expect("key mode lock") = mode;
+    }
+
+    /// The key mode in force.
+    pub fn key_mode(&self) -> KeyMode {
+        *self.inner.key_mode.lock().expect("key mode lock")
+    }
+
+    /// Issues a new platform certificate (a new serial) valid for `valid_for`,
+    /// as WeChat rotates them; returns its serial.
+    pub fn rotate_certificate(&self, valid_for: time::Duration) -> String {
+        let mut cert = self.inner.cert.lock().expect("cert lock");
+        let next = u64::from_str_radix(&cert.serial, 16).unwrap_or(1).wrapping_add(1);
+        *cert = make_certificate(next, valid_for);
+        cert.serial.clone()
+    }
+
+    /// The current platform certificate's serial.
+    pub fn certificate_serial(&self) -> String {
+        self.inner.cert.lock().expect("cert lock").serial.clone()
+    }
+
+    /// Queues faults for the next signed messages, one each.
+    pub fn inject(&self, faults: impl IntoIterator<Item = SignFault>) {
+        self.inner.faults.lock().expect("faults lock").extend(faults);
     }
 
     /// From now on, signs replies with a key the merchant does not have.
@@ -133,6 +246,20 @@ impl SimulatorV3 {
         body: &[u8],
         now_secs: i64,
     ) -> V3Reply {
+        self.handle_with_serial(method, path_and_query, authorization, None, body, now_secs)
+    }
+
+    /// [`SimulatorV3::handle`], with the request's `Wechatpay-Serial`
+    /// (which key the merchant asks replies to be signed with).
+    pub fn handle_with_serial(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        authorization: Option<&str>,
+        wants_serial: Option<&str>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> V3Reply {
         if let Err(message) = self.authenticate(method, path_and_query, authorization, body, now_secs) {
             // WeChat does not sign its answer to a request it could not authenticate.
             let body = json!({ "code": "SIGN_ERROR", "message": message }).to_string().into_bytes();
@@ -140,9 +267,22 @@ impl SimulatorV3 {
         }
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         let (status, reply) = match (method, path.strip_prefix("/v3/pay/transactions/")) {
+            ("GET", None) if path == "/v3/certificates" => self.certificates(),
             ("POST", Some("jsapi")) => self.jsapi(body),
             ("GET", Some(rest)) if rest.starts_with("out-trade-no/") => {
                 self.query(&rest["out-trade-no/".len()..], query)
+            }
+            ("GET", Some(rest)) if rest.starts_with("id/") => {
+                let orders = self.inner.orders.lock().expect("orders lock");
+                let tx = &rest["id/".len()..];
+                match orders.iter().find(|(_, o)| o.transaction_id.as_deref() == Some(tx)) {
+                    Some((no, _)) => {
+                        let no = no.clone();
+                        drop(orders);
+                        self.query(&no, query)
+                    }
+                    None => (404, Some(error("ORDER_NOT_EXIST", "订单不存在"))),
+                }
             }
             ("POST", Some(rest)) if rest.starts_with("out-trade-no/") && rest.ends_with("/close") => {
                 self.close(&rest["out-trade-no/".len()..rest.len() - "/close".len()], body)
@@ -150,7 +290,40 @@ impl SimulatorV3 {
             _ => (404, Some(error("RESOURCE_NOT_EXISTS", "无可用的接口"))),
         };
         let body = reply.map_or_else(Vec::new, |v| v.to_string().into_bytes());
-        self.signed(status, body, now_secs)
+        let use_public_key = match self.key_mode() {
+            KeyMode::PublicKey => true,
+            KeyMode::Certificates => false,
+            KeyMode::Migrating => wants_serial == Some(self.inner.wechat_key_id.as_str()),
+        };
+        self.signed(status, body, now_secs, use_public_key)
+    }
+
+    fn certificates(&self) -> (u16, Option<Value>) {
+        if self.key_mode() == KeyMode::PublicKey {
+            let message = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。";
+            return (404, Some(error("RESOURCE_NOT_EXISTS", message)));
+        }
+        let cert = self.inner.cert.lock().expect("cert lock").clone();
+        let nonce = &crate::wechat::nonce_str()[..12];
+        let Ok(ciphertext) = self.inner.api_v3_key.encrypt(nonce, "certificate", cert.pem.as_bytes()) else {
+            return (500, Some(error("SYSTEM_ERROR", "系统错误")));
+        };
+        let rfc3339 = |t: time::OffsetDateTime| {
+            t.to_offset(time::macros::offset!(+8))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let effective = cert.not_after - time::Duration::days(5 * 365);
+        (
+            200,
+            Some(json!({ "data": [{
+                "serial_no": cert.serial, "effective_time": rfc3339(effective), "expire_time": rfc3339(cert.not_after),
+                "encrypt_certificate": {
+                    "algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
+                    "ciphertext": ciphertext,
+                },
+            }] })),
+        )
     }
 
     fn authenticate(
@@ -192,23 +365,40 @@ impl SimulatorV3 {
         }
     }
 
-    fn signed(&self, status: u16, body: Vec<u8>, now_secs: i64) -> V3Reply {
+    /// Signs a reply or notify as WeChat: with the public key's private
+    /// half under its id, or the certificate's key under its serial.
+    fn signed(&self, status: u16, body: Vec<u8>, now_secs: i64, use_public_key: bool) -> V3Reply {
+        let fault = self.inner.faults.lock().expect("faults lock").pop_front();
         let nonce = crate::wechat::nonce_str();
-        let timestamp = now_secs.to_string();
+        let stamped = if fault == Some(SignFault::StaleTimestamp) { now_secs - 600 } else { now_secs };
+        let timestamp = stamped.to_string();
         let message = response_message(&timestamp, &nonce, &body);
+        let cert_serial = self.inner.cert.lock().expect("cert lock").serial.clone();
+        let (key, mut serial) = match use_public_key {
+            true => (&self.inner.wechat_key, self.inner.wechat_key_id.clone()),
+            false => (&self.inner.cert_key, cert_serial),
+        };
         let other;
-        let key = match self.inner.sign_with_other_key.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = match fault == Some(SignFault::WrongKey)
+            || self.inner.sign_with_other_key.load(std::sync::atomic::Ordering::Relaxed)
+        {
             true => {
                 other = MerchantKey::from_pem(&Secret::new(MERCHANT_PRIVATE_KEY)).expect("the sandbox key parses");
                 &other
             }
-            false => &self.inner.wechat_key,
+            false => key,
         };
+        let mut signature = key.sign(&message);
+        match fault {
+            Some(SignFault::UnknownSerial) => serial = "7E57000000000000000000000000000000000000".to_owned(),
+            Some(SignFault::Probe) => signature = format!("WECHATPAY/SIGNTEST/{}", &signature[..40]),
+            _ => {}
+        }
         let headers = vec![
             ("wechatpay-timestamp", timestamp),
             ("wechatpay-nonce", nonce),
-            ("wechatpay-signature", key.sign(&message)),
-            ("wechatpay-serial", self.inner.wechat_key_id.clone()),
+            ("wechatpay-signature", signature),
+            ("wechatpay-serial", serial),
             ("wechatpay-signature-type", SCHEME.to_owned()),
             ("content-type", "application/json".to_owned()),
         ];
@@ -230,6 +420,11 @@ impl SimulatorV3 {
         if text("/payer/openid").is_empty() {
             return (400, Some(error("PARAM_ERROR", "JSAPI支付必须传openid")));
         }
+        let openids = self.inner.openids.lock().expect("openids lock");
+        if !openids.contains("*") && !openids.contains(text("/payer/openid")) {
+            return (400, Some(error("PARAM_ERROR", "appid和openid不匹配")));
+        }
+        drop(openids);
         if request.pointer("/amount/total").and_then(Value::as_u64).unwrap_or(0) == 0 {
             return (400, Some(error("PARAM_ERROR", "参数超出取值范围")));
         }
@@ -250,7 +445,16 @@ impl SimulatorV3 {
         }
         let stamp = crate::wechat::beijing_compact(time::OffsetDateTime::now_utc());
         let prepay_id = format!("wx{stamp}{}", &hex::encode(crate::wechat::nonce_str())[..20]);
-        orders.insert(no, V3Order { request, prepay_id: prepay_id.clone(), state: "NOTPAY" });
+        orders.insert(
+            no,
+            V3Order {
+                request,
+                prepay_id: prepay_id.clone(),
+                state: "NOTPAY",
+                transaction_id: None,
+                success_time: None,
+            },
+        );
         (200, Some(json!({ "prepay_id": prepay_id })))
     }
 
@@ -261,15 +465,18 @@ impl SimulatorV3 {
         let orders = self.inner.orders.lock().expect("orders lock");
         let Some(order) = orders.get(no) else { return (404, Some(error("ORDER_NOT_EXIST", "订单不存在"))) };
         let r = &order.request;
-        (
-            200,
-            Some(json!({
-                "appid": r["appid"], "mchid": r["mchid"], "out_trade_no": no, "trade_state": order.state,
-                "trade_state_desc": match order.state { "SUCCESS" => "支付成功", "CLOSED" => "已关闭", _ => "订单未支付" },
-                "amount": { "total": r["amount"]["total"], "currency": "CNY" },
-                "payer": { "openid": r["payer"]["openid"] },
-            })),
-        )
+        let mut reply = json!({
+            "appid": r["appid"], "mchid": r["mchid"], "out_trade_no": no, "trade_state": order.state,
+            "trade_state_desc": match order.state { "SUCCESS" => "支付成功", "CLOSED" => "已关闭", _ => "订单未支付" },
+            "amount": { "total": r["amount"]["total"], "currency": "CNY" },
+            "payer": { "openid": r["payer"]["openid"] },
+        });
+        if let (Some(tx), Some(at)) = (&order.transaction_id, &order.success_time) {
+            reply["transaction_id"] = json!(tx);
+            reply["success_time"] = json!(at);
+            reply["trade_type"] = json!("JSAPI");
+        }
+        (200, Some(reply))
     }
 
     fn close(&self, no: &str, body: &[u8]) -> (u16, Option<Value>) {
@@ -304,30 +511,69 @@ pub struct V3Notify {
 }
 
 impl SimulatorV3 {
+    /// Whether this side holds the order.
+    pub fn has_order(&self, out_trade_no: &str) -> bool {
+        self.inner.orders.lock().expect("orders lock").contains_key(out_trade_no)
+    }
+
+    /// The order's `notify_url`, amount and transaction id.
+    pub fn order_facts(&self, out_trade_no: &str) -> Option<(String, u64, Option<String>)> {
+        let orders = self.inner.orders.lock().expect("orders lock");
+        orders.get(out_trade_no).map(|o| {
+            let url = o.request["notify_url"].as_str().unwrap_or("").to_owned();
+            (url, o.request["amount"]["total"].as_u64().unwrap_or(0), o.transaction_id.clone())
+        })
+    }
+
     /// The user pays an order at `now_secs`: it becomes `SUCCESS` and this
     /// is the notify WeChat sends (`TRANSACTION.SUCCESS`, resource encrypted
     /// with the APIv3 key, the whole body signed as WeChat).
     pub fn pay(&self, out_trade_no: &str, now_secs: i64) -> Result<V3Notify, String> {
-        let mut orders = self.inner.orders.lock().expect("orders lock");
-        let order = orders.get_mut(out_trade_no).ok_or_else(|| format!("no v3 order {out_trade_no:?}"))?;
-        if order.state != "NOTPAY" {
-            return Err(format!("the order is {}, it cannot be paid", order.state));
-        }
-        order.state = "SUCCESS";
+        let transaction = {
+            let mut orders = self.inner.orders.lock().expect("orders lock");
+            let order = orders.get_mut(out_trade_no).ok_or_else(|| format!("no v3 order {out_trade_no:?}"))?;
+            if order.state != "NOTPAY" {
+                return Err(format!("the order is {}, it cannot be paid", order.state));
+            }
+            order.state = "SUCCESS";
+            let at = time::OffsetDateTime::from_unix_timestamp(now_secs).map_err(|e| e.to_string())?;
+            let success_time = at
+                .to_offset(time::macros::offset!(+8))
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| e.to_string())?;
+            let transaction_id = format!("4200000{:021}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(21)));
+            order.transaction_id = Some(transaction_id);
+            order.success_time = Some(success_time);
+            self.transaction(order, out_trade_no)
+        };
+        self.notify(&transaction, &format!("EV-{}", &crate::wechat::nonce_str()[..20]), now_secs)
+    }
+
+    /// The transaction resource of a paid order (what its notify carries).
+    pub fn paid_transaction(&self, out_trade_no: &str) -> Option<Value> {
+        let orders = self.inner.orders.lock().expect("orders lock");
+        orders.get(out_trade_no).filter(|o| o.state == "SUCCESS").map(|o| self.transaction(o, out_trade_no))
+    }
+
+    /// The `transaction` resource of a paid order.
+    fn transaction(&self, order: &V3Order, out_trade_no: &str) -> Value {
         let r = &order.request;
-        let at = time::OffsetDateTime::from_unix_timestamp(now_secs).map_err(|e| e.to_string())?;
-        let success_time = at
-            .to_offset(time::macros::offset!(+8))
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| e.to_string())?;
-        let transaction_id = format!("4200000{:021}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(21)));
-        let transaction = json!({
+        let success_time = order.success_time.clone().unwrap_or_default();
+        let transaction_id = order.transaction_id.clone().unwrap_or_default();
+        json!({
             "mchid": r["mchid"], "appid": r["appid"], "out_trade_no": out_trade_no,
             "transaction_id": transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
             "trade_state_desc": "支付成功", "bank_type": "OTHERS", "attach": r.get("attach").cloned().unwrap_or(json!("")),
             "success_time": success_time, "payer": { "openid": r["payer"]["openid"] },
             "amount": { "total": r["amount"]["total"], "payer_total": r["amount"]["total"], "currency": "CNY", "payer_currency": "CNY" },
-        });
+        })
+    }
+
+    /// The notify for `transaction`, encrypted and signed at `now_secs`
+    /// with the key the merchant's mode calls for (again for each attempt,
+    /// as WeChat re-signs its retries).
+    pub fn notify(&self, transaction: &Value, event_id: &str, now_secs: i64) -> Result<V3Notify, String> {
+        let success_time = transaction["success_time"].as_str().unwrap_or("").to_owned();
         let nonce = &crate::wechat::nonce_str()[..12];
         let ciphertext = self
             .inner
@@ -335,7 +581,7 @@ impl SimulatorV3 {
             .encrypt(nonce, "transaction", transaction.to_string().as_bytes())
             .map_err(|e| e.to_string())?;
         let body = json!({
-            "id": format!("EV-{}", &crate::wechat::nonce_str()[..20]),
+            "id": event_id,
             "create_time": success_time, "resource_type": "encrypt-resource",
             "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
             "resource": {
@@ -345,37 +591,63 @@ impl SimulatorV3 {
         })
         .to_string()
         .into_bytes();
-        let signed = self.signed(200, body, now_secs);
+        let use_public_key = match self.key_mode() {
+            KeyMode::PublicKey => true,
+            KeyMode::Certificates => false,
+            KeyMode::Migrating => !self.inner.migrating_turn.fetch_xor(true, std::sync::atomic::Ordering::Relaxed),
+        };
+        let signed = self.signed(200, body, now_secs, use_public_key);
         let headers = signed.headers.into_iter().filter(|(name, _)| name.starts_with("wechatpay-")).collect();
         Ok(V3Notify { headers, body: signed.body })
     }
 }
 
-/// The v3 API's routes (`/v3/...`), as the simulator serves them.
+/// The v3 API's routes (`/v3/...`) of a simulator with only a v3 side.
 pub fn routes(sim: SimulatorV3) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     use warp::Filter;
     warp::path("v3")
         .and(warp::method())
         .and(crate::http::path_and_query())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("wechatpay-serial"))
         .and(crate::http::body::limited(64 * 1024))
         .map(
             move |method: warp::http::Method,
                   path_and_query: String,
                   authorization: Option<String>,
+                  wants_serial: Option<String>,
                   body: bytes::Bytes| {
                 let now = crate::pay::now_ms() / 1000;
-                let reply = sim.handle(method.as_str(), &path_and_query, authorization.as_deref(), &body, now);
-                let mut response = warp::http::Response::new(reply.body.into());
-                *response.status_mut() = warp::http::StatusCode::from_u16(reply.status)
-                    .unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
-                for (name, value) in reply.headers {
-                    if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
-                        response.headers_mut().insert(name, value);
-                    }
-                }
-                response
+                into_response(sim.handle_with_serial(
+                    method.as_str(),
+                    &path_and_query,
+                    authorization.as_deref(),
+                    wants_serial.as_deref(),
+                    &body,
+                    now,
+                ))
             },
         )
         .boxed()
+}
+
+/// A reply as an HTTP response.
+pub fn into_response(reply: V3Reply) -> warp::reply::Response {
+    let mut response = warp::http::Response::new(reply.body.into());
+    *response.status_mut() =
+        warp::http::StatusCode::from_u16(reply.status).unwrap_or(warp::http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in reply.headers {
+        if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+impl SimulatorV3 {
+    /// A signed error reply (an injected business error).
+    pub fn error_reply(&self, status: u16, code: &str, message: &str, now_secs: i64) -> V3Reply {
+        let body = error(code, message).to_string().into_bytes();
+        self.signed(status, body, now_secs, self.key_mode() != KeyMode::Certificates)
+    }
 }

@@ -12,6 +12,7 @@
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
+//! | `wechat_certificates` | serial | [`StoredCertificate`] (API v3 platform certificates) |
 //!
 //! and the platform API's trees, listed in [`platform`].
 //!
@@ -23,6 +24,7 @@
 //! batch it was part of is `fdatasync`ed, so callers can acknowledge at once.
 
 pub mod backup;
+pub mod certificates;
 pub mod codec;
 pub mod notify;
 pub mod order;
@@ -38,6 +40,7 @@ use arc_swap::ArcSwapOption;
 use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
+pub use certificates::StoredCertificate;
 pub use notify::{NotifyRecord, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};
 pub use platform::{Created, Delivery, DeliveryState, EventKind};
@@ -118,6 +121,7 @@ pub(crate) struct Trees {
     outbox: Tree,
     outbox_pending: Tree,
     outbox_by_order: Tree,
+    wechat_certificates: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     data_file: std::fs::File,
 }
@@ -533,6 +537,7 @@ impl Trees {
             outbox: db.open_tree("outbox")?,
             outbox_pending: db.open_tree("outbox_pending")?,
             outbox_by_order: db.open_tree("outbox_by_order")?,
+            wechat_certificates: db.open_tree("wechat_certificates")?,
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
@@ -602,7 +607,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 14] = [
+        let trees: [&Tree; 15] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -617,6 +622,7 @@ impl Trees {
             &self.outbox,
             &self.outbox_pending,
             &self.outbox_by_order,
+            &self.wechat_certificates,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -634,6 +640,7 @@ impl Trees {
                 outbox: &t[11],
                 outbox_pending: &t[12],
                 outbox_by_order: &t[13],
+                wechat_certificates: &t[14],
             })
         })?;
         Ok(result)

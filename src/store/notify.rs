@@ -15,7 +15,11 @@ use sha2::{Digest, Sha256};
 use super::codec::{self, CodecError};
 
 /// The format version written by this release.
-pub const NOTIFY_VERSION: u8 = 2;
+pub const NOTIFY_VERSION: u8 = 3;
+
+/// Version 2 lacks the two fields added at the end: `event_id` and
+/// `resource` (both `None`, encoded as 0).
+const MISSING_SINCE_V2: &[u8] = &[0, 0];
 
 /// How much of a refused notify's body is kept.
 pub const REFUSED_KEPT_BYTES: usize = 1024;
@@ -78,6 +82,11 @@ pub struct NotifyRecord {
     pub reason: String,
     /// Received in sandbox mode.
     pub sandbox: bool,
+    /// API v3: the notify's event id (`id` of the envelope), if it could be read.
+    pub event_id: Option<String>,
+    /// API v3: the decrypted resource (JSON), kept only once the notify
+    /// verified; `raw` holds the envelope as received.
+    pub resource: Option<Vec<u8>>,
 }
 
 /// Version 1: every body kept whole, no size, hash or verified flag.
@@ -110,6 +119,8 @@ impl From<NotifyRecordV1> for NotifyRecord {
             verdict: v1.verdict,
             reason: v1.reason,
             sandbox: v1.sandbox,
+            event_id: None,
+            resource: None,
         }
     }
 }
@@ -130,6 +141,8 @@ impl NotifyRecord {
             verdict: Verdict::Rejected,
             reason: String::new(),
             sandbox,
+            event_id: None,
+            resource: None,
         }
     }
 
@@ -138,6 +151,7 @@ impl NotifyRecord {
     pub fn trim_unverified(&mut self) {
         if !self.verified {
             self.raw.truncate(REFUSED_KEPT_BYTES);
+            self.resource = None;
         }
         if self.reason.len() > MAX_REASON_BYTES {
             let mut end = MAX_REASON_BYTES;
@@ -158,6 +172,7 @@ impl NotifyRecord {
     pub fn decode(bytes: &[u8]) -> Result<NotifyRecord, CodecError> {
         match codec::split(bytes)? {
             (NOTIFY_VERSION, payload) => codec::decode(payload),
+            (2, payload) => codec::decode([payload, MISSING_SINCE_V2].concat().as_slice()),
             (1, payload) => Ok(codec::decode::<NotifyRecordV1>(payload)?.into()),
             (other, _) => Err(CodecError::UnknownVersion(other)),
         }
@@ -197,6 +212,18 @@ mod tests {
         let record = NotifyRecord::decode(&codec::encode(1, &v1)).unwrap();
         assert_eq!((record.id, record.size, record.verified), (7, 6, true));
         assert_eq!(record.sha256, hex::encode(Sha256::digest(b"<xml/>")));
+        assert_eq!(NotifyRecord::decode(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn version_2_records_still_read() {
+        let mut record = NotifyRecord::received(b"<xml/>", 1, Some("1.2.3.4:5".into()), true);
+        record.reason = "ok".into();
+        // Version 2 is the current struct without its last two fields.
+        let mut v2 = codec::encode(2, &record);
+        v2.truncate(v2.len() - MISSING_SINCE_V2.len());
+        assert_eq!(NotifyRecord::decode(&v2).unwrap(), record);
+        record.event_id = Some("EV-1".into());
         assert_eq!(NotifyRecord::decode(&record.encode()).unwrap(), record);
     }
 

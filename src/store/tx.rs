@@ -96,6 +96,7 @@ pub(super) struct Tx<'a> {
     pub outbox: &'a TransactionalTree,
     pub outbox_pending: &'a TransactionalTree,
     pub outbox_by_order: &'a TransactionalTree,
+    pub wechat_certificates: &'a TransactionalTree,
 }
 
 fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {

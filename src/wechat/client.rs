@@ -13,7 +13,7 @@ use url::Url;
 
 use super::sign::{self, Fields, SignType};
 use super::xml::{self, MAX_XML_BYTES};
-use crate::config::WechatConfig;
+use crate::config::{PayApi, WechatConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
@@ -153,8 +153,13 @@ fn join(base: &Url, path: &str) -> Url {
 }
 
 impl WechatClient {
-    /// A client for the merchant in `config`.
+    /// A client for the merchant in `config`. For a v3 merchant it only
+    /// logs users in (its v2 pay calls refuse to run without the v2 key).
     pub fn new(config: &WechatConfig) -> Result<WechatClient, reqwest::Error> {
+        let (mch_key, sign_type) = match &config.api {
+            PayApi::V2 { mch_key, sign_type } => (mch_key.clone(), *sign_type),
+            PayApi::V3(_) => (Secret::default(), SignType::Md5),
+        };
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -165,8 +170,8 @@ impl WechatClient {
             appid: config.appid.clone(),
             app_secret: config.app_secret.clone(),
             mch_id: config.mch_id.clone(),
-            mch_key: config.mch_key.clone(),
-            sign_type: config.sign_type,
+            mch_key,
+            sign_type,
             pay_base_url: config.pay_base_url.clone(),
             sns_base_url: config.sns_base_url.clone(),
             notify_url: config.notify_url.to_string(),
@@ -257,6 +262,9 @@ impl WechatClient {
 
     /// Signs and sends one pay API request; returns the verified reply.
     async fn call(&self, api: &'static str, mut fields: Fields) -> Result<Fields, WechatError> {
+        if self.mch_key.is_empty() {
+            return Err(WechatError::ReturnFail("no API v2 key is configured (api_version = \"v3\")".into()));
+        }
         fields.insert("appid".into(), self.appid.clone());
         fields.insert("mch_id".into(), self.mch_id.clone());
         fields.insert("nonce_str".into(), super::nonce_str());

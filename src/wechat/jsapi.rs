@@ -1,14 +1,52 @@
-//! The "second signature": the parameters `wx.requestPayment` takes.
+//! The "second signature": the parameters `wx.requestPayment` takes, the
+//! same five for both API versions.
 //!
-//! `paySign` is the v2 signature over exactly `appId`, `nonceStr`, `package`,
-//! `signType` and `timeStamp` (note the camel case, and that `appId` is signed
-//! but not passed to `wx.requestPayment`). `signType` must equal the
-//! `sign_type` of the unified order.
+//! In v2, `paySign` is the v2 signature over exactly `appId`, `nonceStr`,
+//! `package`, `signType` and `timeStamp` (note the camel case, and that
+//! `appId` is signed but not passed to `wx.requestPayment`); `signType` must
+//! equal the `sign_type` of the unified order. In v3 it is the merchant's
+//! RSA signature over four lines, and `signType` is `RSA`.
 
 use serde::{Deserialize, Serialize};
 
 use super::sign::{fields, sign, SignType};
+use super::v3::crypto::{pay_sign_message, MerchantKey};
 use crate::secret::Secret;
+
+/// `signType` of `wx.requestPayment`. (Stored with every prepay: the
+/// variants keep their order, new ones go at the end.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaySignType {
+    /// v2, `MD5`.
+    #[serde(rename = "MD5")]
+    Md5,
+    /// v2, `HMAC-SHA256`.
+    #[serde(rename = "HMAC-SHA256")]
+    HmacSha256,
+    /// v3, `RSA`.
+    #[serde(rename = "RSA")]
+    Rsa,
+}
+
+impl From<SignType> for PaySignType {
+    fn from(t: SignType) -> PaySignType {
+        match t {
+            SignType::Md5 => PaySignType::Md5,
+            SignType::HmacSha256 => PaySignType::HmacSha256,
+        }
+    }
+}
+
+impl PaySignType {
+    /// WeChat's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaySignType::Md5 => "MD5",
+            PaySignType::HmacSha256 => "HMAC-SHA256",
+            PaySignType::Rsa => "RSA",
+        }
+    }
+}
 
 /// What the mini-program passes to `wx.requestPayment`, plus `appId`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +60,8 @@ pub struct PayParams {
     pub nonce_str: String,
     /// `prepay_id=<prepay_id>`.
     pub package: String,
-    /// `MD5` or `HMAC-SHA256`, as used for the unified order.
-    pub sign_type: SignType,
+    /// `MD5` or `HMAC-SHA256` as used for the unified order (v2), or `RSA` (v3).
+    pub sign_type: PaySignType,
     /// The signature over the five fields above.
     pub pay_sign: String,
 }
@@ -51,16 +89,24 @@ impl PayParams {
             key,
             sign_type,
         );
-        PayParams { app_id: appid.to_owned(), time_stamp, nonce_str, package, sign_type, pay_sign }
+        PayParams { app_id: appid.to_owned(), time_stamp, nonce_str, package, sign_type: sign_type.into(), pay_sign }
     }
 
-    /// Checks `pay_sign` against the other fields, as WeChat's client does.
+    /// v3: signs the parameters for `prepay_id` with the merchant's RSA key.
+    pub fn rsa(appid: &str, prepay_id: &str, key: &MerchantKey, time_stamp: i64, nonce_str: String) -> PayParams {
+        let package = format!("prepay_id={prepay_id}");
+        let time_stamp = time_stamp.to_string();
+        let pay_sign = key.sign(pay_sign_message(appid, &time_stamp, &nonce_str, &package).as_bytes());
+        PayParams { app_id: appid.to_owned(), time_stamp, nonce_str, package, sign_type: PaySignType::Rsa, pay_sign }
+    }
+
+    /// v2: checks `pay_sign` against the other fields, as WeChat's client does.
     pub fn verify(&self, key: &Secret) -> bool {
         let prepay_id = self.package.strip_prefix("prepay_id=").unwrap_or("");
-        let Ok(ts) = self.time_stamp.parse() else {
+        let (Ok(ts), Some(sign_type)) = (self.time_stamp.parse(), SignType::parse(self.sign_type.as_str())) else {
             return false;
         };
-        let again = PayParams::new(&self.app_id, prepay_id, key, self.sign_type, ts, self.nonce_str.clone());
+        let again = PayParams::new(&self.app_id, prepay_id, key, sign_type, ts, self.nonce_str.clone());
         again.package == self.package && again.pay_sign == self.pay_sign
     }
 }
@@ -82,14 +128,13 @@ mod tests {
         );
         assert_eq!(p.pay_sign, "22D9B4E54AB1950F51E0649E8810ACD6");
         assert!(p.verify(&key));
-        let h = PayParams { sign_type: SignType::HmacSha256, ..p.clone() };
         let h = PayParams::new(
-            &h.app_id,
+            &p.app_id,
             "wx2017033010242291fcfe0db70013231072",
             &key,
-            h.sign_type,
+            SignType::HmacSha256,
             1490840662,
-            h.nonce_str,
+            p.nonce_str.clone(),
         );
         // Checked with Python's hmac module. (WECHATPAY-V2.md §8.2 prints
         // 15FC5558…5A06 for these inputs, which neither signType reproduces.)

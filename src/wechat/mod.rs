@@ -1,10 +1,13 @@
-//! WeChat Pay API v2 and the mini-program login API, as WeChat defines them.
+//! WeChat Pay API v2 and v3 and the mini-program login API, as WeChat defines them.
 //!
-//! Pure protocol code ([`sign`], [`xml`], [`jsapi`]) is separate from the
-//! HTTP client ([`client`]) so that the simulator in [`crate::sandbox`] signs
-//! and verifies with exactly the same functions as the client.
+//! Pure protocol code ([`sign`], [`xml`], [`jsapi`], and v3's in [`v3`]) is
+//! separate from the HTTP clients ([`client`], [`v3::client`]) so that the
+//! simulator in [`crate::sandbox`] signs and verifies with exactly the same
+//! functions as the clients. [`gateway`] is the one interface the payment
+//! flow uses, whichever version the merchant runs.
 
 pub mod client;
+pub mod gateway;
 pub mod jsapi;
 pub mod sign;
 pub mod v3;

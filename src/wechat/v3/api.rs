@@ -1,12 +1,12 @@
 //! The v3 calls PayBridge makes, as pure functions: the JSAPI order body,
 //! signing a request, reading WeChat's reply (verified before anything in
-//! it is used, errors mapped from WeChat's `{"code","message"}`), and the
-//! mini-program's `wx.requestPayment` parameters. The HTTP client sends
-//! what these build.
+//! it is used, errors mapped from WeChat's `{"code","message"}`). The HTTP
+//! client sends what these build; `wx.requestPayment`'s RSA parameters are
+//! [`crate::wechat::jsapi::PayParams::rsa`].
 
 use serde::Serialize;
 
-use super::crypto::{authorization, pay_sign_message, request_message, MerchantKey};
+use super::crypto::{authorization, request_message, MerchantKey};
 use super::verify::{SignedHeaders, Verifier, VerifyError};
 
 /// Who signs requests: the merchant, its API certificate's serial, and the
@@ -19,7 +19,7 @@ pub struct Signer {
     /// The merchant API certificate's serial (40 hex digits).
     pub serial_no: String,
     /// The merchant API private key.
-    pub key: MerchantKey,
+    pub key: std::sync::Arc<MerchantKey>,
     /// `PUB_KEY_ID_…`, in public-key mode.
     pub public_key_id: Option<String>,
 }
@@ -157,30 +157,4 @@ pub fn read_reply(
         Err(_) => ("HTTP_ERROR".to_owned(), format!("HTTP {status} without WeChat's error body")),
     };
     Err(ReplyError::Api { status, code, message: message.chars().take(256).collect() })
-}
-
-/// The parameters of `wx.requestPayment` in v3 (`signType: "RSA"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PayParams {
-    /// Not passed to `wx.requestPayment`, but signed.
-    pub app_id: String,
-    /// Unix seconds, as a string.
-    pub time_stamp: String,
-    /// The nonce.
-    pub nonce_str: String,
-    /// `prepay_id=…`.
-    pub package: String,
-    /// `RSA`.
-    pub sign_type: &'static str,
-    /// Base64 RSA-SHA256 with the merchant key.
-    pub pay_sign: String,
-}
-
-/// Signs the mini-program's payment parameters for a prepay id.
-pub fn pay_params(key: &MerchantKey, appid: &str, prepay_id: &str, timestamp: i64, nonce: &str) -> PayParams {
-    let package = format!("prepay_id={prepay_id}");
-    let time_stamp = timestamp.to_string();
-    let pay_sign = key.sign(pay_sign_message(appid, &time_stamp, nonce, &package).as_bytes());
-    PayParams { app_id: appid.to_owned(), time_stamp, nonce_str: nonce.to_owned(), package, sign_type: "RSA", pay_sign }
 }

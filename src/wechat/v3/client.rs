@@ -2,11 +2,14 @@
 //! that verify, and reports failures as the same [`WechatError`] v2 uses,
 //! so the payment flow above does not care which version runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
 use super::api::{self, JsapiAmount, JsapiOrder, JsapiPayer, ReplyError, Signer};
+use super::crypto::{ApiV3Key, PublicKey};
+use super::trust::{PlatformCertificate, Trust};
 use super::verify::{SignedHeaders, Verifier};
 use crate::wechat::client::{read_limited, transport, WechatError};
 
@@ -17,7 +20,35 @@ pub struct V3Client {
     appid: String,
     notify_url: String,
     signer: Signer,
-    verifier: Verifier,
+    /// Whose signatures replies must carry; shared with the notify handler.
+    trust: Arc<Trust>,
+}
+
+/// A reply as received, before verification.
+struct RawReply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl RawReply {
+    fn signed_headers(&self) -> SignedHeaders<'_> {
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        SignedHeaders {
+            timestamp: header("wechatpay-timestamp"),
+            nonce: header("wechatpay-nonce"),
+            signature: header("wechatpay-signature"),
+            serial: header("wechatpay-serial"),
+        }
+    }
+
+    fn read(&self, verifier: &Verifier) -> Result<Vec<u8>, WechatError> {
+        let now = crate::pay::now_ms() / 1000;
+        api::read_reply(self.status, &self.signed_headers(), &self.body, verifier, now).map_err(|e| match e {
+            ReplyError::Unverified(e) => WechatError::BadReply(format!("its signature did not verify: {e}")),
+            ReplyError::Api { code, message, .. } => WechatError::Business { code, description: message },
+        })
+    }
 }
 
 /// An order as PayBridge places it.
@@ -33,6 +64,16 @@ pub struct Order<'a> {
     pub attach: &'a str,
     /// The payer.
     pub openid: &'a str,
+    /// The last moment the user can pay (unix seconds), if the order expires.
+    pub time_expire: Option<i64>,
+}
+
+/// `yyyy-MM-DDTHH:mm:ss+08:00`, the form WeChat's examples use.
+fn rfc3339_beijing(unix_secs: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.to_offset(time::macros::offset!(+8))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a valid date formats")
 }
 
 impl V3Client {
@@ -42,7 +83,7 @@ impl V3Client {
         appid: &str,
         notify_url: &str,
         signer: Signer,
-        verifier: Verifier,
+        trust: Arc<Trust>,
         timeout: Duration,
     ) -> Result<V3Client, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -50,11 +91,16 @@ impl V3Client {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("PayBridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(V3Client { http, base, appid: appid.to_owned(), notify_url: notify_url.to_owned(), signer, verifier })
+        Ok(V3Client { http, base, appid: appid.to_owned(), notify_url: notify_url.to_owned(), signer, trust })
     }
 
-    /// Signs and sends one request; returns the verified 2xx body.
-    async fn call(&self, method: &'static str, path_and_query: &str, body: Vec<u8>) -> Result<Vec<u8>, WechatError> {
+    /// The keys replies are verified with.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// Signs and sends one request; returns the reply unverified.
+    async fn send(&self, method: &'static str, path_and_query: &str, body: Vec<u8>) -> Result<RawReply, WechatError> {
         let now = crate::pay::now_ms() / 1000;
         let request = self.signer.sign(method, path_and_query, body, now, &crate::wechat::nonce_str());
         let url = self.base.join(path_and_query).map_err(|e| WechatError::Transport(e.to_string()))?;
@@ -66,27 +112,23 @@ impl V3Client {
         let status = reply.status().as_u16();
         let headers = reply.headers().clone();
         let body = read_limited(reply).await?;
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let signed = SignedHeaders {
-            timestamp: header("wechatpay-timestamp"),
-            nonce: header("wechatpay-nonce"),
-            signature: header("wechatpay-signature"),
-            serial: header("wechatpay-serial"),
-        };
-        api::read_reply(status, &signed, &body, &self.verifier, crate::pay::now_ms() / 1000).map_err(|e| match e {
-            ReplyError::Unverified(e) => WechatError::BadReply(format!("its signature did not verify: {e}")),
-            ReplyError::Api { code, message, .. } => WechatError::Business { code, description: message },
-        })
+        Ok(RawReply { status, headers, body })
+    }
+
+    /// Signs and sends one request; returns the verified 2xx body.
+    async fn call(&self, method: &'static str, path_and_query: &str, body: Vec<u8>) -> Result<Vec<u8>, WechatError> {
+        self.send(method, path_and_query, body).await?.read(&self.trust.verifier())
     }
 
     /// Places a JSAPI order; returns the prepay id.
     pub async fn jsapi(&self, order: &Order<'_>) -> Result<String, WechatError> {
+        let time_expire = order.time_expire.map(rfc3339_beijing);
         let body = JsapiOrder {
             appid: &self.appid,
             mchid: &self.signer.mchid,
             description: order.description,
             out_trade_no: order.out_trade_no,
-            time_expire: None,
+            time_expire: time_expire.as_deref(),
             attach: order.attach,
             notify_url: &self.notify_url,
             amount: JsapiAmount { total: order.total, currency: "CNY" },
@@ -108,6 +150,60 @@ impl V3Client {
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.signer.mchid);
         let reply = self.call("GET", &path, Vec::new()).await?;
         serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
+    }
+
+    /// Queries an order by WeChat's transaction id; returns WeChat's verified JSON.
+    pub async fn query_transaction(&self, transaction_id: &str) -> Result<serde_json::Value, WechatError> {
+        if !transaction_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(WechatError::BadReply("a transaction id is letters and digits".into()));
+        }
+        let path = format!("/v3/pay/transactions/id/{transaction_id}?mchid={}", self.signer.mchid);
+        let reply = self.call("GET", &path, Vec::new()).await?;
+        serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
+    }
+
+    /// Downloads the platform certificates (`GET /v3/certificates`),
+    /// decrypts each with the APIv3 key and checks it, then verifies the
+    /// reply itself with the keys already trusted plus the ones it brings
+    /// (the first download has nothing else to verify with: it rests on the
+    /// APIv3 key's authenticated encryption, as WeChat's SDKs do).
+    pub async fn certificates(&self, apiv3_key: &ApiV3Key) -> Result<Vec<PlatformCertificate>, WechatError> {
+        let reply = self.send("GET", "/v3/certificates?algorithm_type=RSA", Vec::new()).await?;
+        if !(200..300).contains(&reply.status) {
+            return reply.read(&self.trust.verifier()).map(|_| Vec::new());
+        }
+        #[derive(serde::Deserialize)]
+        struct List {
+            data: Vec<Entry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            serial_no: String,
+            encrypt_certificate: super::notify::Resource,
+        }
+        let list: List = serde_json::from_slice(&reply.body)
+            .map_err(|e| WechatError::BadReply(format!("not the certificate list: {e}")))?;
+        let mut downloaded = Vec::new();
+        let mut verifier = (*self.trust.verifier()).clone();
+        for entry in list.data {
+            let r = &entry.encrypt_certificate;
+            let pem = apiv3_key
+                .decrypt(&r.nonce, &r.associated_data, &r.ciphertext)
+                .map_err(|e| WechatError::BadReply(format!("certificate {}: {e}", entry.serial_no)))?;
+            let pem = String::from_utf8(pem).map_err(|_| WechatError::BadReply("a certificate is not text".into()))?;
+            let (serial, key, not_after) = PublicKey::certificate(&pem)
+                .map_err(|e| WechatError::BadReply(format!("certificate {}: {e}", entry.serial_no)))?;
+            if serial != entry.serial_no.to_ascii_uppercase() {
+                return Err(WechatError::BadReply(format!(
+                    "certificate listed as {} has serial {serial}",
+                    entry.serial_no
+                )));
+            }
+            verifier.add(&serial, key.clone());
+            downloaded.push(PlatformCertificate { serial, key, not_after, pem });
+        }
+        reply.read(&verifier)?;
+        Ok(downloaded)
     }
 
     /// Closes an unpaid order.

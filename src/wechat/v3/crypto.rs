@@ -104,12 +104,18 @@ impl PublicKey {
     /// The key of a certificate (`-----BEGIN CERTIFICATE-----`, a platform
     /// certificate) and its serial as WeChat writes it: upper-case hex.
     pub fn from_certificate_pem(pem_text: &str) -> Result<(String, PublicKey), KeyError> {
+        PublicKey::certificate(pem_text).map(|(serial, key, _)| (serial, key))
+    }
+
+    /// A certificate's serial (upper-case hex), key, and end of validity (unix seconds).
+    pub fn certificate(pem_text: &str) -> Result<(String, PublicKey, i64), KeyError> {
         use x509_parser::prelude::FromDer;
         let der = pem(pem_text, "CERTIFICATE")?;
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
             .map_err(|_| KeyError::Unusable("not an X.509 certificate"))?;
         let serial = cert.tbs_certificate.raw_serial_as_string().replace(':', "").to_ascii_uppercase();
-        Ok((serial, PublicKey::from_spki(cert.public_key())?))
+        let not_after = cert.validity().not_after.timestamp();
+        Ok((serial, PublicKey::from_spki(cert.public_key())?, not_after))
     }
 
     fn from_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Result<PublicKey, KeyError> {

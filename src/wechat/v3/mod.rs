@@ -11,6 +11,7 @@ pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod notify;
+pub mod trust;
 pub mod verify;
 
 #[cfg(test)]

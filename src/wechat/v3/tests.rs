@@ -325,7 +325,7 @@ fn requests_and_replies_of_the_api() {
     let signer = Signer {
         mchid: "1900007291".into(),
         serial_no: "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB".into(),
-        key: k1(),
+        key: k1().into(),
         public_key_id: Some("PUB_KEY_ID_0000000000000024101100397200000006".into()),
     };
     let request = signer.sign("POST", "/v3/pay/transactions/jsapi", order.body(), 1_554_208_460, NONCE);
@@ -383,10 +383,19 @@ fn requests_and_replies_of_the_api() {
     assert!(matches!(proxy, Err(ReplyError::Api { status: 502, ref code, .. }) if code == "HTTP_ERROR"));
 
     // wx.requestPayment: V1's paySign.
-    let params =
-        api::pay_params(&k1(), "wx2421b1c4370ec43b", "wx201410272009395522657a690389285100", 1_554_208_460, NONCE);
-    assert_eq!((params.package.as_str(), params.sign_type), ("prepay_id=wx201410272009395522657a690389285100", "RSA"));
+    let params = crate::wechat::jsapi::PayParams::rsa(
+        "wx2421b1c4370ec43b",
+        "wx201410272009395522657a690389285100",
+        &k1(),
+        1_554_208_460,
+        NONCE.into(),
+    );
+    assert_eq!(
+        (params.package.as_str(), params.sign_type.as_str()),
+        ("prepay_id=wx201410272009395522657a690389285100", "RSA")
+    );
     assert_eq!(params.pay_sign, V1_SIGNATURE);
     let json = serde_json::to_value(&params).unwrap();
     assert_eq!(json["timeStamp"], "1554208460", "a string, as wx.requestPayment wants");
+    assert_eq!(json["signType"], "RSA");
 }

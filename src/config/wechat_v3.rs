@@ -1,0 +1,228 @@
+//! `[wechat] api_version`: which WeChat Pay API the merchant uses, and the
+//! keys each needs. v2 signs with one 32-character API key; v3 signs with
+//! the merchant's RSA key and verifies WeChat with its public key (the
+//! default for merchants since late 2024), with platform certificates
+//! downloaded from WeChat, or with both during WeChat's migration.
+//!
+//! Every key is read and parsed here, at start-up, so a wrong file is an
+//! error naming the setting rather than a failed payment later.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{invalid, ConfigError};
+use crate::secret::Secret;
+use crate::wechat::sign::SignType;
+use crate::wechat::v3::crypto::{ApiV3Key, MerchantKey, PublicKey};
+
+/// The API the merchant uses, with its keys.
+#[derive(Debug, Clone)]
+pub enum PayApi {
+    /// API v2: XML, MD5 or HMAC-SHA256 with the API key.
+    V2 {
+        /// The 32-character merchant API key (APIv2 key) that signs every message.
+        mch_key: Secret,
+        /// Algorithm for unified orders, `paySign` and expected notifies.
+        sign_type: SignType,
+    },
+    /// API v3: JSON, RSA signatures, AES-GCM notifies.
+    V3(Arc<V3Keys>),
+}
+
+impl PayApi {
+    /// `"v2"` or `"v3"`.
+    pub fn version(&self) -> &'static str {
+        match self {
+            PayApi::V2 { .. } => "v2",
+            PayApi::V3(_) => "v3",
+        }
+    }
+
+    /// The merchant secret PayBridge derives its own tokens from (the
+    /// payer's order-status token): the v2 API key, or the APIv3 key.
+    pub fn token_secret(&self) -> &Secret {
+        match self {
+            PayApi::V2 { mch_key, .. } => mch_key,
+            PayApi::V3(keys) => &keys.apiv3_key_text,
+        }
+    }
+}
+
+/// The keys of a v3 merchant, parsed.
+#[derive(Debug)]
+pub struct V3Keys {
+    /// The APIv3 key, for AES-GCM (notifies, certificates).
+    pub apiv3_key: ApiV3Key,
+    /// The same key as text (32 characters), for [`PayApi::token_secret`].
+    pub apiv3_key_text: Secret,
+    /// The merchant API private key (`apiclient_key.pem`): signs every request and `paySign`.
+    pub merchant_key: Arc<MerchantKey>,
+    /// Where it was read from, for `check-config` and the admin page.
+    pub merchant_key_file: Option<PathBuf>,
+    /// The merchant API certificate's serial, upper-case hex.
+    pub merchant_serial: String,
+    /// The WeChat Pay public key and its id (`PUB_KEY_ID_…`), if configured.
+    pub public_key: Option<WechatPayPublicKey>,
+    /// Whether to download platform certificates (`/v3/certificates`).
+    pub platform_certificates: bool,
+}
+
+/// The WeChat Pay public key.
+#[derive(Debug, Clone)]
+pub struct WechatPayPublicKey {
+    /// `PUB_KEY_ID_…`, what WeChat puts in `Wechatpay-Serial`.
+    pub id: String,
+    /// The key.
+    pub key: PublicKey,
+    /// Where it was read from.
+    pub file: Option<PathBuf>,
+}
+
+/// The v3 keys as written in the file (or the environment).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct RawV3 {
+    pub apiv3_key: Option<Secret>,
+    pub merchant_key_file: Option<PathBuf>,
+    pub merchant_serial: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub public_key_id: Option<String>,
+    pub platform_certificates: Option<bool>,
+}
+
+impl RawV3 {
+    /// Whether any v3 key is set (an error under `api_version = "v2"`).
+    pub(super) fn first_set(&self) -> Option<&'static str> {
+        [
+            ("apiv3_key", self.apiv3_key.is_some()),
+            ("merchant_key_file", self.merchant_key_file.is_some()),
+            ("merchant_serial", self.merchant_serial.is_some()),
+            ("public_key_file", self.public_key_file.is_some()),
+            ("public_key_id", self.public_key_id.is_some()),
+            ("platform_certificates", self.platform_certificates.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
+    /// Reads and checks every v3 key.
+    pub(super) fn validate(self) -> Result<V3Keys, ConfigError> {
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+        };
+        let apiv3_key_text = self
+            .apiv3_key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("wechat.apiv3_key", "is required with api_version = \"v3\" (APIv3密钥)"))?;
+        let apiv3_key = ApiV3Key::new(&apiv3_key_text).map_err(|_| {
+            invalid(
+                "wechat.apiv3_key",
+                "must be exactly 32 characters: the APIv3 key set in the merchant platform (not the APIv2 key, \
+                 not a file name)",
+            )
+        })?;
+        let key_path = self.merchant_key_file.ok_or_else(|| {
+            invalid("wechat.merchant_key_file", "is required with api_version = \"v3\": the path of apiclient_key.pem")
+        })?;
+        let merchant_key = MerchantKey::from_pem(&Secret::new(read("wechat.merchant_key_file", &key_path)?))
+            .map(Arc::new)
+            .map_err(|e| {
+                invalid(
+                    "wechat.merchant_key_file",
+                    format!(
+                        "{} is not the merchant API private key: {e} (apiclient_key.pem, \"-----BEGIN PRIVATE KEY-----\")",
+                        key_path.display()
+                    ),
+                )
+            })?;
+        let merchant_serial =
+            self.merchant_serial.map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).ok_or_else(|| {
+                invalid("wechat.merchant_serial", "is required with api_version = \"v3\": the API certificate's serial")
+            })?;
+        if merchant_serial.len() > 64 || !merchant_serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                "wechat.merchant_serial",
+                "is the merchant API certificate's serial number: hex digits (40 of them, as shown in the merchant \
+                 platform or by `openssl x509 -noout -serial -in apiclient_cert.pem`)",
+            ));
+        }
+        let public_key = match (self.public_key_file, self.public_key_id) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid("wechat.public_key_id", "is required with public_key_file: the PUB_KEY_ID_… id"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "wechat.public_key_file",
+                    "is required with public_key_id: the path of pub_key.pem",
+                ))
+            }
+            (Some(path), Some(id)) => {
+                let id = id.trim().to_owned();
+                if !id.starts_with("PUB_KEY_ID_") || id.len() > 64 {
+                    return Err(invalid(
+                        "wechat.public_key_id",
+                        format!("{id:?} is not a WeChat Pay public key id (\"PUB_KEY_ID_\" and digits)"),
+                    ));
+                }
+                let key = PublicKey::from_pem(&read("wechat.public_key_file", &path)?).map_err(|e| {
+                    invalid(
+                        "wechat.public_key_file",
+                        format!(
+                            "{} is not the WeChat Pay public key: {e} (pub_key.pem, \"-----BEGIN PUBLIC KEY-----\")",
+                            path.display()
+                        ),
+                    )
+                })?;
+                Some(WechatPayPublicKey { id, key, file: Some(path) })
+            }
+        };
+        let platform_certificates = self.platform_certificates.unwrap_or(false);
+        if public_key.is_none() && !platform_certificates {
+            return Err(invalid(
+                "wechat.public_key_file",
+                "v3 needs a way to verify WeChat: set public_key_file and public_key_id (the WeChat Pay public key), \
+                 or platform_certificates = true (older merchants), or both while WeChat migrates you",
+            ));
+        }
+        Ok(V3Keys {
+            apiv3_key,
+            apiv3_key_text,
+            merchant_key,
+            merchant_key_file: Some(key_path),
+            merchant_serial,
+            public_key,
+            platform_certificates,
+        })
+    }
+}
+
+/// The sandbox merchant's v3 keys: public, built in, sandbox only.
+pub fn sandbox_v3_keys() -> V3Keys {
+    use crate::sandbox::v3 as sim;
+    V3Keys {
+        apiv3_key: ApiV3Key::new(&Secret::new(sim::APIV3_KEY)).expect("32 characters"),
+        apiv3_key_text: Secret::new(sim::APIV3_KEY),
+        merchant_key: Arc::new(
+            MerchantKey::from_pem(&Secret::new(sim::MERCHANT_PRIVATE_KEY)).expect("the sandbox key parses"),
+        ),
+        merchant_key_file: None,
+        merchant_serial: sim::MERCHANT_SERIAL.to_owned(),
+        public_key: Some(WechatPayPublicKey {
+            id: sim::WECHATPAY_PUBLIC_KEY_ID.to_owned(),
+            key: PublicKey::from_pem(sim::WECHATPAY_PUBLIC_KEY).expect("the sandbox key parses"),
+            file: None,
+        }),
+        platform_certificates: false,
+    }
+}
+
+impl V3Keys {
+    /// How WeChat is verified, for people: `public key`, `platform certificates`, or both.
+    pub fn key_mode(&self) -> &'static str {
+        match (&self.public_key, self.platform_certificates) {
+            (Some(_), true) => "public key + platform certificates (migration)",
+            (Some(_), false) => "WeChat Pay public key",
+            (None, _) => "platform certificates",
+        }
+    }
+}

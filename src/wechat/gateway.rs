@@ -1,0 +1,165 @@
+//! What the payment flow calls: one interface over WeChat Pay API v2 and
+//! v3. [`crate::pay`] places, signs for and closes orders through it and
+//! never sees XML, JSON field names or signatures; the version is chosen
+//! once, from `[wechat] api_version`.
+//!
+//! Errors are v2's [`WechatError`] in both versions, and v3's error codes
+//! for the two cases the flow acts on are given v2's names (`ORDER_PAID` →
+//! `ORDERPAID`, `ORDER_CLOSED` → `ORDERCLOSED`), so the flow has one rule.
+
+use std::sync::Arc;
+
+use super::client::{UnifiedOrder, WechatClient, WechatError};
+use super::jsapi::PayParams;
+use super::sign::SignType;
+use super::v3::api::Signer;
+use super::v3::client::{self as v3client, V3Client};
+use super::v3::trust::Trust;
+use crate::config::{PayApi, V3Keys, WechatConfig};
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+
+/// An order as the flow places it, whatever the version.
+#[derive(Debug, Clone)]
+pub struct PrepayOrder<'a> {
+    /// Our order number.
+    pub out_trade_no: &'a str,
+    /// Fen.
+    pub total_fee: u64,
+    /// Goods description.
+    pub body: &'a str,
+    /// Merchant data (may be empty).
+    pub attach: &'a str,
+    /// The payer.
+    pub openid: &'a str,
+    /// The payer's IP address (v2's `spbill_create_ip`).
+    pub payer_ip: &'a str,
+}
+
+/// The merchant's WeChat Pay, in the version configured.
+pub struct Gateway {
+    /// Logs users in (`jscode2session`), in both versions; in v2 it also pays.
+    login: WechatClient,
+    appid: String,
+    pay: Pay,
+}
+
+enum Pay {
+    V2 { mch_key: Secret, sign_type: SignType },
+    V3 { client: Box<V3Client>, keys: Arc<V3Keys> },
+}
+
+impl Gateway {
+    /// The gateway for the merchant in `config`.
+    pub fn new(config: &WechatConfig, metrics: Arc<Metrics>) -> Result<Gateway, reqwest::Error> {
+        let login = WechatClient::new(config)?.with_metrics(metrics);
+        let pay = match &config.api {
+            PayApi::V2 { mch_key, sign_type } => Pay::V2 { mch_key: mch_key.clone(), sign_type: *sign_type },
+            PayApi::V3(keys) => {
+                let public_key = keys.public_key.as_ref().map(|p| (p.id.clone(), p.key.clone()));
+                let signer = Signer {
+                    mchid: config.mch_id.clone(),
+                    serial_no: keys.merchant_serial.clone(),
+                    key: keys.merchant_key.clone(),
+                    // Sending the id asks WeChat to sign replies with the public key.
+                    public_key_id: public_key.as_ref().map(|(id, _)| id.clone()),
+                };
+                let client = V3Client::new(
+                    config.pay_base_url.clone(),
+                    &config.appid,
+                    config.notify_url.as_str(),
+                    signer,
+                    Arc::new(Trust::new(public_key)),
+                    config.timeout,
+                )?;
+                Pay::V3 { client: Box::new(client), keys: keys.clone() }
+            }
+        };
+        Ok(Gateway { login, appid: config.appid.clone(), pay })
+    }
+
+    /// `"v2"` or `"v3"`.
+    pub fn version(&self) -> &'static str {
+        match self.pay {
+            Pay::V2 { .. } => "v2",
+            Pay::V3 { .. } => "v3",
+        }
+    }
+
+    /// The v3 side (client and keys), for notifies and certificates.
+    pub fn v3(&self) -> Option<(&V3Client, &Arc<V3Keys>)> {
+        match &self.pay {
+            Pay::V3 { client, keys } => Some((client, keys)),
+            Pay::V2 { .. } => None,
+        }
+    }
+
+    /// Exchanges a `wx.login` code for the user's openid. `session_key`
+    /// never leaves [`WechatClient::jscode2session`].
+    pub async fn openid(&self, code: &str) -> Result<String, WechatError> {
+        self.login.jscode2session(code).await.map(|session| session.openid)
+    }
+
+    /// Places the order at WeChat; returns the prepay id.
+    pub async fn prepay(&self, order: &PrepayOrder<'_>) -> Result<String, WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => {
+                self.login
+                    .unified_order(&UnifiedOrder {
+                        out_trade_no: order.out_trade_no,
+                        total_fee: order.total_fee,
+                        body: order.body,
+                        attach: order.attach,
+                        openid: order.openid,
+                        spbill_create_ip: order.payer_ip,
+                    })
+                    .await
+            }
+            Pay::V3 { client, .. } => client
+                .jsapi(&v3client::Order {
+                    out_trade_no: order.out_trade_no,
+                    total: order.total_fee,
+                    description: order.body,
+                    attach: order.attach,
+                    openid: order.openid,
+                    time_expire: None,
+                })
+                .await
+                .map_err(v2_names),
+        }
+    }
+
+    /// Signs `wx.requestPayment`'s parameters for a prepay id.
+    pub fn pay_params(&self, prepay_id: &str, now_secs: i64) -> PayParams {
+        let nonce = super::nonce_str();
+        match &self.pay {
+            Pay::V2 { mch_key, sign_type } => {
+                PayParams::new(&self.appid, prepay_id, mch_key, *sign_type, now_secs, nonce)
+            }
+            Pay::V3 { keys, .. } => PayParams::rsa(&self.appid, prepay_id, &keys.merchant_key, now_secs, nonce),
+        }
+    }
+
+    /// Closes an unpaid order at WeChat.
+    pub async fn close(&self, out_trade_no: &str) -> Result<(), WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => self.login.close_order(out_trade_no).await,
+            Pay::V3 { client, .. } => client.close(out_trade_no).await.map_err(v2_names),
+        }
+    }
+}
+
+/// v3's codes for the cases the flow acts on, under v2's names.
+fn v2_names(e: WechatError) -> WechatError {
+    match e {
+        WechatError::Business { code, description } => {
+            let code = match code.as_str() {
+                "ORDER_PAID" => "ORDERPAID".to_owned(),
+                "ORDER_CLOSED" => "ORDERCLOSED".to_owned(),
+                _ => code,
+            };
+            WechatError::Business { code, description }
+        }
+        e => e,
+    }
+}
