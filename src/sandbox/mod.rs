@@ -266,7 +266,11 @@ impl SimulatorHandle {
 pub fn serve_simulator(simulator: Simulator, listener: tokio::net::TcpListener) -> std::io::Result<SimulatorHandle> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), Default::default(), async {
+    // WeChat does not cap a merchant at a few hundred connections; the
+    // simulator must not either, or load tests measure the simulator.
+    let limits = crate::server::ConnectionLimits { total: 16_384, per_ip: 16_384, ..Default::default() };
+    let serving = crate::server::Serving { metrics: None, limits };
+    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), serving, async {
         let _ = stopped.await;
     }));
     Ok(SimulatorHandle { addr, simulator, stop, task })

@@ -645,6 +645,14 @@ pub fn into_response(reply: V3Reply) -> warp::reply::Response {
 }
 
 impl SimulatorV3 {
+    /// Signs any notify body as WeChat would sign it now (tests build
+    /// tampered notifies that still carry a valid signature with this).
+    pub fn sign_notify(&self, body: Vec<u8>, now_secs: i64) -> V3Notify {
+        let signed = self.signed(200, body, now_secs, self.key_mode() != KeyMode::Certificates);
+        let headers = signed.headers.into_iter().filter(|(name, _)| name.starts_with("wechatpay-")).collect();
+        V3Notify { headers, body: signed.body }
+    }
+
     /// A signed error reply (an injected business error).
     pub fn error_reply(&self, status: u16, code: &str, message: &str, now_secs: i64) -> V3Reply {
         let body = error(code, message).to_string().into_bytes();

@@ -30,9 +30,19 @@ pub fn admin_hash() -> &'static str {
     HASH.get_or_init(|| paybridge::admin::auth::hash_password(ADMIN_PASSWORD))
 }
 
+/// Which WeChat Pay API the test merchant uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    V2,
+    /// v3 with the sandbox keys: the WeChat Pay public key, platform
+    /// certificates, or both (the migration).
+    V3 { public_key: bool, certificates: bool },
+}
+
 /// How a test environment is set up.
 #[derive(Clone)]
 pub struct Opts {
+    pub api: Api,
     pub sign_type: SignType,
     pub accept_client_amount: bool,
     pub timeout_ms: u64,
@@ -47,6 +57,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            api: Api::V2,
             sign_type: SignType::Md5,
             accept_client_amount: true,
             timeout_ms: 2000,
@@ -73,6 +84,38 @@ pub fn wechat_toml(sim_url: &str) -> String {
     )
 }
 
+/// The `[wechat]` keys of the API in `opts`; v3's key files are written
+/// next to `data_dir`.
+fn api_keys(data_dir: &Path, opts: &Opts) -> String {
+    use paybridge::sandbox::v3 as sim;
+    match opts.api {
+        Api::V2 => format!("mch_key = \"{MCH_KEY}\"\nsign_type = \"{}\"\n", opts.sign_type.as_str()),
+        Api::V3 { public_key, certificates } => {
+            let dir = data_dir.parent().unwrap();
+            std::fs::create_dir_all(dir).unwrap();
+            let key_file = dir.join("apiclient_key.pem");
+            std::fs::write(&key_file, sim::MERCHANT_PRIVATE_KEY).unwrap();
+            let mut keys = format!(
+                "api_version = \"v3\"\napiv3_key = \"{}\"\nmerchant_key_file = \"{}\"\nmerchant_serial = \"{}\"\n\
+                 platform_certificates = {certificates}\n",
+                sim::APIV3_KEY,
+                key_file.display(),
+                sim::MERCHANT_SERIAL
+            );
+            if public_key {
+                let pub_file = dir.join("pub_key.pem");
+                std::fs::write(&pub_file, sim::WECHATPAY_PUBLIC_KEY).unwrap();
+                keys += &format!(
+                    "public_key_file = \"{}\"\npublic_key_id = \"{}\"\n",
+                    pub_file.display(),
+                    sim::WECHATPAY_PUBLIC_KEY_ID
+                );
+            }
+            keys
+        }
+    }
+}
+
 /// The live-mode config text for a PayBridge at `addr` talking to `sim_url`.
 pub fn config_text(data_dir: &Path, addr: &str, sim_url: &str, opts: &Opts) -> String {
     format!(
@@ -85,9 +128,7 @@ listen = "{addr}"
 appid = "{APPID}"
 app_secret = "{APP_SECRET}"
 mch_id = "{MCH_ID}"
-mch_key = "{MCH_KEY}"
-sign_type = "{sign_type}"
-pay_base_url = "{sim_url}"
+{api_keys}pay_base_url = "{sim_url}"
 sns_base_url = "{sim_url}"
 notify_url = "http://{addr}/pay/notify"
 timeout_ms = {timeout_ms}
@@ -105,7 +146,7 @@ listen = "127.0.0.1:0"
         extra = opts.extra,
         hash = admin_hash(),
         data_dir = data_dir.display(),
-        sign_type = opts.sign_type.as_str(),
+        api_keys = api_keys(data_dir, opts),
         timeout_ms = opts.timeout_ms,
         accept = opts.accept_client_amount,
     )
