@@ -17,11 +17,23 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn sandbox_walkthrough_works_as_printed() {
+    walkthrough("v2").await;
+}
+
+/// `paybridge sandbox --api v3`: the same walkthrough, WeChat Pay API v3.
+#[tokio::test]
+async fn sandbox_walkthrough_works_as_printed_on_api_v3() {
+    walkthrough("v3").await;
+}
+
+async fn walkthrough(api: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("sandbox-data");
     let mut proc = Proc::spawn(
         &[
             "sandbox",
+            "--api",
+            api,
             "--listen",
             "127.0.0.1:0",
             "--simulator-listen",
@@ -34,6 +46,7 @@ async fn sandbox_walkthrough_works_as_printed() {
     let base = after(&proc.line("PayBridge SANDBOX listening on").await, "listening on ");
     let banner = proc.stdout.lock().unwrap().clone();
     assert!(banner.contains("SANDBOX") && banner.contains("no real money"), "{banner}");
+    assert!(banner.contains(&format!("WeChat Pay API:       API {api}")), "{banner}");
     assert!(proc.stderr.lock().unwrap().contains("SANDBOX"), "the log says SANDBOX too");
 
     // Paste the printed commands into one shell, in order, as a merchant would.
@@ -66,6 +79,8 @@ async fn sandbox_walkthrough_works_as_printed() {
     let order: Value = serde_json::Deserializer::from_str(replies).into_iter().next().unwrap().unwrap();
     assert_eq!(order["sandbox"], true, "{pasted}");
     assert!(order["paySign"].is_string());
+    let sign_type = if api == "v3" { "RSA" } else { "MD5" };
+    assert_eq!(order["signType"], sign_type, "{order}");
     // The payment's notify is on its way: step 4 again until it shows.
     let mut view = Value::Null;
     for _ in 0..200 {

@@ -226,3 +226,127 @@ impl V3Keys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, PayApi};
+    use crate::sandbox::v3 as sim;
+
+    /// A live v3 config with its key files in `dir`; `wechat` is appended to `[wechat]`.
+    fn config(dir: &Path, wechat: &str) -> String {
+        let key = dir.join("apiclient_key.pem");
+        let public = dir.join("pub_key.pem");
+        std::fs::write(&key, sim::MERCHANT_PRIVATE_KEY).unwrap();
+        std::fs::write(&public, sim::WECHATPAY_PUBLIC_KEY).unwrap();
+        format!(
+            r#"
+            data_dir = "/tmp/pb"
+            [http]
+            listen = "127.0.0.1:9000"
+            [wechat]
+            api_version = "v3"
+            appid = "wxd930ea5d5a258f4f"
+            app_secret = "s3cr3t"
+            mch_id = "1900009191"
+            notify_url = "https://pay.example.com/pay/notify"
+            apiv3_key = "{}"
+            merchant_key_file = "{}"
+            merchant_serial = "{}"
+            public_key_file = "{}"
+            public_key_id = "{}"
+            {wechat}
+            "#,
+            sim::APIV3_KEY,
+            key.display(),
+            sim::MERCHANT_SERIAL,
+            public.display(),
+            sim::WECHATPAY_PUBLIC_KEY_ID,
+        )
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, Path::new("test.toml"), env.collect::<Vec<_>>().into_iter())
+    }
+
+    #[test]
+    fn a_v3_merchant_with_the_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(&config(dir.path(), ""), &[]).unwrap();
+        let PayApi::V3(keys) = &c.wechat.api else { panic!("v3") };
+        assert_eq!(keys.key_mode(), "WeChat Pay public key");
+        assert_eq!(keys.public_key.as_ref().unwrap().id, sim::WECHATPAY_PUBLIC_KEY_ID);
+        let described = c.describe();
+        assert!(described.contains("api_version = \"v3\"") && described.contains("apiv3_key = \"***\" (set)"));
+        assert!(!described.contains(sim::APIV3_KEY) && !described.contains("PRIVATE KEY"), "{described}");
+        assert!(!format!("{c:?}").contains(sim::APIV3_KEY), "Debug masks the key too");
+
+        // Both at once during WeChat's migration; certificates alone for older merchants.
+        let both = load(&config(dir.path(), "platform_certificates = true"), &[]).unwrap();
+        let PayApi::V3(keys) = &both.wechat.api else { panic!("v3") };
+        assert!(keys.key_mode().contains("migration"));
+        let text = config(dir.path(), "platform_certificates = true")
+            .replace("public_key_file", "# public_key_file")
+            .replace("public_key_id", "# public_key_id");
+        let PayApi::V3(keys) = &load(&text, &[]).unwrap().wechat.api else { panic!("v3") };
+        assert_eq!(keys.key_mode(), "platform certificates");
+    }
+
+    #[test]
+    fn the_apiv3_key_may_come_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(dir.path(), "").replace(&format!("apiv3_key = \"{}\"", sim::APIV3_KEY), "");
+        let key_file = dir.path().join("apiv3");
+        std::fs::write(&key_file, format!("{}\n", sim::APIV3_KEY)).unwrap();
+        for env in [
+            vec![("PAYBRIDGE_WECHAT_APIV3_KEY", sim::APIV3_KEY)],
+            vec![("PAYBRIDGE_WECHAT_APIV3_KEY_FILE", key_file.to_str().unwrap())],
+        ] {
+            let c = load(&text, &env).unwrap();
+            assert_eq!(c.wechat.api.token_secret().expose(), sim::APIV3_KEY, "{env:?}");
+        }
+        let missing = load(&text, &[]).unwrap_err().to_string();
+        assert!(missing.contains("wechat.apiv3_key"), "{missing}");
+    }
+
+    #[test]
+    fn each_wrong_v3_setting_is_named_and_no_key_is_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = config(dir.path(), "");
+        let key = dir.path().join("apiclient_key.pem").display().to_string();
+        let public = dir.path().join("pub_key.pem").display().to_string();
+        let cases = [
+            // The public key where the private key belongs, and the other way round.
+            (good.replace(&format!("merchant_key_file = \"{key}\""), &format!("merchant_key_file = \"{public}\"")), "wechat.merchant_key_file"),
+            (good.replace(&format!("public_key_file = \"{public}\""), &format!("public_key_file = \"{key}\"")), "wechat.public_key_file"),
+            (good.replace(&key, "/nonexistent/apiclient_key.pem"), "wechat.merchant_key_file"),
+            (good.replace(sim::APIV3_KEY, "SANDBOXapiv3KEYsandboxAPIV3key0"), "wechat.apiv3_key"),
+            (good.replace(sim::MERCHANT_SERIAL, "not-a-serial"), "wechat.merchant_serial"),
+            (good.replace(sim::WECHATPAY_PUBLIC_KEY_ID, "1234"), "wechat.public_key_id"),
+            (good.replace("public_key_id", "# public_key_id"), "wechat.public_key_id"),
+            (good.replace("public_key_file", "# public_key_file").replace("public_key_id", "# public_key_id"), "wechat.public_key_file"),
+            (good.replace("api_version = \"v3\"", "api_version = \"v4\""), "wechat.api_version"),
+            (format!("{good}\nmch_key = \"192006250b4c09247ec02edce69f6a2d\""), "wechat.mch_key"),
+            (format!("{good}\nsign_type = \"MD5\""), "wechat.sign_type"),
+            // A v3 setting while the merchant is on v2.
+            (good.replace("api_version = \"v3\"", "api_version = \"v2\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\""), "wechat.apiv3_key"),
+        ];
+        for (text, key_name) in cases {
+            let e = load(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key_name}`")), "{key_name}: {e}");
+            // PEM bodies start "MII": no key material, only the hint of what belongs there.
+            assert!(!e.contains("MII") && !e.contains(sim::APIV3_KEY), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_sandbox_runs_either_version_without_real_keys() {
+        assert_eq!(Config::sandbox_with_api("v3").wechat.api.version(), "v3");
+        assert_eq!(Config::sandbox_default().wechat.api.version(), "v2");
+        let text = "mode = \"sandbox\"\n[wechat]\napi_version = \"v3\"\napiv3_key = \"x\"";
+        let e = load(text, &[]).unwrap_err().to_string();
+        assert!(e.contains("`wechat.apiv3_key`") && e.contains("sandbox"), "{e}");
+    }
+}
