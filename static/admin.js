@@ -39,6 +39,12 @@ const I18N = {
     'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
     'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
     'system.signType': 'Signature', 'system.notifyUrl': 'Notify URL', 'system.payBase': 'Pay API',
+    'system.apiVersion': 'API version', 'system.keyMode': 'Verifies WeChat with',
+    'system.merchantSerial': 'Merchant certificate serial', 'system.publicKeyId': 'WeChat Pay public key',
+    'system.platformCerts': 'WeChat Pay platform certificates',
+    'keyMode.public_key': 'WeChat Pay public key', 'keyMode.certificates': 'Platform certificates',
+    'keyMode.both': 'Public key + platform certificates (migration)', 'system.certExpires': 'expires {date}',
+    'system.certSoon': 'expires {date}: within 30 days, check that PayBridge can reach WeChat',
     'system.clientAmount': 'Client may choose amount', 'system.dataDir': 'Data directory',
     'system.tls': 'HTTPS certificate', 'system.tlsOff': 'TLS is off: plain HTTP only.',
     'system.domains': 'Domains', 'system.issuer': 'Issuer', 'system.notAfter': 'Expires',
@@ -77,6 +83,12 @@ const I18N = {
     'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
     'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
     'system.signType': '签名方式', 'system.notifyUrl': '通知地址', 'system.payBase': '支付接口',
+    'system.apiVersion': 'API 版本', 'system.keyMode': '验签方式',
+    'system.merchantSerial': '商户证书序列号', 'system.publicKeyId': '微信支付公钥 ID',
+    'system.platformCerts': '微信支付平台证书',
+    'keyMode.public_key': '微信支付公钥', 'keyMode.certificates': '平台证书',
+    'keyMode.both': '微信支付公钥 + 平台证书（迁移中）', 'system.certExpires': '{date} 到期',
+    'system.certSoon': '{date} 到期：不足 30 天，请检查 PayBridge 能否访问微信支付',
     'system.clientAmount': '允许小程序指定金额', 'system.dataDir': '数据目录',
     'system.tls': 'HTTPS 证书', 'system.tlsOff': '未启用 TLS：仅提供 HTTP。',
     'system.domains': '域名', 'system.issuer': '签发者', 'system.notAfter': '到期时间',
@@ -517,11 +529,22 @@ async function system() {
     h('div', { class: 'card', id: 'system-wechat' }, fields([
       ['system.appid', s.appid],
       ['system.mchId', s.mchId],
-      ['system.signType', s.signType],
+      ['system.apiVersion', s.apiVersion],
+      ...(s.signType ? [['system.signType', s.signType]] : []),
+      ...(s.keyMode ? [['system.keyMode', t('keyMode.' + s.keyMode)], ['system.merchantSerial', s.merchantSerial]] : []),
+      ...(s.publicKeyId ? [['system.publicKeyId', s.publicKeyId]] : []),
       ['system.notifyUrl', s.notifyUrl],
       ['system.payBase', s.payBaseUrl],
       ['system.clientAmount', s.acceptClientAmount ? t('yes') : t('no')],
     ])),
+    ...(s.platformCertificates.length ? [
+      h('h2', {}, t('system.platformCerts')),
+      h('div', { class: 'card', id: 'system-wechat-certificates' }, fields(s.platformCertificates.map(c => {
+        const date = new Date(c.notAfter * 1000).toISOString().slice(0, 10);
+        const text = t(c.expiresSoon ? 'system.certSoon' : 'system.certExpires', { date });
+        return [c.serial, c.expiresSoon ? h('span', { class: 'error cert-expiring' }, text) : text];
+      }))),
+    ] : []),
     h('h2', {}, t('system.tls')),
     h('div', { class: 'card', id: 'system-tls' }, tls ? fields([
       ['system.domains', tls.domains.join(', ')],

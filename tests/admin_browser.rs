@@ -404,3 +404,37 @@ async fn webhooks_and_the_integration_kit_in_chromium() {
     b.client.close().await.unwrap();
     env.stop().await;
 }
+
+/// A v3 merchant during WeChat's migration: the System view shows the API
+/// version, both keys, and a platform certificate that expires within 30
+/// days, flagged, in English and in Chinese, on a phone.
+#[tokio::test]
+async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
+    use paybridge::sandbox::v3 as sim;
+    let simulator = common::start_simulator().await;
+    simulator.simulator.v3().set_key_mode(sim::KeyMode::Migrating);
+    let serial = simulator.simulator.v3().rotate_certificate(time::Duration::days(20));
+    let opts = Opts { api: common::Api::V3 { public_key: true, certificates: true }, ..Opts::default() };
+    let env = Env::start_in(tempfile::tempdir().unwrap(), simulator, opts).await;
+    for (lang, mode, warning) in [
+        ("en-US", "Public key + platform certificates (migration)", "within 30 days"),
+        ("zh-CN", "微信支付公钥 + 平台证书（迁移中）", "不足 30 天"),
+    ] {
+        let b = browser(lang, true).await;
+        b.login(&env.base, ADMIN_PASSWORD).await;
+        b.go(&env.base, "system").await;
+        let wechat = b.text("#system-wechat").await;
+        for shown in ["v3", mode, sim::MERCHANT_SERIAL, sim::WECHATPAY_PUBLIC_KEY_ID] {
+            assert!(wechat.contains(shown), "{lang}: {shown} in {wechat}");
+        }
+        assert!(!wechat.contains(sim::APIV3_KEY) && !wechat.contains("HMAC"), "{wechat}");
+        let certificates = b.text("#system-wechat-certificates").await;
+        assert!(certificates.contains(&serial), "{certificates}");
+        let flagged = b.text("#system-wechat-certificates .cert-expiring").await;
+        assert!(flagged.contains(warning), "{lang}: {flagged}");
+        b.assert_no_horizontal_scroll("system, v3").await;
+        b.screenshot(&format!("system-v3-{lang}-360")).await;
+        b.client.close().await.unwrap();
+    }
+    env.stop().await;
+}

@@ -106,7 +106,9 @@ async fn public_key_mode_pays_with_an_rsa_pay_sign_and_counts_a_payment_once() {
 /// Two hundred payers at once, each with their own RSA-signed order and notify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_payers_at_once() {
-    let env = std::sync::Arc::new(start(v3(true, false), KeyMode::PublicKey).await);
+    // All payers come from 127.0.0.1 here, behind one "carrier NAT".
+    let opts = Opts { http_extra: "max_connections_per_ip = 2048", ..v3(true, false) };
+    let env = std::sync::Arc::new(start(opts, KeyMode::PublicKey).await);
     let tasks = (0..200).map(|i| {
         let env = env.clone();
         tokio::spawn(async move {
@@ -154,7 +156,9 @@ async fn forged_tampered_stale_probe_and_wrong_amount_notifies_never_pay() {
     let resigned_aad = sim.sign_notify(changed("/resource/associated_data"), now());
     let xml = b"<xml><return_code>SUCCESS</return_code><out_trade_no>V3FORGE001</out_trade_no></xml>".to_vec();
 
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
+    // (what, headers, body, the status WeChat gets, the reason recorded)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("body", genuine.headers.clone(), one_byte, 401, "does not verify"),
         ("ciphertext", genuine.headers.clone(), changed("/resource/ciphertext"), 401, "does not verify"),
         ("associated data", genuine.headers.clone(), changed("/resource/associated_data"), 401, "does not verify"),
@@ -256,11 +260,23 @@ async fn certificate_mode_downloads_keeps_and_follows_a_new_certificate() {
     let stored = env.app.store.wechat_certificates().unwrap();
     assert_eq!(stored.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(), [rotated.as_str()]);
 
+    // Strangers naming unknown serials cannot make PayBridge call WeChat at
+    // will: the rotation's download was the last one this minute.
+    let downloads = sim.certificate_downloads();
+    let genuine = sim.notify(&sim.paid_transaction("V3CERT0002").unwrap(), "EV-x", now()).unwrap();
+    for i in 0..5 {
+        let serial = format!("{:040X}", 0xBAD0 + i);
+        let (status, _) = post(&env, &with_header(&genuine, "wechatpay-serial", serial.clone()), &genuine.body).await;
+        assert_eq!(status, 401);
+        assert!(env.last_notify().reason.contains(&serial));
+    }
+    assert_eq!(sim.certificate_downloads(), downloads);
+
     // The admin page shows the mode, the serials, and warns of an expiry within 30 days.
     let admin = common::login(&env).await;
     let (status, system) = admin.get("/admin/api/system").await;
     assert_eq!(status, 200);
-    assert_eq!((system["apiVersion"].as_str(), system["keyMode"].as_str()), (Some("v3"), Some("platform certificates")));
+    assert_eq!((system["apiVersion"].as_str(), system["keyMode"].as_str()), (Some("v3"), Some("certificates")));
     assert_eq!(system["merchantSerial"], paybridge::sandbox::v3::MERCHANT_SERIAL);
     assert_eq!(system["platformCertificates"][0]["serial"], rotated.as_str());
     assert_eq!(system["platformCertificates"][0]["expiresSoon"], true);
@@ -275,7 +291,8 @@ async fn certificate_mode_downloads_keeps_and_follows_a_new_certificate() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let text = common::config_text(&dir.path().join("data"), &addr, &url, &opts);
-    let config = paybridge::config::Config::from_toml(&text, std::path::Path::new("t.toml"), std::iter::empty()).unwrap();
+    let config =
+        paybridge::config::Config::from_toml(&text, std::path::Path::new("t.toml"), std::iter::empty()).unwrap();
     let app = paybridge::app::start_with_listener(config, listener).await.unwrap();
     assert_eq!(app.payments.platform_certificates().len(), 1, "trusted from sled");
     let mut transaction = v3sim.paid_transaction("V3CERT0002").unwrap();
@@ -322,7 +339,8 @@ async fn the_migration_from_certificates_to_the_public_key_refuses_nothing() {
     sim.set_key_mode(KeyMode::Migrating);
     let transaction = sim.paid_transaction(&paid[0]).unwrap();
     let notifies: Vec<_> = (0..2).map(|i| sim.notify(&transaction, &format!("EV-both-{i}"), now()).unwrap()).collect();
-    let serials: std::collections::HashSet<_> = notifies.iter().map(|n| header(n, "wechatpay-serial").to_owned()).collect();
+    let serials: std::collections::HashSet<_> =
+        notifies.iter().map(|n| header(n, "wechatpay-serial").to_owned()).collect();
     let expected = [paybridge::sandbox::v3::WECHATPAY_PUBLIC_KEY_ID.to_owned(), sim.certificate_serial()];
     assert_eq!(serials, expected.into_iter().collect());
     for notify in &notifies {

@@ -52,7 +52,7 @@ struct SystemInfo {
     api_version: &'static str,
     /// v2: `MD5` or `HMAC-SHA256`.
     sign_type: Option<&'static str>,
-    /// v3: how WeChat's signatures are verified.
+    /// v3: how WeChat's signatures are verified (`public_key`, `certificates`, `both`).
     key_mode: Option<&'static str>,
     /// v3: the merchant API certificate's serial (public).
     merchant_serial: Option<String>,
@@ -299,7 +299,7 @@ impl Admin {
                     crate::config::PayApi::V2 { sign_type, .. } => Some(sign_type.as_str()),
                     crate::config::PayApi::V3(_) => None,
                 },
-                key_mode: v3.map(|k| k.key_mode()),
+                key_mode: v3.map(|k| k.key_mode_code()),
                 merchant_serial: v3.map(|k| k.merchant_serial.clone()),
                 public_key_id: v3.and_then(|k| k.public_key.as_ref().map(|p| p.id.clone())),
                 notify_url: config.wechat.notify_url.to_string(),

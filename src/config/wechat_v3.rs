@@ -217,6 +217,15 @@ pub fn sandbox_v3_keys() -> V3Keys {
 }
 
 impl V3Keys {
+    /// How WeChat is verified, as a code: `public_key`, `certificates` or `both`.
+    pub fn key_mode_code(&self) -> &'static str {
+        match (&self.public_key, self.platform_certificates) {
+            (Some(_), true) => "both",
+            (Some(_), false) => "public_key",
+            (None, _) => "certificates",
+        }
+    }
+
     /// How WeChat is verified, for people: `public key`, `platform certificates`, or both.
     pub fn key_mode(&self) -> &'static str {
         match (&self.public_key, self.platform_certificates) {
@@ -319,19 +328,34 @@ mod tests {
         let public = dir.path().join("pub_key.pem").display().to_string();
         let cases = [
             // The public key where the private key belongs, and the other way round.
-            (good.replace(&format!("merchant_key_file = \"{key}\""), &format!("merchant_key_file = \"{public}\"")), "wechat.merchant_key_file"),
-            (good.replace(&format!("public_key_file = \"{public}\""), &format!("public_key_file = \"{key}\"")), "wechat.public_key_file"),
+            (
+                good.replace(&format!("merchant_key_file = \"{key}\""), &format!("merchant_key_file = \"{public}\"")),
+                "wechat.merchant_key_file",
+            ),
+            (
+                good.replace(&format!("public_key_file = \"{public}\""), &format!("public_key_file = \"{key}\"")),
+                "wechat.public_key_file",
+            ),
             (good.replace(&key, "/nonexistent/apiclient_key.pem"), "wechat.merchant_key_file"),
             (good.replace(sim::APIV3_KEY, "SANDBOXapiv3KEYsandboxAPIV3key0"), "wechat.apiv3_key"),
             (good.replace(sim::MERCHANT_SERIAL, "not-a-serial"), "wechat.merchant_serial"),
             (good.replace(sim::WECHATPAY_PUBLIC_KEY_ID, "1234"), "wechat.public_key_id"),
             (good.replace("public_key_id", "# public_key_id"), "wechat.public_key_id"),
-            (good.replace("public_key_file", "# public_key_file").replace("public_key_id", "# public_key_id"), "wechat.public_key_file"),
+            (
+                good.replace("public_key_file", "# public_key_file").replace("public_key_id", "# public_key_id"),
+                "wechat.public_key_file",
+            ),
             (good.replace("api_version = \"v3\"", "api_version = \"v4\""), "wechat.api_version"),
             (format!("{good}\nmch_key = \"192006250b4c09247ec02edce69f6a2d\""), "wechat.mch_key"),
             (format!("{good}\nsign_type = \"MD5\""), "wechat.sign_type"),
             // A v3 setting while the merchant is on v2.
-            (good.replace("api_version = \"v3\"", "api_version = \"v2\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\""), "wechat.apiv3_key"),
+            (
+                good.replace(
+                    "api_version = \"v3\"",
+                    "api_version = \"v2\"\nmch_key = \"192006250b4c09247ec02edce69f6a2d\"",
+                ),
+                "wechat.apiv3_key",
+            ),
         ];
         for (text, key_name) in cases {
             let e = load(&text, &[]).unwrap_err().to_string();

@@ -145,6 +145,8 @@ struct Inner {
     sign_with_other_key: std::sync::atomic::AtomicBool,
     /// Faults for the next signed messages.
     faults: Mutex<std::collections::VecDeque<SignFault>>,
+    /// How often `/v3/certificates` was called.
+    certificate_downloads: std::sync::atomic::AtomicU64,
 }
 
 impl SimulatorV3 {
@@ -173,6 +175,7 @@ impl SimulatorV3 {
                 openids,
                 sign_with_other_key: Default::default(),
                 faults: Mutex::default(),
+                certificate_downloads: Default::default(),
             }),
         }
     }
@@ -298,7 +301,13 @@ impl SimulatorV3 {
         self.signed(status, body, now_secs, use_public_key)
     }
 
+    /// How many times `/v3/certificates` was called.
+    pub fn certificate_downloads(&self) -> u64 {
+        self.inner.certificate_downloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn certificates(&self) -> (u16, Option<Value>) {
+        self.inner.certificate_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.key_mode() == KeyMode::PublicKey {
             let message = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。";
             return (404, Some(error("RESOURCE_NOT_EXISTS", message)));

@@ -36,7 +36,10 @@ pub enum Api {
     V2,
     /// v3 with the sandbox keys: the WeChat Pay public key, platform
     /// certificates, or both (the migration).
-    V3 { public_key: bool, certificates: bool },
+    V3 {
+        public_key: bool,
+        certificates: bool,
+    },
 }
 
 /// How a test environment is set up.
@@ -247,7 +250,7 @@ impl Env {
 
     /// Waits until the simulator's notify for this order was acknowledged.
     pub async fn wait_acknowledged(&self, out_trade_no: &str) {
-        for _ in 0..500 {
+        for _ in 0..1500 {
             let report = self.sim.simulator.report(out_trade_no).unwrap();
             if report.notify.acknowledged {
                 return;
