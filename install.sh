@@ -32,6 +32,13 @@ APP_SECRET="${PAYBRIDGE_WECHAT_APP_SECRET:-}"
 MCH_ID=""
 MCH_KEY="${PAYBRIDGE_WECHAT_MCH_KEY:-}"
 SIGN_TYPE="MD5"
+API="v2"
+APIV3_KEY="${PAYBRIDGE_WECHAT_APIV3_KEY:-}"
+MERCHANT_KEY_SRC=""
+MERCHANT_SERIAL=""
+PUBLIC_KEY_SRC=""
+PUBLIC_KEY_ID=""
+PLATFORM_CERTS=0
 ADMIN_PASSWORD="${PAYBRIDGE_ADMIN_PASSWORD:-}"
 STAGING=0
 DRAFT=""
@@ -58,6 +65,14 @@ Install or upgrade:
   --mch-id NUMBER         WeChat Pay merchant number
   --mch-key KEY           merchant API key v2, 32 chars   (or env PAYBRIDGE_WECHAT_MCH_KEY)
   --sign-type TYPE        MD5 (default) or HMAC-SHA256
+  --api VERSION           WeChat Pay API: v2 (default) or v3 (README, "WeChat Pay API v2 or v3"); with v3:
+    --apiv3-key KEY         the 32-character APIv3 key       (or env PAYBRIDGE_WECHAT_APIV3_KEY)
+    --merchant-key-file F   apiclient_key.pem (copied to /etc/paybridge, mode 0640)
+    --merchant-serial S     the merchant API certificate's serial number
+    --public-key-file F     pub_key.pem, the WeChat Pay public key (copied to /etc/paybridge)
+    --public-key-id ID      its id, PUB_KEY_ID_...
+    --platform-certificates verify WeChat with downloaded platform certificates (older merchants;
+                            with a public key too during WeChat's migration)
   --admin-password PW     admin page password             (or env PAYBRIDGE_ADMIN_PASSWORD)
   --platform ID:WEBHOOK   a platform A whose backend signs orders (the jump payment; repeat for
                           more), e.g. --platform shop-a:https://a.example.com/paybridge/webhook;
@@ -106,7 +121,8 @@ parse_args() {
             --yes) YES=1 ;;
             --staging) STAGING=1 ;;
             --non-interactive) INTERACTIVE=0 ;;
-            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password|--product|--platform)
+            --platform-certificates) PLATFORM_CERTS=1 ;;
+            --root|--binary|--domain|--email|--appid|--app-secret|--mch-id|--mch-key|--sign-type|--admin-password|--product|--platform|--api|--apiv3-key|--merchant-key-file|--merchant-serial|--public-key-file|--public-key-id)
                 if [ -z "$value" ]; then
                     [ $# -ge 2 ] || die "$flag needs a value"
                     value="$2"
@@ -125,6 +141,12 @@ parse_args() {
                     --admin-password) ADMIN_PASSWORD="$value" ;;
                     --product) PRODUCTS+=("$value") ;;
                     --platform) PLATFORMS+=("$value") ;;
+                    --api) API="$value" ;;
+                    --apiv3-key) APIV3_KEY="$value" ;;
+                    --merchant-key-file) MERCHANT_KEY_SRC="$value" ;;
+                    --merchant-serial) MERCHANT_SERIAL="$value" ;;
+                    --public-key-file) PUBLIC_KEY_SRC="$value" ;;
+                    --public-key-id) PUBLIC_KEY_ID="$value" ;;
                 esac
                 ;;
             *) usage >&2; die "unknown option $flag" ;;
@@ -226,12 +248,34 @@ gather() {
     ask APPID "mini-program AppID"
     ask APP_SECRET "mini-program AppSecret" secret
     ask MCH_ID "WeChat Pay merchant number (mch_id)"
-    ask MCH_KEY "merchant API key (32 characters)" secret
+    case "$API" in
+        v2) ask MCH_KEY "merchant API key (APIv2, 32 characters)" secret ;;
+        v3)
+            ask APIV3_KEY "APIv3 key (32 characters)" secret
+            ask MERCHANT_KEY_SRC "path of the merchant API private key (apiclient_key.pem)"
+            ask MERCHANT_SERIAL "merchant API certificate serial number (40 hex digits)"
+            if [ "$PLATFORM_CERTS" = 0 ] || [ -n "$PUBLIC_KEY_SRC$PUBLIC_KEY_ID" ]; then
+                ask PUBLIC_KEY_SRC "path of the WeChat Pay public key (pub_key.pem)"
+                ask PUBLIC_KEY_ID "WeChat Pay public key id (PUB_KEY_ID_...)"
+            fi
+            ;;
+        *) die "--api must be v2 or v3" ;;
+    esac
     ask ADMIN_PASSWORD "admin page password (10+ characters)" secret
     [ "$PLACEHOLDERS" = 0 ] || return 0
     [[ "$DOMAIN" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain $DOMAIN is not a domain name"
     [[ "$MCH_ID" =~ ^[0-9]+$ ]] || die "--mch-id must be digits"
-    [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
+    if [ "$API" = v2 ]; then
+        [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
+    else
+        [ "${#APIV3_KEY}" = 32 ] || die "--apiv3-key must be the 32-character APIv3 key"
+        [ -r "$MERCHANT_KEY_SRC" ] || die "--merchant-key-file $MERCHANT_KEY_SRC cannot be read"
+        [[ "$MERCHANT_SERIAL" =~ ^[0-9A-Fa-f]{1,64}$ ]] || die "--merchant-serial must be the certificate's serial number (hex digits)"
+        if [ -n "$PUBLIC_KEY_SRC" ]; then
+            [ -r "$PUBLIC_KEY_SRC" ] || die "--public-key-file $PUBLIC_KEY_SRC cannot be read"
+            [[ "$PUBLIC_KEY_ID" =~ ^PUB_KEY_ID_[0-9A-Za-z]+$ ]] || die "--public-key-id must be the PUB_KEY_ID_... id"
+        fi
+    fi
     [ "${#ADMIN_PASSWORD}" -ge 10 ] || die "--admin-password must be at least 10 characters"
     case "$SIGN_TYPE" in MD5|HMAC-SHA256) ;; *) die "--sign-type must be MD5 or HMAC-SHA256" ;; esac
     if [ "${#PRODUCTS[@]}" = 0 ] && [ "${#PLATFORMS[@]}" = 0 ] && [ "$INTERACTIVE" = 1 ]; then
@@ -356,6 +400,33 @@ install_binary() {
     run install -D -m 0755 -o 0 -g 0 "$source" "$BIN"
 }
 
+# The [wechat] keys of the API in use. v3's key files are copied next to the
+# config, readable by the service (root:paybridge 0640), not writable by it.
+api_toml() {
+    if [ "$API" = v2 ]; then
+        printf 'mch_key = %s\nsign_type = %s\n' "$(toml "$MCH_KEY")" "$(toml "$SIGN_TYPE")"
+        return 0
+    fi
+    printf 'api_version = "v3"\napiv3_key = %s\nmerchant_key_file = %s\nmerchant_serial = %s\n' \
+        "$(toml "$APIV3_KEY")" "$(toml "$CONF_DIR/apiclient_key.pem")" "$(toml "$MERCHANT_SERIAL")"
+    if [ -n "$PUBLIC_KEY_SRC" ]; then
+        printf 'public_key_file = %s\npublic_key_id = %s\n' "$(toml "$CONF_DIR/pub_key.pem")" "$(toml "$PUBLIC_KEY_ID")"
+    fi
+    if [ "$PLATFORM_CERTS" = 1 ]; then
+        printf 'platform_certificates = true\n'
+    fi
+}
+
+install_key_files() {
+    [ "$API" = v3 ] || return 0
+    local gid="$1"
+    say "copying the v3 key files to $CONF_DIR (mode 0640, group $USER_NAME)"
+    run install -m 0640 -o 0 -g "$gid" "$MERCHANT_KEY_SRC" "$CONF_DIR/apiclient_key.pem"
+    if [ -n "$PUBLIC_KEY_SRC" ]; then
+        run install -m 0640 -o 0 -g "$gid" "$PUBLIC_KEY_SRC" "$CONF_DIR/pub_key.pem"
+    fi
+}
+
 write_config() {
     local ids
     ids="$(owner)"
@@ -370,6 +441,7 @@ write_config() {
     if [ "$STAGING" = 1 ]; then
         staging="acme_directory = \"https://acme-staging-v02.api.letsencrypt.org/directory\""
     fi
+    install_key_files "${ids#*:}"
     if [ "$DRY_RUN" = 1 ]; then
         echo "would write $CONF"
         return 0
@@ -399,8 +471,7 @@ $staging
 appid = $(toml "$APPID")
 app_secret = $(toml "$APP_SECRET")
 mch_id = $(toml "$MCH_ID")
-mch_key = $(toml "$MCH_KEY")
-sign_type = $(toml "$SIGN_TYPE")
+$(api_toml)
 
 [orders]
 # The amount comes from platform A's signed orders or from the catalogue below

@@ -416,6 +416,11 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
     let serial = simulator.simulator.v3().rotate_certificate(time::Duration::days(20));
     let opts = Opts { api: common::Api::V3 { public_key: true, certificates: true }, ..Opts::default() };
     let env = Env::start_in(tempfile::tempdir().unwrap(), simulator, opts).await;
+    let paid = "V3ADMIN001";
+    let openid = env.openid("code-v3-admin").await;
+    assert_eq!(env.order(paid, 1990, &openid).await.0, 200);
+    let tx = env.sim_pay(json!({ "out_trade_no": paid })).await;
+    env.wait_acknowledged(paid).await;
     for (lang, mode, warning) in [
         ("en-US", "Public key + platform certificates (migration)", "within 30 days"),
         ("zh-CN", "微信支付公钥 + 平台证书（迁移中）", "不足 30 天"),
@@ -433,6 +438,10 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
         let flagged = b.text("#system-wechat-certificates .cert-expiring").await;
         assert!(flagged.contains(warning), "{lang}: {flagged}");
         b.assert_no_horizontal_scroll("system, v3").await;
+        // A paid v3 order's notify shows its event id and the decrypted transaction.
+        b.go(&env.base, &format!("orders/{paid}")).await;
+        let notify = b.text(".notify").await;
+        assert!(notify.contains("EV-") && notify.contains("\"transaction_id\"") && notify.contains(&tx), "{notify}");
         b.screenshot(&format!("system-v3-{lang}-360")).await;
         b.client.close().await.unwrap();
     }

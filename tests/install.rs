@@ -299,6 +299,76 @@ fn missing_values_are_clear_errors() {
     assert!(err.contains("missing email"), "{err}");
 }
 
+/// A v3 merchant: the key files are copied next to the config, readable by
+/// the service and not writable by it, and the config checks out; a wrong
+/// APIv3 key or an unreadable key file stops before anything is written.
+#[test]
+fn a_v3_merchant_installs_with_its_key_files() {
+    use paybridge::sandbox::v3 as sim;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = (dir.path().join("apiclient_key.pem"), dir.path().join("pub_key.pem"));
+    std::fs::write(&key, sim::MERCHANT_PRIVATE_KEY).unwrap();
+    std::fs::write(&public, sim::WECHATPAY_PUBLIC_KEY).unwrap();
+    let v3 = |root: &Path, apiv3_key: &str, key_file: &Path| {
+        let mut args = base_args(root);
+        let (key_file, public) = (key_file.to_str().unwrap().to_owned(), public.to_str().unwrap().to_owned());
+        let extra = [
+            "--email",
+            "ops@example.com",
+            "--appid",
+            "wxd930ea5d5a258f4f",
+            "--mch-id",
+            "1900009191",
+            "--api",
+            "v3",
+            "--merchant-key-file",
+            &key_file,
+            "--merchant-serial",
+            sim::MERCHANT_SERIAL,
+            "--public-key-file",
+            &public,
+            "--public-key-id",
+            sim::WECHATPAY_PUBLIC_KEY_ID,
+            "--platform",
+            "shop-a:https://a.example.com/paybridge/webhook",
+        ];
+        args.extend_from_slice(&extra);
+        Command::new("bash")
+            .args(&args)
+            .env("PAYBRIDGE_WECHAT_APP_SECRET", "app-secret")
+            .env("PAYBRIDGE_WECHAT_APIV3_KEY", apiv3_key)
+            .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let root = dir.path().join("root");
+    let text = ok(&v3(&root, sim::APIV3_KEY, &key));
+    assert!(!text.contains(sim::APIV3_KEY), "{text}");
+    let (_, gid) = paybridge_ids(&root);
+    for name in ["apiclient_key.pem", "pub_key.pem"] {
+        assert_eq!(stat(&root.join("etc/paybridge").join(name)), (0o640, 0, gid), "{name}");
+    }
+    let config_path = root.join("etc/paybridge/paybridge.toml");
+    let config = paybridge::config::Config::load(&config_path).unwrap();
+    let paybridge::config::PayApi::V3(keys) = &config.wechat.api else { panic!("a v3 config") };
+    assert_eq!(keys.key_mode_code(), "public_key");
+    assert_eq!(keys.merchant_key_file.as_deref(), Some(root.join("etc/paybridge/apiclient_key.pem").as_path()));
+    let report =
+        ok(&Command::new(BINARY).args(["check-config", "--config", config_path.to_str().unwrap()]).output().unwrap());
+    assert!(report.contains("api_version = \"v3\"") && !report.contains(sim::APIV3_KEY), "{report}");
+
+    for (apiv3_key, key_file, error) in [
+        ("too-short", key.as_path(), "--apiv3-key must be the 32-character APIv3 key"),
+        (sim::APIV3_KEY, Path::new("/nonexistent/apiclient_key.pem"), "cannot be read"),
+    ] {
+        let root = dir.path().join("refused");
+        let out = v3(&root, apiv3_key, key_file);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(error), "{err}");
+        assert!(!root.join("etc/paybridge/paybridge.toml").exists());
+    }
+}
+
 /// Every file under `dir` (none if it does not exist).
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -98,6 +98,11 @@ async fn public_key_mode_pays_with_an_rsa_pay_sign_and_counts_a_payment_once() {
     let resource: Value = serde_json::from_slice(notifies[0].resource.as_ref().unwrap()).unwrap();
     assert_eq!((resource["amount"]["total"].as_u64(), resource["transaction_id"].as_str()), (Some(1990), Some(&*tx)));
 
+    // Every call to WeChat is measured, by API.
+    let metrics = reqwest::get(format!("http://{}/metrics", env.app.config.metrics.listen.unwrap())).await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("paybridge_wechat_request_duration_seconds_count{api=\"v3_jsapi\"} 1"), "{metrics}");
+
     // The order is paid at WeChat too: ordering it again is refused there and here.
     let (status, body) = env.order("V3FLOW0001", 1990, &openid).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("ORDER_PAID")), "{body}");

@@ -80,6 +80,15 @@ async fn order_query_and_close_signed_both_ways() {
     assert!(sim.pay_sign_valid(&p.app_id, &p.time_stamp, &p.nonce_str, &p.package, &p.pay_sign));
     assert!(!sim.pay_sign_valid(&p.app_id, &p.time_stamp, &p.nonce_str, "prepay_id=wx0", &p.pay_sign));
 
+    // Paid, it is found by WeChat's transaction id too.
+    c.jsapi(&order("V3ORDER0009", 990)).await.unwrap();
+    sim.pay("V3ORDER0009", paybridge::pay::now_ms() / 1000).unwrap();
+    let paid = c.query("V3ORDER0009").await.unwrap();
+    let tx = paid["transaction_id"].as_str().unwrap();
+    assert_eq!(paid["trade_state"], "SUCCESS");
+    assert_eq!(c.query_transaction(tx).await.unwrap()["out_trade_no"], "V3ORDER0009");
+    assert_eq!(business(c.query_transaction("4200000000000000000000000000").await.unwrap_err()), "ORDER_NOT_EXIST");
+
     let found = c.query("V3ORDER0001").await.unwrap();
     assert_eq!((found["trade_state"].as_str(), found["amount"]["total"].as_u64()), (Some("NOTPAY"), Some(1990)));
     c.close("V3ORDER0001").await.unwrap();

@@ -120,6 +120,10 @@ pub struct NotifyRow {
     size: u64,
     sha256: String,
     sandbox: bool,
+    /// API v3: the notify's event id.
+    event_id: Option<String>,
+    /// API v3: the decrypted transaction (JSON), once verified.
+    resource: Option<String>,
 }
 
 impl From<&NotifyRecord> for NotifyRow {
@@ -137,6 +141,8 @@ impl From<&NotifyRecord> for NotifyRow {
             size: r.size,
             sha256: r.sha256.clone(),
             sandbox: r.sandbox,
+            event_id: r.event_id.clone(),
+            resource: r.resource.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
         }
     }
 }

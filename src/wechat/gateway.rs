@@ -52,7 +52,7 @@ enum Pay {
 impl Gateway {
     /// The gateway for the merchant in `config`.
     pub fn new(config: &WechatConfig, metrics: Arc<Metrics>) -> Result<Gateway, reqwest::Error> {
-        let login = WechatClient::new(config)?.with_metrics(metrics);
+        let login = WechatClient::new(config)?.with_metrics(metrics.clone());
         let pay = match &config.api {
             PayApi::V2 { mch_key, sign_type } => Pay::V2 { mch_key: mch_key.clone(), sign_type: *sign_type },
             PayApi::V3(keys) => {
@@ -71,7 +71,8 @@ impl Gateway {
                     signer,
                     Arc::new(Trust::new(public_key)),
                     config.timeout,
-                )?;
+                )?
+                .with_metrics(metrics);
                 Pay::V3 { client: Box::new(client), keys: keys.clone() }
             }
         };

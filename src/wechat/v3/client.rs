@@ -22,6 +22,7 @@ pub struct V3Client {
     signer: Signer,
     /// Whose signatures replies must carry; shared with the notify handler.
     trust: Arc<Trust>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A reply as received, before verification.
@@ -91,7 +92,21 @@ impl V3Client {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("PayBridge/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(V3Client { http, base, appid: appid.to_owned(), notify_url: notify_url.to_owned(), signer, trust })
+        Ok(V3Client {
+            http,
+            base,
+            appid: appid.to_owned(),
+            notify_url: notify_url.to_owned(),
+            signer,
+            trust,
+            metrics: None,
+        })
+    }
+
+    /// Records the latency of every call in `metrics` (`api="v3_jsapi"`, …).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> V3Client {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The keys replies are verified with.
@@ -101,6 +116,27 @@ impl V3Client {
 
     /// Signs and sends one request; returns the reply unverified.
     async fn send(&self, method: &'static str, path_and_query: &str, body: Vec<u8>) -> Result<RawReply, WechatError> {
+        let api = match path_and_query {
+            p if p.starts_with("/v3/certificates") => "v3_certificates",
+            p if p.ends_with("/close") => "v3_close",
+            "/v3/pay/transactions/jsapi" => "v3_jsapi",
+            _ => "v3_query",
+        };
+        let started = std::time::Instant::now();
+        let reply = self.send_unmeasured(method, path_and_query, body).await;
+        // Failures and timeouts are latencies too.
+        if let Some(m) = &self.metrics {
+            m.wechat_call(api, started.elapsed());
+        }
+        reply
+    }
+
+    async fn send_unmeasured(
+        &self,
+        method: &'static str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<RawReply, WechatError> {
         let now = crate::pay::now_ms() / 1000;
         let request = self.signer.sign(method, path_and_query, body, now, &crate::wechat::nonce_str());
         let url = self.base.join(path_and_query).map_err(|e| WechatError::Transport(e.to_string()))?;
