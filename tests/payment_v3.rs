@@ -5,6 +5,8 @@
 //! as WeChat does, and signs and encrypts every reply and notify.
 
 mod common;
+#[path = "common/platform_a.rs"]
+mod platform_a;
 
 use common::{Api, Env, Opts};
 use paybridge::sandbox::v3::{KeyMode, V3Notify};
@@ -352,4 +354,66 @@ async fn the_migration_from_certificates_to_the_public_key_refuses_nothing() {
         assert_eq!(post_notify(&env, notify).await.0, 204);
         assert_eq!(env.last_notify().verdict, Verdict::Duplicate);
     }
+}
+
+/// Platform A's flow is the same on v3: A signs the order, B pays it through
+/// v3, A gets a signed `order.paid`; A closes another, and WeChat's v3
+/// order is closed too before `order.closed` goes out.
+#[tokio::test]
+async fn platform_orders_and_webhooks_are_the_same_on_v3() {
+    use platform_a::{Backend, Receiver, KEY, PLATFORM};
+    let receiver = Receiver::start(KEY).await;
+    let opts = Opts { extra: platform_a::platform_toml(PLATFORM, KEY, &receiver.url()), ..v3(true, false) };
+    let env = start(opts, KeyMode::PublicKey).await;
+    let a = Backend::new(&env.base);
+
+    let (status, created) = a.create("A-V3-1", 1990, "VIP month").await;
+    assert_eq!(status, 201, "{created}");
+    let no = created["outTradeNo"].as_str().unwrap().to_owned();
+    let openid = env.openid("v3-platform-payer").await;
+    let (status, p) = env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": no, "openid": openid })).await;
+    assert_eq!((status, p["signType"].as_str()), (200, Some("RSA")), "{p}");
+    env.sim_pay(json!({ "out_trade_no": no })).await;
+    let hooks = receiver.wait_for(1).await;
+    assert!(hooks[0].verified);
+    assert_eq!(
+        (hooks[0].body["type"].as_str(), hooks[0].body["order"]["amount"].as_u64()),
+        (Some("order.paid"), Some(1990))
+    );
+    let (_, view) = env.get(&format!("/pay/orders/{no}?openid={openid}")).await;
+    let result = paybridge::platform::token::verify_result(
+        &paybridge::secret::Secret::new(KEY),
+        view["result"].as_str().unwrap(),
+    );
+    assert_eq!(result.unwrap().status, "PAID");
+
+    let (_, second) = a.create("A-V3-2", 500, "lesson").await;
+    let second = second["outTradeNo"].as_str().unwrap().to_owned();
+    let (status, _) = env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": second, "openid": openid })).await;
+    assert_eq!(status, 200);
+    let (status, closed) = a.call("POST", &format!("/platform/v1/orders/{second}/close"), b"").await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("CLOSED")), "{closed}");
+    assert_eq!(env.sim.simulator.v3().state(&second), Some("CLOSED"), "closed at WeChat first");
+    let hooks = receiver.wait_for(2).await;
+    assert_eq!(hooks[1].body["type"], "order.closed");
+}
+
+/// The faults v2 has: a proxy's error page, a slow WeChat, a signed
+/// business error. None hands out a prepay; the order is kept for a retry.
+#[tokio::test]
+async fn upstream_faults_on_v3_keep_the_order_for_a_retry() {
+    let env = start(Opts { timeout_ms: 500, ..v3(true, false) }, KeyMode::PublicKey).await;
+    let openid = env.openid("code-faults").await;
+    for (fault, status, code) in [
+        (json!({ "kind": "http", "status": 502 }), 502, "WECHAT_ERROR"),
+        (json!({ "kind": "delay", "ms": 1500 }), 504, "WECHAT_TIMEOUT"),
+        (json!({ "kind": "business", "code": "SYSTEM_ERROR", "description": "系统错误" }), 502, "WECHAT_ERROR"),
+    ] {
+        env.inject(json!([fault])).await;
+        let (got, body) = env.order("V3FAULT001", 600, &openid).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{fault}: {body}");
+        assert_eq!(status_of(&env, "V3FAULT001"), OrderStatus::Created, "{fault}");
+    }
+    let (status, body) = env.order("V3FAULT001", 600, &openid).await;
+    assert_eq!((status, body["signType"].as_str()), (200, Some("RSA")), "{body}");
 }
