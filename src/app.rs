@@ -47,6 +47,8 @@ pub struct Running {
     pub payments: Arc<Payments>,
     /// The platform webhooks (tests move their clock).
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
+    /// Expiry and reconciliation of open orders (tests move its clock).
+    pub lifecycle: Arc<crate::pay::lifecycle::Lifecycle>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -227,6 +229,12 @@ pub async fn start_with_listeners(
     background.push(tokio::spawn(store.clone().keep_notify_log(config.notifies.retention, NOTIFY_LOG_CHECK)));
     background.push(tokio::spawn(forget_old_nonces(store.clone())));
     background.push(tokio::spawn(webhooks.clone().run()));
+    let lifecycle = crate::pay::lifecycle::Lifecycle::new(
+        payments.clone(),
+        config.orders.queries_per_second,
+        webhooks.shared_clock(),
+    );
+    background.push(tokio::spawn(lifecycle.clone().run()));
     if payments.uses_platform_certificates() {
         payments.start_certificates().await;
         background.push(tokio::spawn(payments.clone().run_certificate_refresh()));
@@ -280,6 +288,7 @@ pub async fn start_with_listeners(
         metrics,
         payments,
         webhooks,
+        lifecycle,
         stop,
         servers,
         background,

@@ -29,6 +29,7 @@ pub struct Metrics {
     unified_orders: Mutex<BTreeMap<&'static str, u64>>,
     notifies: Mutex<BTreeMap<&'static str, u64>>,
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
+    lifecycle: Mutex<BTreeMap<&'static str, u64>>,
     wechat: Mutex<BTreeMap<&'static str, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
@@ -69,6 +70,11 @@ impl Metrics {
     /// Counts a webhook attempt by result (`delivered`, `failed`).
     pub fn webhook(&self, result: &'static str) {
         *self.webhooks.lock().expect("metrics lock").entry(result).or_default() += 1;
+    }
+
+    /// Counts one step of the order lifecycle by what came of it.
+    pub fn lifecycle(&self, result: &'static str) {
+        *self.lifecycle.lock().expect("metrics lock").entry(result).or_default() += 1;
     }
 
     /// Webhook attempts with this result so far.
@@ -135,6 +141,11 @@ impl Metrics {
         out.push_str("# TYPE paybridge_webhook_attempts_total counter\n");
         for (result, n) in self.webhooks.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "paybridge_webhook_attempts_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_lifecycle_total Queries and closes of open orders by result.\n");
+        out.push_str("# TYPE paybridge_lifecycle_total counter\n");
+        for (result, n) in self.lifecycle.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_lifecycle_total{{result=\"{result}\"}} {n}");
         }
         out.push_str("# HELP paybridge_unified_orders_total Unified orders by outcome.\n");
         out.push_str("# TYPE paybridge_unified_orders_total counter\n");

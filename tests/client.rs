@@ -28,7 +28,15 @@ fn client(sim_url: &str, sign_type: SignType) -> WechatClient {
 
 /// `openid` must be one the simulator issued: it refuses any other, as WeChat does.
 fn order<'a>(no: &'a str, openid: &'a str) -> UnifiedOrder<'a> {
-    UnifiedOrder { out_trade_no: no, total_fee: 88, body: "b", attach: "", openid, spbill_create_ip: "127.0.0.1" }
+    UnifiedOrder {
+        out_trade_no: no,
+        total_fee: 88,
+        body: "b",
+        attach: "",
+        openid,
+        spbill_create_ip: "127.0.0.1",
+        time_expire: None,
+    }
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // An order body.
-    if let Err(e) = parse_create(data, NOW_MS) {
+    if let Err(e) = parse_create(data, NOW_MS, 7200) {
         assert!(!e.to_string().is_empty());
     }
 });

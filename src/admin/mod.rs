@@ -124,6 +124,8 @@ pub struct NotifyRow {
     event_id: Option<String>,
     /// API v3: the decrypted transaction (JSON), once verified.
     resource: Option<String>,
+    /// `notify` (WeChat posted it) or `query` (the reconciler asked WeChat).
+    source: &'static str,
 }
 
 impl From<&NotifyRecord> for NotifyRow {
@@ -143,6 +145,7 @@ impl From<&NotifyRecord> for NotifyRow {
             sandbox: r.sandbox,
             event_id: r.event_id.clone(),
             resource: r.resource.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            source: r.source.as_str(),
         }
     }
 }

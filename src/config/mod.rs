@@ -190,6 +190,11 @@ pub struct OrdersConfig {
     pub accept_client_amount: bool,
     /// The largest `totalFee` (fen) an order may have.
     pub max_total_fee: u64,
+    /// How long an order may be paid for (sent to WeChat as `time_expire`;
+    /// platform orders and tokens carry their own).
+    pub expire_after: Duration,
+    /// At most this many queries to WeChat a second by the reconciler.
+    pub queries_per_second: u32,
 }
 
 /// `[sandbox]`
@@ -460,6 +465,8 @@ struct RawWechat {
 struct RawOrders {
     accept_client_amount: Option<bool>,
     max_total_fee: Option<u64>,
+    expire_minutes: Option<u64>,
+    queries_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +522,12 @@ impl RawConfig {
                 self.orders.accept_client_amount = Some(parsed(&var, &value, "expected true or false")?)
             }
             "ORDERS_MAX_TOTAL_FEE" => self.orders.max_total_fee = Some(parsed(&var, &value, "expected fen")?),
+            "ORDERS_EXPIRE_MINUTES" => {
+                self.orders.expire_minutes = Some(parsed(&var, &value, "expected a whole number of minutes")?)
+            }
+            "ORDERS_QUERIES_PER_SECOND" => {
+                self.orders.queries_per_second = Some(parsed(&var, &value, "expected a whole number")?)
+            }
             "NOTIFIES_KEEP_DAYS" => self.notifies.keep_days = Some(parsed(&var, &value, "expected days")?),
             "NOTIFIES_KEEP_MB" => self.notifies.keep_mb = Some(parsed(&var, &value, "expected megabytes")?),
             "NOTIFIES_REFUSED_PER_PEER_PER_MINUTE" => {
@@ -683,8 +696,11 @@ impl Config {
             w.timeout.as_millis()
         );
         out += &format!(
-            "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\n\n",
-            self.orders.accept_client_amount, self.orders.max_total_fee
+            "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\nexpire_minutes = {}\nqueries_per_second = {}\n\n",
+            self.orders.accept_client_amount,
+            self.orders.max_total_fee,
+            self.orders.expire_after.as_secs() / 60,
+            self.orders.queries_per_second
         );
         for p in self.products.all() {
             out += &format!("[[products]]\nid = {:?}\nname = {:?}\nprice = {}\n\n", p.id, p.name, p.price);
@@ -997,6 +1013,16 @@ impl RawConfig {
             orders: OrdersConfig {
                 accept_client_amount: self.orders.accept_client_amount.unwrap_or(mode == Mode::Sandbox),
                 max_total_fee,
+                expire_after: match self.orders.expire_minutes.unwrap_or(120) {
+                    // WeChat wants at least a few minutes; a prepay id lives 2 hours but
+                    // an order may stay payable longer (a new prepay is fetched).
+                    m @ 5..=10_080 => Duration::from_secs(m * 60),
+                    _ => return Err(invalid("orders.expire_minutes", "must be from 5 to 10080 (7 days)")),
+                },
+                queries_per_second: match self.orders.queries_per_second.unwrap_or(5) {
+                    n @ 1..=100 => n,
+                    _ => return Err(invalid("orders.queries_per_second", "must be from 1 to 100")),
+                },
             },
             sandbox: SandboxConfig { simulator_listen },
             admin: AdminConfig { password_hash },

@@ -21,7 +21,7 @@ use warp::Filter;
 
 use super::error::{json_error, pay_error};
 use super::{body, with};
-use crate::pay::platform::{PlatformOrder, PlatformOrderView, DEFAULT_EXPIRY_SECS, MAX_EXPIRY_SECS};
+use crate::pay::platform::{PlatformOrder, PlatformOrderView, MAX_EXPIRY_SECS};
 use crate::pay::{now_ms, PayError, Payments};
 use crate::platform::auth::{self, AuthError, Headers, Request, Verified};
 
@@ -151,11 +151,13 @@ fn ok(value: &impl serde::Serialize) -> Response {
     reply::json(value).into_response()
 }
 
-/// Reads a `POST /platform/v1/orders` body at `now_ms` (the order's fields
-/// themselves are checked where it is created).
-pub fn parse_create(body: &[u8], now_ms: i64) -> Result<PlatformOrder, PayError> {
+/// Reads a `POST /platform/v1/orders` body at `now_ms`; without
+/// `expiresIn` the order expires after `default_expires_in` seconds
+/// (`orders.expire_minutes`). The order's fields themselves are checked
+/// where it is created.
+pub fn parse_create(body: &[u8], now_ms: i64, default_expires_in: i64) -> Result<PlatformOrder, PayError> {
     let request: CreateBody = super::miniprogram::parse_json(body)?;
-    let expires_in = request.expires_in.unwrap_or(DEFAULT_EXPIRY_SECS);
+    let expires_in = request.expires_in.unwrap_or(default_expires_in);
     if !(60..=MAX_EXPIRY_SECS).contains(&expires_in) {
         return Err(PayError::Invalid(format!("expiresIn must be 60 to {MAX_EXPIRY_SECS} seconds")));
     }
@@ -169,7 +171,7 @@ pub fn parse_create(body: &[u8], now_ms: i64) -> Result<PlatformOrder, PayError>
 }
 
 async fn create(pay: &Payments, platform: &str, body: &[u8]) -> Result<Response, PayError> {
-    let order = parse_create(body, now_ms())?;
+    let order = parse_create(body, now_ms(), pay.expire_after_secs())?;
     let (order, created) = pay.create_platform_order(platform, order, false).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(reply::with_status(reply::json(&view(&order)), status).into_response())

@@ -4,6 +4,7 @@
 //! everything that decides something about money is here.
 
 pub mod certificates;
+pub mod lifecycle;
 mod notify;
 mod notify_v3;
 mod order;
@@ -95,6 +96,8 @@ pub struct Payments {
     token_secret: Secret,
     accept_client_amount: bool,
     max_total_fee: u64,
+    /// How long a new order may be paid for (ms), unless a platform says.
+    expire_after_ms: i64,
     /// The merchant's products; swapped whole when the config is reloaded.
     catalogue: arc_swap::ArcSwap<crate::config::Catalogue>,
     /// The platforms and their keys; swapped whole when the config is reloaded.
@@ -124,6 +127,7 @@ impl Payments {
             token_secret: config.wechat.api.token_secret().clone(),
             accept_client_amount: config.orders.accept_client_amount,
             max_total_fee: config.orders.max_total_fee,
+            expire_after_ms: config.orders.expire_after.as_millis() as i64,
             catalogue: arc_swap::ArcSwap::from_pointee(config.products.clone()),
             platforms: arc_swap::ArcSwap::from_pointee(config.platforms.clone()),
             refused_budget: crate::limit::PeerBudget::new(config.notifies.refused_per_peer_per_minute, 4096),
@@ -143,6 +147,11 @@ impl Payments {
     /// The catalogue in force.
     pub fn catalogue(&self) -> std::sync::Arc<crate::config::Catalogue> {
         self.catalogue.load_full()
+    }
+
+    /// How long a new order may be paid for, in seconds (`orders.expire_minutes`).
+    pub fn expire_after_secs(&self) -> i64 {
+        self.expire_after_ms / 1000
     }
 
     /// `"v2"` or `"v3"`: the WeChat Pay API in use.

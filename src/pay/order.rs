@@ -12,6 +12,10 @@ use crate::wechat::jsapi::PayParams;
 /// A prepay id is valid for 2 hours; past this age a repeated tap gets a new one.
 const PREPAY_REUSE_MS: i64 = 110 * 60 * 1000;
 
+/// An order with less time left than this is not offered for payment:
+/// WeChat wants `time_expire` at least a minute ahead.
+const MIN_TIME_LEFT_MS: i64 = 60 * 1000;
+
 /// An order as the mini-program asks for it (already parsed from JSON).
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -218,8 +222,10 @@ impl Payments {
                         // The order is durable before WeChat hears of it, so no
                         // payment can arrive for an order we do not know. (The
                         // order lock is held, so nobody else inserts it meanwhile.)
-                        let mut order = Order::new(out_trade_no, contents, self.sandbox, now_ms());
+                        let now = now_ms();
+                        let mut order = Order::new(out_trade_no, contents, self.sandbox, now);
                         order.source = source;
+                        order.expires_at = Some(now + self.expire_after_ms);
                         match self.store.insert_order(order).await? {
                             Ok(stored) | Err(stored) => stored,
                         }
@@ -239,6 +245,16 @@ impl Payments {
             }
             OrderStatus::Created | OrderStatus::Prepaid => {}
         }
+        // WeChat refuses a time_expire less than a minute ahead; so do we.
+        if order.expires_at.is_some_and(|at| at - now_ms() < MIN_TIME_LEFT_MS) {
+            return Err(PayError::Conflict {
+                code: "ORDER_EXPIRED",
+                message: match order.source.platform() {
+                    Some(_) => "this order expired; platform A must create a new one".into(),
+                    None => "this order expired; place a new one with a new outTradeNo".into(),
+                },
+            });
+        }
         if let Some(prepay) = &order.prepay {
             if now_ms() - prepay.obtained_at < PREPAY_REUSE_MS {
                 let params = prepay.params.clone();
@@ -255,6 +271,7 @@ impl Payments {
                 attach: &order.attach,
                 openid: &order.openid,
                 payer_ip,
+                expires_at: order.expires_at.map(|ms| ms / 1000),
             })
             .await;
         match result {

@@ -11,8 +11,6 @@ use crate::wechat::beijing_compact;
 
 /// The longest a platform order may stay payable.
 pub const MAX_EXPIRY_SECS: i64 = 7 * 24 * 3600;
-/// The expiry when the platform names none.
-pub const DEFAULT_EXPIRY_SECS: i64 = 2 * 3600;
 
 /// An order as a platform asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

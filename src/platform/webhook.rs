@@ -115,6 +115,11 @@ impl Clock {
         crate::pay::now_ms() + self.offset_ms.load(Ordering::Relaxed)
     }
 
+    /// Resolves when the clock is moved.
+    pub async fn moved(&self) {
+        self.moved.notified().await
+    }
+
     /// Moves time forward and wakes every worker (tests).
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
@@ -157,6 +162,11 @@ impl Webhooks {
     /// The clock the schedule runs on.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The same clock, shared (the order lifecycle runs on it too).
+    pub fn shared_clock(&self) -> Arc<Clock> {
+        self.clock.clone()
     }
 
     /// Keeps one worker per configured platform (platforms added by a

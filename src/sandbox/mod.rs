@@ -86,6 +86,9 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
              body: bytes::Bytes,
              sim: Simulator| async move {
                 let now = crate::pay::now_ms() / 1000;
+                if method == warp::http::Method::GET && path_and_query.starts_with("/v3/pay/transactions/") {
+                    sim.count_query();
+                }
                 match sim.next_fault() {
                     Some(Fault::Http { status }) => {
                         let page = format!("<html><body><h1>{status}</h1>upstream error</body></html>");

@@ -155,6 +155,8 @@ pub struct OrderReport {
     pub prepay_id: String,
     /// The transaction id, once paid.
     pub transaction_id: Option<String>,
+    /// The `time_expire` the order was placed with, as sent.
+    pub time_expire: Option<String>,
     /// Notify delivery.
     pub notify: Delivery,
 }
@@ -170,6 +172,9 @@ pub struct PayRequest {
     /// Concurrent copies of the first delivery (default 1).
     #[serde(default)]
     pub copies: Option<usize>,
+    /// The notify is lost: WeChat never delivers it (PayBridge must query).
+    #[serde(default)]
+    pub lose_notify: bool,
     /// v3: a signing fault for the notify's first attempt (`bad_sign`,
     /// `unknown_serial`, `stale_timestamp`, `probe`); the retries are
     /// signed correctly, as WeChat resends after a refused probe.
@@ -197,6 +202,8 @@ struct Inner {
     faults: Mutex<VecDeque<Fault>>,
     /// Notify delivery of v3 orders.
     v3_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
+    /// When each order query (v2 or v3) arrived, to check a client's pace.
+    queries: Mutex<Vec<std::time::Instant>>,
     http: reqwest::Client,
 }
 
@@ -236,6 +243,7 @@ impl Simulator {
                 session_keys: Mutex::default(),
                 faults: Mutex::default(),
                 v3_deliveries: Mutex::default(),
+                queries: Mutex::default(),
                 http: reqwest::Client::new(),
             }),
         }
@@ -294,6 +302,16 @@ impl Simulator {
         self.inner.faults.lock().expect("faults lock").pop_front()
     }
 
+    /// Notes an order query (either version).
+    pub fn count_query(&self) {
+        self.inner.queries.lock().expect("queries lock").push(std::time::Instant::now());
+    }
+
+    /// When each order query arrived, oldest first.
+    pub fn queries(&self) -> Vec<std::time::Instant> {
+        self.inner.queries.lock().expect("queries lock").clone()
+    }
+
     /// The API v3 side of the same merchant.
     pub fn v3(&self) -> &super::v3::SimulatorV3 {
         &self.inner.v3
@@ -336,6 +354,9 @@ impl Simulator {
             if request.get(required).is_none_or(|v| v.is_empty()) {
                 return return_fail(&format!("缺少参数{required}"));
             }
+        }
+        if api == "orderquery" {
+            self.count_query();
         }
         let mut reply = match (&fault, api) {
             // WeChat did not process the request: no order is created.
@@ -395,6 +416,16 @@ impl Simulator {
         match url::Url::parse(get("notify_url")) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => {}
             _ => return business_error("INVALID_REQUEST", "notify_url参数错误"),
+        }
+        if !get("time_expire").is_empty() {
+            match parse_beijing(get("time_expire")) {
+                None => return business_error("INVALID_REQUEST", "time_expire参数格式错误"),
+                // WeChat's current rule: at least a minute ahead.
+                Some(at) if at < time::OffsetDateTime::now_utc() + time::Duration::minutes(1) => {
+                    return business_error("INVALID_REQUEST", "time_expire时间过短，刷卡至少1分钟，其他5分钟")
+                }
+                Some(_) => {}
+            }
         }
         let mut params = request.clone();
         params.remove("nonce_str");
@@ -512,6 +543,9 @@ impl Simulator {
                 TradeState::Closed => return Err("the order is closed and cannot be paid".into()),
             }
             let now = time::OffsetDateTime::now_utc();
+            if parse_beijing(order.field("time_expire")).is_some_and(|at| at < now) {
+                return Err("the order expired at WeChat (time_expire): it can no longer be paid".into());
+            }
             let transaction_id = format!("4200000{:021}", rand::rng().random_range(0..10u128.pow(21)));
             order.state = TradeState::Success;
             order.transaction_id = Some(transaction_id.clone());
@@ -547,6 +581,10 @@ impl Simulator {
         };
         tracing::info!(target: "sandbox", out_trade_no = %request.out_trade_no, "SANDBOX simulator: order paid, delivering notify");
         let outgoing = notifier::Outgoing { headers: Vec::new(), body: xml::write(&notify).into_bytes(), v3: false };
+        if request.lose_notify {
+            tracing::info!(target: "sandbox", out_trade_no = %request.out_trade_no, "SANDBOX simulator: notify lost, as asked");
+            return Ok(notify["transaction_id"].clone());
+        }
         tokio::spawn(notifier::deliver(
             self.inner.http.clone(),
             url,
@@ -572,6 +610,9 @@ impl Simulator {
         let transaction = v3.paid_transaction(&no).ok_or("the order is not paid")?;
         if let Some(fault) = request.fault.as_ref().and_then(Fault::v3_sign_fault) {
             v3.inject([fault]);
+        }
+        if request.lose_notify {
+            return Ok(transaction_id.unwrap_or_default());
         }
         let delivery: Arc<Mutex<Delivery>> = Arc::default();
         self.inner.v3_deliveries.lock().expect("deliveries lock").insert(no.clone(), delivery.clone());
@@ -604,6 +645,7 @@ impl Simulator {
                 total_fee,
                 prepay_id: String::new(),
                 transaction_id,
+                time_expire: self.inner.v3.time_expire(out_trade_no),
                 notify: delivery.map(|d| d.lock().expect("delivery lock").clone()).unwrap_or_default(),
             });
         }
@@ -613,9 +655,16 @@ impl Simulator {
             total_fee: o.field("total_fee").parse().unwrap_or(0),
             prepay_id: o.prepay_id.clone(),
             transaction_id: o.transaction_id.clone(),
+            time_expire: o.params.get("time_expire").cloned(),
             notify: o.delivery.lock().expect("delivery lock").clone(),
         })
     }
+}
+
+/// `yyyyMMddHHmmss` in Beijing time.
+fn parse_beijing(text: &str) -> Option<time::OffsetDateTime> {
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    time::PrimitiveDateTime::parse(text, format).ok().map(|t| t.assume_offset(time::macros::offset!(+8)))
 }
 
 fn business_error(code: &str, description: &str) -> Fields {

@@ -440,6 +440,16 @@ impl SimulatorV3 {
         if text("/description").is_empty() || text("/notify_url").is_empty() || text("/out_trade_no").is_empty() {
             return (400, Some(error("PARAM_ERROR", "参数非法")));
         }
+        if request.get("time_expire").is_some() {
+            let rfc3339 = &time::format_description::well_known::Rfc3339;
+            match time::OffsetDateTime::parse(text("/time_expire"), rfc3339) {
+                Err(_) => return (400, Some(error("PARAM_ERROR", "time_expire格式错误，应为RFC3339"))),
+                Ok(at) if at < time::OffsetDateTime::now_utc() + time::Duration::minutes(1) => {
+                    return (400, Some(error("PARAM_ERROR", "time_expire时间过短")))
+                }
+                Ok(_) => {}
+            }
+        }
         let no = text("/out_trade_no").to_owned();
         let mut orders = self.inner.orders.lock().expect("orders lock");
         if let Some(existing) = orders.get(&no) {
@@ -520,6 +530,12 @@ pub struct V3Notify {
 }
 
 impl SimulatorV3 {
+    /// The `time_expire` an order was placed with.
+    pub fn time_expire(&self, out_trade_no: &str) -> Option<String> {
+        let orders = self.inner.orders.lock().expect("orders lock");
+        orders.get(out_trade_no).and_then(|o| o.request["time_expire"].as_str().map(str::to_owned))
+    }
+
     /// Whether this side holds the order.
     pub fn has_order(&self, out_trade_no: &str) -> bool {
         self.inner.orders.lock().expect("orders lock").contains_key(out_trade_no)
@@ -543,6 +559,11 @@ impl SimulatorV3 {
             let order = orders.get_mut(out_trade_no).ok_or_else(|| format!("no v3 order {out_trade_no:?}"))?;
             if order.state != "NOTPAY" {
                 return Err(format!("the order is {}, it cannot be paid", order.state));
+            }
+            let expire = order.request["time_expire"].as_str().unwrap_or("");
+            let rfc3339 = &time::format_description::well_known::Rfc3339;
+            if time::OffsetDateTime::parse(expire, rfc3339).is_ok_and(|at| at.unix_timestamp() < now_secs) {
+                return Err("the order expired at WeChat (time_expire): 该订单已失效".into());
             }
             order.state = "SUCCESS";
             let at = time::OffsetDateTime::from_unix_timestamp(now_secs).map_err(|e| e.to_string())?;

@@ -41,7 +41,7 @@ use sled::transaction::{TransactionError, Transactional};
 use sled::Tree;
 
 pub use certificates::StoredCertificate;
-pub use notify::{NotifyRecord, Verdict};
+pub use notify::{NotifyRecord, NotifySource, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};
 pub use platform::{Created, Delivery, DeliveryState, EventKind};
 pub use query::{DayTotal, OrderFilter};

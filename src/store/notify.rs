@@ -15,11 +15,33 @@ use sha2::{Digest, Sha256};
 use super::codec::{self, CodecError};
 
 /// The format version written by this release.
-pub const NOTIFY_VERSION: u8 = 3;
+pub const NOTIFY_VERSION: u8 = 4;
 
-/// Version 2 lacks the two fields added at the end: `event_id` and
-/// `resource` (both `None`, encoded as 0).
-const MISSING_SINCE_V2: &[u8] = &[0, 0];
+/// What older versions lack at the end, encoded: version 2 `event_id` and
+/// `resource` (`None`: 0) and `source` (`Notify`: variant 0); version 3
+/// `source`.
+const MISSING_SINCE_V2: &[u8] = &[0, 0, 0];
+const MISSING_SINCE_V3: &[u8] = &[0];
+
+/// How PayBridge learned what a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NotifySource {
+    /// WeChat posted it to `/pay/notify`.
+    #[default]
+    Notify,
+    /// PayBridge asked WeChat (`orderquery`, v3's query): the reconciler.
+    Query,
+}
+
+impl NotifySource {
+    /// `notify` or `query`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifySource::Notify => "notify",
+            NotifySource::Query => "query",
+        }
+    }
+}
 
 /// How much of a refused notify's body is kept.
 pub const REFUSED_KEPT_BYTES: usize = 1024;
@@ -87,6 +109,8 @@ pub struct NotifyRecord {
     /// API v3: the decrypted resource (JSON), kept only once the notify
     /// verified; `raw` holds the envelope as received.
     pub resource: Option<Vec<u8>>,
+    /// A notify WeChat sent, or the verified answer to a query.
+    pub source: NotifySource,
 }
 
 /// Version 1: every body kept whole, no size, hash or verified flag.
@@ -121,6 +145,7 @@ impl From<NotifyRecordV1> for NotifyRecord {
             sandbox: v1.sandbox,
             event_id: None,
             resource: None,
+            source: NotifySource::Notify,
         }
     }
 }
@@ -143,6 +168,7 @@ impl NotifyRecord {
             sandbox,
             event_id: None,
             resource: None,
+            source: NotifySource::Notify,
         }
     }
 
@@ -172,6 +198,7 @@ impl NotifyRecord {
     pub fn decode(bytes: &[u8]) -> Result<NotifyRecord, CodecError> {
         match codec::split(bytes)? {
             (NOTIFY_VERSION, payload) => codec::decode(payload),
+            (3, payload) => codec::decode([payload, MISSING_SINCE_V3].concat().as_slice()),
             (2, payload) => codec::decode([payload, MISSING_SINCE_V2].concat().as_slice()),
             (1, payload) => Ok(codec::decode::<NotifyRecordV1>(payload)?.into()),
             (other, _) => Err(CodecError::UnknownVersion(other)),
@@ -216,14 +243,17 @@ mod tests {
     }
 
     #[test]
-    fn version_2_records_still_read() {
+    fn versions_2_and_3_still_read() {
         let mut record = NotifyRecord::received(b"<xml/>", 1, Some("1.2.3.4:5".into()), true);
         record.reason = "ok".into();
-        // Version 2 is the current struct without its last two fields.
-        let mut v2 = codec::encode(2, &record);
-        v2.truncate(v2.len() - MISSING_SINCE_V2.len());
-        assert_eq!(NotifyRecord::decode(&v2).unwrap(), record);
+        // Versions 2 and 3 are the current struct without its last fields.
+        for (version, missing) in [(2, MISSING_SINCE_V2), (3, MISSING_SINCE_V3)] {
+            let mut old = codec::encode(version, &record);
+            old.truncate(old.len() - missing.len());
+            assert_eq!(NotifyRecord::decode(&old).unwrap(), record);
+        }
         record.event_id = Some("EV-1".into());
+        record.source = NotifySource::Query;
         assert_eq!(NotifyRecord::decode(&record.encode()).unwrap(), record);
     }
 

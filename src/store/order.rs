@@ -248,6 +248,11 @@ impl Order {
         self.history.push(OrderEvent { at: now, kind: kind.into(), detail });
     }
 
+    /// Adds a step to the history (a query's answer, a failed close).
+    pub fn note(&mut self, now: i64, kind: &str, detail: String) {
+        self.event(now, kind, detail);
+    }
+
     /// Records a prepay id. Only an unpaid, open order takes one.
     pub fn record_prepay(&mut self, prepay: Prepay, now: i64) {
         debug_assert!(matches!(self.status, OrderStatus::Created | OrderStatus::Prepaid));

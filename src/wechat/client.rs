@@ -128,6 +128,8 @@ pub struct UnifiedOrder<'a> {
     pub openid: &'a str,
     /// The payer's IP address.
     pub spbill_create_ip: &'a str,
+    /// The last moment the user can pay (`yyyyMMddHHmmss`, Beijing), if any.
+    pub time_expire: Option<String>,
 }
 
 /// A client for one merchant.
@@ -240,6 +242,7 @@ impl WechatClient {
             ("notify_url", self.notify_url.as_str()),
             ("trade_type", "JSAPI"),
             ("openid", order.openid),
+            ("time_expire", order.time_expire.as_deref().unwrap_or("")),
         ]);
         fields.retain(|_, v| !v.is_empty());
         let reply = self.call("unifiedorder", fields).await?;

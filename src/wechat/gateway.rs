@@ -34,6 +34,26 @@ pub struct PrepayOrder<'a> {
     pub openid: &'a str,
     /// The payer's IP address (v2's `spbill_create_ip`).
     pub payer_ip: &'a str,
+    /// The last moment the user can pay (unix seconds), sent as `time_expire`.
+    pub expires_at: Option<i64>,
+}
+
+/// What WeChat says of an order when asked (`orderquery`, v3's query).
+#[derive(Debug, Clone)]
+pub enum Queried {
+    /// WeChat took the money (`SUCCESS`, or `REFUND`: paid, then refunded).
+    Paid {
+        /// What the payment says, as a notify would.
+        payment: crate::store::Payment,
+        /// The verified reply, kept in the notify log as the evidence.
+        raw: Vec<u8>,
+    },
+    /// Not paid (yet): `NOTPAY`, `USERPAYING`, `PAYERROR`, …
+    Unpaid(String),
+    /// Closed or revoked at WeChat.
+    Closed(String),
+    /// WeChat has no such order (the unified order never reached it).
+    NotFound,
 }
 
 /// The merchant's WeChat Pay, in the version configured.
@@ -41,6 +61,7 @@ pub struct Gateway {
     /// Logs users in (`jscode2session`), in both versions; in v2 it also pays.
     login: WechatClient,
     appid: String,
+    mch_id: String,
     pay: Pay,
 }
 
@@ -76,7 +97,7 @@ impl Gateway {
                 Pay::V3 { client: Box::new(client), keys: keys.clone() }
             }
         };
-        Ok(Gateway { login, appid: config.appid.clone(), pay })
+        Ok(Gateway { login, appid: config.appid.clone(), mch_id: config.mch_id.clone(), pay })
     }
 
     /// `"v2"` or `"v3"`.
@@ -113,6 +134,12 @@ impl Gateway {
                         attach: order.attach,
                         openid: order.openid,
                         spbill_create_ip: order.payer_ip,
+                        time_expire: order.expires_at.map(|secs| {
+                            super::beijing_compact(
+                                time::OffsetDateTime::from_unix_timestamp(secs)
+                                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                            )
+                        }),
                     })
                     .await
             }
@@ -123,7 +150,7 @@ impl Gateway {
                     description: order.body,
                     attach: order.attach,
                     openid: order.openid,
-                    time_expire: None,
+                    time_expire: order.expires_at,
                 })
                 .await
                 .map_err(v2_names),
@@ -147,6 +174,73 @@ impl Gateway {
             Pay::V2 { .. } => self.login.close_order(out_trade_no).await,
             Pay::V3 { client, .. } => client.close(out_trade_no).await.map_err(v2_names),
         }
+    }
+}
+
+impl Gateway {
+    /// Asks WeChat about an order. Only a verified reply for this merchant
+    /// is believed (the clients check signatures and, in v2, the echoed
+    /// `appid` and `mch_id`; v3's are checked here).
+    pub async fn query(&self, out_trade_no: &str) -> Result<Queried, WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => match self.login.order_query(out_trade_no).await {
+                Ok(reply) => Ok(queried_v2(&reply)),
+                Err(WechatError::Business { code, .. }) if code == "ORDERNOTEXIST" => Ok(Queried::NotFound),
+                Err(e) => Err(e),
+            },
+            Pay::V3 { client, keys: _ } => match client.query(out_trade_no).await.map_err(v2_names) {
+                Ok(reply) => self.queried_v3(&reply),
+                Err(WechatError::Business { code, .. }) if code == "ORDER_NOT_EXIST" => Ok(Queried::NotFound),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn queried_v3(&self, reply: &serde_json::Value) -> Result<Queried, WechatError> {
+        let text = |pointer: &str| reply.pointer(pointer).and_then(serde_json::Value::as_str).unwrap_or("");
+        if text("/appid") != self.appid {
+            return Err(WechatError::WrongMerchant { field: "appid", value: text("/appid").to_owned() });
+        }
+        if text("/mchid") != self.mch_id {
+            return Err(WechatError::WrongMerchant { field: "mch_id", value: text("/mchid").to_owned() });
+        }
+        let state = text("/trade_state").to_owned();
+        Ok(match state.as_str() {
+            "SUCCESS" | "REFUND" => Queried::Paid {
+                payment: crate::store::Payment {
+                    transaction_id: text("/transaction_id").to_owned(),
+                    total_fee: reply.pointer("/amount/total").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                    time_end: time::OffsetDateTime::parse(
+                        text("/success_time"),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map(super::beijing_compact)
+                    .unwrap_or_default(),
+                    openid: text("/payer/openid").to_owned(),
+                },
+                raw: reply.to_string().into_bytes(),
+            },
+            "CLOSED" | "REVOKED" => Queried::Closed(state),
+            _ => Queried::Unpaid(state),
+        })
+    }
+}
+
+fn queried_v2(reply: &super::sign::Fields) -> Queried {
+    let get = |k: &str| reply.get(k).cloned().unwrap_or_default();
+    let state = get("trade_state");
+    match state.as_str() {
+        "SUCCESS" | "REFUND" => Queried::Paid {
+            payment: crate::store::Payment {
+                transaction_id: get("transaction_id"),
+                total_fee: get("total_fee").parse().unwrap_or(0),
+                time_end: get("time_end"),
+                openid: get("openid"),
+            },
+            raw: super::xml::write(reply).into_bytes(),
+        },
+        "CLOSED" | "REVOKED" => Queried::Closed(state),
+        _ => Queried::Unpaid(state),
     }
 }
 
