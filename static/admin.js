@@ -36,6 +36,7 @@ const I18N = {
     'field.sandbox': 'Sandbox order', 'field.updatedAt': 'Updated',
     'notifies.none': 'No notify received yet.', 'notify.peer': 'from {peer}', 'notify.order': 'order {no}', 'notify.claims': 'claims order {no} (unverified)',
     'notify.event': 'event {id} (API v3; decrypted below)',
+    'notify.byQuery': 'found by query: PayBridge asked WeChat (the notify never came)',
     'notify.unverified': 'unverified: {size} received, first KiB kept, SHA-256 {sha}…',
     'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
     'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
@@ -81,6 +82,7 @@ const I18N = {
     'field.sandbox': '沙箱订单', 'field.updatedAt': '更新时间',
     'notifies.none': '尚未收到支付通知。', 'notify.peer': '来自 {peer}', 'notify.order': '订单 {no}', 'notify.claims': '声称属于订单 {no}（未通过验签）',
     'notify.event': '通知 ID {id}（API v3，下方为解密后的内容）',
+    'notify.byQuery': '查询所得：未收到通知，PayBridge 主动查询微信',
     'notify.unverified': '未通过验签：收到 {size}，仅保留前 1 KiB，SHA-256 {sha}…',
     'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
     'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
@@ -417,6 +419,7 @@ function notifyCard(n, withOrder) {
       h('span', { class: 'muted' }, n.peer ? t('notify.peer', { peer: n.peer }) : ''), ' ', order),
     h('div', { class: 'reason' }, n.reason),
     size,
+    n.source === 'query' ? h('div', { class: 'by-query' }, t('notify.byQuery')) : '',
     n.eventId ? h('div', { class: 'muted event-id' }, t('notify.event', { id: n.eventId })) : '',
     // v3: the decrypted transaction says more than the encrypted envelope.
     h('pre', { class: 'xml' }, n.resource ? prettyJson(n.resource) : prettyXml(n.raw)));

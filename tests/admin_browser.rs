@@ -421,9 +421,15 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
     assert_eq!(env.order(paid, 1990, &openid).await.0, 200);
     let tx = env.sim_pay(json!({ "out_trade_no": paid })).await;
     env.wait_acknowledged(paid).await;
-    for (lang, mode, warning) in [
-        ("en-US", "Public key + platform certificates (migration)", "within 30 days"),
-        ("zh-CN", "微信支付公钥 + 平台证书（迁移中）", "不足 30 天"),
+    // Another whose notify is lost: the lifecycle finds it by query.
+    let found = "V3ADMIN002";
+    assert_eq!(env.order(found, 500, &openid).await.0, 200);
+    env.sim_pay(json!({ "out_trade_no": found, "lose_notify": true })).await;
+    env.app.lifecycle.clock().advance(Duration::from_secs(6 * 60));
+    env.app.lifecycle.tick().await.unwrap();
+    for (lang, mode, warning, by_query) in [
+        ("en-US", "Public key + platform certificates (migration)", "within 30 days", "found by query"),
+        ("zh-CN", "微信支付公钥 + 平台证书（迁移中）", "不足 30 天", "查询所得"),
     ] {
         let b = browser(lang, true).await;
         b.login(&env.base, ADMIN_PASSWORD).await;
@@ -442,6 +448,9 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
         b.go(&env.base, &format!("orders/{paid}")).await;
         let notify = b.text(".notify").await;
         assert!(notify.contains("EV-") && notify.contains("\"transaction_id\"") && notify.contains(&tx), "{notify}");
+        b.go(&env.base, &format!("orders/{found}")).await;
+        let source = b.text(".notify .by-query").await;
+        assert!(source.contains(by_query), "{lang}: {source}");
         b.screenshot(&format!("system-v3-{lang}-360")).await;
         b.client.close().await.unwrap();
     }
