@@ -37,6 +37,11 @@ const I18N = {
     'notifies.none': 'No notify received yet.', 'notify.peer': 'from {peer}', 'notify.order': 'order {no}', 'notify.claims': 'claims order {no} (unverified)',
     'notify.event': 'event {id} (API v3; decrypted below)',
     'notify.byQuery': 'found by query: PayBridge asked WeChat (the notify never came)',
+    'order.refunds': 'Refunds', 'field.refunded': 'Refunded', 'refund.amount': 'Amount to refund (yuan)', 'refund.reason': 'Reason (shown to the payer)',
+    'refund.start': 'Refund…', 'refund.left': 'Up to ¥{amount} can be refunded.',
+    'refund.badAmount': 'Enter an amount from ¥0.01 to ¥{amount}.',
+    'refund.confirm': 'Refund ¥{amount} to the payer? Money that went back cannot be taken again.',
+    'refund.yes': 'Yes, refund', 'refund.no': 'Cancel',
     'notify.unverified': 'unverified: {size} received, first KiB kept, SHA-256 {sha}…',
     'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
     'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
@@ -83,6 +88,11 @@ const I18N = {
     'notifies.none': '尚未收到支付通知。', 'notify.peer': '来自 {peer}', 'notify.order': '订单 {no}', 'notify.claims': '声称属于订单 {no}（未通过验签）',
     'notify.event': '通知 ID {id}（API v3，下方为解密后的内容）',
     'notify.byQuery': '查询所得：未收到通知，PayBridge 主动查询微信',
+    'order.refunds': '退款', 'field.refunded': '已退金额', 'refund.amount': '退款金额（元）', 'refund.reason': '退款原因（用户可见）',
+    'refund.start': '退款…', 'refund.left': '最多可退 ¥{amount}。',
+    'refund.badAmount': '请输入 ¥0.01 至 ¥{amount} 之间的金额。',
+    'refund.confirm': '确认退款 ¥{amount} 给付款用户？退款后无法撤回。',
+    'refund.yes': '确认退款', 'refund.no': '取消',
     'notify.unverified': '未通过验签：收到 {size}，仅保留前 1 KiB，SHA-256 {sha}…',
     'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
     'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
@@ -102,7 +112,8 @@ const I18N = {
 };
 
 const STATUS_ZH = { CREATED: '已创建', PREPAID: '待支付', PAID: '已支付', CLOSED: '已关闭',
-  REJECTED: '已拒绝', DUPLICATE: '重复', IGNORED: '已忽略', PENDING: '待重试', DELIVERED: '已送达', FAILED: '失败' };
+  PARTIALLY_REFUNDED: '部分退款', REFUNDED: '已退款', PROCESSING: '退款中', SUCCESS: '成功', ABNORMAL: '退款异常',
+  REFUND: '退款通知', REJECTED: '已拒绝', DUPLICATE: '重复', IGNORED: '已忽略', PENDING: '待重试', DELIVERED: '已送达', FAILED: '失败' };
 
 const state = { lang: 'en', csrf: null, sandbox: false };
 
@@ -339,7 +350,7 @@ function queryOf(params) {
 
 async function orders(params) {
   const status = h('select', { id: 'f-status' }, h('option', { value: '' }, t('orders.all')),
-    ...['PAID', 'PREPAID', 'CREATED', 'CLOSED'].map(s => h('option', { value: s, selected: params.status === s }, statusLabel(s))));
+    ...['PAID', 'PREPAID', 'CREATED', 'CLOSED', 'PARTIALLY_REFUNDED', 'REFUNDED'].map(s => h('option', { value: s, selected: params.status === s }, statusLabel(s))));
   // Text, not type=date: the browser would show its own locale's format,
   // and the list shows YYYY-MM-DD.
   const day = (id, value) => h('input', { id, type: 'text', inputmode: 'numeric', placeholder: 'YYYY-MM-DD',
@@ -439,6 +450,8 @@ async function orderDetail(no) {
     h('div', { class: 'card', id: 'order-fields' }, fields([
       ['field.status', statusBadge(o.status)],
       ['field.amount', '¥' + yuan(o.totalFee)],
+      ['field.refunded', o.refundedFee || o.refundPendingFee
+        ? '¥' + yuan(o.refundedFee) + (o.refundPendingFee ? ' (+¥' + yuan(o.refundPendingFee) + ' …)' : '') : null],
       ['field.outTradeNo', o.outTradeNo],
       ['field.body', o.body],
       ['field.attach', o.attach],
@@ -456,12 +469,66 @@ async function orderDetail(no) {
     h('h2', {}, t('order.history')),
     h('ol', { class: 'card history', id: 'order-history' },
       ...o.history.map(e => h('li', {}, when(e.at), ' ', h('strong', {}, e.kind), ' ', e.detail))),
+    ...refundSection(o),
     ...(o.deliveries.length ? [
       h('h2', {}, t('order.webhooks')),
       h('div', { id: 'order-deliveries' }, ...o.deliveries.map(deliveryCard))] : []),
     h('h2', {}, t('order.notifies')),
     h('div', { id: 'order-notifies' },
       ...(o.notifies.length ? o.notifies.map(n => notifyCard(n, false)) : [h('p', { class: 'muted' }, t('order.noNotifies'))])));
+}
+
+// Fen from what a person typed as yuan ("12", "12.3", "12.30"), exactly: no floats.
+function fenOf(text) {
+  const m = /^\s*(\d{1,9})(?:\.(\d{1,2}))?\s*$/.exec(text || '');
+  return m ? Number(m[1]) * 100 + Number((m[2] || '').padEnd(2, '0')) : null;
+}
+
+// Refunds: the list, and for a paid order a form whose submit asks to confirm first.
+function refundSection(o) {
+  const refundable = o.totalFee - o.refundedFee - o.refundPendingFee;
+  const list = o.refunds.map(r => h('div', { class: 'card refund', 'data-status': r.status },
+    h('div', {}, statusBadge(r.status), ' ', h('strong', {}, '¥' + yuan(r.amount)), ' ', r.reason || ''),
+    h('div', { class: 'muted' }, r.outRefundNo, ' · ', r.requestedBy, ' · ', when(r.createdAt),
+      r.lastResult ? ' · ' + r.lastResult : '')));
+  if (!['PAID', 'PARTIALLY_REFUNDED'].includes(o.status) || refundable <= 0) {
+    return list.length ? [h('h2', {}, t('order.refunds')), ...list] : [];
+  }
+  const amount = h('input', { id: 'refund-amount', inputmode: 'decimal', placeholder: yuan(refundable), 'aria-label': t('refund.amount') });
+  const reason = h('input', { id: 'refund-reason', maxlength: '80', placeholder: t('refund.reason'), 'aria-label': t('refund.reason') });
+  const note = h('p', { class: 'error', role: 'alert' });
+  const confirm = h('div', { class: 'confirm', id: 'refund-confirm', hidden: true });
+  const submit = h('button', { type: 'submit', id: 'refund-submit' }, t('refund.start'));
+  const form = h('form', { class: 'card', id: 'refund-form' },
+    h('p', { class: 'muted' }, t('refund.left', { amount: yuan(refundable) })), amount, ' ', reason, ' ', submit, note, confirm);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const fen = fenOf(amount.value);
+    note.textContent = '';
+    if (!fen || fen > refundable) {
+      note.textContent = t('refund.badAmount', { amount: yuan(refundable) });
+      return;
+    }
+    // The confirmation step: what will happen, and one more click.
+    const yes = h('button', { type: 'button', id: 'refund-yes', class: 'danger' }, t('refund.yes'));
+    const no = h('button', { type: 'button', class: 'ghost' }, t('refund.no'));
+    confirm.replaceChildren(h('p', {}, t('refund.confirm', { amount: yuan(fen) })), yes, ' ', no);
+    confirm.hidden = false;
+    no.addEventListener('click', () => { confirm.hidden = true; });
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      try {
+        await api('/admin/api/orders/' + encodeURIComponent(o.outTradeNo) + '/refunds',
+          { method: 'POST', body: JSON.stringify({ amount: fen, reason: reason.value }) });
+        route();
+      } catch (e) {
+        yes.disabled = false;
+        confirm.hidden = true;
+        note.textContent = t('error', { msg: e.message });
+      }
+    });
+  });
+  return [h('h2', {}, t('order.refunds')), ...list, form];
 }
 
 function deliveryCard(d) {

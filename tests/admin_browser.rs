@@ -451,8 +451,35 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
         b.go(&env.base, &format!("orders/{found}")).await;
         let source = b.text(".notify .by-query").await;
         assert!(source.contains(by_query), "{lang}: {source}");
+        // A partial refund: a wrong amount is refused on the page; a right one asks to confirm first.
+        let refund = if lang == "en-US" { "1.5" } else { "0.5" };
+        b.wait("#refund-amount").await.send_keys("9999").await.unwrap();
+        b.wait("#refund-submit").await.click().await.unwrap();
+        assert!(!b.text("#refund-form .error").await.is_empty(), "{lang}: too much is refused before any request");
+        b.wait("#refund-amount").await.clear().await.unwrap();
+        b.wait("#refund-amount").await.send_keys(refund).await.unwrap();
+        b.wait("#refund-submit").await.click().await.unwrap();
+        let ask = b.text("#refund-confirm").await;
+        assert!(ask.contains(&format!("¥{}", if lang == "en-US" { "1.50" } else { "0.50" })), "{lang}: {ask}");
+        assert!(
+            env.app.store.refunds_for_order(found).unwrap().len() < if lang == "en-US" { 1 } else { 2 },
+            "nothing before the confirmation"
+        );
+        b.wait("#refund-yes").await.click().await.unwrap();
+        b.wait(".refund").await;
+        b.screenshot(&format!("order-refund-{lang}-360")).await;
+        b.assert_no_horizontal_scroll("order with refund").await;
         b.screenshot(&format!("system-v3-{lang}-360")).await;
         b.client.close().await.unwrap();
     }
+    // Both refunds went through; the order is partly refunded.
+    for _ in 0..200 {
+        if env.app.store.order(found).unwrap().unwrap().refunded_fee == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order = env.app.store.order(found).unwrap().unwrap();
+    assert_eq!((order.status, order.refunded_fee), (paybridge::store::OrderStatus::PartiallyRefunded, 200));
     env.stop().await;
 }

@@ -30,8 +30,8 @@ pub struct Admin {
     pub limiter: auth::LoginLimiter,
     /// Certificate status, with TLS on.
     pub tls_status: Option<Arc<StatusHandle>>,
-    /// For the catalogue in force.
-    payments: Arc<crate::pay::Payments>,
+    /// The payment service: the catalogue in force, refunds.
+    pub payments: Arc<crate::pay::Payments>,
     /// Where this server is reached (the Integration view).
     notify_url: url::Url,
     /// For re-sending a webhook.
@@ -166,6 +166,46 @@ pub struct OrderDetail {
     notifies_next: Option<String>,
     /// Its webhooks to the platform, for a platform's order.
     deliveries: Vec<DeliveryRow>,
+    /// Its refunds.
+    refunds: Vec<RefundRow>,
+    /// Fen refunded, and fen being refunded.
+    refunded_fee: u64,
+    refund_pending_fee: u64,
+}
+
+/// One refund, as the admin page shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRow {
+    out_refund_no: String,
+    out_trade_no: String,
+    amount: u64,
+    reason: String,
+    status: &'static str,
+    requested_by: String,
+    platform_refund_id: Option<String>,
+    refund_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    last_result: Option<String>,
+}
+
+impl From<&store::Refund> for RefundRow {
+    fn from(r: &store::Refund) -> RefundRow {
+        RefundRow {
+            out_refund_no: r.out_refund_no.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            amount: r.amount,
+            reason: r.reason.clone(),
+            status: r.status.as_str(),
+            requested_by: r.requested_by.clone(),
+            platform_refund_id: r.platform_refund_id.clone(),
+            refund_id: r.refund_id.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_result: r.last_result.clone(),
+        }
+    }
 }
 
 /// One webhook of an order and how its delivery went.
@@ -398,6 +438,9 @@ impl Admin {
             notifies: notifies.items.iter().map(NotifyRow::from).collect(),
             notifies_next: notifies.next,
             deliveries: self.store.deliveries_for_order(out_trade_no)?.iter().map(DeliveryRow::from).collect(),
+            refunds: self.store.refunds_for_order(out_trade_no)?.iter().map(RefundRow::from).collect(),
+            refunded_fee: order.refunded_fee,
+            refund_pending_fee: order.refund_pending_fee,
         }))
     }
 

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use sha2::Digest;
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::StatusCode;
@@ -367,6 +368,48 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
             }
         });
 
+    // A refund: amount and reason, after the page's confirmation step.
+    let refund = warp::path!("admin" / "api" / "orders" / String / "refunds")
+        .and(warp::post())
+        .and(caller())
+        .and(body::limited(4096))
+        .and(with(admin.clone()))
+        .then(|no: String, c: Caller, body: bytes::Bytes, admin: Arc<Admin>| async move {
+            if let Err(refusal) = c.authorize_change(&admin) {
+                return refusal.reply();
+            }
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Body {
+                amount: u64,
+                #[serde(default)]
+                reason: String,
+            }
+            let body: Body = match serde_json::from_slice(&body) {
+                Ok(b) => b,
+                Err(e) => {
+                    let message = format!("the body must be {{\"amount\": fen, \"reason\": text}}: {e}");
+                    return json_error(StatusCode::BAD_REQUEST, "INVALID_JSON", &message);
+                }
+            };
+            // Which session asked, without the session itself.
+            let session = c.cookie.as_deref().map(|cookie| hex::encode(&sha2::Sha256::digest(cookie)[..4]));
+            let new = crate::pay::refund::NewRefund {
+                out_trade_no: no,
+                amount: body.amount,
+                reason: body.reason,
+                requested_by: format!("admin (session {}, from {})", session.unwrap_or_default(), c.ip),
+                platform_refund_id: None,
+            };
+            match admin.payments.refund(new, None).await {
+                Ok((refund, _)) => {
+                    let row = crate::admin::RefundRow::from(&refund);
+                    reply::with_status(reply::json(&row), StatusCode::CREATED).into_response()
+                }
+                Err(e) => super::error::pay_error(&e),
+            }
+        });
+
     let integration = warp::path!("admin" / "api" / "integration")
         .and(warp::get())
         .and(authed.clone())
@@ -391,6 +434,8 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .or(system)
         .unify()
         .or(resend)
+        .unify()
+        .or(refund)
         .unify()
         .or(integration)
         .unify()

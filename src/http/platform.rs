@@ -98,6 +98,7 @@ pub fn routes(pay: Arc<Payments>, metrics: Arc<crate::metrics::Metrics>) -> Boxe
                     ("POST", ["orders", no, "close"]) => {
                         pay.close_platform_order(platform, no).await.map(|o| ok(&view(&o)))
                     }
+                    ("POST", ["orders", no, "refunds"]) => refund(&pay, platform, no, &body).await,
                     ("GET", ["changes"]) => changes(&pay, platform, query).await,
                     _ => Ok(json_error(
                         StatusCode::NOT_FOUND,
@@ -109,6 +110,42 @@ pub fn routes(pay: Arc<Payments>, metrics: Arc<crate::metrics::Metrics>) -> Boxe
             },
         )
         .boxed()
+}
+
+/// `POST /platform/v1/orders/{no}/refunds` `{"refundId", "amount", "reason"?}`:
+/// idempotent by the platform's `refundId`.
+async fn refund(pay: &Payments, platform: &str, no: &str, body: &[u8]) -> Result<Response, PayError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct RefundBody {
+        refund_id: String,
+        amount: u64,
+        #[serde(default)]
+        reason: String,
+    }
+    let request: RefundBody = super::miniprogram::parse_json(body)?;
+    let id_ok = (1..=64).contains(&request.refund_id.len())
+        && request.refund_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if !id_ok {
+        return Err(PayError::Invalid("refundId must be 1 to 64 of A-Z a-z 0-9 - _ . :".into()));
+    }
+    // Only the platform's own orders: another's looks like no order at all.
+    let order = pay.platform_order(platform, no).await?;
+    let new = crate::pay::refund::NewRefund {
+        out_trade_no: order.out_trade_no,
+        amount: request.amount,
+        reason: request.reason,
+        requested_by: format!("platform {platform}"),
+        platform_refund_id: Some(request.refund_id),
+    };
+    let (refund, created) = pay.refund(new, Some(platform)).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let view = serde_json::json!({
+        "refundId": refund.platform_refund_id, "outRefundNo": refund.out_refund_no,
+        "outTradeNo": refund.out_trade_no, "amount": refund.amount, "reason": refund.reason,
+        "status": refund.status.as_str(),
+    });
+    Ok(reply::with_status(reply::json(&view), status).into_response())
 }
 
 enum Refused {

@@ -18,6 +18,10 @@
 //! with "already paid" makes PayBridge query and record the payment
 //! instead.
 //!
+//! Refunds still PROCESSING a minute after their last news are queried
+//! too (a lost refund notify), and one WeChat never received is sent again
+//! under the same number.
+//!
 //! The work list is the store's index of open orders, so it survives a
 //! restart; what is due is computed from each order's own history. Queries
 //! and closes together stay under `orders.queries_per_second`, so a restart
@@ -43,6 +47,9 @@ pub const QUERY_AFTER: [Duration; 4] = [
 
 /// The last query comes this long before the order expires.
 pub const LAST_QUERY_BEFORE_EXPIRY: Duration = Duration::from_secs(2 * 60);
+
+/// A refund still processing this long after its last news is queried.
+pub const REFUND_QUERY_AFTER: Duration = Duration::from_secs(60);
 
 /// After a failed close, the next try waits this long.
 pub const CLOSE_RETRY: Duration = Duration::from_secs(60);
@@ -173,7 +180,23 @@ impl Lifecycle {
                 }
             }
         }
-        Ok(due.len())
+        // Refunds whose end has not come within a minute: ask WeChat.
+        let refunds = self.pay.store.read(|store| store.processing_refunds(WORK_LIST)).await?;
+        let stale = refunds.iter().filter(|r| r.updated_at + REFUND_QUERY_AFTER.as_millis() as i64 <= now);
+        let mut steps = due.len();
+        for refund in stale {
+            tokio::time::sleep_until(next_slot).await;
+            next_slot = tokio::time::Instant::now() + pace;
+            steps += 1;
+            match self.pay.refund_step(refund).await {
+                Ok(result) => self.pay.metrics.lifecycle(result),
+                Err(e) => {
+                    self.pay.metrics.lifecycle("store_error");
+                    tracing::warn!(out_refund_no = %refund.out_refund_no, error = %e, "refund query failed");
+                }
+            }
+        }
+        Ok(steps)
     }
 }
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use super::notify::{Checked, NotifyAck};
 use super::{now_ms, Payments};
-use crate::store::{NotifyRecord, Payment, Verdict};
+use crate::store::{NotifyRecord, Payment, RefundStatus, Verdict};
 use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::v3::notify::{self as v3notify, Envelope};
 use crate::wechat::v3::verify::{SignedHeaders, VerifyError};
@@ -79,6 +79,9 @@ impl Payments {
             let reason = v3notify::envelope(raw).err().map(|e| e.to_string()).unwrap_or_default();
             return rejected(reason, 400);
         };
+        if envelope.event_type.starts_with("REFUND.") {
+            return self.check_refund_notify(&envelope, keys, record).await;
+        }
         if !envelope.event_type.starts_with("TRANSACTION.") {
             let reason = format!("event {:?} is not a payment; nothing to do", envelope.event_type);
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), true);
@@ -122,6 +125,54 @@ impl Payments {
             time_end: time_end(&transaction.success_time),
             openid: transaction.payer.openid,
         })
+    }
+
+    /// A verified refund notify: the refund it names ends as WeChat says
+    /// (durably, before the notify is recorded and answered).
+    async fn check_refund_notify(
+        &self,
+        envelope: &Envelope,
+        keys: &crate::config::V3Keys,
+        record: &mut NotifyRecord,
+    ) -> Checked {
+        let rejected = |reason: String, status: u16| {
+            Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail("失败").with_status(status), true)
+        };
+        let refund = match v3notify::refund(envelope, &keys.apiv3_key) {
+            Ok(r) => r,
+            Err(e) => return rejected(format!("{e}; check wechat.apiv3_key"), 500),
+        };
+        record.resource = serde_json::to_vec(&serde_json::json!({
+            "mchid": refund.mchid, "out_trade_no": refund.out_trade_no, "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id, "refund_status": refund.refund_status,
+            "amount": { "total": refund.amount.total, "refund": refund.amount.refund },
+        }))
+        .ok();
+        record.out_trade_no = Some(refund.out_trade_no.clone()).filter(|no| is_valid_out_trade_no(no));
+        if refund.mchid != self.mch_id {
+            return rejected(format!("mchid {:?} is not this merchant's", refund.mchid), 400);
+        }
+        let Some(status) = RefundStatus::parse(&refund.refund_status) else {
+            return rejected(format!("refund_status {:?} is unknown", refund.refund_status), 400);
+        };
+        let no = refund.out_refund_no.clone();
+        let stored = self.store.read(move |store| store.refund(&no)).await;
+        match stored {
+            Ok(Some(ours)) if ours.out_trade_no == refund.out_trade_no && ours.amount == refund.amount.refund => {}
+            Ok(Some(_)) => return rejected("the refund it names has another order or amount here".into(), 400),
+            Ok(None) => return rejected(format!("unknown refund {}", refund.out_refund_no), 404),
+            Err(e) => return rejected(format!("storage: {e}"), 500),
+        }
+        let result = format!("notify {}", envelope.event_type);
+        match self.end_refund(&refund.out_refund_no, status, Some(refund.refund_id.clone()), result).await {
+            Ok(ended) => Checked::Decided(
+                Verdict::Refund,
+                format!("refund {} is {}", ended.out_refund_no, ended.status.as_str()),
+                NotifyAck::ok(),
+                true,
+            ),
+            Err(e) => rejected(format!("cannot record the refund: {e}"), 500),
+        }
     }
 
     /// Verifies a v3 body. In certificate mode a serial PayBridge has no

@@ -234,7 +234,7 @@ impl Payments {
             }
         };
         match order.status {
-            OrderStatus::Paid => {
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                 return Err(PayError::Conflict { code: "ORDER_PAID", message: "this order is already paid".into() })
             }
             OrderStatus::Closed => {

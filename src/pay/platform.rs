@@ -247,7 +247,7 @@ impl Payments {
         let order = self.platform_order(platform, out_trade_no).await?;
         match order.status {
             OrderStatus::Closed => return Ok(order),
-            OrderStatus::Paid => {
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                 return Err(PayError::Conflict {
                     code: "ORDER_PAID",
                     message: "this order is paid; refund it instead".into(),

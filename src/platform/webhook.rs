@@ -49,11 +49,15 @@ pub fn next_attempt(attempts: u32, failed_at: i64) -> Option<i64> {
 
 /// The event's JSON, the same bytes on every attempt.
 pub fn event_body(delivery: &Delivery, sandbox: bool) -> Vec<u8> {
-    let status = match delivery.kind {
-        crate::store::EventKind::Paid => "PAID",
-        crate::store::EventKind::Closed => "CLOSED",
+    let status = match (delivery.kind, &delivery.refund) {
+        (crate::store::EventKind::Paid, _) => "PAID",
+        (crate::store::EventKind::Closed, _) => "CLOSED",
+        (_, Some(r)) if r.refunded_total >= delivery.total_fee => "REFUNDED",
+        (_, Some(r)) if r.refunded_total > 0 => "PARTIALLY_REFUNDED",
+        // A failed refund of a paid order leaves it paid.
+        (_, _) => "PAID",
     };
-    let body = json!({
+    let mut body = json!({
         "id": event_id(delivery.id),
         "type": delivery.kind.as_str(),
         "createdAt": rfc3339(delivery.created_at),
@@ -68,6 +72,12 @@ pub fn event_body(delivery: &Delivery, sandbox: bool) -> Vec<u8> {
             "timeEnd": delivery.time_end,
         },
     });
+    if let Some(r) = &delivery.refund {
+        body["order"]["refundedAmount"] = json!(r.refunded_total);
+        body["refund"] = json!({
+            "outRefundNo": r.out_refund_no, "refundId": r.refund_id, "amount": r.amount, "status": r.status,
+        });
+    }
     serde_json::to_vec(&body).expect("plain data")
 }
 

@@ -106,14 +106,17 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
                     Some(other) => sim.v3().inject(other.v3_sign_fault()),
                     None => {}
                 }
-                v3::into_response(sim.v3().handle_with_serial(
+                let reply = sim.v3().handle_with_serial(
                     method.as_str(),
                     &path_and_query,
                     authorization.as_deref(),
                     wants_serial.as_deref(),
                     &body,
                     now,
-                ))
+                );
+                // A refund WeChat accepted ends soon after, with a notify.
+                sim.end_new_refunds();
+                v3::into_response(reply)
             },
         );
     let demo_platform = warp::path!("demo-a" / "webhook")

@@ -204,6 +204,10 @@ struct Inner {
     v3_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
     /// When each order query (v2 or v3) arrived, to check a client's pace.
     queries: Mutex<Vec<std::time::Instant>>,
+    /// Notify delivery of v3 refunds.
+    refund_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
+    /// Refund notifies are lost (a test of refund queries).
+    lose_refund_notifies: std::sync::atomic::AtomicBool,
     http: reqwest::Client,
 }
 
@@ -244,6 +248,8 @@ impl Simulator {
                 faults: Mutex::default(),
                 v3_deliveries: Mutex::default(),
                 queries: Mutex::default(),
+                refund_deliveries: Mutex::default(),
+                lose_refund_notifies: Default::default(),
                 http: reqwest::Client::new(),
             }),
         }
@@ -594,6 +600,45 @@ impl Simulator {
             delivery,
         ));
         Ok(notify["transaction_id"].clone())
+    }
+
+    /// Ends the v3 refunds accepted since the last call and delivers their
+    /// notifies (unless `lose` is set), as WeChat does after a refund.
+    pub fn end_new_refunds(&self) {
+        let v3 = self.inner.v3.clone();
+        for no in v3.take_new_refunds() {
+            let Some((url, resource)) = v3.end_refund(&no) else { continue };
+            if self.inner.lose_refund_notifies.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            let event_id = format!("EV-RF-{}", &nonce_str()[..16]);
+            let v3 = v3.clone();
+            let make = move || {
+                let n = v3.refund_notify(&resource, &event_id, crate::pay::now_ms() / 1000).expect("encrypts");
+                notifier::Outgoing { headers: n.headers, body: n.body, v3: true }
+            };
+            let delivery: Arc<Mutex<Delivery>> = Arc::default();
+            self.inner.refund_deliveries.lock().expect("deliveries lock").insert(no, delivery.clone());
+            tokio::spawn(notifier::deliver(
+                self.inner.http.clone(),
+                url,
+                make,
+                1,
+                self.inner.config.notify_schedule.clone(),
+                delivery,
+            ));
+        }
+    }
+
+    /// Whether refund notifies are lost from now on (PayBridge must query).
+    pub fn lose_refund_notifies(&self, lose: bool) {
+        self.inner.lose_refund_notifies.store(lose, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The delivery of a refund's notify.
+    pub fn refund_delivery(&self, out_refund_no: &str) -> Option<Delivery> {
+        let deliveries = self.inner.refund_deliveries.lock().expect("deliveries lock");
+        deliveries.get(out_refund_no).map(|d| d.lock().expect("delivery lock").clone())
     }
 
     /// [`Simulator::pay`] for an order placed through API v3.

@@ -14,7 +14,7 @@
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
 //! | `wechat_certificates` | serial | [`StoredCertificate`] (API v3 platform certificates) |
 //!
-//! and the platform API's trees, listed in [`platform`].
+//! and the platform API's trees, listed in [`platform`], and the refunds', in [`refund`].
 //!
 //! Index keys sort by time, so "newest first, from this cursor" is a reverse
 //! range scan that reads only the page: its cost does not grow with the
@@ -30,6 +30,7 @@ pub mod notify;
 pub mod order;
 pub mod platform;
 mod query;
+pub mod refund;
 mod tx;
 mod writer;
 
@@ -43,8 +44,9 @@ use sled::Tree;
 pub use certificates::StoredCertificate;
 pub use notify::{NotifyRecord, NotifySource, Verdict};
 pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};
-pub use platform::{Created, Delivery, DeliveryState, EventKind};
+pub use platform::{Created, Delivery, DeliveryState, EventKind, RefundEvent};
 pub use query::{DayTotal, OrderFilter};
+pub use refund::{Refund, RefundCreated, RefundStatus};
 pub use tx::{beijing_day, beijing_day_start};
 pub use writer::WriterStats;
 
@@ -122,6 +124,8 @@ pub(crate) struct Trees {
     outbox_pending: Tree,
     outbox_by_order: Tree,
     wechat_certificates: Tree,
+    refunds: Tree,
+    refunds_by_order: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     data_file: std::fs::File,
 }
@@ -538,6 +542,8 @@ impl Trees {
             outbox_pending: db.open_tree("outbox_pending")?,
             outbox_by_order: db.open_tree("outbox_by_order")?,
             wechat_certificates: db.open_tree("wechat_certificates")?,
+            refunds: db.open_tree("refunds")?,
+            refunds_by_order: db.open_tree("refunds_by_order")?,
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
@@ -607,7 +613,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 15] = [
+        let trees: [&Tree; 17] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -623,6 +629,8 @@ impl Trees {
             &self.outbox_pending,
             &self.outbox_by_order,
             &self.wechat_certificates,
+            &self.refunds,
+            &self.refunds_by_order,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -641,6 +649,8 @@ impl Trees {
                 outbox_pending: &t[12],
                 outbox_by_order: &t[13],
                 wechat_certificates: &t[14],
+                refunds: &t[15],
+                refunds_by_order: &t[16],
             })
         })?;
         Ok(result)

@@ -61,6 +61,8 @@ pub enum Verdict {
     Ignored,
     /// Refused: nothing changed. The reason says why.
     Rejected,
+    /// A verified refund notify: the refund it names was updated.
+    Refund,
 }
 
 impl Verdict {
@@ -71,6 +73,7 @@ impl Verdict {
             Verdict::Duplicate => "DUPLICATE",
             Verdict::Ignored => "IGNORED",
             Verdict::Rejected => "REJECTED",
+            Verdict::Refund => "REFUND",
         }
     }
 }

@@ -10,7 +10,7 @@ use super::codec::{self, CodecError};
 use crate::wechat::jsapi::PayParams;
 
 /// The format version written by this release.
-pub const ORDER_VERSION: u8 = 3;
+pub const ORDER_VERSION: u8 = 4;
 
 /// Where an order's amount came from: who can be trusted for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -74,12 +74,22 @@ pub enum OrderStatus {
     Paid,
     /// Closed without payment.
     Closed,
+    /// Paid, and part of it refunded.
+    PartiallyRefunded,
+    /// Paid, and all of it refunded.
+    Refunded,
 }
 
 impl OrderStatus {
     /// Every status, in index order.
-    pub const ALL: [OrderStatus; 4] =
-        [OrderStatus::Created, OrderStatus::Prepaid, OrderStatus::Paid, OrderStatus::Closed];
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Created,
+        OrderStatus::Prepaid,
+        OrderStatus::Paid,
+        OrderStatus::Closed,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+    ];
 
     /// The upper-case name used in the API.
     pub fn as_str(self) -> &'static str {
@@ -88,6 +98,8 @@ impl OrderStatus {
             OrderStatus::Prepaid => "PREPAID",
             OrderStatus::Paid => "PAID",
             OrderStatus::Closed => "CLOSED",
+            OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            OrderStatus::Refunded => "REFUNDED",
         }
     }
 
@@ -178,14 +190,21 @@ pub struct Order {
     /// After this (unix ms) the order can no longer be paid; `None`: no limit
     /// but WeChat's (a prepay id lives 2 hours).
     pub expires_at: Option<i64>,
+    /// Fen refunded (refunds that succeeded).
+    pub refunded_fee: u64,
+    /// Fen being refunded (refunds asked for, not yet ended): reserved, so
+    /// that refunds never exceed what was paid.
+    pub refund_pending_fee: u64,
 }
 
 /// What older formats lack, as encoded bytes. Each version appended fields
 /// at the end, so an old record followed by the encoding of the new fields'
 /// defaults is a current record: version 1 lacks `source` (`Client`: variant
-/// 0) and `expires_at` (`None`: 0); version 2 lacks `expires_at`.
-const MISSING_SINCE_V1: &[u8] = &[0, 0];
-const MISSING_SINCE_V2: &[u8] = &[0];
+/// 0) and `expires_at` (`None`: 0); version 2 lacks `expires_at`; versions
+/// 1 to 3 lack the two refund sums (0 each).
+const MISSING_SINCE_V1: &[u8] = &[0, 0, 0, 0];
+const MISSING_SINCE_V2: &[u8] = &[0, 0, 0];
+const MISSING_SINCE_V3: &[u8] = &[0, 0];
 
 /// What a verified payment notify says about an order.
 #[derive(Debug, Clone)]
@@ -234,6 +253,8 @@ impl Order {
             history: vec![OrderEvent { at: now, kind: "CREATED".into(), detail: format!("{total_fee} fen") }],
             source: OrderSource::Client,
             expires_at: None,
+            refunded_fee: 0,
+            refund_pending_fee: 0,
         }
     }
 
@@ -322,6 +343,7 @@ impl Order {
         let with_defaults = |payload: &[u8], missing: &[u8]| codec::decode([payload, missing].concat().as_slice());
         match codec::split(bytes)? {
             (ORDER_VERSION, payload) => codec::decode(payload),
+            (3, payload) => with_defaults(payload, MISSING_SINCE_V3),
             (2, payload) => with_defaults(payload, MISSING_SINCE_V2),
             (1, payload) => with_defaults(payload, MISSING_SINCE_V1),
             (other, _) => Err(CodecError::UnknownVersion(other)),
@@ -378,20 +400,23 @@ mod tests {
         let mut o = order();
         o.source = OrderSource::Product { id: "p".into(), quantity: 2 };
         o.expires_at = Some(5);
-        let tail = |o: &Order| postcard::to_stdvec(&(&o.source, o.expires_at)).unwrap().len();
-        let expires_len = postcard::to_stdvec(&o.expires_at).unwrap().len();
-        // Version 2 is version 3 without the trailing expiry.
-        let mut v2 = o.encode();
-        v2[0] = 2;
-        v2.truncate(v2.len() - expires_len);
-        let read = Order::decode(&v2).unwrap();
-        assert_eq!(read, Order { expires_at: None, ..o.clone() });
+        fn len(value: &impl serde::Serialize) -> usize {
+            postcard::to_stdvec(value).unwrap().len()
+        }
+        let refunds = len(&(o.refunded_fee, o.refund_pending_fee));
+        let older = |version: u8, cut: usize| {
+            let mut bytes = o.encode();
+            bytes[0] = version;
+            bytes.truncate(bytes.len() - cut);
+            Order::decode(&bytes).unwrap()
+        };
+        // Version 3 is version 4 without the refund sums.
+        assert_eq!(older(3, refunds), o);
+        // Version 2 has no expiry either.
+        assert_eq!(older(2, refunds + len(&o.expires_at)), Order { expires_at: None, ..o.clone() });
         // Version 1 has neither the source nor the expiry.
-        let mut v1 = o.encode();
-        v1[0] = 1;
-        v1.truncate(v1.len() - tail(&o));
-        let read = Order::decode(&v1).unwrap();
-        assert_eq!(read, Order { source: OrderSource::Client, expires_at: None, ..o });
+        let v1 = older(1, refunds + len(&(&o.source, o.expires_at)));
+        assert_eq!(v1, Order { source: OrderSource::Client, expires_at: None, ..o });
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::tx::{prefixed_key, Tx, TxResult};
 use super::{Order, OrderStatus, Page, Store, StoreError, SMALL_WRITE};
 
 /// The format version of [`Delivery`].
-const DELIVERY_VERSION: u8 = 1;
+const DELIVERY_VERSION: u8 = 2;
 
 /// What an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,10 @@ pub enum EventKind {
     Paid,
     /// `order.closed`
     Closed,
+    /// `order.refunded`: a refund succeeded (the order may be partly refunded).
+    Refunded,
+    /// `refund.failed`: WeChat closed a refund, or it went ABNORMAL.
+    RefundFailed,
 }
 
 impl EventKind {
@@ -39,6 +43,8 @@ impl EventKind {
         match self {
             EventKind::Paid => "order.paid",
             EventKind::Closed => "order.closed",
+            EventKind::Refunded => "order.refunded",
+            EventKind::RefundFailed => "refund.failed",
         }
     }
 
@@ -46,7 +52,10 @@ impl EventKind {
         match status {
             OrderStatus::Paid => Some(EventKind::Paid),
             OrderStatus::Closed => Some(EventKind::Closed),
-            OrderStatus::Created | OrderStatus::Prepaid => None,
+            // Refund events are written per refund, not per status change.
+            OrderStatus::Created | OrderStatus::Prepaid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+                None
+            }
         }
     }
 }
@@ -105,7 +114,27 @@ pub struct Delivery {
     pub last_attempt_at: Option<i64>,
     /// What the last attempt got: `HTTP 200`, `HTTP 500`, `timed out`...
     pub last_result: Option<String>,
+    /// For a refund's event: which refund, and the order's sums after it.
+    pub refund: Option<RefundEvent>,
 }
+
+/// What a refund's event tells the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEvent {
+    /// PayBridge's refund number.
+    pub out_refund_no: String,
+    /// The platform's own refund id, if it asked for the refund.
+    pub refund_id: Option<String>,
+    /// This refund's amount (fen).
+    pub amount: u64,
+    /// `SUCCESS`, `CLOSED` or `ABNORMAL`.
+    pub status: String,
+    /// The order's refunded total after it (fen).
+    pub refunded_total: u64,
+}
+
+/// Version 1 lacks `refund` (`None`: 0).
+const DELIVERY_MISSING_SINCE_V1: &[u8] = &[0];
 
 impl Delivery {
     fn for_order(id: u64, kind: EventKind, order: &Order, platform: &str, order_id: &str) -> Delivery {
@@ -124,6 +153,7 @@ impl Delivery {
             next_at: Some(order.updated_at),
             last_attempt_at: None,
             last_result: None,
+            refund: None,
         }
     }
 
@@ -136,6 +166,7 @@ impl Delivery {
     pub fn decode(bytes: &[u8]) -> Result<Delivery, CodecError> {
         match codec::split(bytes)? {
             (DELIVERY_VERSION, payload) => codec::decode(payload),
+            (1, payload) => codec::decode([payload, DELIVERY_MISSING_SINCE_V1].concat().as_slice()),
             (other, _) => Err(CodecError::UnknownVersion(other)),
         }
     }
@@ -189,6 +220,21 @@ impl Tx<'_> {
             self.put_delivery(&Delivery::for_order(id, kind, order, platform, order_id), None)?;
         }
         Ok(())
+    }
+
+    /// A refund's end, for the platform that vouched for the order.
+    pub(super) fn refund_event(&self, kind: EventKind, order: &Order, refund: &super::Refund, id: u64) -> TxResult<()> {
+        let Some((platform, order_id)) = order.source.platform() else { return Ok(()) };
+        self.note_platform_change(order, id)?;
+        let mut delivery = Delivery::for_order(id, kind, order, platform, order_id);
+        delivery.refund = Some(RefundEvent {
+            out_refund_no: refund.out_refund_no.clone(),
+            refund_id: refund.platform_refund_id.clone(),
+            amount: refund.amount,
+            status: refund.status.as_str().to_owned(),
+            refunded_total: order.refunded_fee,
+        });
+        self.put_delivery(&delivery, None)
     }
 
     /// Writes a delivery and keeps its indexes right (`before`: as stored).

@@ -97,9 +97,11 @@ pub(super) struct Tx<'a> {
     pub outbox_pending: &'a TransactionalTree,
     pub outbox_by_order: &'a TransactionalTree,
     pub wechat_certificates: &'a TransactionalTree,
+    pub refunds: &'a TransactionalTree,
+    pub refunds_by_order: &'a TransactionalTree,
 }
 
-fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
+pub(super) fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {
     ConflictableTransactionError::Abort(e)
 }
 

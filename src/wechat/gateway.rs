@@ -177,6 +177,75 @@ impl Gateway {
     }
 }
 
+/// A refund as the flow asks for it.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    /// The order.
+    pub out_trade_no: &'a str,
+    /// Our refund number.
+    pub out_refund_no: &'a str,
+    /// Shown to the payer.
+    pub reason: &'a str,
+    /// Fen to refund.
+    pub amount: u64,
+    /// The order's amount, fen.
+    pub total: u64,
+}
+
+/// What WeChat says of a refund.
+#[derive(Debug, Clone)]
+pub struct RefundState {
+    /// PROCESSING, SUCCESS, CLOSED or ABNORMAL.
+    pub status: crate::store::RefundStatus,
+    /// WeChat's refund id.
+    pub refund_id: Option<String>,
+}
+
+/// v2 refunds go over mutual TLS with the merchant's client certificate.
+pub const V2_REFUNDS_UNSUPPORTED: &str = "refunds through API v2 need the merchant's client certificate \
+     (mutual TLS), which this release does not support yet: refund in the WeChat Pay merchant platform, or \
+     use API v3";
+
+impl Gateway {
+    /// Asks WeChat to refund. A business refusal is an error; so is an
+    /// unknown outcome (a timeout), which the caller must retry with the
+    /// same `out_refund_no`, never a new one.
+    pub async fn refund(&self, refund: &RefundRequest<'_>) -> Result<RefundState, WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => Err(WechatError::ReturnFail(V2_REFUNDS_UNSUPPORTED.into())),
+            Pay::V3 { client, .. } => {
+                let reply = client
+                    .refund(&v3client::Refund {
+                        out_trade_no: refund.out_trade_no,
+                        out_refund_no: refund.out_refund_no,
+                        reason: refund.reason,
+                        amount: refund.amount,
+                        total: refund.total,
+                    })
+                    .await?;
+                refund_state(&reply)
+            }
+        }
+    }
+
+    /// Asks WeChat where a refund is.
+    pub async fn refund_query(&self, out_refund_no: &str) -> Result<RefundState, WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => Err(WechatError::ReturnFail(V2_REFUNDS_UNSUPPORTED.into())),
+            Pay::V3 { client, .. } => refund_state(&client.refund_query(out_refund_no).await?),
+        }
+    }
+}
+
+fn refund_state(reply: &serde_json::Value) -> Result<RefundState, WechatError> {
+    let status = reply["status"].as_str().unwrap_or("");
+    Ok(RefundState {
+        status: crate::store::RefundStatus::parse(status)
+            .ok_or_else(|| WechatError::BadReply(format!("unknown refund status {status:?}")))?,
+        refund_id: reply["refund_id"].as_str().map(str::to_owned),
+    })
+}
+
 impl Gateway {
     /// Asks WeChat about an order. Only a verified reply for this merchant
     /// is believed (the clients check signatures and, in v2, the echoed

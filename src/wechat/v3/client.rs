@@ -69,6 +69,21 @@ pub struct Order<'a> {
     pub time_expire: Option<i64>,
 }
 
+/// A refund as PayBridge asks for it.
+#[derive(Debug, Clone)]
+pub struct Refund<'a> {
+    /// The order.
+    pub out_trade_no: &'a str,
+    /// Our refund number.
+    pub out_refund_no: &'a str,
+    /// Shown to the payer (may be empty).
+    pub reason: &'a str,
+    /// Fen to refund.
+    pub amount: u64,
+    /// The order's amount, fen.
+    pub total: u64,
+}
+
 /// `yyyy-MM-DDTHH:mm:ss+08:00`, the form WeChat's examples use.
 fn rfc3339_beijing(unix_secs: i64) -> String {
     let at = time::OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -120,6 +135,7 @@ impl V3Client {
             p if p.starts_with("/v3/certificates") => "v3_certificates",
             p if p.ends_with("/close") => "v3_close",
             "/v3/pay/transactions/jsapi" => "v3_jsapi",
+            p if p.starts_with("/v3/refund/") => "v3_refund",
             _ => "v3_query",
         };
         let started = std::time::Instant::now();
@@ -194,6 +210,26 @@ impl V3Client {
             return Err(WechatError::BadReply("a transaction id is letters and digits".into()));
         }
         let path = format!("/v3/pay/transactions/id/{transaction_id}?mchid={}", self.signer.mchid);
+        let reply = self.call("GET", &path, Vec::new()).await?;
+        serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
+    }
+
+    /// Asks for a refund (`POST /v3/refund/domestic/refunds`); returns
+    /// WeChat's verified refund object. The same `out_refund_no` again is
+    /// the same refund (WeChat's idempotency).
+    pub async fn refund(&self, refund: &Refund<'_>) -> Result<serde_json::Value, WechatError> {
+        let body = serde_json::json!({
+            "out_trade_no": refund.out_trade_no, "out_refund_no": refund.out_refund_no,
+            "reason": refund.reason, "notify_url": self.notify_url,
+            "amount": { "refund": refund.amount, "total": refund.total, "currency": "CNY" },
+        });
+        let reply = self.call("POST", "/v3/refund/domestic/refunds", body.to_string().into_bytes()).await?;
+        serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
+    }
+
+    /// Queries a refund by our number.
+    pub async fn refund_query(&self, out_refund_no: &str) -> Result<serde_json::Value, WechatError> {
+        let path = format!("/v3/refund/domestic/refunds/{out_refund_no}");
         let reply = self.call("GET", &path, Vec::new()).await?;
         serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
     }

@@ -107,3 +107,39 @@ pub fn transaction(envelope: &Envelope, key: &ApiV3Key) -> Result<Transaction, N
     let plain = key.decrypt(&r.nonce, &r.associated_data, &r.ciphertext)?;
     serde_json::from_slice(&plain).map_err(|e| NotifyError::Resource(e.to_string()))
 }
+
+/// A decrypted `refund` resource (`REFUND.SUCCESS`, `.ABNORMAL`, `.CLOSED`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RefundResource {
+    /// The merchant.
+    pub mchid: String,
+    /// The order refunded.
+    pub out_trade_no: String,
+    /// Our refund number.
+    pub out_refund_no: String,
+    /// WeChat's refund id.
+    pub refund_id: String,
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL`.
+    pub refund_status: String,
+    /// Fen.
+    pub amount: RefundAmount,
+}
+
+/// `amount` of a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RefundAmount {
+    /// The order's amount.
+    pub total: u64,
+    /// This refund's.
+    pub refund: u64,
+}
+
+/// Decrypts and reads the refund of a `REFUND.*` envelope.
+pub fn refund(envelope: &Envelope, key: &ApiV3Key) -> Result<RefundResource, NotifyError> {
+    let r = &envelope.resource;
+    if r.algorithm != "AEAD_AES_256_GCM" {
+        return Err(NotifyError::Algorithm(r.algorithm.chars().take(32).collect()));
+    }
+    let plain = key.decrypt(&r.nonce, &r.associated_data, &r.ciphertext)?;
+    serde_json::from_slice(&plain).map_err(|e| NotifyError::Resource(e.to_string()))
+}
