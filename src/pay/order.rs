@@ -81,7 +81,7 @@ impl From<&Order> for OrderView {
             out_trade_no: o.out_trade_no.clone(),
             status: o.status.as_str(),
             total_fee: o.total_fee,
-            paid: o.status == OrderStatus::Paid,
+            paid: o.status.is_paid(),
             transaction_id: o.transaction_id.clone(),
             time_end: o.time_end.clone(),
             sandbox: o.sandbox,

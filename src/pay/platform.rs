@@ -279,7 +279,7 @@ impl Payments {
             })
             .await?
             .ok_or_else(|| PayError::NotFound(out_trade_no.to_owned()))?;
-        if closed.status == OrderStatus::Paid {
+        if closed.status.is_paid() {
             return Err(PayError::Conflict { code: "ORDER_PAID", message: "this order was paid meanwhile".into() });
         }
         tracing::info!(out_trade_no, platform, "platform order closed");

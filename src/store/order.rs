@@ -103,6 +103,11 @@ impl OrderStatus {
         }
     }
 
+    /// Whether WeChat took the money (refunds since do not undo that).
+    pub fn is_paid(self) -> bool {
+        matches!(self, OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded)
+    }
+
     /// Parses the API name.
     pub fn parse(name: &str) -> Option<OrderStatus> {
         OrderStatus::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(name))
@@ -300,7 +305,8 @@ impl Order {
     /// the same transaction is a duplicate; anything else that does not fit
     /// is a conflict recorded in the history.
     pub fn apply_payment(&mut self, p: &Payment, now: i64) -> PaymentOutcome {
-        if self.status == OrderStatus::Paid {
+        // A refunded order was paid too: a late copy of its notify changes nothing.
+        if self.status.is_paid() {
             if self.transaction_id.as_deref() == Some(p.transaction_id.as_str()) {
                 return PaymentOutcome::Duplicate;
             }
@@ -383,6 +389,16 @@ mod tests {
         o.apply_payment(&payment("42", 100), 2000);
         assert!(matches!(o.apply_payment(&payment("43", 100), 3000), PaymentOutcome::Conflict(_)));
         assert_eq!(o.transaction_id.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn a_refunded_order_is_not_paid_again_by_a_late_notify() {
+        let mut o = order();
+        o.apply_payment(&payment("42", 100), 2000);
+        o.status = OrderStatus::PartiallyRefunded;
+        assert_eq!(o.apply_payment(&payment("42", 100), 3000), PaymentOutcome::Duplicate);
+        assert_eq!(o.status, OrderStatus::PartiallyRefunded);
+        assert!(matches!(o.apply_payment(&payment("43", 100), 3000), PaymentOutcome::Conflict(_)));
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Tx<'_> {
         self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
         self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
         self.bump_status(order.status, 1)?;
-        if order.status == OrderStatus::Paid {
+        if order.status.is_paid() {
             self.paid(order)?;
         }
         self.index_platform_order(order)
