@@ -237,3 +237,22 @@ async fn v2_refunds_are_refused_clearly_and_reserve_nothing() {
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 0));
     env.stop().await;
 }
+
+/// WeChat allows 50 refunds per order; so does PayBridge, counted in the
+/// same transaction that records each one.
+#[tokio::test]
+async fn an_order_takes_at_most_fifty_refunds() {
+    let receiver = Receiver::start(KEY).await;
+    let env = start(V3, &receiver).await;
+    let no = paid_order(&env, "A-REFUND-50", 100).await;
+    for i in 0..50 {
+        let (status, body) = platform_refund(&env, &no, &format!("RF-50-{i}"), 1).await;
+        assert_eq!(status, 201, "{i}: {body}");
+    }
+    let (status, body) = platform_refund(&env, &no, "RF-50-50", 1).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("TOO_MANY_REFUNDS")), "{body}");
+    settled(&env, &no).await;
+    let o = order(&env, &no);
+    assert_eq!((o.refunded_fee, o.status), (50, OrderStatus::PartiallyRefunded));
+    env.stop().await;
+}

@@ -89,6 +89,15 @@ impl Payments {
                     message: format!("the order is {}: only a paid order can be refunded", status.as_str()),
                 })
             }
+            RefundCreated::TooMany => {
+                return Err(PayError::Conflict {
+                    code: "TOO_MANY_REFUNDS",
+                    message: format!(
+                        "an order can have at most {} refunds (WeChat's limit)",
+                        crate::store::refund::MAX_REFUNDS_PER_ORDER
+                    ),
+                })
+            }
             RefundCreated::TooMuch(left) => {
                 return Err(PayError::Conflict {
                     code: "REFUND_EXCEEDS_PAID",

@@ -26,6 +26,12 @@ use super::{OrderStatus, Store, StoreError, SMALL_WRITE};
 /// The format version written by this release.
 const REFUND_VERSION: u8 = 1;
 
+/// The most refunds one order may have (WeChat's limit).
+pub const MAX_REFUNDS_PER_ORDER: usize = 50;
+
+/// The history entry each refund request leaves on its order.
+const REFUND_REQUESTED: &str = "REFUND_REQUESTED";
+
 /// Where a refund is (WeChat's `refund_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefundStatus {
@@ -113,6 +119,8 @@ pub enum RefundCreated {
     NotRefundable(OrderStatus),
     /// More than is left: the fen that may still be refunded.
     TooMuch(u64),
+    /// The order has [`MAX_REFUNDS_PER_ORDER`] refunds already.
+    TooMany,
 }
 
 impl Store {
@@ -128,6 +136,10 @@ impl Store {
             if !matches!(before.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded) {
                 return Ok(RefundCreated::NotRefundable(before.status));
             }
+            // Counted from the order's own history, inside the transaction.
+            if before.history.iter().filter(|e| e.kind == REFUND_REQUESTED).count() >= MAX_REFUNDS_PER_ORDER {
+                return Ok(RefundCreated::TooMany);
+            }
             let left = before.total_fee.saturating_sub(before.refunded_fee + before.refund_pending_fee);
             if refund.amount > left {
                 return Ok(RefundCreated::TooMuch(left));
@@ -136,7 +148,7 @@ impl Store {
             order.refund_pending_fee += refund.amount;
             order.note(
                 refund.created_at,
-                "REFUND_REQUESTED",
+                REFUND_REQUESTED,
                 format!(
                     "{} fen, {} by {}: {}",
                     refund.amount, refund.out_refund_no, refund.requested_by, refund.reason
