@@ -94,6 +94,8 @@ async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
     let o = order(&env, &no);
     assert_eq!((o.status, o.refunded_fee), (OrderStatus::Refunded, 1000));
     assert_eq!(env.sim.simulator.v3().refunded(&no), 1000, "WeChat refunded exactly that");
+    let (_, view) = Backend::new(&env.base).call("GET", &format!("/platform/v1/orders/{no}"), b"").await;
+    assert_eq!((view["status"].as_str(), view["refundedAmount"].as_u64()), (Some("REFUNDED"), Some(1000)), "{view}");
     let (status, more) = platform_refund(&env, &no, "RF-A-2", 1).await;
     assert_eq!((status, more["error"]["code"].as_str()), (409, Some("NOT_REFUNDABLE")), "{more}");
 

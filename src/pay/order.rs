@@ -55,11 +55,11 @@ pub enum PayerProof {
 pub struct OrderView {
     /// Merchant order number.
     pub out_trade_no: String,
-    /// `CREATED`, `PREPAID`, `PAID` or `CLOSED`.
+    /// `CREATED`, `PREPAID`, `PAID`, `CLOSED`, `PARTIALLY_REFUNDED` or `REFUNDED`.
     pub status: &'static str,
     /// Amount in fen.
     pub total_fee: u64,
-    /// Whether the order is paid.
+    /// Whether the order was paid (refunds since included).
     pub paid: bool,
     /// WeChat's transaction id, once paid.
     #[serde(skip_serializing_if = "Option::is_none")]

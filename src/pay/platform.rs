@@ -88,8 +88,10 @@ pub struct PlatformOrderView {
     pub description: String,
     /// The platform's data.
     pub attach: String,
-    /// `CREATED`, `PREPAID`, `PAID` or `CLOSED`.
+    /// `CREATED`, `PREPAID`, `PAID`, `CLOSED`, `PARTIALLY_REFUNDED` or `REFUNDED`.
     pub status: &'static str,
+    /// Fen refunded so far.
+    pub refunded_amount: u64,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339; after it the order cannot be paid.
@@ -124,6 +126,7 @@ impl PlatformOrderView {
             description: order.body.clone(),
             attach: order.attach.clone(),
             status: order.status.as_str(),
+            refunded_amount: order.refunded_fee,
             created_at: rfc3339(order.created_at),
             expires_at: order.expires_at.map(rfc3339),
             transaction_id: order.transaction_id.clone(),
