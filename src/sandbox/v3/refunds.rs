@@ -1,0 +1,153 @@
+//! The v3 simulator's refunds, as WeChat handles them: idempotent on
+//! `out_refund_no`, never more than the order's amount, `PROCESSING` at
+//! first, then an end (`SUCCESS` unless a test queued another) announced by
+//! a `REFUND.*` notify encrypted with the APIv3 key (AAD `refund`).
+
+use serde_json::{json, Value};
+
+use super::{error, SimulatorV3, V3Notify};
+
+/// A refund WeChat accepted.
+#[derive(Debug, Clone)]
+pub(super) struct SimRefund {
+    /// The request as first made, to compare a re-submission with.
+    pub(super) request: Value,
+    pub(super) refund_id: String,
+    pub(super) status: &'static str,
+    pub(super) create_time: String,
+}
+
+impl SimulatorV3 {
+    /// Makes the next refunds end with these statuses (`CLOSED`, `ABNORMAL`).
+    pub fn queue_refund_outcomes(&self, outcomes: impl IntoIterator<Item = &'static str>) {
+        self.inner.refund_outcomes.lock().expect("outcomes lock").extend(outcomes);
+    }
+
+    /// Refunds accepted since the last call (their end is due).
+    pub fn take_new_refunds(&self) -> Vec<String> {
+        std::mem::take(&mut *self.inner.new_refunds.lock().expect("refunds lock"))
+    }
+
+    /// The status of a refund (`PROCESSING`, `SUCCESS`, ...).
+    pub fn refund_status(&self, out_refund_no: &str) -> Option<&'static str> {
+        self.inner.refunds.lock().expect("refunds lock").get(out_refund_no).map(|r| r.status)
+    }
+
+    /// The sum of an order's refunds that did not fail, fen.
+    pub fn refunded(&self, out_trade_no: &str) -> u64 {
+        let refunds = self.inner.refunds.lock().expect("refunds lock");
+        refunds
+            .values()
+            .filter(|r| r.request["out_trade_no"] == out_trade_no && matches!(r.status, "PROCESSING" | "SUCCESS"))
+            .map(|r| r.request["amount"]["refund"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    pub(super) fn refund_create(&self, body: &[u8], now_secs: i64) -> (u16, Option<Value>) {
+        let Ok(request) = serde_json::from_slice::<Value>(body) else {
+            return (400, Some(error("PARAM_ERROR", "请求体格式错误")));
+        };
+        let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str).unwrap_or("").to_owned();
+        let number = |pointer: &str| request.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+        let (no, out_trade_no, amount, total) =
+            (text("/out_refund_no"), text("/out_trade_no"), number("/amount/refund"), number("/amount/total"));
+        if no.is_empty() || amount == 0 || text("/amount/currency") != "CNY" {
+            return (400, Some(error("PARAM_ERROR", "参数错误")));
+        }
+        let mut refunds = self.inner.refunds.lock().expect("refunds lock");
+        if let Some(existing) = refunds.get(&no) {
+            return match existing.request == request {
+                true => (200, Some(self.refund_object(&no, existing))),
+                false => (400, Some(error("INVALID_REQUEST", "请求重入时,参数与首次请求时不一致"))),
+            };
+        }
+        let orders = self.inner.orders.lock().expect("orders lock");
+        let Some(order) = orders.get(&out_trade_no).filter(|o| o.state == "SUCCESS") else {
+            return (404, Some(error("RESOURCE_NOT_EXISTS", "订单不存在")));
+        };
+        if order.request["amount"]["total"].as_u64() != Some(total) {
+            return (400, Some(error("PARAM_ERROR", "订单金额不一致")));
+        }
+        let refunded: u64 = refunds
+            .values()
+            .filter(|r| {
+                r.request["out_trade_no"] == out_trade_no.as_str() && matches!(r.status, "PROCESSING" | "SUCCESS")
+            })
+            .map(|r| r.request["amount"]["refund"].as_u64().unwrap_or(0))
+            .sum();
+        if refunded + amount > total {
+            return (400, Some(error("INVALID_REQUEST", "申请退款金额超过订单可退金额")));
+        }
+        drop(orders);
+        let at = time::OffsetDateTime::from_unix_timestamp(now_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let create_time = at
+            .to_offset(time::macros::offset!(+8))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let refund_id = format!("50000{:024}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(24)));
+        let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time };
+        let reply = self.refund_object(&no, &refund);
+        refunds.insert(no.clone(), refund);
+        self.inner.new_refunds.lock().expect("refunds lock").push(no);
+        (200, Some(reply))
+    }
+
+    pub(super) fn refund_get(&self, no: &str) -> (u16, Option<Value>) {
+        let refunds = self.inner.refunds.lock().expect("refunds lock");
+        match refunds.get(no) {
+            Some(refund) => (200, Some(self.refund_object(no, refund))),
+            None => (404, Some(error("RESOURCE_NOT_EXISTS", "退款单不存在"))),
+        }
+    }
+
+    fn refund_object(&self, no: &str, refund: &SimRefund) -> Value {
+        let r = &refund.request;
+        json!({
+            "refund_id": refund.refund_id, "out_refund_no": no, "out_trade_no": r["out_trade_no"],
+            "channel": "ORIGINAL", "user_received_account": "支付用户零钱", "create_time": refund.create_time,
+            "status": refund.status,
+            "amount": { "total": r["amount"]["total"], "refund": r["amount"]["refund"],
+                        "payer_total": r["amount"]["total"], "payer_refund": r["amount"]["refund"], "currency": "CNY" },
+        })
+    }
+
+    /// Ends a refund as queued (`SUCCESS` by default); returns where its
+    /// notify goes and the notify's resource.
+    pub fn end_refund(&self, no: &str) -> Option<(String, Value)> {
+        let outcome = self.inner.refund_outcomes.lock().expect("outcomes lock").pop_front().unwrap_or("SUCCESS");
+        let mut refunds = self.inner.refunds.lock().expect("refunds lock");
+        let refund = refunds.get_mut(no)?;
+        refund.status = outcome;
+        let r = &refund.request;
+        let resource = json!({
+            "mchid": self.inner.merchant.mchid, "out_trade_no": r["out_trade_no"], "transaction_id": "",
+            "out_refund_no": no, "refund_id": refund.refund_id, "refund_status": outcome,
+            "success_time": refund.create_time, "user_received_account": "支付用户零钱",
+            "amount": { "total": r["amount"]["total"], "refund": r["amount"]["refund"],
+                        "payer_total": r["amount"]["total"], "payer_refund": r["amount"]["refund"] },
+        });
+        Some((r["notify_url"].as_str().unwrap_or("").to_owned(), resource))
+    }
+
+    /// The refund notify for `resource`, encrypted (AAD `refund`) and signed now.
+    pub fn refund_notify(&self, resource: &Value, event_id: &str, now_secs: i64) -> Result<V3Notify, String> {
+        let nonce = &crate::wechat::nonce_str()[..12];
+        let ciphertext = self
+            .inner
+            .api_v3_key
+            .encrypt(nonce, "refund", resource.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let status = resource["refund_status"].as_str().unwrap_or("SUCCESS");
+        let body = json!({
+            "id": event_id, "create_time": resource["success_time"], "resource_type": "encrypt-resource",
+            "event_type": format!("REFUND.{status}"), "summary": "退款状态变更",
+            "resource": {
+                "original_type": "refund", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext,
+                "associated_data": "refund", "nonce": nonce,
+            },
+        })
+        .to_string()
+        .into_bytes();
+        Ok(self.sign_notify(body, now_secs))
+    }
+}
