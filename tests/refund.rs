@@ -258,3 +258,30 @@ async fn an_order_takes_at_most_fifty_refunds() {
     assert_eq!((o.refunded_fee, o.status), (50, OrderStatus::PartiallyRefunded));
     env.stop().await;
 }
+
+/// WeChat answers a refund with SYSTEM_ERROR: the outcome is unknown, so
+/// the refund stays PROCESSING under its number (never a new one); the
+/// lifecycle asks, finds WeChat never got it, and sends it again.
+#[tokio::test]
+async fn an_unknown_outcome_is_retried_under_the_same_number() {
+    let receiver = Receiver::start(KEY).await;
+    let env = start(V3, &receiver).await;
+    let no = paid_order(&env, "A-REFUND-U", 600).await;
+    env.inject(json!([{ "kind": "business", "code": "SYSTEM_ERROR", "description": "系统错误" }])).await;
+    let (status, refund) = platform_refund(&env, &no, "RF-U-1", 600).await;
+    assert_eq!((status, refund["status"].as_str()), (201, Some("PROCESSING")), "{refund}");
+    let o = order(&env, &no);
+    assert_eq!((o.refund_pending_fee, o.refunded_fee), (600, 0), "still reserved");
+    let (status, again) = platform_refund(&env, &no, "RF-U-2", 1).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("REFUND_EXCEEDS_PAID")), "{again}");
+
+    env.app.lifecycle.clock().advance(Duration::from_secs(61));
+    env.app.lifecycle.tick().await.unwrap();
+    settled(&env, &no).await;
+    let o = order(&env, &no);
+    assert_eq!((o.status, o.refunded_fee), (OrderStatus::Refunded, 600));
+    let out_refund_no = refund["outRefundNo"].as_str().unwrap();
+    assert_eq!(env.sim.simulator.v3().refund_status(out_refund_no), Some("SUCCESS"), "the same number, once");
+    assert_eq!(env.sim.simulator.v3().refunded(&no), 600);
+    env.stop().await;
+}

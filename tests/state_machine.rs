@@ -51,6 +51,22 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The order and its refunds once nothing is in flight (a refund notify
+/// may still be on its way after a step): two equal readings in a row.
+async fn settled(env: &Env, no: &str) -> (paybridge::store::Order, Vec<paybridge::store::Refund>) {
+    let read = || (env.app.store.order(no).unwrap().unwrap(), env.app.store.refunds_for_order(no).unwrap());
+    let mut last = read();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("order {no} never settled");
+}
+
 async fn run(steps: Vec<Step>) {
     let receiver = platform_a::Receiver::start(KEY).await;
     let opts = Opts {
@@ -138,7 +154,7 @@ async fn run(steps: Vec<Step>) {
                 env.app.lifecycle.tick().await.unwrap();
             }
         }
-        let after = env.app.store.order(&no).unwrap().unwrap();
+        let (after, stored) = settled(&env, &no).await;
         let wechat = env.sim.simulator.report(&no).unwrap();
         let paid = OrderStatus::is_paid;
         // Paid stays paid, by the same transaction: never paid twice.
@@ -156,7 +172,6 @@ async fn run(steps: Vec<Step>) {
         }
         was_closed |= after.status == OrderStatus::Closed;
         // Refunds: never more than paid; the sums are the refunds'; the status follows the sums.
-        let stored = env.app.store.refunds_for_order(&no).unwrap();
         let sum = |status: RefundStatus| stored.iter().filter(|r| r.status == status).map(|r| r.amount).sum::<u64>();
         assert!(after.refunded_fee + after.refund_pending_fee <= after.total_fee, "{steps:?}");
         assert_eq!(
@@ -185,7 +200,7 @@ async fn run(steps: Vec<Step>) {
     // After expiry (and a refund query), PayBridge and WeChat agree on the money.
     env.app.lifecycle.clock().advance(Duration::from_secs(3 * 3600));
     env.app.lifecycle.tick().await.unwrap();
-    let last = env.app.store.order(&no).unwrap().unwrap();
+    let (last, _) = settled(&env, &no).await;
     let wechat = env.sim.simulator.report(&no).unwrap();
     let wechat_state = serde_json::to_value(wechat.trade_state).unwrap();
     match last.status {
@@ -207,4 +222,20 @@ proptest! {
     fn money_and_states_stay_consistent(steps in proptest::collection::vec(step(), 1..8)) {
         tokio::runtime::Runtime::new().unwrap().block_on(run(steps));
     }
+}
+
+/// The sequence that once caught the test reading the order and its refunds
+/// while a refund notify was landing.
+#[test]
+fn a_refund_notify_landing_between_readings() {
+    let steps = vec![
+        Step::Query,
+        Step::Replay,
+        Step::Pay { lose_notify: false },
+        Step::Expire,
+        Step::Replay,
+        Step::Replay,
+        Step::Refund { quarters: 3, lose_notify: false },
+    ];
+    tokio::runtime::Runtime::new().unwrap().block_on(run(steps));
 }

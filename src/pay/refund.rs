@@ -17,6 +17,27 @@ use crate::wechat::gateway::RefundRequest;
 /// WeChat's limit on `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 80;
 
+/// Whether WeChat's answer means the refund certainly did not happen. Only
+/// these free the amount again; anything else (a timeout, `SYSTEM_ERROR`,
+/// a code PayBridge does not know) leaves the refund PROCESSING, to be
+/// asked about and retried under the same number: guessing "failed" when
+/// WeChat did refund would let the money go back twice.
+fn refused(e: &WechatError) -> bool {
+    match e {
+        // Not processed at all (v2's protocol refusals, v2 refunds not supported here).
+        WechatError::ReturnFail(_) => true,
+        WechatError::Business { code, .. } => matches!(
+            code.as_str(),
+            // v3
+            "PARAM_ERROR" | "INVALID_REQUEST" | "NOT_ENOUGH" | "RESOURCE_NOT_EXISTS" | "USER_ACCOUNT_ABNORMAL"
+                | "NO_AUTH" | "MCH_NOT_EXISTS" | "SIGN_ERROR"
+                // v2
+                | "ORDERNOTEXIST" | "INVALID_TRANSACTIONID" | "PARAM_ERROR_V2" | "REFUND_FEE_INVALID"
+        ),
+        _ => false,
+    }
+}
+
 /// A refund as asked for.
 #[derive(Debug, Clone)]
 pub struct NewRefund {
@@ -131,7 +152,7 @@ impl Payments {
                 self.end_refund(no, state.status, state.refund_id, result).await
             }
             // WeChat said no: nothing was refunded, the amount is free again.
-            Err(e @ (WechatError::Business { .. } | WechatError::ReturnFail(_))) if !e.is_retryable() => {
+            Err(e) if refused(&e) => {
                 self.end_refund(no, RefundStatus::Closed, None, format!("refused: {e}")).await?;
                 Err(PayError::Upstream(e))
             }
