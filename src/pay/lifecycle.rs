@@ -294,7 +294,11 @@ impl Payments {
         self.store
             .update_order(no, move |o| {
                 if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
-                    o.note(now, kind, detail.clone());
+                    // A close retried every minute while WeChat is down stays one entry.
+                    match kind {
+                        CLOSE_FAILED => o.note_latest(now, kind, detail.clone()),
+                        _ => o.note(now, kind, detail.clone()),
+                    }
                 }
             })
             .await?;
@@ -342,7 +346,15 @@ mod tests {
         }
         assert_eq!(seen, [5, 15, 45, 105, 118]);
         assert_eq!(next_step(&o, 0, 0), Some((120 * MIN, Step::Expire)));
-        // A failed close is retried a minute later, not at once.
+        // A failed close is retried a minute later, not at once; a day of
+        // failures stays one history entry.
+        let entries = o.history.len();
+        for minute in 121..121 + 24 * 60 {
+            o.note_latest(minute * MIN, CLOSE_FAILED, "timeout".into());
+            assert_eq!(next_step(&o, 0, minute * MIN), Some(((minute + 1) * MIN, Step::Expire)));
+        }
+        assert_eq!(o.history.len(), entries + 1);
+        assert!(o.history.last().unwrap().detail.starts_with("1440 times: "), "{:?}", o.history.last());
         o.note(121 * MIN, CLOSE_FAILED, "timeout".into());
         assert_eq!(next_step(&o, 0, 121 * MIN), Some((122 * MIN, Step::Expire)));
         // Terminal orders have nothing due.

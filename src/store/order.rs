@@ -279,6 +279,21 @@ impl Order {
         self.event(now, kind, detail);
     }
 
+    /// Like [`Order::note`], but a repeat of the last step replaces it (with
+    /// a count), so a step retried every minute through a long outage keeps
+    /// the history one entry long.
+    pub fn note_latest(&mut self, now: i64, kind: &str, detail: String) {
+        match self.history.last_mut() {
+            Some(last) if last.kind == kind => {
+                let times = last.detail.split_once(" times: ").and_then(|(n, _)| n.parse::<u64>().ok()).unwrap_or(1);
+                last.at = now;
+                last.detail = format!("{} times: {detail}", times + 1);
+                self.updated_at = now;
+            }
+            _ => self.event(now, kind, detail),
+        }
+    }
+
     /// Records a prepay id. Only an unpaid, open order takes one.
     pub fn record_prepay(&mut self, prepay: Prepay, now: i64) {
         debug_assert!(matches!(self.status, OrderStatus::Created | OrderStatus::Prepaid));
