@@ -20,14 +20,6 @@ use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::v3::notify::{self as v3notify, Envelope};
 use crate::wechat::v3::verify::{SignedHeaders, VerifyError};
 
-/// `success_time` (RFC 3339) as v2's `time_end` (`yyyyMMddHHmmss`, Beijing),
-/// the form orders keep whatever the version.
-fn time_end(success_time: &str) -> String {
-    time::OffsetDateTime::parse(success_time, &time::format_description::well_known::Rfc3339)
-        .map(crate::wechat::beijing_compact)
-        .unwrap_or_default()
-}
-
 impl Payments {
     /// Handles one v3 notify from `peer`; returns the reply for WeChat.
     pub async fn handle_notify_v3(
@@ -122,7 +114,7 @@ impl Payments {
             transaction_id: transaction.transaction_id,
             // amount.total, not payer_total: coupons lower what the payer paid.
             total_fee: transaction.amount.total,
-            time_end: time_end(&transaction.success_time),
+            time_end: crate::wechat::compact_from_rfc3339(&transaction.success_time),
             openid: transaction.payer.openid,
         })
     }
@@ -190,15 +182,5 @@ impl Payments {
             }
             verified => verified,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn success_time_becomes_beijing_time_end() {
-        assert_eq!(super::time_end("2018-06-08T10:34:56+08:00"), "20180608103456");
-        assert_eq!(super::time_end("2018-06-08T02:34:56Z"), "20180608103456");
-        assert_eq!(super::time_end("yesterday"), "");
     }
 }

@@ -32,7 +32,7 @@ fn refused(e: &WechatError) -> bool {
             "PARAM_ERROR" | "INVALID_REQUEST" | "NOT_ENOUGH" | "RESOURCE_NOT_EXISTS" | "USER_ACCOUNT_ABNORMAL"
                 | "NO_AUTH" | "MCH_NOT_EXISTS" | "SIGN_ERROR"
                 // v2
-                | "ORDERNOTEXIST" | "INVALID_TRANSACTIONID" | "PARAM_ERROR_V2" | "REFUND_FEE_INVALID"
+                | "ORDERNOTEXIST" | "INVALID_TRANSACTIONID" | "REFUND_FEE_INVALID"
         ),
         _ => false,
     }

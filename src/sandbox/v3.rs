@@ -333,11 +333,7 @@ impl SimulatorV3 {
         let Ok(ciphertext) = self.inner.api_v3_key.encrypt(nonce, "certificate", cert.pem.as_bytes()) else {
             return (500, Some(error("SYSTEM_ERROR", "系统错误")));
         };
-        let rfc3339 = |t: time::OffsetDateTime| {
-            t.to_offset(time::macros::offset!(+8))
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
+        let rfc3339 = |t: time::OffsetDateTime| crate::wechat::beijing_rfc3339(t.unix_timestamp());
         let effective = cert.not_after - time::Duration::days(5 * 365);
         (
             200,
@@ -582,11 +578,7 @@ impl SimulatorV3 {
                 return Err("the order expired at WeChat (time_expire): 该订单已失效".into());
             }
             order.state = "SUCCESS";
-            let at = time::OffsetDateTime::from_unix_timestamp(now_secs).map_err(|e| e.to_string())?;
-            let success_time = at
-                .to_offset(time::macros::offset!(+8))
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| e.to_string())?;
+            let success_time = crate::wechat::beijing_rfc3339(now_secs);
             let transaction_id = format!("4200000{:021}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(21)));
             order.transaction_id = Some(transaction_id);
             order.success_time = Some(success_time);

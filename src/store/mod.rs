@@ -126,6 +126,7 @@ pub(crate) struct Trees {
     wechat_certificates: Tree,
     refunds: Tree,
     refunds_by_order: Tree,
+    refunds_processing: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     data_file: std::fs::File,
 }
@@ -544,6 +545,7 @@ impl Trees {
             wechat_certificates: db.open_tree("wechat_certificates")?,
             refunds: db.open_tree("refunds")?,
             refunds_by_order: db.open_tree("refunds_by_order")?,
+            refunds_processing: db.open_tree("refunds_processing")?,
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
@@ -613,7 +615,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 17] = [
+        let trees: [&Tree; 18] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -631,6 +633,7 @@ impl Trees {
             &self.wechat_certificates,
             &self.refunds,
             &self.refunds_by_order,
+            &self.refunds_processing,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -651,6 +654,7 @@ impl Trees {
                 wechat_certificates: &t[14],
                 refunds: &t[15],
                 refunds_by_order: &t[16],
+                refunds_processing: &t[17],
             })
         })?;
         Ok(result)

@@ -99,6 +99,7 @@ pub(super) struct Tx<'a> {
     pub wechat_certificates: &'a TransactionalTree,
     pub refunds: &'a TransactionalTree,
     pub refunds_by_order: &'a TransactionalTree,
+    pub refunds_processing: &'a TransactionalTree,
 }
 
 pub(super) fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {

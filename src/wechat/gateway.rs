@@ -279,12 +279,7 @@ impl Gateway {
                 payment: crate::store::Payment {
                     transaction_id: text("/transaction_id").to_owned(),
                     total_fee: reply.pointer("/amount/total").and_then(serde_json::Value::as_u64).unwrap_or(0),
-                    time_end: time::OffsetDateTime::parse(
-                        text("/success_time"),
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .map(super::beijing_compact)
-                    .unwrap_or_default(),
+                    time_end: super::compact_from_rfc3339(text("/success_time")),
                     openid: text("/payer/openid").to_owned(),
                 },
                 raw: reply.to_string().into_bytes(),

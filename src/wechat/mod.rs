@@ -14,6 +14,7 @@ pub mod v3;
 pub mod xml;
 
 use rand::distr::{Alphanumeric, SampleString};
+use time::format_description::well_known::Rfc3339;
 use time::macros::{format_description, offset};
 use time::OffsetDateTime;
 
@@ -27,6 +28,19 @@ pub fn beijing_compact(at: OffsetDateTime) -> String {
     at.to_offset(offset!(+8))
         .format(format_description!("[year][month][day][hour][minute][second]"))
         .expect("a valid date formats")
+}
+
+/// Unix seconds as RFC 3339 in Beijing time (`2026-11-27T15:30:05+08:00`),
+/// the form of v3's `time_expire`, `success_time` and friends.
+pub fn beijing_rfc3339(unix_secs: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.to_offset(offset!(+8)).format(&Rfc3339).expect("a valid date formats")
+}
+
+/// A v3 time (RFC 3339) as v2's `yyyyMMddHHmmss` in Beijing time, the form
+/// orders keep whatever the version; empty if it does not parse.
+pub fn compact_from_rfc3339(text: &str) -> String {
+    OffsetDateTime::parse(text, &Rfc3339).map(beijing_compact).unwrap_or_default()
 }
 
 /// Whether `s` is a valid merchant order number: 6 to 32 characters of
@@ -52,6 +66,15 @@ mod tests {
     fn beijing_time_is_utc_plus_8() {
         let t = time::macros::datetime!(2020-05-26 07:25:50 UTC);
         assert_eq!(beijing_compact(t), "20200526152550");
+    }
+
+    #[test]
+    fn v3_times_are_beijing_rfc3339() {
+        let t = time::macros::datetime!(2018-06-08 02:34:56 UTC).unix_timestamp();
+        assert_eq!(beijing_rfc3339(t), "2018-06-08T10:34:56+08:00");
+        assert_eq!(compact_from_rfc3339("2018-06-08T10:34:56+08:00"), "20180608103456");
+        assert_eq!(compact_from_rfc3339("2018-06-08T02:34:56Z"), "20180608103456");
+        assert_eq!(compact_from_rfc3339("yesterday"), "");
     }
 
     #[test]

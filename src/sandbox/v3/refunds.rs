@@ -79,11 +79,7 @@ impl SimulatorV3 {
             return (400, Some(error("INVALID_REQUEST", "申请退款金额超过订单可退金额")));
         }
         drop(orders);
-        let at = time::OffsetDateTime::from_unix_timestamp(now_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let create_time = at
-            .to_offset(time::macros::offset!(+8))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let create_time = crate::wechat::beijing_rfc3339(now_secs);
         let refund_id = format!("50000{:024}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(24)));
         let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time };
         let reply = self.refund_object(&no, &refund);

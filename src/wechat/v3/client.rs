@@ -84,14 +84,6 @@ pub struct Refund<'a> {
     pub total: u64,
 }
 
-/// `yyyy-MM-DDTHH:mm:ss+08:00`, the form WeChat's examples use.
-fn rfc3339_beijing(unix_secs: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    at.to_offset(time::macros::offset!(+8))
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("a valid date formats")
-}
-
 impl V3Client {
     /// A client for `base` (WeChat's host, or the simulator's).
     pub fn new(
@@ -174,7 +166,7 @@ impl V3Client {
 
     /// Places a JSAPI order; returns the prepay id.
     pub async fn jsapi(&self, order: &Order<'_>) -> Result<String, WechatError> {
-        let time_expire = order.time_expire.map(rfc3339_beijing);
+        let time_expire = order.time_expire.map(crate::wechat::beijing_rfc3339);
         let body = JsapiOrder {
             appid: &self.appid,
             mchid: &self.signer.mchid,
