@@ -49,6 +49,8 @@ pub struct Running {
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     /// Expiry and reconciliation of open orders (tests move its clock).
     pub lifecycle: Arc<crate::pay::lifecycle::Lifecycle>,
+    /// The daily bill.
+    pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -146,7 +148,10 @@ pub async fn start_with_listeners(
             let w = &config.wechat;
             // The simulator serves both versions of the sandbox merchant.
             let v2_key = crate::secret::Secret::new(crate::config::sandbox_credentials::MCH_KEY);
-            let sim = Simulator::new(SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &v2_key));
+            let mut sim_config = SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &v2_key);
+            // The demo can reconcile today's payments without waiting a day.
+            sim_config.bills_ready_at_once = true;
+            let sim = Simulator::new(sim_config);
             let handle = sandbox::serve_simulator(sim, sim_listener)?;
             // The real ports are known only now.
             let sim_url = Url::parse(&handle.url())?;
@@ -193,6 +198,11 @@ pub async fn start_with_listeners(
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
     let webhooks = crate::platform::webhook::Webhooks::new(store.clone(), payments.clone(), metrics.clone());
+    let reconciler = crate::pay::reconcile::Reconciler::new(
+        payments.clone(),
+        webhooks.shared_clock(),
+        config.reconcile.keep_bills_days,
+    );
     let admin = Arc::new(Admin::new(
         &config,
         store.clone(),
@@ -200,6 +210,7 @@ pub async fn start_with_listeners(
         tls_status.clone(),
         payments.clone(),
         webhooks.clone(),
+        reconciler.clone(),
     ));
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),
@@ -235,6 +246,9 @@ pub async fn start_with_listeners(
         webhooks.shared_clock(),
     );
     background.push(tokio::spawn(lifecycle.clone().run()));
+    if config.reconcile.enabled {
+        background.push(tokio::spawn(reconciler.clone().run()));
+    }
     if payments.uses_platform_certificates() {
         payments.start_certificates().await;
         background.push(tokio::spawn(payments.clone().run_certificate_refresh()));
@@ -242,7 +256,8 @@ pub async fn start_with_listeners(
     match crate::control::bind(&config.data_dir) {
         Ok(listener) => {
             let socket = crate::control::socket_path(&config.data_dir);
-            background.push(tokio::spawn(crate::control::serve(listener, store.clone(), socket)));
+            let control = crate::control::Control { store: store.clone(), reconciler: reconciler.clone() };
+            background.push(tokio::spawn(crate::control::serve(listener, control, socket)));
         }
         // A data_dir path too long for a Unix socket, say: serving goes on.
         Err(e) => tracing::warn!(
@@ -289,6 +304,7 @@ pub async fn start_with_listeners(
         payments,
         webhooks,
         lifecycle,
+        reconciler,
         stop,
         servers,
         background,

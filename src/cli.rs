@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -57,6 +58,19 @@ pub enum Command {
         /// Where to write the backup.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Reconcile one day's WeChat Pay bill with the orders (对账), through
+    /// the running server, or directly when it is stopped.
+    Reconcile {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG", required_unless_present = "data_dir")]
+        config: Option<PathBuf>,
+        /// Or only the data directory of a running server (the sandbox's).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// The Beijing day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
     },
     /// Restore a backup into the data directory of the config (stop
     /// PayBridge first; run as root or the service user).
@@ -180,6 +194,11 @@ pub fn main() -> anyhow::Result<()> {
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),
             Command::Backup { config, to } => backup(&Config::load(&config)?, &to).await,
+            Command::Reconcile { config, data_dir, date } => {
+                let config = config.map(|c| Config::load(&c)).transpose()?;
+                let dir = data_dir.or_else(|| config.as_ref().map(|c| c.data_dir.clone())).expect("clap requires one");
+                reconcile(config.as_ref(), &dir, &date).await
+            }
             Command::Restore { config, from, replace } => restore(&Config::load(&config)?, &from, replace).await,
             Command::Cert { action: CertCommand::Status { config } } => {
                 let config = Config::load(&config)?;
@@ -238,6 +257,67 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
     crate::tls::cert::write_private(to, &bytes).with_context(|| format!("cannot write {}", to.display()))?;
     println!("Backup written to {} ({} bytes).", to.display(), bytes.len());
     Ok(())
+}
+
+/// Reconciles a day through the server on `dir`, or with `config` directly
+/// when none runs; prints the result. Differences and failures are errors
+/// (a non-zero exit), so a script notices.
+async fn reconcile(config: Option<&Config>, dir: &std::path::Path, day: &str) -> anyhow::Result<()> {
+    let json = match crate::control::reconcile(dir, day).await? {
+        Some(json) => serde_json::from_slice::<serde_json::Value>(&json)?,
+        None => {
+            let Some(config) = config else {
+                anyhow::bail!("no PayBridge answers on {}: start it, or pass --config", dir.display())
+            };
+            let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
+            let store = crate::store::Store::open_with(dir, config.mode, now)?;
+            let metrics = Arc::new(crate::metrics::Metrics::default());
+            let payments = Arc::new(crate::pay::Payments::new(config, store.clone(), metrics)?);
+            if payments.uses_platform_certificates() {
+                payments.start_certificates().await;
+            }
+            let clock = Arc::new(crate::platform::webhook::Clock::default());
+            let reconciler = crate::pay::reconcile::Reconciler::new(payments, clock, config.reconcile.keep_bills_days);
+            let result = reconciler.run_day(day).await;
+            store.close(std::time::Duration::from_secs(30)).await;
+            serde_json::to_value(crate::admin::BillDayView::from(&result?))?
+        }
+    };
+    let text = |k: &str| json[k].as_str().unwrap_or("").to_owned();
+    let number = |k: &str| json[k].as_u64().unwrap_or(0);
+    let yuan = |fen: u64| format!("¥{}", crate::wechat::bill::yuan(fen));
+    println!(
+        "{}: {} ({} payments, {}; {} refunds, {})",
+        text("day"),
+        text("state"),
+        number("payments"),
+        yuan(number("paymentFen")),
+        number("refunds"),
+        yuan(number("refundFen"))
+    );
+    for d in json["differences"].as_array().into_iter().flatten() {
+        let field = |k: &str| d[k].as_str().map(str::to_owned).or(d[k].as_u64().map(|n| n.to_string()));
+        println!(
+            "  {:<16} order {} {}wechat: {} {} / here: {} {}",
+            field("kind").unwrap_or_default(),
+            field("outTradeNo").unwrap_or_default(),
+            field("outRefundNo").map(|r| format!("refund {r} ")).unwrap_or_default(),
+            field("wechatFen").map_or("-".into(), |f| format!("{f} fen")),
+            field("wechatStatus").unwrap_or_default(),
+            field("localFen").map_or("-".into(), |f| format!("{f} fen")),
+            field("localStatus").unwrap_or_default(),
+        );
+    }
+    if let Some(warning) = json["summaryWarning"].as_str() {
+        println!("  warning: {warning}");
+    }
+    match text("state").as_str() {
+        "MATCHED" | "NO_BILL" => Ok(()),
+        "DIFFERENCES" => {
+            anyhow::bail!("{} difference(s) between WeChat's bill and PayBridge", number("differenceCount"))
+        }
+        _ => anyhow::bail!("{}", json["error"].as_str().unwrap_or("the day could not be reconciled")),
+    }
 }
 
 /// Restores a backup into `data_dir`: into a new directory beside it first,

@@ -6,8 +6,12 @@
 //! with `SO_PEERCRED`. A same-host proxy, a port forward or a firewall
 //! mistake cannot reach it. `paybridge backup` uses it.
 //!
-//! Protocol: the client sends one line, `backup`; the server answers
-//! `ok <length>` and that many bytes, or `error <message>`, and closes.
+//! Protocol: the client sends one line and the server answers, then closes:
+//! - `backup` → `ok <length>` and that many bytes;
+//! - `reconcile <yyyy-MM-dd>` → `ok <length>` and the day's result as JSON
+//!   (what the admin API returns);
+//!
+//! or `error <message>`.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -39,20 +43,30 @@ pub fn bind(data_dir: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What the socket's requests act on.
+#[derive(Clone)]
+pub struct Control {
+    /// For backups.
+    pub store: Store,
+    /// For `reconcile`.
+    pub reconciler: std::sync::Arc<crate::pay::reconcile::Reconciler>,
+}
+
 /// Serves operator requests until the task is dropped.
-pub async fn serve(listener: UnixListener, store: Store, socket: PathBuf) {
+pub async fn serve(listener: UnixListener, control: Control, socket: PathBuf) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (store, socket) = (store.clone(), socket.clone());
+        let (control, socket) = (control.clone(), socket.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &store, &socket).await {
+            if let Err(e) = handle(stream, &control, &socket).await {
                 tracing::warn!(error = %e, "control socket request failed");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, store: &Store, socket: &Path) -> io::Result<()> {
+async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Result<()> {
+    let store = &control.store;
     let owner = std::fs::metadata(socket)?.uid();
     let caller = stream.peer_cred()?.uid();
     let mut stream = BufReader::new(stream);
@@ -79,8 +93,21 @@ async fn handle(stream: UnixStream, store: &Store, socket: &Path) -> io::Result<
                 stream.get_mut().write_all(format!("error the backup failed: {e}\n").as_bytes()).await
             }
         },
+        other if other.starts_with("reconcile ") => {
+            let day = other["reconcile ".len()..].trim();
+            match control.reconciler.run_day(day).await {
+                Ok(result) => {
+                    let json = serde_json::to_vec(&crate::admin::BillDayView::from(&result)).unwrap_or_default();
+                    let out = stream.get_mut();
+                    out.write_all(format!("ok {}\n", json.len()).as_bytes()).await?;
+                    out.write_all(&json).await
+                }
+                Err(e) => stream.get_mut().write_all(format!("error {e}\n").as_bytes()).await,
+            }
+        }
         other => {
-            let reply = format!("error unknown request {:?}; this server knows: backup\n", other.escape_debug());
+            let reply =
+                format!("error unknown request {:?}; this server knows: backup, reconcile\n", other.escape_debug());
             stream.get_mut().write_all(reply.as_bytes()).await
         }
     }
@@ -94,10 +121,22 @@ pub async fn is_serving(data_dir: &Path) -> bool {
 /// Asks the server using `data_dir` for a backup. `Ok(None)`: no server
 /// answers on the socket.
 pub async fn backup(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    ask(data_dir, "backup").await
+}
+
+/// Asks the server using `data_dir` to reconcile `day`; returns the
+/// result as JSON. `Ok(None)`: no server answers on the socket.
+pub async fn reconcile(data_dir: &Path, day: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    anyhow::ensure!(!day.contains('\n'), "a day is one line");
+    ask(data_dir, &format!("reconcile {day}")).await
+}
+
+/// Sends one request; returns the answer's bytes.
+async fn ask(data_dir: &Path, request: &str) -> anyhow::Result<Option<Vec<u8>>> {
     let path = socket_path(data_dir);
     let Ok(stream) = UnixStream::connect(&path).await else { return Ok(None) };
     let mut stream = BufReader::new(stream);
-    stream.get_mut().write_all(b"backup\n").await?;
+    stream.get_mut().write_all(format!("{request}\n").as_bytes()).await?;
     let mut line = String::new();
     (&mut stream).take(4096).read_line(&mut line).await?;
     let line = line.trim_end();
@@ -110,6 +149,6 @@ pub async fn backup(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
         .ok_or_else(|| anyhow::anyhow!("unexpected answer {line:?} on {}", path.display()))?;
     let mut bytes = Vec::with_capacity(length.min(1 << 30));
     (&mut stream).take(length as u64).read_to_end(&mut bytes).await?;
-    anyhow::ensure!(bytes.len() == length, "the backup from {} ended early", path.display());
+    anyhow::ensure!(bytes.len() == length, "the answer from {} ended early", path.display());
     Ok(Some(bytes))
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     notifies: Mutex<BTreeMap<&'static str, u64>>,
     webhooks: Mutex<BTreeMap<&'static str, u64>>,
     lifecycle: Mutex<BTreeMap<&'static str, u64>>,
+    bills: Mutex<BTreeMap<&'static str, u64>>,
     wechat: Mutex<BTreeMap<&'static str, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
@@ -70,6 +71,11 @@ impl Metrics {
     /// Counts a webhook attempt by result (`delivered`, `failed`).
     pub fn webhook(&self, result: &'static str) {
         *self.webhooks.lock().expect("metrics lock").entry(result).or_default() += 1;
+    }
+
+    /// Counts one day's reconciliation by its outcome (`MATCHED`, `DIFFERENCES`, ...).
+    pub fn bill_reconciled(&self, state: &'static str) {
+        *self.bills.lock().expect("metrics lock").entry(state).or_default() += 1;
     }
 
     /// Counts one step of the order lifecycle by what came of it.
@@ -141,6 +147,11 @@ impl Metrics {
         out.push_str("# TYPE paybridge_webhook_attempts_total counter\n");
         for (result, n) in self.webhooks.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "paybridge_webhook_attempts_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP paybridge_bill_runs_total Daily bill reconciliations by outcome.\n");
+        out.push_str("# TYPE paybridge_bill_runs_total counter\n");
+        for (state, n) in self.bills.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_bill_runs_total{{state=\"{state}\"}} {n}");
         }
         out.push_str("# HELP paybridge_lifecycle_total Queries and closes of open orders by result.\n");
         out.push_str("# TYPE paybridge_lifecycle_total counter\n");

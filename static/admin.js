@@ -8,7 +8,18 @@
 const I18N = {
   en: {
     'nav.overview': 'Overview', 'nav.orders': 'Orders', 'nav.notifies': 'Notifies', 'nav.system': 'System',
-    'nav.integration': 'Integration',
+    'nav.integration': 'Integration', 'nav.reconciliation': 'Reconciliation',
+    'recon.day': 'Day (Beijing)', 'recon.run': 'Reconcile this day', 'recon.none': 'No day reconciled yet: the first runs after 10:00 tomorrow.',
+    'recon.summary': '{p} payments ¥{fen} · {r} refunds · {d} differences', 'recon.download': 'Download WeChat\'s bill (.csv.gz)',
+    'recon.state': 'Result', 'recon.ranAt': 'Last run', 'recon.runs': 'Runs', 'recon.payments': 'Payments in the bill',
+    'recon.refunds': 'Refunds in the bill', 'recon.error': 'Last error', 'recon.warning': 'The bill\'s summary',
+    'recon.differences': 'Differences', 'recon.noDifferences': 'No differences.', 'recon.more': '… and {n} more',
+    'recon.wechat': 'WeChat', 'recon.here': 'PayBridge', 'recon.refund': 'refund {no}',
+    'recon.MATCHED': 'Matched', 'recon.DIFFERENCES': 'Differences', 'recon.NO_BILL': 'No bill (nothing that day)',
+    'recon.NOT_READY': 'Not ready at WeChat yet', 'recon.FAILED': 'Failed',
+    'recon.ONLY_AT_WECHAT': 'Only at WeChat', 'recon.ONLY_HERE': 'Only here', 'recon.AMOUNT_MISMATCH': 'Amount differs',
+    'recon.STATUS_MISMATCH': 'Status differs', 'overview.reconciliation': 'Reconciliation',
+    'overview.reconciliationSub': '{n} day(s) to look at in 30 days', 'overview.reconciliationOk': 'bills match',
     'order.webhooks': 'Webhooks to platform A', 'order.resend': 'Re-send', 'order.resent': 'Queued: it goes out within a second.',
     'delivery.line': '{type} to {platform}: {state}, {n} attempts', 'delivery.last': 'last: {result} at {t}', 'delivery.next': 'next try {t}',
     'integration.intro': 'Everything platform A and mini-program B need, with this server\'s values filled in. Keys are never shown: give each platform its key from the config file.',
@@ -60,7 +71,18 @@ const I18N = {
   },
   zh: {
     'nav.overview': '概览', 'nav.orders': '订单', 'nav.notifies': '支付通知', 'nav.system': '系统',
-    'nav.integration': '接入',
+    'nav.integration': '接入', 'nav.reconciliation': '对账',
+    'recon.day': '日期（北京时间）', 'recon.run': '对账', 'recon.none': '尚未对账：明天 10:00 后自动进行第一次对账。',
+    'recon.summary': '{p} 笔支付 ¥{fen} · {r} 笔退款 · {d} 处差异', 'recon.download': '下载微信支付账单（.csv.gz）',
+    'recon.state': '结果', 'recon.ranAt': '最近运行', 'recon.runs': '运行次数', 'recon.payments': '账单中的支付',
+    'recon.refunds': '账单中的退款', 'recon.error': '最近错误', 'recon.warning': '账单汇总',
+    'recon.differences': '差异', 'recon.noDifferences': '无差异。', 'recon.more': '……另有 {n} 处',
+    'recon.wechat': '微信支付', 'recon.here': 'PayBridge', 'recon.refund': '退款 {no}',
+    'recon.MATCHED': '一致', 'recon.DIFFERENCES': '有差异', 'recon.NO_BILL': '无账单（当日无交易）',
+    'recon.NOT_READY': '微信支付尚未生成账单', 'recon.FAILED': '失败',
+    'recon.ONLY_AT_WECHAT': '仅微信支付有', 'recon.ONLY_HERE': '仅本系统有', 'recon.AMOUNT_MISMATCH': '金额不一致',
+    'recon.STATUS_MISMATCH': '状态不一致', 'overview.reconciliation': '对账',
+    'overview.reconciliationSub': '近 30 天有 {n} 天需要查看', 'overview.reconciliationOk': '账单一致',
     'order.webhooks': '推送给平台 A 的通知', 'order.resend': '重新推送', 'order.resent': '已排队，一秒内发出。',
     'delivery.line': '{type} → {platform}：{state}，已尝试 {n} 次', 'delivery.last': '最近：{result}（{t}）', 'delivery.next': '下次重试 {t}',
     'integration.intro': '平台 A 与小程序 B 接入所需的全部代码，已填入本服务器的参数。密钥从不显示：请从配置文件中把各平台的密钥交给对方。',
@@ -325,8 +347,67 @@ async function overview() {
       stat(t('overview.month'), '¥' + yuan(o.month.fen), orderCount(o.month.count)),
       stat(t('overview.pending'), String(o.pending), t('overview.closed', { n: o.closed })),
       stat(t('overview.rejected'), String(o.rejectedNotifiesToday), t('overview.rejected30', { n: o.rejectedNotifies30Days }),
-        o.rejectedNotifiesToday > 0)),
+        o.rejectedNotifiesToday > 0),
+      h('a', { href: '#/reconciliation', id: 'reconciliation-badge', class: 'stat-link' },
+        stat(t('overview.reconciliation'), String(o.reconciliationAttention),
+          o.reconciliationAttention > 0 ? t('overview.reconciliationSub', { n: o.reconciliationAttention }) : t('overview.reconciliationOk'),
+          o.reconciliationAttention > 0))),
     chart(o.days));
+}
+
+function billState(s) {
+  return h('span', { class: 'status ' + s }, t('recon.' + s));
+}
+
+async function runDay(day) {
+  await api('/admin/api/reconciliation/' + encodeURIComponent(day) + '/run', { method: 'POST', body: '{}' });
+  if (location.hash === '#/reconciliation/' + day) route();
+  else location.hash = '#/reconciliation/' + day;
+}
+
+async function reconciliation() {
+  const list = await api('/admin/api/reconciliation?limit=31');
+  const yesterday = when(Date.now() - 86400000).slice(0, 10);
+  const day = h('input', { id: 'r-day', type: 'text', inputmode: 'numeric', placeholder: 'YYYY-MM-DD',
+    pattern: '\\d{4}-\\d{2}-\\d{2}', maxlength: '10', value: yesterday, 'aria-label': t('recon.day') });
+  const form = h('form', { class: 'card filters', id: 'r-form' },
+    h('label', { for: 'r-day' }, t('recon.day')), day, h('button', { type: 'submit', id: 'r-run' }, t('recon.run')));
+  form.addEventListener('submit', ev => { ev.preventDefault(); runDay(day.value).catch(showError); });
+  const rows = list.items.map(d => h('a', { class: 'row bill', href: '#/reconciliation/' + d.day, 'data-day': d.day },
+    h('span', { class: 'main' }, d.day), billState(d.state),
+    h('span', { class: 'meta' }, t('recon.summary', { p: d.payments, fen: yuan(d.paymentFen), r: d.refunds, d: d.differenceCount }))));
+  render(h('h1', {}, t('nav.reconciliation')), form,
+    rows.length ? h('div', { class: 'list', id: 'bill-days' }, rows) : h('p', { class: 'muted' }, t('recon.none')));
+}
+
+async function reconciliationDay(day) {
+  const d = await api('/admin/api/reconciliation/' + encodeURIComponent(day));
+  const amount = (fen, status) => [fen === null || fen === undefined ? '—' : '¥' + yuan(fen), status ? ' ' + status : ''].join('');
+  const rows = d.differences.map(x => h('tr', { class: 'difference', 'data-kind': x.kind },
+    h('td', {}, t('recon.' + x.kind)),
+    h('td', {}, h('a', { href: '#/orders/' + encodeURIComponent(x.outTradeNo) }, x.outTradeNo),
+      x.outRefundNo ? h('div', { class: 'muted' }, t('recon.refund', { no: x.outRefundNo })) : ''),
+    h('td', {}, amount(x.wechatFen, x.wechatStatus)),
+    h('td', {}, amount(x.localFen, x.localStatus))));
+  const again = h('button', { type: 'button', id: 'r-again' }, t('recon.run'));
+  again.addEventListener('click', () => runDay(d.day).catch(showError));
+  render(h('h1', {}, t('nav.reconciliation') + ' ' + d.day),
+    h('div', { class: 'card', id: 'bill-day' }, fields([
+      ['recon.state', billState(d.state)],
+      ['recon.payments', `${d.payments} · ¥${yuan(d.paymentFen)}`],
+      ['recon.refunds', `${d.refunds} · ¥${yuan(d.refundFen)}`],
+      ['recon.ranAt', when(d.ranAt)],
+      ['recon.runs', String(d.runs)],
+      ['recon.error', d.error],
+      ['recon.warning', d.summaryWarning],
+    ]), h('p', {}, again, ' ', h('a', { href: '/admin/api/reconciliation/' + d.day + '/bill', download: '' }, t('recon.download')))),
+    h('h2', {}, t('recon.differences')),
+    rows.length
+      ? h('div', { class: 'card' }, h('table', { id: 'differences' },
+          h('tr', {}, h('th', {}, ''), h('th', {}, t('field.outTradeNo')), h('th', {}, t('recon.wechat')), h('th', {}, t('recon.here'))),
+          rows),
+        d.differenceCount > rows.length ? h('p', { class: 'muted' }, t('recon.more', { n: d.differenceCount - rows.length })) : '')
+      : h('p', { class: 'muted' }, t('recon.noDifferences')));
 }
 
 function statusBadge(s) {
@@ -662,6 +743,8 @@ function route() {
   else if (parts[0] === 'notifies') work = notifies();
   else if (parts[0] === 'system') work = system();
   else if (parts[0] === 'integration') work = integration();
+  else if (parts[0] === 'reconciliation' && parts[1]) work = reconciliationDay(decodeURIComponent(parts[1]));
+  else if (parts[0] === 'reconciliation') work = reconciliation();
   else work = overview();
   work.then(() => { document.body.dataset.view = hash; }).catch(showError);
 }

@@ -5,6 +5,7 @@
 //! [`crate::http::admin`] only parse and render.
 
 pub mod auth;
+mod bills;
 pub mod csv;
 pub mod integration;
 
@@ -36,6 +37,8 @@ pub struct Admin {
     notify_url: url::Url,
     /// For re-sending a webhook.
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
+    /// Runs a day's reconciliation again.
+    pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
     started: Instant,
     system: SystemInfo,
 }
@@ -270,6 +273,8 @@ pub struct Overview {
     closed: u64,
     rejected_notifies_today: u64,
     rejected_notifies_30_days: u64,
+    /// Days of the last 30 whose bill differs from the orders, or failed.
+    reconciliation_attention: u64,
     days: Vec<Day>,
 }
 
@@ -302,17 +307,8 @@ pub struct CertificateInfo {
     expires_soon: bool,
 }
 
-/// A Beijing day number as `YYYY-MM-DD`.
-pub fn day_string(day: i64) -> String {
-    let date = time::Date::from_julian_day(2_440_588 + day as i32).expect("a day in range");
-    format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day())
-}
-
-/// Parses `YYYY-MM-DD` into a Beijing day number.
-pub fn parse_day(text: &str) -> Option<i64> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(text, format).ok().map(|d| d.to_julian_day() as i64 - 2_440_588)
-}
+pub use crate::store::{day_string, parse_day};
+pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
 
 impl Admin {
     /// The admin state for a running server.
@@ -323,6 +319,7 @@ impl Admin {
         tls_status: Option<Arc<StatusHandle>>,
         payments: Arc<crate::pay::Payments>,
         webhooks: Arc<crate::platform::webhook::Webhooks>,
+        reconciler: Arc<crate::pay::reconcile::Reconciler>,
     ) -> Admin {
         let v3 = match &config.wechat.api {
             crate::config::PayApi::V3(keys) => Some(keys.as_ref()),
@@ -331,6 +328,7 @@ impl Admin {
         Admin {
             payments,
             webhooks,
+            reconciler,
             notify_url: config.wechat.notify_url.clone(),
             store,
             password_hash,
@@ -390,6 +388,7 @@ impl Admin {
             closed: count(store::OrderStatus::Closed),
             rejected_notifies_today: self.store.rejected_notifies(today, today)?,
             rejected_notifies_30_days: self.store.rejected_notifies(today - 29, today)?,
+            reconciliation_attention: self.store.bill_days_needing_attention(&day_string(today - 30))?,
             days: days.iter().map(|d| Day { date: day_string(d.day), count: d.count, fen: d.fen }).collect(),
         })
     }

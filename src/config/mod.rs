@@ -76,6 +76,8 @@ pub struct Config {
     pub storage: StoreOptions,
     /// The notify log's bounds (`[notifies]`).
     pub notifies: NotifiesConfig,
+    /// The daily bill (`[reconcile]`).
+    pub reconcile: ReconcileConfig,
     /// What mini-program B may sell by id (`[[products]]`); reloaded on SIGHUP.
     pub products: Catalogue,
     /// Platforms (company A's backends) that create orders and get webhooks
@@ -119,6 +121,15 @@ pub struct NotifiesConfig {
     pub retention: Retention,
     /// Refused notifies recorded per peer and minute; the rest are only counted.
     pub refused_per_peer_per_minute: u32,
+}
+
+/// `[reconcile]`: the daily bill (对账).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// Download and compare yesterday's bill every day after 10:00 Beijing time.
+    pub enabled: bool,
+    /// Each day's bill file is kept this many days (the results stay).
+    pub keep_bills_days: u32,
 }
 
 /// The largest amount an order may have by default: ¥100,000.
@@ -265,6 +276,8 @@ struct RawConfig {
     #[serde(default)]
     notifies: RawNotifies,
     #[serde(default)]
+    reconcile: RawReconcile,
+    #[serde(default)]
     products: Vec<RawProduct>,
     #[serde(default)]
     platforms: Vec<platforms::RawPlatform>,
@@ -332,6 +345,25 @@ impl RawNotifies {
         Ok(NotifiesConfig {
             retention: Retention { max_age_ms: i64::from(days) * 86_400_000, max_bytes: mb * 1024 * 1024 },
             refused_per_peer_per_minute: per_minute,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconcile {
+    enabled: Option<bool>,
+    keep_bills_days: Option<u32>,
+}
+
+impl RawReconcile {
+    fn validate(self) -> Result<ReconcileConfig, ConfigError> {
+        Ok(ReconcileConfig {
+            enabled: self.enabled.unwrap_or(true),
+            keep_bills_days: match self.keep_bills_days.unwrap_or(400) {
+                d @ 1..=3650 => d,
+                _ => return Err(invalid("reconcile.keep_bills_days", "must be from 1 to 3650 (days)")),
+            },
         })
     }
 }
@@ -528,6 +560,10 @@ impl RawConfig {
             "ORDERS_QUERIES_PER_SECOND" => {
                 self.orders.queries_per_second = Some(parsed(&var, &value, "expected a whole number")?)
             }
+            "RECONCILE_ENABLED" => self.reconcile.enabled = Some(parsed(&var, &value, "expected true or false")?),
+            "RECONCILE_KEEP_BILLS_DAYS" => {
+                self.reconcile.keep_bills_days = Some(parsed(&var, &value, "expected days")?)
+            }
             "NOTIFIES_KEEP_DAYS" => self.notifies.keep_days = Some(parsed(&var, &value, "expected days")?),
             "NOTIFIES_KEEP_MB" => self.notifies.keep_mb = Some(parsed(&var, &value, "expected megabytes")?),
             "NOTIFIES_REFUSED_PER_PEER_PER_MINUTE" => {
@@ -721,6 +757,10 @@ impl Config {
             self.notifies.retention.max_age_ms / 86_400_000,
             self.notifies.retention.max_bytes / (1024 * 1024),
             self.notifies.refused_per_peer_per_minute
+        );
+        out += &format!(
+            "[reconcile]\nenabled = {}\nkeep_bills_days = {}\n\n",
+            self.reconcile.enabled, self.reconcile.keep_bills_days
         );
         out += &format!(
             "[storage]\ncache_mb = {}\nmax_pending_writes = {}\n\n",
@@ -1036,6 +1076,7 @@ impl RawConfig {
             },
             storage: self.storage.validate()?,
             notifies: self.notifies.validate()?,
+            reconcile: self.reconcile.validate()?,
         })
     }
 }

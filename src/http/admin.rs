@@ -410,6 +410,76 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
             }
         });
 
+    // The daily bill: the days, one day, its bill file, and a re-run.
+    let bill_days = warp::path!("admin" / "api" / "reconciliation")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(authed.clone())
+        .then(|q: HashMap<String, String>, admin: Arc<Admin>| async move {
+            let before = q.get("before").filter(|b| !b.is_empty()).cloned();
+            if before.as_deref().is_some_and(|b| admin::parse_day(b).is_none()) {
+                return Refusal::BadQuery("before must be a date like 2026-11-27".into()).reply();
+            }
+            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+                None => 31,
+                Some(l) => match l.parse::<usize>().ok().filter(|l| (1..=admin::MAX_DAYS_PER_PAGE).contains(l)) {
+                    Some(l) => l,
+                    None => {
+                        let message = format!("limit must be 1 to {}", admin::MAX_DAYS_PER_PAGE);
+                        return Refusal::BadQuery(message).reply();
+                    }
+                },
+            };
+            blocking(move || match admin.bill_days(before.as_deref(), limit) {
+                Ok((items, next)) => reply::json(&serde_json::json!({ "items": items, "next": next })).into_response(),
+                Err(e) => internal(e),
+            })
+            .await
+        });
+
+    let bill_day = warp::path!("admin" / "api" / "reconciliation" / String).and(warp::get()).and(authed.clone()).then(
+        |day: String, admin: Arc<Admin>| {
+            blocking(move || match admin.bill_day(&day) {
+                Ok(Some(view)) => reply::json(&view).into_response(),
+                Ok(None) => json_error(StatusCode::NOT_FOUND, "NOT_RECONCILED", "this day has not been reconciled"),
+                Err(e) => internal(e),
+            })
+        },
+    );
+
+    let bill_file = warp::path!("admin" / "api" / "reconciliation" / String / "bill")
+        .and(warp::get())
+        .and(authed.clone())
+        .then(|day: String, admin: Arc<Admin>| {
+            blocking(move || match admin.store.bill_file(&day) {
+                Ok(Some(gzip)) => {
+                    let name = format!("attachment; filename=\"wechatpay-bill-{day}.csv.gz\"");
+                    let r = reply::with_header(gzip, "content-type", "application/gzip");
+                    reply::with_header(r, "content-disposition", name).into_response()
+                }
+                Ok(None) => json_error(StatusCode::NOT_FOUND, "NO_BILL_KEPT", "no bill is kept for this day"),
+                Err(e) => internal(e),
+            })
+        });
+
+    let bill_run = warp::path!("admin" / "api" / "reconciliation" / String / "run")
+        .and(warp::post())
+        .and(caller())
+        .and(with(admin.clone()))
+        .then(|day: String, c: Caller, admin: Arc<Admin>| async move {
+            if let Err(refusal) = c.authorize_change(&admin) {
+                return refusal.reply();
+            }
+            tracing::info!(day, from = %c.ip, "daily bill: reconciliation asked for from the admin page");
+            match admin.reconciler.run_day(&day).await {
+                Ok(result) => reply::json(&admin::BillDayView::from(&result)).into_response(),
+                Err(crate::pay::reconcile::ReconcileError::Day(message)) => {
+                    json_error(StatusCode::BAD_REQUEST, "INVALID_DAY", &message)
+                }
+                Err(crate::pay::reconcile::ReconcileError::Store(e)) => internal(e),
+            }
+        });
+
     let integration = warp::path!("admin" / "api" / "integration")
         .and(warp::get())
         .and(authed.clone())
@@ -437,14 +507,12 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(refund)
         .unify()
-        .or(integration)
-        .unify()
-        .or(login)
-        .unify()
-        .or(logout)
-        .unify()
-        .or(session)
-        .unify();
+        .boxed();
+    // Boxed in groups: a long chain of warp filters makes one deeply nested
+    // type that takes the compiler minutes.
+    let reconciliation = bill_days.or(bill_day).unify().or(bill_file).unify().or(bill_run).unify().boxed();
+    let api =
+        api.or(reconciliation).unify().or(integration).unify().or(login).unify().or(logout).unify().or(session).unify();
     page.or(static_file)
         .unify()
         .or(api)

@@ -9,6 +9,7 @@ mod notify;
 mod notify_v3;
 mod order;
 pub mod platform;
+pub mod reconcile;
 pub mod refund;
 
 use std::collections::hash_map::DefaultHasher;

@@ -4,6 +4,7 @@
 //! with no arguments) runs PayBridge against it so a merchant can try the
 //! whole flow without credentials. Everything here says SANDBOX.
 
+mod bills;
 pub mod notifier;
 pub mod simulator;
 pub mod v3;
@@ -16,6 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::{self, Reply, Response};
 use warp::Filter;
 
+pub use bills::BillFault;
 pub use simulator::{Fault, PayRequest, Simulator, SimulatorConfig};
 
 use crate::http::{body, with};
@@ -76,6 +78,7 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .and(crate::http::path_and_query())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("wechatpay-serial"))
+        .and(warp::header::optional::<String>("host"))
         .and(body::limited(64 * 1024))
         .and(with_sim.clone())
         .then(
@@ -83,9 +86,15 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
              path_and_query: String,
              authorization: Option<String>,
              wants_serial: Option<String>,
+             host: Option<String>,
              body: bytes::Bytes,
              sim: Simulator| async move {
                 let now = crate::pay::now_ms() / 1000;
+                let (auth, serial, host) =
+                    (authorization.as_deref(), wants_serial.as_deref(), host.unwrap_or_default());
+                if let Some(reply) = sim.v3_bill(method.as_str(), &path_and_query, auth, serial, &host, now) {
+                    return v3::into_response(reply);
+                }
                 if method == warp::http::Method::GET && path_and_query.starts_with("/v3/pay/transactions/") {
                     sim.count_query();
                 }

@@ -36,6 +36,9 @@ pub struct SimulatorConfig {
     pub notify_schedule: Vec<Duration>,
     /// Put `sign_type` into notifies (WeChat usually leaves it out).
     pub sign_type_in_notify: bool,
+    /// Every day's bill can be downloaded at once, today's too (the sandbox
+    /// demo); otherwise only days ended with [`Simulator::close_day`].
+    pub bills_ready_at_once: bool,
 }
 
 impl SimulatorConfig {
@@ -48,6 +51,7 @@ impl SimulatorConfig {
             mch_key: mch_key.clone(),
             notify_schedule: notifier::WECHAT_SCHEDULE.to_vec(),
             sign_type_in_notify: false,
+            bills_ready_at_once: false,
         }
     }
 }
@@ -127,19 +131,19 @@ impl TradeState {
 }
 
 #[derive(Debug, Clone)]
-struct SimOrder {
+pub(super) struct SimOrder {
     /// The request's business fields (all but nonce, sign and sign_type): a re-submission must match.
     params: Fields,
     sign_type: SignType,
     prepay_id: String,
-    state: TradeState,
-    transaction_id: Option<String>,
-    time_end: Option<String>,
+    pub(super) state: TradeState,
+    pub(super) transaction_id: Option<String>,
+    pub(super) time_end: Option<String>,
     delivery: Arc<Mutex<Delivery>>,
 }
 
 impl SimOrder {
-    fn field(&self, name: &str) -> &str {
+    pub(super) fn field(&self, name: &str) -> &str {
         self.params.get(name).map(String::as_str).unwrap_or("")
     }
 }
@@ -208,6 +212,8 @@ struct Inner {
     refund_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
     /// Refund notifies are lost (a test of refund queries).
     lose_refund_notifies: std::sync::atomic::AtomicBool,
+    /// Daily bills and their knobs.
+    bills: super::bills::BillDesk,
     http: reqwest::Client,
 }
 
@@ -215,15 +221,19 @@ struct Inner {
 pub struct SimReply {
     /// HTTP status.
     pub status: u16,
-    /// Body (XML, or HTML for injected HTTP faults).
-    pub body: String,
+    /// Body (XML, HTML for injected HTTP faults, or a bill).
+    pub body: Vec<u8>,
     /// Wait this long before answering.
     pub delay: Option<Duration>,
 }
 
 impl SimReply {
-    fn xml(body: String) -> SimReply {
+    fn raw(body: Vec<u8>) -> SimReply {
         SimReply { status: 200, body, delay: None }
+    }
+
+    fn xml(body: String) -> SimReply {
+        SimReply { status: 200, body: body.into_bytes(), delay: None }
     }
 }
 
@@ -239,6 +249,7 @@ impl Simulator {
         let v3 = super::v3::SimulatorV3::new(&config.mch_id, &config.appid, openids.clone());
         Simulator {
             inner: Arc::new(Inner {
+                bills: super::bills::BillDesk::new(config.bills_ready_at_once),
                 config,
                 orders: Mutex::default(),
                 used_codes: Mutex::default(),
@@ -252,6 +263,41 @@ impl Simulator {
                 lose_refund_notifies: Default::default(),
                 http: reqwest::Client::new(),
             }),
+        }
+    }
+
+    pub(super) fn bills(&self) -> &super::bills::BillDesk {
+        &self.inner.bills
+    }
+
+    pub(super) fn config(&self) -> &SimulatorConfig {
+        &self.inner.config
+    }
+
+    pub(super) fn orders(&self) -> std::sync::MutexGuard<'_, HashMap<String, SimOrder>> {
+        self.inner.orders.lock().expect("orders lock")
+    }
+
+    /// v2's `downloadbill`: the bill itself (gzip when `tar_type=GZIP`), or
+    /// an unsigned XML failure.
+    fn download_bill(&self, request: &Fields) -> SimReply {
+        use super::bills::{v2_bill_failure, BillAnswer};
+        let get = |k: &str| request.get(k).map(String::as_str).unwrap_or("");
+        let date = get("bill_date");
+        if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+            return SimReply::raw(v2_bill_failure("invalid bill_date", Some("20001")));
+        }
+        if !matches!(get("bill_type"), "" | "ALL") {
+            return SimReply::raw(v2_bill_failure("invalid bill_type (this simulator makes ALL bills)", Some("20001")));
+        }
+        let day = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
+        match self.bill(&day) {
+            BillAnswer::NotReady => SimReply::raw(v2_bill_failure("Bill Creating", None)),
+            BillAnswer::Empty => SimReply::raw(v2_bill_failure("No Bill Exist", Some("20002"))),
+            BillAnswer::Text { text, plain, .. } => match get("tar_type") == "GZIP" && !plain {
+                true => SimReply::raw(crate::wechat::bill::gzip(&text)),
+                false => SimReply::raw(text),
+            },
         }
     }
 
@@ -335,7 +381,7 @@ impl Simulator {
         match &fault {
             Some(Fault::Http { status }) => {
                 let page = format!("<html><body><h1>{status}</h1>upstream error</body></html>");
-                return SimReply { status: *status, body: page, delay: None };
+                return SimReply { status: *status, body: page.into_bytes(), delay: None };
             }
             Some(Fault::ReturnFail { message }) => return return_fail(message),
             _ => {}
@@ -364,6 +410,12 @@ impl Simulator {
         if api == "orderquery" {
             self.count_query();
         }
+        if api == "downloadbill" {
+            return match request["appid"] == cfg.appid {
+                true => self.download_bill(&request),
+                false => return_fail("appid和mch_id不匹配"),
+            };
+        }
         let mut reply = match (&fault, api) {
             // WeChat did not process the request: no order is created.
             (Some(Fault::Business { code, description }), _) => business_error(code, description),
@@ -390,7 +442,7 @@ impl Simulator {
             Some(Fault::Delay { ms }) => Some(Duration::from_millis(ms)),
             _ => None,
         };
-        SimReply { status: 200, body: xml::write(&reply), delay }
+        SimReply { status: 200, body: xml::write(&reply).into_bytes(), delay }
     }
 
     fn unified_order(&self, request: &Fields, sign_type: SignType) -> Fields {
@@ -766,7 +818,7 @@ mod tests {
     ];
 
     fn reply(r: SimReply, key: &str, t: SignType) -> Fields {
-        let f = xml::parse(r.body.as_bytes()).unwrap();
+        let f = xml::parse(&r.body).unwrap();
         if f["return_code"] == "SUCCESS" {
             sign::verify(&f, &Secret::new(key), &[t]).expect("the simulator signs its replies");
         } else {

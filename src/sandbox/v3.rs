@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use crate::wechat::bill::{BillPayment, BillRefund};
+
 use crate::secret::Secret;
 
 mod refunds;
@@ -308,6 +310,18 @@ impl SimulatorV3 {
             }
             _ => (404, Some(error("RESOURCE_NOT_EXISTS", "无可用的接口"))),
         };
+        self.reply_as_asked(status, reply, wants_serial, now_secs)
+    }
+
+    /// A reply signed with the key the merchant's mode (and, while
+    /// migrating, its `Wechatpay-Serial`) calls for.
+    pub(super) fn reply_as_asked(
+        &self,
+        status: u16,
+        reply: Option<Value>,
+        wants_serial: Option<&str>,
+        now_secs: i64,
+    ) -> V3Reply {
         let body = reply.map_or_else(Vec::new, |v| v.to_string().into_bytes());
         let use_public_key = match self.key_mode() {
             KeyMode::PublicKey => true,
@@ -315,6 +329,54 @@ impl SimulatorV3 {
             KeyMode::Migrating => wants_serial == Some(self.inner.wechat_key_id.as_str()),
         };
         self.signed(status, body, now_secs, use_public_key)
+    }
+
+    /// The payments and refunds of a Beijing day (`yyyy-MM-dd`), as bill rows.
+    pub(super) fn bill_rows(&self, day: &str) -> (Vec<BillPayment>, Vec<BillRefund>) {
+        use super::bills::{bill_time_v3, fee};
+        let orders = self.inner.orders.lock().expect("orders lock");
+        let payments = orders
+            .iter()
+            .filter(|(_, o)| o.state == "SUCCESS" && o.success_time.as_deref().is_some_and(|t| t.starts_with(day)))
+            .filter_map(|(no, o)| {
+                let r = &o.request;
+                let total_fee = r["amount"]["total"].as_u64()?;
+                Some(BillPayment {
+                    time: bill_time_v3(o.success_time.as_deref()?)?,
+                    appid: r["appid"].as_str()?.to_owned(),
+                    mch_id: self.inner.merchant.mchid.clone(),
+                    transaction_id: o.transaction_id.clone()?,
+                    out_trade_no: no.clone(),
+                    openid: r["payer"]["openid"].as_str()?.to_owned(),
+                    total_fee,
+                    settlement_fee: total_fee,
+                    fee: fee(total_fee),
+                    body: r["description"].as_str().unwrap_or("").to_owned(),
+                })
+            })
+            .collect();
+        let refunds = self.inner.refunds.lock().expect("refunds lock");
+        let refunds = refunds
+            .iter()
+            .filter(|(_, r)| r.create_time.starts_with(day))
+            .filter_map(|(no, r)| {
+                let out_trade_no = r.request["out_trade_no"].as_str()?.to_owned();
+                Some(BillRefund {
+                    time: bill_time_v3(&r.create_time)?,
+                    transaction_id: orders
+                        .get(&out_trade_no)
+                        .and_then(|o| o.transaction_id.clone())
+                        .unwrap_or_default(),
+                    out_trade_no,
+                    refund_id: r.refund_id.clone(),
+                    out_refund_no: no.clone(),
+                    amount: r.request["amount"]["refund"].as_u64()?,
+                    status: r.status.to_owned(),
+                    total_fee: r.request["amount"]["total"].as_u64()?,
+                })
+            })
+            .collect();
+        (payments, refunds)
     }
 
     /// How many times `/v3/certificates` was called.
@@ -347,7 +409,7 @@ impl SimulatorV3 {
         )
     }
 
-    fn authenticate(
+    pub(super) fn authenticate(
         &self,
         method: &str,
         path_and_query: &str,
@@ -528,7 +590,7 @@ impl SimulatorV3 {
     }
 }
 
-fn error(code: &str, message: &str) -> Value {
+pub(super) fn error(code: &str, message: &str) -> Value {
     json!({ "code": code, "message": message })
 }
 

@@ -14,7 +14,8 @@
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
 //! | `wechat_certificates` | serial | [`StoredCertificate`] (API v3 platform certificates) |
 //!
-//! and the platform API's trees, listed in [`platform`], and the refunds', in [`refund`].
+//! and the platform API's trees, listed in [`platform`], the refunds', in
+//! [`refund`], and the daily bills', in [`bill`].
 //!
 //! Index keys sort by time, so "newest first, from this cursor" is a reverse
 //! range scan that reads only the page: its cost does not grow with the
@@ -24,6 +25,7 @@
 //! batch it was part of is `fdatasync`ed, so callers can acknowledge at once.
 
 pub mod backup;
+pub mod bill;
 pub mod certificates;
 pub mod codec;
 pub mod notify;
@@ -47,7 +49,7 @@ pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Paym
 pub use platform::{Created, Delivery, DeliveryState, EventKind, RefundEvent};
 pub use query::{DayTotal, OrderFilter};
 pub use refund::{Refund, RefundCreated, RefundStatus};
-pub use tx::{beijing_day, beijing_day_start};
+pub use tx::{beijing_day, beijing_day_start, day_string, parse_day};
 pub use writer::WriterStats;
 
 use crate::config::Mode;
@@ -127,6 +129,8 @@ pub(crate) struct Trees {
     refunds: Tree,
     refunds_by_order: Tree,
     refunds_processing: Tree,
+    bills: Tree,
+    bill_files: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     data_file: std::fs::File,
 }
@@ -546,6 +550,8 @@ impl Trees {
             refunds: db.open_tree("refunds")?,
             refunds_by_order: db.open_tree("refunds_by_order")?,
             refunds_processing: db.open_tree("refunds_processing")?,
+            bills: db.open_tree("bills")?,
+            bill_files: db.open_tree("bill_files")?,
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
@@ -615,7 +621,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 18] = [
+        let trees: [&Tree; 20] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -634,6 +640,8 @@ impl Trees {
             &self.refunds,
             &self.refunds_by_order,
             &self.refunds_processing,
+            &self.bills,
+            &self.bill_files,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -655,6 +663,8 @@ impl Trees {
                 refunds: &t[15],
                 refunds_by_order: &t[16],
                 refunds_processing: &t[17],
+                bills: &t[18],
+                bill_files: &t[19],
             })
         })?;
         Ok(result)

@@ -97,7 +97,7 @@ impl Refund {
         codec::encode(REFUND_VERSION, self)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Refund, CodecError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Refund, CodecError> {
         match codec::split(bytes)? {
             (REFUND_VERSION, payload) => codec::decode(payload),
             (other, _) => Err(CodecError::UnknownVersion(other)),

@@ -22,6 +22,18 @@ pub fn beijing_day_start(day: i64) -> i64 {
     day * DAY_MS - BEIJING_OFFSET_MS
 }
 
+/// A Beijing day number as `YYYY-MM-DD`.
+pub fn day_string(day: i64) -> String {
+    let date = time::Date::from_julian_day(2_440_588 + day as i32).expect("a day in range");
+    format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day())
+}
+
+/// Parses `YYYY-MM-DD` into a Beijing day number.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, format).ok().map(|d| d.to_julian_day() as i64 - 2_440_588)
+}
+
 /// `created_ms ‖ seq`: orders by time, unique.
 pub(super) fn time_key(order: &Order) -> [u8; 16] {
     time_key_of(order.created_at, order.seq)
@@ -100,6 +112,8 @@ pub(super) struct Tx<'a> {
     pub refunds: &'a TransactionalTree,
     pub refunds_by_order: &'a TransactionalTree,
     pub refunds_processing: &'a TransactionalTree,
+    pub bills: &'a TransactionalTree,
+    pub bill_files: &'a TransactionalTree,
 }
 
 pub(super) fn abort(e: CodecError) -> ConflictableTransactionError<CodecError> {

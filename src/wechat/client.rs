@@ -263,8 +263,48 @@ impl WechatClient {
         self.call("closeorder", sign::fields([("out_trade_no", out_trade_no)])).await.map(drop)
     }
 
+    /// Downloads the `ALL` bill of `bill_date` (`yyyyMMdd`), gzip-compressed
+    /// on the way; returns its text, or `None` when WeChat has no bill
+    /// for that day (no payment, no refund). A bill not made yet is the
+    /// business error `BILL_CREATING`.
+    pub async fn download_bill(&self, bill_date: &str) -> Result<Option<Vec<u8>>, WechatError> {
+        let fields = sign::fields([("bill_date", bill_date), ("bill_type", "ALL"), ("tar_type", "GZIP")]);
+        let request = self.signed(fields)?;
+        let started = Instant::now();
+        let body = self.post_limited("downloadbill", request, super::bill::MAX_BILL_BYTES).await;
+        self.record("downloadbill", started);
+        let body = body?;
+        // Success is the file itself, unsigned; failure is XML.
+        if body.starts_with(&[0x1f, 0x8b]) {
+            return super::bill::gunzip(&body).map(Some).map_err(WechatError::BadReply);
+        }
+        if !body.trim_ascii_start().starts_with(b"<") {
+            return Ok(Some(body));
+        }
+        let reply = xml::parse(&body).map_err(|e| WechatError::BadReply(e.to_string()))?;
+        let message = reply.get("return_msg").cloned().unwrap_or_default();
+        match message.to_ascii_lowercase().as_str() {
+            "no bill exist" => Ok(None),
+            "bill creating" => Err(WechatError::Business { code: "BILL_CREATING".into(), description: message }),
+            _ => {
+                let code = reply.get("error_code").map(|c| format!(" (error_code {c})")).unwrap_or_default();
+                Err(WechatError::ReturnFail(format!("{message}{code}")))
+            }
+        }
+    }
+
     /// Signs and sends one pay API request; returns the verified reply.
-    async fn call(&self, api: &'static str, mut fields: Fields) -> Result<Fields, WechatError> {
+    async fn call(&self, api: &'static str, fields: Fields) -> Result<Fields, WechatError> {
+        let request = self.signed(fields)?;
+        let started = Instant::now();
+        let body = self.post_limited(api, request, MAX_XML_BYTES).await;
+        // Failures and timeouts are latencies too.
+        self.record(api, started);
+        self.check_reply(&body?)
+    }
+
+    /// A request's XML: `fields` with the merchant, a nonce and the signature.
+    fn signed(&self, mut fields: Fields) -> Result<String, WechatError> {
         if self.mch_key.is_empty() {
             return Err(WechatError::ReturnFail("no API v2 key is configured (api_version = \"v3\")".into()));
         }
@@ -276,15 +316,10 @@ impl WechatClient {
         }
         let signature = sign::sign(&fields, &self.mch_key, self.sign_type);
         fields.insert("sign".into(), signature);
-
-        let started = Instant::now();
-        let body = self.post(api, xml::write(&fields)).await;
-        // Failures and timeouts are latencies too.
-        self.record(api, started);
-        self.check_reply(&body?)
+        Ok(xml::write(&fields))
     }
 
-    async fn post(&self, api: &str, xml: String) -> Result<Vec<u8>, WechatError> {
+    async fn post_limited(&self, api: &str, xml: String, limit: usize) -> Result<Vec<u8>, WechatError> {
         let reply = self
             .http
             .post(join(&self.pay_base_url, &format!("/pay/{api}")))
@@ -296,7 +331,7 @@ impl WechatClient {
         if reply.status() != reqwest::StatusCode::OK {
             return Err(WechatError::HttpStatus(reply.status().as_u16()));
         }
-        read_limited(reply).await
+        read_up_to(reply, limit).await
     }
 
     /// The reply checks, in WeChat's order; separate from I/O so it is easy to test.
@@ -328,11 +363,16 @@ impl WechatClient {
 }
 
 /// Reads a reply body, refusing more than [`MAX_XML_BYTES`].
-pub(crate) async fn read_limited(mut reply: reqwest::Response) -> Result<Vec<u8>, WechatError> {
+pub(crate) async fn read_limited(reply: reqwest::Response) -> Result<Vec<u8>, WechatError> {
+    read_up_to(reply, MAX_XML_BYTES).await
+}
+
+/// Reads a reply body, refusing more than `limit` bytes.
+pub(crate) async fn read_up_to(mut reply: reqwest::Response, limit: usize) -> Result<Vec<u8>, WechatError> {
     let mut body = Vec::new();
     while let Some(chunk) = reply.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_XML_BYTES {
-            return Err(WechatError::BadReply(format!("larger than {MAX_XML_BYTES} bytes")));
+        if body.len() + chunk.len() > limit {
+            return Err(WechatError::BadReply(format!("larger than {limit} bytes")));
         }
         body.extend_from_slice(&chunk);
     }

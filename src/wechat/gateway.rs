@@ -322,3 +322,16 @@ fn v2_names(e: WechatError) -> WechatError {
         e => e,
     }
 }
+
+impl Gateway {
+    /// The `ALL` bill of a Beijing day (`yyyy-MM-dd`), as text: `downloadbill`
+    /// in v2, `tradebill` and its download in v3, gzip on the way in both.
+    /// `None`: no payment and no refund that day. A bill WeChat has not made
+    /// yet is the business error `BILL_CREATING` in both versions.
+    pub async fn bill(&self, day: &str) -> Result<Option<Vec<u8>>, WechatError> {
+        match &self.pay {
+            Pay::V2 { .. } => self.login.download_bill(&day.replace('-', "")).await,
+            Pay::V3 { client, .. } => client.trade_bill(day).await,
+        }
+    }
+}

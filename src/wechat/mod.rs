@@ -6,6 +6,7 @@
 //! functions as the clients. [`gateway`] is the one interface the payment
 //! flow uses, whichever version the merchant runs.
 
+pub mod bill;
 pub mod client;
 pub mod gateway;
 pub mod jsapi;

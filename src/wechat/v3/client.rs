@@ -11,7 +11,8 @@ use super::api::{self, JsapiAmount, JsapiOrder, JsapiPayer, ReplyError, Signer};
 use super::crypto::{ApiV3Key, PublicKey};
 use super::trust::{PlatformCertificate, Trust};
 use super::verify::{SignedHeaders, Verifier};
-use crate::wechat::client::{read_limited, transport, WechatError};
+use crate::wechat::client::{read_up_to, transport, WechatError};
+use crate::wechat::xml::MAX_XML_BYTES;
 
 /// A v3 client for one merchant.
 pub struct V3Client {
@@ -128,10 +129,14 @@ impl V3Client {
             p if p.ends_with("/close") => "v3_close",
             "/v3/pay/transactions/jsapi" => "v3_jsapi",
             p if p.starts_with("/v3/refund/") => "v3_refund",
+            p if p.starts_with("/v3/billdownload/") => "v3_bill_download",
+            p if p.starts_with("/v3/bill/") => "v3_bill",
             _ => "v3_query",
         };
+        // Only the bill file is larger than a message.
+        let limit = if api == "v3_bill_download" { crate::wechat::bill::MAX_BILL_BYTES } else { MAX_XML_BYTES };
         let started = std::time::Instant::now();
-        let reply = self.send_unmeasured(method, path_and_query, body).await;
+        let reply = self.send_unmeasured(method, path_and_query, body, limit).await;
         // Failures and timeouts are latencies too.
         if let Some(m) = &self.metrics {
             m.wechat_call(api, started.elapsed());
@@ -144,6 +149,7 @@ impl V3Client {
         method: &'static str,
         path_and_query: &str,
         body: Vec<u8>,
+        limit: usize,
     ) -> Result<RawReply, WechatError> {
         let now = crate::pay::now_ms() / 1000;
         let request = self.signer.sign(method, path_and_query, body, now, &crate::wechat::nonce_str());
@@ -155,7 +161,7 @@ impl V3Client {
         let reply = builder.send().await.map_err(transport)?;
         let status = reply.status().as_u16();
         let headers = reply.headers().clone();
-        let body = read_limited(reply).await?;
+        let body = read_up_to(reply, limit).await?;
         Ok(RawReply { status, headers, body })
     }
 
@@ -268,6 +274,61 @@ impl V3Client {
         }
         reply.read(&verifier)?;
         Ok(downloaded)
+    }
+
+    /// Downloads the `ALL` trade bill of `bill_date` (`yyyy-MM-dd`): asks
+    /// for it (`GET /v3/bill/tradebill`, a signed reply with the file's
+    /// SHA-1 and a download URL), fetches the file (unsigned, gzip) from
+    /// that URL only if it is on WeChat's own host, and checks the SHA-1 of
+    /// the text. `None`: WeChat has no bill for the day. A bill not made
+    /// yet is the business error `BILL_CREATING`, as in v2.
+    pub async fn trade_bill(&self, bill_date: &str) -> Result<Option<Vec<u8>>, WechatError> {
+        let path = format!("/v3/bill/tradebill?bill_date={bill_date}&bill_type=ALL&tar_type=GZIP");
+        let reply = match self.call("GET", &path, Vec::new()).await {
+            Err(WechatError::Business { code, .. }) if code == "NO_STATEMENT_EXIST" => return Ok(None),
+            Err(WechatError::Business { code, description }) if code == "STATEMENT_CREATING" => {
+                return Err(WechatError::Business { code: "BILL_CREATING".into(), description })
+            }
+            reply => reply?,
+        };
+        #[derive(serde::Deserialize)]
+        struct Applied {
+            hash_type: String,
+            hash_value: String,
+            download_url: String,
+        }
+        let applied: Applied =
+            serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(format!("not a bill's address: {e}")))?;
+        if !applied.hash_type.eq_ignore_ascii_case("SHA1") {
+            return Err(WechatError::BadReply(format!("unknown hash_type {:?}", applied.hash_type)));
+        }
+        let url = Url::parse(&applied.download_url)
+            .map_err(|e| WechatError::BadReply(format!("download_url does not parse: {e}")))?;
+        if url.origin() != self.base.origin() {
+            return Err(WechatError::BadReply("download_url is not on WeChat's host; not followed".into()));
+        }
+        let file_path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let file = self.send("GET", &file_path, Vec::new()).await?;
+        if file.status != 200 {
+            // Errors are ordinary (signed) JSON errors.
+            return file.read(&self.trust.verifier()).and(Err(WechatError::HttpStatus(file.status)));
+        }
+        // The file itself is not signed: its SHA-1, from the signed reply, vouches for it.
+        let text = match file.body.starts_with(&[0x1f, 0x8b]) {
+            true => crate::wechat::bill::gunzip(&file.body).map_err(WechatError::BadReply)?,
+            false => file.body,
+        };
+        let hash = crate::wechat::bill::sha1_hex(&text);
+        if !hash.eq_ignore_ascii_case(&applied.hash_value) {
+            return Err(WechatError::BadReply(format!(
+                "the bill's SHA-1 is {hash}, WeChat's signed reply says {}",
+                applied.hash_value
+            )));
+        }
+        Ok(Some(text))
     }
 
     /// Closes an unpaid order.
