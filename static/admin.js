@@ -77,7 +77,7 @@ const I18N = {
     'recon.state': '结果', 'recon.ranAt': '最近运行', 'recon.runs': '运行次数', 'recon.payments': '账单中的支付',
     'recon.refunds': '账单中的退款', 'recon.error': '最近错误', 'recon.warning': '账单汇总',
     'recon.differences': '差异', 'recon.noDifferences': '无差异。', 'recon.more': '……另有 {n} 处',
-    'recon.wechat': '微信支付', 'recon.here': 'PayBridge', 'recon.refund': '退款 {no}',
+    'recon.wechat': '微信支付', 'recon.here': '本系统', 'recon.refund': '退款 {no}',
     'recon.MATCHED': '一致', 'recon.DIFFERENCES': '有差异', 'recon.NO_BILL': '无账单（当日无交易）',
     'recon.NOT_READY': '微信支付尚未生成账单', 'recon.FAILED': '失败',
     'recon.ONLY_AT_WECHAT': '仅微信支付有', 'recon.ONLY_HERE': '仅本系统有', 'recon.AMOUNT_MISMATCH': '金额不一致',

@@ -483,3 +483,60 @@ async fn a_v3_merchant_sees_its_keys_and_an_expiring_certificate() {
     assert_eq!((order.status, order.refunded_fee), (paybridge::store::OrderStatus::PartiallyRefunded, 200));
     env.stop().await;
 }
+
+/// The daily bill in the browser: a day reconciled from the page, its
+/// differences, the overview's badge, a re-run; on a phone, in English and
+/// Chinese.
+#[tokio::test]
+async fn the_daily_bill_in_chromium() {
+    let env = Env::start(Opts::default()).await;
+    let openid = env.openid("code-bill").await;
+    let order = json!({ "outTradeNo": "RECON0000001", "totalFee": 1990, "body": "会员月卡", "openid": openid });
+    assert_eq!(env.post_json("/pay/unifiedOrder", &order).await.0, 200);
+    env.sim_pay(json!({ "out_trade_no": "RECON0000001" })).await;
+    env.wait_acknowledged("RECON0000001").await;
+    let today = paybridge::store::day_string(paybridge::store::beijing_day(paybridge::pay::now_ms()));
+    let sim = &env.sim.simulator;
+    sim.close_day(&today);
+    sim.bill_extra_payment(&today, "STRANGER0009", 500);
+
+    let b = browser("en-US", true).await;
+    b.login(&env.base, ADMIN_PASSWORD).await;
+    b.go(&env.base, "reconciliation").await;
+    assert!(b.text("#view").await.contains("No day reconciled yet"));
+    let day = b.wait("#r-day").await;
+    day.clear().await.unwrap();
+    day.send_keys(&today).await.unwrap();
+    b.wait("#r-run").await.click().await.unwrap();
+    b.wait_view(&format!("reconciliation/{today}")).await;
+    let summary = b.text("#bill-day").await;
+    assert!(summary.contains("Differences") && summary.contains("2 · ¥24.90"), "{summary}");
+    let differences = b.text("#differences").await;
+    assert!(differences.contains("Only at WeChat") && differences.contains("STRANGER0009"), "{differences}");
+    assert!(differences.contains("¥5.00 SUCCESS"), "{differences}");
+    b.assert_no_horizontal_scroll("a day's differences").await;
+    b.screenshot("reconciliation-day-360").await;
+
+    // The overview says a day needs a look, and leads there.
+    b.go(&env.base, "overview").await;
+    let badge = b.text("#reconciliation-badge").await;
+    assert!(badge.contains("1 day(s) to look at"), "{badge}");
+    b.wait("#reconciliation-badge").await.click().await.unwrap();
+    b.wait_view("reconciliation").await;
+    assert!(b.text("#bill-days").await.contains(&today));
+
+    // In Chinese, and run again from the day's page.
+    b.wait("#lang").await.click().await.unwrap();
+    b.go(&env.base, &format!("reconciliation/{today}")).await;
+    assert!(b.text("#differences").await.contains("仅微信支付有"));
+    b.wait("#r-again").await.click().await.unwrap();
+    let start = Instant::now();
+    while env.app.store.bill_day(&today).unwrap().unwrap().runs < 2 {
+        assert!(start.elapsed() < Duration::from_secs(15), "the re-run never happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.assert_no_horizontal_scroll("对账").await;
+    b.screenshot("reconciliation-day-360-zh").await;
+    b.client.close().await.unwrap();
+    env.stop().await;
+}

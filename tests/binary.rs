@@ -118,6 +118,23 @@ async fn walkthrough(api: &str) {
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.headers()["x-paybridge-mode"], "SANDBOX");
 
+    // `paybridge reconcile` through the running sandbox's control socket
+    // (its simulator makes today's bill at once): the two payments match.
+    let today = paybridge::store::day_string(paybridge::store::beijing_day(paybridge::pay::now_ms()));
+    let reconcile = |date: &str| {
+        Command::new(env!("CARGO_BIN_EXE_paybridge"))
+            .args(["reconcile", "--data-dir", data.to_str().unwrap(), "--date", date])
+            .output()
+            .unwrap()
+    };
+    let out = reconcile(&today);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(printed.trim(), format!("{today}: MATCHED (2 payments, ¥19.91; 0 refunds, ¥0.00)"));
+    let out = reconcile("2026-02-30");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"2026-02-30\" is not a date (YYYY-MM-DD)"));
+
     assert!(proc.terminate().await.success(), "SIGTERM exits 0");
     // The sandbox data directory can never be opened as live data.
     assert!(Store::open(&data, Mode::Live).is_err());
