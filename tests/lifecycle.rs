@@ -148,11 +148,18 @@ async fn a_restart_after_an_outage_catches_up_at_its_pace() {
         assert!(orders.iter().all(|no| status_of(&env, no) == OrderStatus::Paid), "{api:?}");
         let queries = env.sim.simulator.queries()[queries_before..].to_vec();
         assert_eq!(queries.len(), 20, "{api:?}: one query each");
-        // No second holds more than five of them.
-        for (i, start) in queries.iter().enumerate() {
-            let within = queries[i..].iter().take_while(|t| t.duration_since(*start) < Duration::from_secs(1)).count();
-            assert!(within <= 5, "{api:?}: {within} queries within one second");
+        // Sent five a second: a query and the fifth after it are a second
+        // apart when sent. They are timed here as they arrive, and one can
+        // arrive late on a busy machine (CI once saw six in a second that
+        // way), so 250 ms of that is allowed; unpaced, all twenty would come
+        // within a few milliseconds.
+        let jitter = Duration::from_millis(250);
+        for (first, sixth) in queries.iter().zip(&queries[5..]) {
+            let gap = sixth.duration_since(*first);
+            assert!(gap + jitter >= Duration::from_secs(1), "{api:?}: six queries within {gap:?}");
         }
+        let all = queries[19].duration_since(queries[0]);
+        assert!(all + jitter >= Duration::from_millis(19 * 200), "{api:?}: twenty queries within {all:?}");
         assert_eq!(receiver.wait_for(20).await.len(), 20);
         env.stop().await;
     }

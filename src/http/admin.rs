@@ -207,6 +207,18 @@ async fn blocking(handler: impl FnOnce() -> Response + Send + 'static) -> Respon
     })
 }
 
+/// A list's `limit` query parameter: 1 to `max`, `default` when absent.
+fn page_limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Refusal> {
+    match q.get("limit").filter(|l| !l.is_empty()) {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| Refusal::BadQuery(format!("limit must be 1 to {max}"))),
+    }
+}
+
 fn internal(e: crate::store::StoreError) -> Response {
     tracing::error!(error = %e, "admin: storage error");
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "storage error; see the server log")
@@ -335,12 +347,9 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
                 }
                 None => None,
             };
-            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
-                None => 50,
-                Some(l) => match l.parse::<usize>().ok().filter(|l| (1..=MAX_PAGE).contains(l)) {
-                    Some(l) => l,
-                    None => return Refusal::BadQuery("limit must be 1 to 200".into()).reply(),
-                },
+            let limit = match page_limit(&q, 50, MAX_PAGE) {
+                Ok(limit) => limit,
+                Err(refusal) => return refusal.reply(),
             };
             let order = q.get("order").filter(|o| !o.is_empty()).cloned();
             blocking(move || match admin.notifies(order.as_deref(), cursor, limit) {
@@ -420,15 +429,9 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
             if before.as_deref().is_some_and(|b| admin::parse_day(b).is_none()) {
                 return Refusal::BadQuery("before must be a date like 2026-11-27".into()).reply();
             }
-            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
-                None => 31,
-                Some(l) => match l.parse::<usize>().ok().filter(|l| (1..=admin::MAX_DAYS_PER_PAGE).contains(l)) {
-                    Some(l) => l,
-                    None => {
-                        let message = format!("limit must be 1 to {}", admin::MAX_DAYS_PER_PAGE);
-                        return Refusal::BadQuery(message).reply();
-                    }
-                },
+            let limit = match page_limit(&q, 31, admin::MAX_DAYS_PER_PAGE) {
+                Ok(limit) => limit,
+                Err(refusal) => return refusal.reply(),
             };
             blocking(move || match admin.bill_days(before.as_deref(), limit) {
                 Ok((items, next)) => reply::json(&serde_json::json!({ "items": items, "next": next })).into_response(),

@@ -230,21 +230,7 @@ impl Reconciler {
         let day = day_string(number);
         let _one = self.running.lock().await;
         let outcome = self.pay.gateway.bill(&day).await;
-        let mut record = BillDay {
-            day: day.clone(),
-            state: BillState::Failed,
-            ran_at: now,
-            runs: 0,
-            reconciled_at: None,
-            error: None,
-            payments: 0,
-            payment_fen: 0,
-            refunds: 0,
-            refund_fen: 0,
-            difference_count: 0,
-            differences: Vec::new(),
-            summary_warning: None,
-        };
+        let mut record = BillDay::attempt(&day, now);
         let mut file = None;
         let text = match outcome {
             Ok(text) => text,
@@ -382,21 +368,8 @@ mod tests {
     fn yesterday_is_due_from_ten_beijing_until_done() {
         assert_eq!(due_day(at("2026-11-27", 9), None), None, "WeChat makes bills from 09:00; ask after 10:00");
         assert_eq!(due_day(at("2026-11-27", 10), None).as_deref(), Some("2026-11-26"));
-        let mut day = BillDay {
-            day: "2026-11-26".into(),
-            state: BillState::NotReady,
-            ran_at: at("2026-11-27", 10),
-            runs: 1,
-            reconciled_at: None,
-            error: None,
-            payments: 0,
-            payment_fen: 0,
-            refunds: 0,
-            refund_fen: 0,
-            difference_count: 0,
-            differences: Vec::new(),
-            summary_warning: None,
-        };
+        let mut day =
+            BillDay { state: BillState::NotReady, runs: 1, ..BillDay::attempt("2026-11-26", at("2026-11-27", 10)) };
         assert_eq!(due_day(at("2026-11-27", 10) + 60_000, Some(&day)), None, "tried a minute ago");
         assert_eq!(due_day(at("2026-11-27", 11), Some(&day)).as_deref(), Some("2026-11-26"));
         day.runs = MAX_SCHEDULED_RUNS;

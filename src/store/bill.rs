@@ -128,6 +128,26 @@ pub struct BillDay {
 }
 
 impl BillDay {
+    /// An attempt at `day` made at `ran_at` (unix ms) that has found
+    /// nothing yet: FAILED until the caller says otherwise.
+    pub fn attempt(day: &str, ran_at: i64) -> BillDay {
+        BillDay {
+            day: day.to_owned(),
+            state: BillState::Failed,
+            ran_at,
+            runs: 0,
+            reconciled_at: None,
+            error: None,
+            payments: 0,
+            payment_fen: 0,
+            refunds: 0,
+            refund_fen: 0,
+            difference_count: 0,
+            differences: Vec::new(),
+            summary_warning: None,
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         codec::encode(BILL_VERSION, self)
     }
@@ -259,19 +279,12 @@ mod tests {
 
     fn day(day: &str, state: BillState, at: i64) -> BillDay {
         BillDay {
-            day: day.into(),
             state,
-            ran_at: at,
-            runs: 0,
             reconciled_at: matches!(state, BillState::Matched | BillState::Differences).then_some(at),
             error: (state == BillState::Failed).then(|| "down".into()),
             payments: 1,
             payment_fen: 100,
-            refunds: 0,
-            refund_fen: 0,
-            difference_count: 0,
-            differences: Vec::new(),
-            summary_warning: None,
+            ..BillDay::attempt(day, at)
         }
     }
 
