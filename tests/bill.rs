@@ -195,6 +195,23 @@ async fn a_day_reconciled(api: Api) {
     assert_eq!(status, 401, "a session is needed to read");
 }
 
+/// A bill full of strangers' payments: every difference is counted, the
+/// first 500 are kept with the day.
+#[tokio::test]
+async fn a_day_keeps_at_most_500_differences() {
+    let env = Env::start(Opts::default()).await;
+    let admin = common::login(&env).await;
+    let day = today();
+    for i in 0..501 {
+        env.sim.simulator.bill_extra_payment(&day, &format!("STRANGER{i:04}"), 100);
+    }
+    env.sim.simulator.close_day(&day);
+    let done = run(&admin, &day).await;
+    assert_eq!((done["state"].as_str(), done["differenceCount"].as_u64()), (Some("DIFFERENCES"), Some(501)));
+    assert_eq!(done["differences"].as_array().unwrap().len(), 500);
+    assert_eq!((done["payments"].as_u64(), done["paymentFen"].as_u64()), (Some(501), Some(50_100)));
+}
+
 /// Nobody asks: once it is 10:00 Beijing time the next day, PayBridge
 /// downloads the day's bill and reconciles it by itself.
 #[tokio::test]

@@ -315,15 +315,16 @@ fn fen(value: &str, line: usize, column: &'static str) -> Result<u64, BillError>
 /// Decompresses a gzip bill, refusing more than [`MAX_BILL_BYTES`] of text
 /// (a small download must not become gigabytes in memory).
 pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    gunzip_at_most(bytes, MAX_BILL_BYTES)
+}
+
+fn gunzip_at_most(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let mut out = Vec::new();
     let reader = flate2::read::GzDecoder::new(bytes);
-    reader
-        .take(MAX_BILL_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("the bill is not valid gzip: {e}"))?;
-    if out.len() > MAX_BILL_BYTES {
-        return Err(format!("the bill is larger than {MAX_BILL_BYTES} bytes uncompressed"));
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| format!("the bill is not valid gzip: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("the bill is larger than {limit} bytes uncompressed"));
     }
     Ok(out)
 }
@@ -466,6 +467,12 @@ mod tests {
         assert_eq!(sha1_hex(V15.as_bytes()), "a0cb6387ccf1fa9fdc352bd6e5c9a70f67b1f04c");
         assert_eq!(gunzip(&gzip(V15.as_bytes())).unwrap(), V15.as_bytes());
         assert!(gunzip(b"not gzip").unwrap_err().starts_with("the bill is not valid gzip"));
+        // A small download that would unpack into too much is refused
+        // (the same code with a smaller limit, so the test stays fast).
+        let bomb = gzip(&vec![b'`'; 100_001]);
+        assert!(bomb.len() < 1000);
+        assert_eq!(gunzip_at_most(&bomb, 100_000).unwrap_err(), "the bill is larger than 100000 bytes uncompressed");
+        assert_eq!(gunzip_at_most(&bomb, 100_001).unwrap().len(), 100_001);
     }
 
     #[test]
