@@ -235,3 +235,42 @@ async fn yesterday_is_reconciled_by_itself_after_ten() {
     }
     panic!("the day was never reconciled");
 }
+
+/// `paybridge reconcile --config` with PayBridge stopped opens the data
+/// itself; without a server or a config it says what to do. (Worker
+/// threads: the simulator answers while the test waits for the command.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_reconciles_a_stopped_paybridge() {
+    let env = Env::start(Opts::default()).await;
+    paid(&env, "OFFLINE0001", 1990).await;
+    let opts = env.opts.clone();
+    let (dir, sim) = env.stop().await;
+    let data = dir.path().join("data");
+    let config = dir.path().join("paybridge.toml");
+    std::fs::write(&config, common::config_text(&data, "127.0.0.1:0", &sim.url(), &opts)).unwrap();
+    let day = today();
+    let reconcile = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paybridge"))
+            .args(["reconcile", "--date", &day])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = reconcile(&["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success(), "not ready is not success");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("WeChat has not made this bill yet"), "{said}{}", String::from_utf8_lossy(&out.stdout));
+
+    sim.simulator.close_day(&day);
+    let out = reconcile(&["--config", config.to_str().unwrap()]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(printed.trim(), format!("{day}: MATCHED (1 payments, ¥19.90; 0 refunds, ¥0.00)"));
+
+    let out = reconcile(&["--data-dir", data.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start it, or pass --config"));
+    // What the command found is kept, like a scheduled run.
+    let store = paybridge::store::Store::open(&data, paybridge::config::Mode::Live).unwrap();
+    assert_eq!(store.bill_day(&day).unwrap().unwrap().runs, 2);
+}
