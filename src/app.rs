@@ -155,6 +155,15 @@ pub async fn start_with_listeners(
             let handle = sandbox::serve_simulator(sim, sim_listener)?;
             // The real ports are known only now.
             let sim_url = Url::parse(&handle.url())?;
+            if matches!(config.wechat.api, crate::config::PayApi::V2 { .. }) {
+                // v2 refunds: the simulator's merchant certificate, over its mutual-TLS port.
+                let tls = handle.simulator.merchant_tls();
+                config.wechat.refund_tls = Some(crate::config::RefundTls {
+                    identity_pem: crate::secret::Secret::new(format!("{}{}", tls.client_cert_pem, tls.client_key_pem)),
+                    base_url: Url::parse(&handle.secapi_url())?,
+                    ca_pem: Some(tls.ca_pem.clone()),
+                });
+            }
             config.wechat.pay_base_url = sim_url.clone();
             config.wechat.sns_base_url = sim_url;
             config.wechat.notify_url = Url::parse(&format!("http://{addr}/pay/notify"))?;

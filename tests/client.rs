@@ -22,6 +22,7 @@ fn client(sim_url: &str, sign_type: SignType) -> WechatClient {
         sns_base_url: url,
         notify_url: Url::parse("http://127.0.0.1:9/pay/notify").unwrap(),
         timeout: std::time::Duration::from_secs(2),
+        refund_tls: None,
     })
     .unwrap()
 }
@@ -93,6 +94,7 @@ async fn a_wrong_key_is_refused_by_the_simulator() {
         sns_base_url: url,
         notify_url: Url::parse("http://127.0.0.1:9/pay/notify").unwrap(),
         timeout: std::time::Duration::from_secs(2),
+        refund_tls: None,
     })
     .unwrap();
     let e = wrong.unified_order(&order("WRONGKEY01", "oNeverChecked")).await.unwrap_err();

@@ -3,7 +3,8 @@
 //! refund id); never more than was paid, even with twenty at once; WeChat's
 //! refund notify verified and decrypted before it ends a refund; a lost
 //! refund notify found by query; a failed refund releasing its amount; and
-//! API v2's honest refusal (its refunds need a client certificate).
+//! API v2's clear refusal without the client certificate (with one, see
+//! `tests/refund_v2.rs`).
 
 mod common;
 #[path = "common/platform_a.rs"]
@@ -225,8 +226,8 @@ async fn a_failed_refund_releases_its_amount() {
     env.stop().await;
 }
 
-/// API v2 refunds need the merchant's client certificate, not supported yet:
-/// the refusal says so, and nothing stays reserved.
+/// API v2 refunds need the merchant's client certificate; without one
+/// configured the refusal says what to set, and nothing stays reserved.
 #[tokio::test]
 async fn v2_refunds_are_refused_clearly_and_reserve_nothing() {
     let receiver = Receiver::start(KEY).await;
@@ -234,7 +235,7 @@ async fn v2_refunds_are_refused_clearly_and_reserve_nothing() {
     let no = paid_order(&env, "A-REFUND-V2", 500).await;
     let (status, body) = platform_refund(&env, &no, "RF-V2-1", 100).await;
     assert_eq!((status, body["error"]["code"].as_str()), (502, Some("WECHAT_ERROR")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("client certificate"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("client_cert_file"), "{body}");
     let o = order(&env, &no);
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 0));
     env.stop().await;

@@ -19,10 +19,12 @@ use crate::wechat::sign::SignType;
 
 mod platforms;
 mod tls;
+mod wechat_v2;
 mod wechat_v3;
 
 pub use platforms::{is_platform_id, Platform, Platforms, MIN_KEY_CHARS};
 pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
+pub use wechat_v2::{RefundTls, SECAPI_BASE_URL};
 pub use wechat_v3::{sandbox_v3_keys, PayApi, V3Keys, WechatPayPublicKey};
 
 /// WeChat's real API hosts, the defaults of the base URLs.
@@ -191,6 +193,8 @@ pub struct WechatConfig {
     pub notify_url: Url,
     /// Time limit for one call to WeChat.
     pub timeout: Duration,
+    /// API v2: the client certificate refunds need; `None` refuses them.
+    pub refund_tls: Option<RefundTls>,
 }
 
 /// `[orders]`
@@ -486,6 +490,12 @@ struct RawWechat {
     public_key_file: Option<PathBuf>,
     public_key_id: Option<String>,
     platform_certificates: Option<bool>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    client_p12_file: Option<PathBuf>,
+    client_p12_password: Option<Secret>,
+    secapi_base_url: Option<String>,
+    secapi_ca_file: Option<PathBuf>,
     pay_base_url: Option<String>,
     sns_base_url: Option<String>,
     notify_url: Option<String>,
@@ -898,6 +908,17 @@ impl RawConfig {
                 platform_certificates: w.platform_certificates.take(),
             }
         };
+        let client_cert = {
+            let w = &mut self.wechat;
+            wechat_v2::RawClientCert {
+                cert_file: w.client_cert_file.take(),
+                key_file: w.client_key_file.take(),
+                p12_file: w.client_p12_file.take(),
+                p12_password: w.client_p12_password.take(),
+                secapi_base_url: w.secapi_base_url.take(),
+                secapi_ca_file: w.secapi_ca_file.take(),
+            }
+        };
         let api_version = match self.wechat.api_version.as_deref().unwrap_or("v2") {
             "v2" => "v2",
             "v3" => "v3",
@@ -912,6 +933,11 @@ impl RawConfig {
             }
         } else if self.wechat.sign_type.is_some() {
             return Err(invalid("wechat.sign_type", "is an API v2 setting (v3 always signs with RSA): remove it"));
+        } else if let Some(name) = client_cert.any() {
+            return Err(invalid(
+                &format!("wechat.{name}"),
+                "is for API v2 refunds (mutual TLS); API v3 refunds need only the v3 keys: remove it",
+            ));
         }
         let data_dir = self.data_dir.unwrap_or_else(|| match mode {
             Mode::Live => PathBuf::from("/var/lib/paybridge"),
@@ -945,7 +971,8 @@ impl RawConfig {
                     ("platform_certificates", v3.platform_certificates.is_some()),
                     ("sns_base_url", w.sns_base_url.is_some()),
                 ];
-                if let Some((name, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                let client_cert_key = client_cert.any().map(|name| (name, true));
+                if let Some((name, _)) = set.iter().copied().find(|(_, is_set)| *is_set).or(client_cert_key) {
                     return Err(invalid(
                         &format!("wechat.{name}"),
                         "sandbox mode uses the simulator's built-in merchant; remove this key or set mode = \"live\"",
@@ -965,6 +992,8 @@ impl RawConfig {
                     sns_base_url: sim,
                     notify_url: parse_notify_url(self.wechat.notify_url.as_deref().unwrap_or(&notify_default))?,
                     timeout,
+                    // The simulator's, once it runs (API v2).
+                    refund_tls: None,
                 }
             }
             Mode::Live => {
@@ -1001,6 +1030,7 @@ impl RawConfig {
                 if !mch_id.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid("wechat.mch_id", format!("{mch_id:?} is not a merchant number (digits only)")));
                 }
+                let refund_tls = client_cert.validate(&mch_id)?;
                 let notify_url = match (w.notify_url, tls.enabled() && !tls.domains.is_empty()) {
                     (Some(url), _) => url,
                     (None, true) => notify_default,
@@ -1033,6 +1063,7 @@ impl RawConfig {
                     )?,
                     notify_url: parse_notify_url(&notify_url)?,
                     timeout,
+                    refund_tls,
                 }
             }
         };

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 
 use super::{now_ms, Payments};
-use crate::store::{NotifyRecord, Payment, PaymentOutcome, Verdict};
+use crate::store::{NotifyRecord, Payment, PaymentOutcome, RefundStatus, Verdict};
 use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::sign::{self, Fields, SignType};
 use crate::wechat::xml;
@@ -125,6 +125,11 @@ impl Payments {
     /// Handles one notify body from `peer`; returns the reply for WeChat.
     pub async fn handle_notify(&self, raw: &[u8], peer: Option<SocketAddr>) -> NotifyAck {
         let parsed = xml::parse(raw);
+        if let Some(fields) = parsed.as_ref().ok().filter(|f| f.contains_key("req_info")) {
+            let mut record = NotifyRecord::received(raw, now_ms(), peer.map(|p| p.to_string()), self.sandbox);
+            let checked = self.check_refund_notify_v2(fields, &mut record).await;
+            return self.settle(record, checked, peer).await;
+        }
         let field = |name: &str| parsed.as_ref().ok().and_then(|f| f.get(name)).filter(|v| !v.is_empty()).cloned();
         let out_trade_no = field("out_trade_no").filter(|no| is_valid_out_trade_no(no));
         let mut record = NotifyRecord::received(raw, now_ms(), peer.map(|p| p.to_string()), self.sandbox);
@@ -135,6 +140,62 @@ impl Payments {
         };
         record.out_trade_no = out_trade_no;
         self.settle(record, checked, peer).await
+    }
+
+    /// API v2's refund notify: not signed; its `req_info` is encrypted with
+    /// the API key. Believed only if it decrypts to WeChat's XML and names
+    /// a refund PayBridge asked for, for the same order and amount.
+    async fn check_refund_notify_v2(&self, fields: &Fields, record: &mut NotifyRecord) -> Checked {
+        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+        if get("return_code") != "SUCCESS" {
+            let reason = format!("return_code {:?}: {}", get("return_code"), get("return_msg"));
+            return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), false);
+        }
+        let crate::config::PayApi::V2 { mch_key, .. } = &self.api else {
+            let ack = NotifyAck::fail("API版本错误");
+            return Checked::Decided(
+                Verdict::Rejected,
+                "an API v2 refund notify, but this merchant uses API v3".into(),
+                ack,
+                false,
+            );
+        };
+        if get("appid") != self.appid || get("mch_id") != self.mch_id {
+            let reason = format!("appid {:?} / mch_id {:?} are not this merchant's", get("appid"), get("mch_id"));
+            return Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail("商户不匹配"), false);
+        }
+        let info = match crate::wechat::refund_info::decrypt(get("req_info"), mch_key) {
+            Ok(info) => info,
+            Err(e) => {
+                return Checked::Decided(Verdict::Rejected, e, NotifyAck::fail("解密失败").with_status(401), false)
+            }
+        };
+        let text = |k: &str| info.get(k).map(String::as_str).unwrap_or("");
+        record.resource = serde_json::to_vec(&info).ok();
+        record.out_trade_no = Some(text("out_trade_no").to_owned()).filter(|no| is_valid_out_trade_no(no));
+        record.transaction_id = Some(text("transaction_id").to_owned()).filter(|t| !t.is_empty() && t.len() <= 64);
+        let rejected = |reason: String, status: u16| {
+            Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail("失败").with_status(status), true)
+        };
+        let Some(status) = RefundStatus::parse_v2(text("refund_status")).filter(|s| *s != RefundStatus::Processing)
+        else {
+            return rejected(format!("refund_status {:?} is not an end", text("refund_status")), 400);
+        };
+        let Ok(amount) = text("refund_fee").parse::<u64>() else {
+            return rejected(format!("refund_fee {:?} is not a whole number of fen", text("refund_fee")), 400);
+        };
+        let ended = super::refund::EndedRefund {
+            out_refund_no: text("out_refund_no"),
+            out_trade_no: text("out_trade_no"),
+            amount,
+            status,
+            refund_id: text("refund_id"),
+            via: &format!("refund_status {}", text("refund_status")),
+        };
+        match self.refund_notified(ended).await {
+            Ok(reason) => Checked::Decided(Verdict::Refund, reason, NotifyAck::ok(), true),
+            Err((reason, status)) => rejected(reason, status),
+        }
     }
 
     /// Records a checked notify (either version) with its verdict and the

@@ -147,23 +147,17 @@ impl Payments {
         let Some(status) = RefundStatus::parse(&refund.refund_status) else {
             return rejected(format!("refund_status {:?} is unknown", refund.refund_status), 400);
         };
-        let no = refund.out_refund_no.clone();
-        let stored = self.store.read(move |store| store.refund(&no)).await;
-        match stored {
-            Ok(Some(ours)) if ours.out_trade_no == refund.out_trade_no && ours.amount == refund.amount.refund => {}
-            Ok(Some(_)) => return rejected("the refund it names has another order or amount here".into(), 400),
-            Ok(None) => return rejected(format!("unknown refund {}", refund.out_refund_no), 404),
-            Err(e) => return rejected(format!("storage: {e}"), 500),
-        }
-        let result = format!("notify {}", envelope.event_type);
-        match self.end_refund(&refund.out_refund_no, status, Some(refund.refund_id.clone()), result).await {
-            Ok(ended) => Checked::Decided(
-                Verdict::Refund,
-                format!("refund {} is {}", ended.out_refund_no, ended.status.as_str()),
-                NotifyAck::ok(),
-                true,
-            ),
-            Err(e) => rejected(format!("cannot record the refund: {e}"), 500),
+        let ended = super::refund::EndedRefund {
+            out_refund_no: &refund.out_refund_no,
+            out_trade_no: &refund.out_trade_no,
+            amount: refund.amount.refund,
+            status,
+            refund_id: &refund.refund_id,
+            via: &envelope.event_type,
+        };
+        match self.refund_notified(ended).await {
+            Ok(reason) => Checked::Decided(Verdict::Refund, reason, NotifyAck::ok(), true),
+            Err((reason, status)) => rejected(reason, status),
         }
     }
 

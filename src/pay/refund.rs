@@ -38,6 +38,19 @@ fn refused(e: &WechatError) -> bool {
     }
 }
 
+/// What a verified refund notify (either version) says of a refund.
+pub(super) struct EndedRefund<'a> {
+    pub out_refund_no: &'a str,
+    pub out_trade_no: &'a str,
+    /// Fen.
+    pub amount: u64,
+    pub status: RefundStatus,
+    /// WeChat's refund id.
+    pub refund_id: &'a str,
+    /// Which notify said so (`REFUND.SUCCESS`, v2's `refund_status`).
+    pub via: &'a str,
+}
+
 /// A refund as asked for.
 #[derive(Debug, Clone)]
 pub struct NewRefund {
@@ -71,6 +84,25 @@ impl NewRefund {
 }
 
 impl Payments {
+    /// Ends the refund a verified notify names, if it is one PayBridge asked
+    /// for, for the same order and amount; durably. `Ok`: what happened, for
+    /// the notify log. `Err`: why not, and the HTTP status for WeChat.
+    pub(super) async fn refund_notified(&self, notified: EndedRefund<'_>) -> Result<String, (String, u16)> {
+        let no = notified.out_refund_no.to_owned();
+        match self.store.read(move |store| store.refund(&no)).await {
+            Ok(Some(ours)) if ours.out_trade_no == notified.out_trade_no && ours.amount == notified.amount => {}
+            Ok(Some(_)) => return Err(("the refund it names has another order or amount here".into(), 400)),
+            Ok(None) => return Err((format!("unknown refund {}", notified.out_refund_no), 404)),
+            Err(e) => return Err((format!("storage: {e}"), 500)),
+        }
+        let result = format!("notify {}", notified.via);
+        let refund_id = Some(notified.refund_id.to_owned());
+        match self.end_refund(notified.out_refund_no, notified.status, refund_id, result).await {
+            Ok(ended) => Ok(format!("refund {} is {}", ended.out_refund_no, ended.status.as_str())),
+            Err(e) => Err((format!("cannot record the refund: {e}"), 500)),
+        }
+    }
+
     /// Asks for a refund; returns it and whether it is new (a platform
     /// repeating its request gets the same refund back).
     pub async fn refund(&self, new: NewRefund, platform: Option<&str>) -> Result<(Refund, bool), PayError> {

@@ -6,6 +6,7 @@
 
 mod bills;
 pub mod notifier;
+pub mod secapi;
 pub mod simulator;
 pub mod v3;
 
@@ -254,10 +255,27 @@ Stop with Ctrl-C. Orders are kept in the sandbox data directory.
     )
 }
 
+/// The mutual-TLS port's routes: only `/secapi/pay/refund`.
+fn secapi_routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
+    warp::path!("secapi" / "pay" / "refund")
+        .and(warp::post())
+        .and(body::limited(64 * 1024))
+        .and(with(sim))
+        .map(|body: bytes::Bytes, sim: Simulator| {
+            let r = sim.secapi_refund(&body, crate::pay::now_ms() / 1000);
+            // A refund WeChat accepted ends soon after, with a notify.
+            sim.end_new_refunds();
+            reply::with_header(reply::with_status(r.body, StatusCode::OK), "content-type", "text/plain").into_response()
+        })
+        .boxed()
+}
+
 /// A simulator serving on a bound port.
 pub struct SimulatorHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where `/secapi/...` listens (HTTPS, client certificate required).
+    pub secapi_addr: SocketAddr,
     /// The simulator, to inspect or control directly.
     pub simulator: Simulator,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -268,6 +286,11 @@ impl SimulatorHandle {
     /// Its base URL, for `pay_base_url` and `sns_base_url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The mutual-TLS API's base URL, for `secapi_base_url`.
+    pub fn secapi_url(&self) -> String {
+        format!("https://{}", self.secapi_addr)
     }
 
     /// Stops serving.
@@ -285,8 +308,24 @@ pub fn serve_simulator(simulator: Simulator, listener: tokio::net::TcpListener) 
     // simulator must not either, or load tests measure the simulator.
     let limits = crate::server::ConnectionLimits { total: 16_384, per_ip: 16_384, ..Default::default() };
     let serving = crate::server::Serving { metrics: None, limits };
-    let task = tokio::spawn(crate::server::run(listener, routes(simulator.clone()), serving, async {
-        let _ = stopped.await;
-    }));
-    Ok(SimulatorHandle { addr, simulator, stop, task })
+    let secure = std::net::TcpListener::bind((addr.ip(), 0))?;
+    secure.set_nonblocking(true)?;
+    let secure = tokio::net::TcpListener::from_std(secure)?;
+    let secapi_addr = secure.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(simulator.merchant_tls().server.clone());
+    let (plain_routes, secure_routes) = (routes(simulator.clone()), secapi_routes(simulator.clone()));
+    let task = tokio::spawn(async move {
+        let (stop_plain, stopped_plain) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let plain = crate::server::run(listener, plain_routes, serving.clone(), wait(stopped_plain.clone()));
+        let secure = crate::server::run_tls(secure, acceptor, secure_routes, serving, wait(stopped_plain));
+        let stop = async move {
+            let _ = stopped.await;
+            let _ = stop_plain.send(true);
+        };
+        tokio::join!(plain, secure, stop);
+    });
+    Ok(SimulatorHandle { addr, secapi_addr, simulator, stop, task })
 }

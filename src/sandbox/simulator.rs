@@ -214,6 +214,8 @@ struct Inner {
     lose_refund_notifies: std::sync::atomic::AtomicBool,
     /// Daily bills and their knobs.
     bills: super::bills::BillDesk,
+    /// The mutual-TLS port's certificates (API v2 refunds).
+    tls: super::secapi::MerchantTls,
     http: reqwest::Client,
 }
 
@@ -238,7 +240,7 @@ impl SimReply {
 }
 
 /// A two-field protocol failure, unsigned, as WeChat sends it.
-fn return_fail(message: &str) -> SimReply {
+pub(super) fn return_fail(message: &str) -> SimReply {
     SimReply::xml(xml::write(&sign::fields([("return_code", "FAIL"), ("return_msg", message)])))
 }
 
@@ -250,6 +252,7 @@ impl Simulator {
         Simulator {
             inner: Arc::new(Inner {
                 bills: super::bills::BillDesk::new(config.bills_ready_at_once),
+                tls: super::secapi::MerchantTls::new(&config.mch_id),
                 config,
                 orders: Mutex::default(),
                 used_codes: Mutex::default(),
@@ -264,6 +267,24 @@ impl Simulator {
                 http: reqwest::Client::new(),
             }),
         }
+    }
+
+    /// A business reply with the envelope WeChat puts on it, signed.
+    pub(super) fn signed_reply(&self, mut reply: Fields, sign_type: SignType) -> SimReply {
+        let cfg = &self.inner.config;
+        reply.insert("return_code".into(), "SUCCESS".into());
+        reply.insert("return_msg".into(), "OK".into());
+        reply.insert("appid".into(), cfg.appid.clone());
+        reply.insert("mch_id".into(), cfg.mch_id.clone());
+        reply.insert("nonce_str".into(), nonce_str());
+        let signature = sign::sign(&reply, &cfg.mch_key, sign_type);
+        reply.insert("sign".into(), signature);
+        SimReply::raw(xml::write(&reply).into_bytes())
+    }
+
+    /// The certificates of the mutual-TLS port.
+    pub fn merchant_tls(&self) -> &super::secapi::MerchantTls {
+        &self.inner.tls
     }
 
     pub(super) fn bills(&self) -> &super::bills::BillDesk {
@@ -422,6 +443,7 @@ impl Simulator {
             (_, "unifiedorder") => self.unified_order(&request, sign_type),
             (_, "orderquery") => self.order_query(&request),
             (_, "closeorder") => self.close_order(&request),
+            (_, "refundquery") => self.refund_query_v2(&request),
             _ => return return_fail("不支持的接口"),
         };
         if request["appid"] != cfg.appid {
@@ -659,15 +681,18 @@ impl Simulator {
     pub fn end_new_refunds(&self) {
         let v3 = self.inner.v3.clone();
         for no in v3.take_new_refunds() {
-            let Some((url, resource)) = v3.end_refund(&no) else { continue };
+            let Some((url, resource, v2)) = v3.end_refund_of(&no) else { continue };
             if self.inner.lose_refund_notifies.load(std::sync::atomic::Ordering::Relaxed) {
                 continue;
             }
             let event_id = format!("EV-RF-{}", &nonce_str()[..16]);
-            let v3 = v3.clone();
-            let make = move || {
-                let n = v3.refund_notify(&resource, &event_id, crate::pay::now_ms() / 1000).expect("encrypts");
-                notifier::Outgoing { headers: n.headers, body: n.body, v3: true }
+            let (v3, sim) = (v3.clone(), self.clone());
+            let make = move || match v2 {
+                true => notifier::Outgoing { headers: Vec::new(), body: sim.refund_notify_v2(&resource), v3: false },
+                false => {
+                    let n = v3.refund_notify(&resource, &event_id, crate::pay::now_ms() / 1000).expect("encrypts");
+                    notifier::Outgoing { headers: n.headers, body: n.body, v3: true }
+                }
             };
             let delivery: Arc<Mutex<Delivery>> = Arc::default();
             self.inner.refund_deliveries.lock().expect("deliveries lock").insert(no, delivery.clone());
@@ -764,7 +789,7 @@ fn parse_beijing(text: &str) -> Option<time::OffsetDateTime> {
     time::PrimitiveDateTime::parse(text, format).ok().map(|t| t.assume_offset(time::macros::offset!(+8)))
 }
 
-fn business_error(code: &str, description: &str) -> Fields {
+pub(super) fn business_error(code: &str, description: &str) -> Fields {
     sign::fields([("result_code", "FAIL"), ("err_code", code), ("err_code_des", description)])
 }
 

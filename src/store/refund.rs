@@ -63,6 +63,17 @@ impl RefundStatus {
             .into_iter()
             .find(|s| s.as_str() == name)
     }
+
+    /// Parses API v2's name (`refund_status`: `REFUNDCLOSE` for CLOSED,
+    /// `CHANGE` for ABNORMAL).
+    pub fn parse_v2(name: &str) -> Option<RefundStatus> {
+        match name {
+            "REFUNDCLOSE" => Some(RefundStatus::Closed),
+            "CHANGE" => Some(RefundStatus::Abnormal),
+            "PROCESSING" | "SUCCESS" => RefundStatus::parse(name),
+            _ => None,
+        }
+    }
 }
 
 /// One refund. Money is in fen.

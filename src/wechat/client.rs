@@ -144,7 +144,30 @@ pub struct WechatClient {
     pay_base_url: Url,
     sns_base_url: Url,
     notify_url: String,
+    /// API v2 refunds: a client with the merchant's certificate, and where
+    /// `/secapi/...` is.
+    secapi: Option<(reqwest::Client, Url)>,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// Why a v2 refund cannot be asked for without the client certificate.
+pub const NO_CLIENT_CERTIFICATE: &str = "refunds through API v2 need the merchant's API certificate (mutual TLS): \
+     set wechat.client_cert_file and client_key_file (apiclient_cert.pem, apiclient_key.pem) or client_p12_file \
+     (apiclient_cert.p12), see \"Refunds\" in the README";
+
+/// A v2 refund as PayBridge asks for it.
+#[derive(Debug, Clone)]
+pub struct RefundV2<'a> {
+    /// The order.
+    pub out_trade_no: &'a str,
+    /// Our refund number.
+    pub out_refund_no: &'a str,
+    /// The order's amount, fen.
+    pub total_fee: u64,
+    /// This refund, fen.
+    pub refund_fee: u64,
+    /// Shown to the payer (may be empty).
+    pub reason: &'a str,
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -162,11 +185,23 @@ impl WechatClient {
             PayApi::V2 { mch_key, sign_type } => (mch_key.clone(), *sign_type),
             PayApi::V3(_) => (Secret::default(), SignType::Md5),
         };
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("PayBridge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!("PayBridge/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder().build()?;
+        let secapi = match &config.refund_tls {
+            None => None,
+            Some(tls) => {
+                let mut secure = builder().identity(reqwest::Identity::from_pem(tls.identity_pem.expose().as_bytes())?);
+                if let Some(ca) = &tls.ca_pem {
+                    secure = secure.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?);
+                }
+                Some((secure.build()?, tls.base_url.clone()))
+            }
+        };
         Ok(WechatClient {
             http,
             appid: config.appid.clone(),
@@ -177,6 +212,7 @@ impl WechatClient {
             pay_base_url: config.pay_base_url.clone(),
             sns_base_url: config.sns_base_url.clone(),
             notify_url: config.notify_url.to_string(),
+            secapi,
             metrics: None,
         })
     }
@@ -293,6 +329,36 @@ impl WechatClient {
         }
     }
 
+    /// Asks for a refund over mutual TLS (`/secapi/pay/refund`); returns
+    /// WeChat's verified reply. SUCCESS means accepted, not refunded: the
+    /// end comes by refund notify or `refundquery`.
+    pub async fn refund(&self, refund: &RefundV2<'_>) -> Result<Fields, WechatError> {
+        let Some((http, base)) = &self.secapi else {
+            return Err(WechatError::ReturnFail(NO_CLIENT_CERTIFICATE.into()));
+        };
+        let (total, amount) = (refund.total_fee.to_string(), refund.refund_fee.to_string());
+        let mut fields = sign::fields([
+            ("out_trade_no", refund.out_trade_no),
+            ("out_refund_no", refund.out_refund_no),
+            ("total_fee", &total),
+            ("refund_fee", &amount),
+            ("notify_url", &self.notify_url),
+        ]);
+        if !refund.reason.is_empty() {
+            fields.insert("refund_desc".into(), refund.reason.to_owned());
+        }
+        let request = self.signed(fields)?;
+        let started = Instant::now();
+        let body = post_xml(http, join(base, "/secapi/pay/refund"), request, MAX_XML_BYTES).await;
+        self.record("refund", started);
+        self.check_reply(&body?)
+    }
+
+    /// Queries a refund by our number (`refundquery`, no certificate needed).
+    pub async fn refund_query(&self, out_refund_no: &str) -> Result<Fields, WechatError> {
+        self.call("refundquery", sign::fields([("out_refund_no", out_refund_no)])).await
+    }
+
     /// Signs and sends one pay API request; returns the verified reply.
     async fn call(&self, api: &'static str, fields: Fields) -> Result<Fields, WechatError> {
         let request = self.signed(fields)?;
@@ -320,18 +386,7 @@ impl WechatClient {
     }
 
     async fn post_limited(&self, api: &str, xml: String, limit: usize) -> Result<Vec<u8>, WechatError> {
-        let reply = self
-            .http
-            .post(join(&self.pay_base_url, &format!("/pay/{api}")))
-            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .body(xml)
-            .send()
-            .await
-            .map_err(transport)?;
-        if reply.status() != reqwest::StatusCode::OK {
-            return Err(WechatError::HttpStatus(reply.status().as_u16()));
-        }
-        read_up_to(reply, limit).await
+        post_xml(&self.http, join(&self.pay_base_url, &format!("/pay/{api}")), xml, limit).await
     }
 
     /// The reply checks, in WeChat's order; separate from I/O so it is easy to test.
@@ -360,6 +415,20 @@ impl WechatClient {
             }),
         }
     }
+}
+
+async fn post_xml(http: &reqwest::Client, url: Url, xml: String, limit: usize) -> Result<Vec<u8>, WechatError> {
+    let reply = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .body(xml)
+        .send()
+        .await
+        .map_err(transport)?;
+    if reply.status() != reqwest::StatusCode::OK {
+        return Err(WechatError::HttpStatus(reply.status().as_u16()));
+    }
+    read_up_to(reply, limit).await
 }
 
 /// Reads a reply body, refusing more than [`MAX_XML_BYTES`].

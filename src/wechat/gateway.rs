@@ -18,6 +18,7 @@ use super::v3::trust::Trust;
 use crate::config::{PayApi, V3Keys, WechatConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::store::RefundStatus;
 
 /// An order as the flow places it, whatever the version.
 #[derive(Debug, Clone)]
@@ -201,18 +202,25 @@ pub struct RefundState {
     pub refund_id: Option<String>,
 }
 
-/// v2 refunds go over mutual TLS with the merchant's client certificate.
-pub const V2_REFUNDS_UNSUPPORTED: &str = "refunds through API v2 need the merchant's client certificate \
-     (mutual TLS), which this release does not support yet: refund in the WeChat Pay merchant platform, or \
-     use API v3";
-
 impl Gateway {
     /// Asks WeChat to refund. A business refusal is an error; so is an
     /// unknown outcome (a timeout), which the caller must retry with the
     /// same `out_refund_no`, never a new one.
     pub async fn refund(&self, refund: &RefundRequest<'_>) -> Result<RefundState, WechatError> {
         match &self.pay {
-            Pay::V2 { .. } => Err(WechatError::ReturnFail(V2_REFUNDS_UNSUPPORTED.into())),
+            Pay::V2 { .. } => {
+                let reply = self
+                    .login
+                    .refund(&super::client::RefundV2 {
+                        out_trade_no: refund.out_trade_no,
+                        out_refund_no: refund.out_refund_no,
+                        total_fee: refund.total,
+                        refund_fee: refund.amount,
+                        reason: refund.reason,
+                    })
+                    .await?;
+                Ok(RefundState { status: RefundStatus::Processing, refund_id: reply.get("refund_id").cloned() })
+            }
             Pay::V3 { client, .. } => {
                 let reply = client
                     .refund(&v3client::Refund {
@@ -231,7 +239,21 @@ impl Gateway {
     /// Asks WeChat where a refund is.
     pub async fn refund_query(&self, out_refund_no: &str) -> Result<RefundState, WechatError> {
         match &self.pay {
-            Pay::V2 { .. } => Err(WechatError::ReturnFail(V2_REFUNDS_UNSUPPORTED.into())),
+            Pay::V2 { .. } => match self.login.refund_query(out_refund_no).await {
+                Ok(reply) => {
+                    let status = reply.get("refund_status_0").map(String::as_str).unwrap_or("");
+                    Ok(RefundState {
+                        status: RefundStatus::parse_v2(status)
+                            .ok_or_else(|| WechatError::BadReply(format!("unknown refund_status {status:?}")))?,
+                        refund_id: reply.get("refund_id_0").cloned(),
+                    })
+                }
+                // What v3 calls it: the caller resends under the same number.
+                Err(WechatError::Business { code, description }) if code == "REFUNDNOTEXIST" => {
+                    Err(WechatError::Business { code: "RESOURCE_NOT_EXISTS".into(), description })
+                }
+                Err(e) => Err(e),
+            },
             Pay::V3 { client, .. } => refund_state(&client.refund_query(out_refund_no).await?),
         }
     }

@@ -10,6 +10,7 @@ pub mod bill;
 pub mod client;
 pub mod gateway;
 pub mod jsapi;
+pub mod refund_info;
 pub mod sign;
 pub mod v3;
 pub mod xml;

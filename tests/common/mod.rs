@@ -55,6 +55,19 @@ pub struct Opts {
     pub orders_extra: &'static str,
     /// More sections, appended to the config.
     pub extra: String,
+    /// API v2: the merchant's client certificate for refunds.
+    pub client_cert: ClientCert,
+}
+
+/// How an API v2 merchant gives PayBridge its API certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCert {
+    /// Not at all (refunds are refused).
+    None,
+    /// `apiclient_cert.pem` + `apiclient_key.pem`.
+    Pem,
+    /// `apiclient_cert.p12`, password the mch_id.
+    P12,
 }
 
 impl Default for Opts {
@@ -67,6 +80,7 @@ impl Default for Opts {
             http_extra: "",
             orders_extra: "",
             extra: String::new(),
+            client_cert: ClientCert::None,
         }
     }
 }
@@ -77,6 +91,45 @@ pub async fn start_simulator() -> SimulatorHandle {
     config.notify_schedule = vec![Duration::from_millis(200); 5];
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     sandbox::serve_simulator(Simulator::new(config), listener).unwrap()
+}
+
+/// The `[wechat]` keys of the simulator's client certificate (files written
+/// into `dir`) and of its mutual-TLS port.
+pub fn client_cert_toml(dir: &Path, sim: &SimulatorHandle, how: ClientCert) -> String {
+    let tls = sim.simulator.merchant_tls();
+    let ca = dir.join("simulator-ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let files = match how {
+        ClientCert::None => return String::new(),
+        ClientCert::Pem => {
+            let (cert, key) = (dir.join("apiclient_cert.pem"), dir.join("apiclient_key.pem"));
+            std::fs::write(&cert, &tls.client_cert_pem).unwrap();
+            std::fs::write(&key, &tls.client_key_pem).unwrap();
+            format!(
+                "client_cert_file = {:?}\nclient_key_file = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            )
+        }
+        ClientCert::P12 => {
+            use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+            let der = |pem: &str| {
+                let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap()
+            };
+            let key = PrivateKey::from_der(&der(&tls.client_key_pem)).unwrap();
+            let cert = Certificate::from_der(&der(&tls.client_cert_pem)).unwrap();
+            let mut store = KeyStore::new();
+            store.add_entry(
+                "apiclient",
+                KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(vec![1u8; 20], key, [cert])),
+            );
+            let p12 = dir.join("apiclient_cert.p12");
+            std::fs::write(&p12, store.writer(MCH_ID).write().unwrap()).unwrap();
+            format!("client_p12_file = {:?}\n", p12.display().to_string())
+        }
+    };
+    format!("{files}secapi_base_url = \"{}\"\nsecapi_ca_file = {:?}\n", sim.secapi_url(), ca.display().to_string())
 }
 
 /// The `[wechat]` section for the test merchant, talking to the simulator at `sim_url`.
@@ -188,7 +241,14 @@ impl Env {
     pub async fn start_in_at(dir: TempDir, sim: SimulatorHandle, opts: Opts, addr: &str) -> Env {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let text = config_text(&dir.path().join("data"), &addr, &sim.url(), &opts);
+        let mut text = config_text(&dir.path().join("data"), &addr, &sim.url(), &opts);
+        if opts.client_cert != ClientCert::None {
+            text = text.replacen(
+                "[wechat]\n",
+                &format!("[wechat]\n{}", client_cert_toml(dir.path(), &sim, opts.client_cert)),
+                1,
+            );
+        }
         let config = Config::from_toml(&text, Path::new("test.toml"), std::iter::empty()).unwrap();
         let app = app::start_with_listener(config, listener).await.unwrap();
         Env { base: format!("http://{addr}"), dir, sim, app, http: reqwest::Client::new(), opts }

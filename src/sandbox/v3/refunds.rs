@@ -15,6 +15,8 @@ pub(super) struct SimRefund {
     pub(super) refund_id: String,
     pub(super) status: &'static str,
     pub(super) create_time: String,
+    /// Asked for through API v2 (its notify is v2's `req_info`).
+    pub(super) v2: bool,
 }
 
 impl SimulatorV3 {
@@ -48,6 +50,27 @@ impl SimulatorV3 {
             return (400, Some(error("PARAM_ERROR", "请求体格式错误")));
         };
         let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str).unwrap_or("").to_owned();
+        let out_trade_no = text("/out_trade_no");
+        let paid = {
+            let orders = self.inner.orders.lock().expect("orders lock");
+            orders
+                .get(&out_trade_no)
+                .filter(|o| o.state == "SUCCESS")
+                .and_then(|o| o.request["amount"]["total"].as_u64())
+        };
+        self.accept_refund(request, paid, false, now_secs)
+    }
+
+    /// A refund request (in v3's shape) for an order paid `paid` fen (`None`:
+    /// no such paid order), as WeChat accepts or refuses it.
+    pub(in crate::sandbox) fn accept_refund(
+        &self,
+        request: Value,
+        paid: Option<u64>,
+        v2: bool,
+        now_secs: i64,
+    ) -> (u16, Option<Value>) {
+        let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str).unwrap_or("").to_owned();
         let number = |pointer: &str| request.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
         let (no, out_trade_no, amount, total) =
             (text("/out_refund_no"), text("/out_trade_no"), number("/amount/refund"), number("/amount/total"));
@@ -61,11 +84,10 @@ impl SimulatorV3 {
                 false => (400, Some(error("INVALID_REQUEST", "请求重入时,参数与首次请求时不一致"))),
             };
         }
-        let orders = self.inner.orders.lock().expect("orders lock");
-        let Some(order) = orders.get(&out_trade_no).filter(|o| o.state == "SUCCESS") else {
+        let Some(paid) = paid else {
             return (404, Some(error("RESOURCE_NOT_EXISTS", "订单不存在")));
         };
-        if order.request["amount"]["total"].as_u64() != Some(total) {
+        if paid != total {
             return (400, Some(error("PARAM_ERROR", "订单金额不一致")));
         }
         let refunded: u64 = refunds
@@ -78,10 +100,9 @@ impl SimulatorV3 {
         if refunded + amount > total {
             return (400, Some(error("INVALID_REQUEST", "申请退款金额超过订单可退金额")));
         }
-        drop(orders);
         let create_time = crate::wechat::beijing_rfc3339(now_secs);
         let refund_id = format!("50000{:024}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(24)));
-        let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time };
+        let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time, v2 };
         let reply = self.refund_object(&no, &refund);
         refunds.insert(no.clone(), refund);
         self.inner.new_refunds.lock().expect("refunds lock").push(no);
@@ -110,6 +131,11 @@ impl SimulatorV3 {
     /// Ends a refund as queued (`SUCCESS` by default); returns where its
     /// notify goes and the notify's resource.
     pub fn end_refund(&self, no: &str) -> Option<(String, Value)> {
+        self.end_refund_of(no).map(|(url, resource, _)| (url, resource))
+    }
+
+    /// [`SimulatorV3::end_refund`], and whether it was asked for through API v2.
+    pub(in crate::sandbox) fn end_refund_of(&self, no: &str) -> Option<(String, Value, bool)> {
         let outcome = self.inner.refund_outcomes.lock().expect("outcomes lock").pop_front().unwrap_or("SUCCESS");
         let mut refunds = self.inner.refunds.lock().expect("refunds lock");
         let refund = refunds.get_mut(no)?;
@@ -122,7 +148,13 @@ impl SimulatorV3 {
             "amount": { "total": r["amount"]["total"], "refund": r["amount"]["refund"],
                         "payer_total": r["amount"]["total"], "payer_refund": r["amount"]["refund"] },
         });
-        Some((r["notify_url"].as_str().unwrap_or("").to_owned(), resource))
+        Some((r["notify_url"].as_str().unwrap_or("").to_owned(), resource, refund.v2))
+    }
+
+    /// A refund's request (v3's shape), status, id and creation time.
+    pub(in crate::sandbox) fn refund_facts(&self, no: &str) -> Option<(Value, &'static str, String, String)> {
+        let refunds = self.inner.refunds.lock().expect("refunds lock");
+        refunds.get(no).map(|r| (r.request.clone(), r.status, r.refund_id.clone(), r.create_time.clone()))
     }
 
     /// The refund notify for `resource`, encrypted (AAD `refund`) and signed now.
