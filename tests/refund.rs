@@ -21,8 +21,13 @@ use serde_json::{json, Value};
 const V3: Api = Api::V3 { public_key: true, certificates: false };
 
 async fn start(api: Api, receiver: &Receiver) -> Env {
+    start_with(api, common::ClientCert::None, receiver).await
+}
+
+async fn start_with(api: Api, client_cert: common::ClientCert, receiver: &Receiver) -> Env {
     let opts = Opts {
         api,
+        client_cert,
         extra: platform_a::platform_toml(PLATFORM, KEY, &receiver.url()),
         http_extra: "max_connections_per_ip = 2048",
         ..Opts::default()
@@ -124,11 +129,16 @@ async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
 }
 
 /// Twenty refunds of 300 fen at once against a 1,000-fen order: three go
-/// through, the others are refused, and WeChat refunds 900.
+/// through, the others are refused, and WeChat refunds 900. Both versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_refunds_never_exceed_what_was_paid() {
+    twenty_concurrent_refunds(V3, common::ClientCert::None).await;
+    twenty_concurrent_refunds(Api::V2, common::ClientCert::Pem).await;
+}
+
+async fn twenty_concurrent_refunds(api: Api, client_cert: common::ClientCert) {
     let receiver = Receiver::start(KEY).await;
-    let env = std::sync::Arc::new(start(V3, &receiver).await);
+    let env = std::sync::Arc::new(start_with(api, client_cert, &receiver).await);
     let no = paid_order(&env, "A-REFUND-20", 1000).await;
     let tasks = (0..20).map(|i| {
         let (env, no) = (env.clone(), no.clone());
