@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Api, Env, Opts};
 use paybridge::sandbox::BillFault;
-use paybridge::store::{beijing_day, beijing_day_start, day_string, RefundStatus};
+use paybridge::store::{beijing_day, beijing_day_start, day_string};
 use serde_json::{json, Value};
 
 const V3: Api = Api::V3 { public_key: true, certificates: false };
@@ -83,13 +83,7 @@ async fn a_day_reconciled(api: Api) {
         let body = json!({ "amount": 50, "reason": "对账测试" });
         let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 201);
-        for _ in 0..500 {
-            let refunds = env.app.store.refunds_for_order("BILLA0001").unwrap();
-            if refunds.iter().all(|r| r.status == RefundStatus::Success) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        env.refunds_settled("BILLA0001").await;
     }
 
     // A change: the admin's CSRF token is needed.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{Api, Env, Opts};
 use paybridge::sandbox::v3::V3Notify;
-use paybridge::store::{OrderStatus, RefundStatus, Verdict};
+use paybridge::store::{OrderStatus, Verdict};
 use platform_a::{Backend, Receiver, KEY, PLATFORM};
 use serde_json::{json, Value};
 
@@ -53,21 +53,6 @@ async fn platform_refund(env: &Env, no: &str, refund_id: &str, amount: u64) -> (
     Backend::new(&env.base).call("POST", &format!("/platform/v1/orders/{no}/refunds"), body.as_bytes()).await
 }
 
-fn order(env: &Env, no: &str) -> paybridge::store::Order {
-    env.app.store.order(no).unwrap().unwrap()
-}
-
-/// Waits until the order's refunds have all ended.
-async fn settled(env: &Env, no: &str) {
-    for _ in 0..500 {
-        if env.app.store.refunds_for_order(no).unwrap().iter().all(|r| r.status != RefundStatus::Processing) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("refunds of {no} never ended");
-}
-
 #[tokio::test]
 async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
     let receiver = Receiver::start(KEY).await;
@@ -85,8 +70,8 @@ async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
     assert_eq!(r.status(), 201);
     let row: Value = r.json().await.unwrap();
     assert!(row["requestedBy"].as_str().unwrap().starts_with("admin (session "), "{row}");
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::PartiallyRefunded, 300, 0));
 
     // Platform A refunds the rest; the same request again is the same refund.
@@ -96,8 +81,8 @@ async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
     assert_eq!((status, &again["outRefundNo"]), (200, &first["outRefundNo"]), "{again}");
     let (status, other) = platform_refund(&env, &no, "RF-A-1", 5).await;
     assert_eq!((status, other["error"]["code"].as_str()), (409, Some("REFUND_CONFLICT")), "{other}");
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee), (OrderStatus::Refunded, 1000));
     assert_eq!(env.sim.simulator.v3().refunded(&no), 1000, "WeChat refunded exactly that");
     let (_, view) = Backend::new(&env.base).call("GET", &format!("/platform/v1/orders/{no}"), b"").await;
@@ -154,8 +139,8 @@ async fn twenty_concurrent_refunds(api: Api, client_cert: common::ClientCert) {
         }
     }
     assert_eq!(accepted, 3);
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.refunded_fee, o.refund_pending_fee, o.status), (900, 0, OrderStatus::PartiallyRefunded));
     assert_eq!(env.sim.simulator.v3().refunded(&no), 900);
 }
@@ -197,14 +182,14 @@ async fn a_tampered_refund_notify_is_refused_and_a_lost_one_is_found_by_query() 
         let record = env.last_notify();
         assert_eq!(record.verdict, Verdict::Rejected, "{what}");
         assert!(record.reason.contains(reason), "{what}: {}", record.reason);
-        let o = order(&env, &no);
+        let o = env.stored_order(&no);
         assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 800), "{what}");
     }
 
     // A minute on, the lifecycle asks WeChat and ends the refund.
     env.app.lifecycle.clock().advance(Duration::from_secs(61));
     env.app.lifecycle.tick().await.unwrap();
-    let o = order(&env, &no);
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Refunded, 800, 0));
     let hooks = receiver.wait_for(2).await;
     assert_eq!(hooks[1].body["type"], "order.refunded");
@@ -220,8 +205,8 @@ async fn a_failed_refund_releases_its_amount() {
     env.sim.simulator.v3().queue_refund_outcomes(["ABNORMAL"]);
     let (status, _) = platform_refund(&env, &no, "RF-F-1", 500).await;
     assert_eq!(status, 201);
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 0));
     let hooks = receiver.wait_for(2).await;
     assert_eq!(
@@ -231,8 +216,8 @@ async fn a_failed_refund_releases_its_amount() {
     // The amount is free again.
     let (status, _) = platform_refund(&env, &no, "RF-F-2", 500).await;
     assert_eq!(status, 201);
-    settled(&env, &no).await;
-    assert_eq!(order(&env, &no).status, OrderStatus::Refunded);
+    env.refunds_settled(&no).await;
+    assert_eq!(env.stored_order(&no).status, OrderStatus::Refunded);
     env.stop().await;
 }
 
@@ -246,7 +231,7 @@ async fn v2_refunds_are_refused_clearly_and_reserve_nothing() {
     let (status, body) = platform_refund(&env, &no, "RF-V2-1", 100).await;
     assert_eq!((status, body["error"]["code"].as_str()), (502, Some("WECHAT_ERROR")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("client_cert_file"), "{body}");
-    let o = order(&env, &no);
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 0));
     env.stop().await;
 }
@@ -264,8 +249,8 @@ async fn an_order_takes_at_most_fifty_refunds() {
     }
     let (status, body) = platform_refund(&env, &no, "RF-50-50", 1).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("TOO_MANY_REFUNDS")), "{body}");
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.refunded_fee, o.status), (50, OrderStatus::PartiallyRefunded));
     env.stop().await;
 }
@@ -281,15 +266,15 @@ async fn an_unknown_outcome_is_retried_under_the_same_number() {
     env.inject(json!([{ "kind": "business", "code": "SYSTEM_ERROR", "description": "系统错误" }])).await;
     let (status, refund) = platform_refund(&env, &no, "RF-U-1", 600).await;
     assert_eq!((status, refund["status"].as_str()), (201, Some("PROCESSING")), "{refund}");
-    let o = order(&env, &no);
+    let o = env.stored_order(&no);
     assert_eq!((o.refund_pending_fee, o.refunded_fee), (600, 0), "still reserved");
     let (status, again) = platform_refund(&env, &no, "RF-U-2", 1).await;
     assert_eq!((status, again["error"]["code"].as_str()), (409, Some("REFUND_EXCEEDS_PAID")), "{again}");
 
     env.app.lifecycle.clock().advance(Duration::from_secs(61));
     env.app.lifecycle.tick().await.unwrap();
-    settled(&env, &no).await;
-    let o = order(&env, &no);
+    env.refunds_settled(&no).await;
+    let o = env.stored_order(&no);
     assert_eq!((o.status, o.refunded_fee), (OrderStatus::Refunded, 600));
     let out_refund_no = refund["outRefundNo"].as_str().unwrap();
     assert_eq!(env.sim.simulator.v3().refund_status(out_refund_no), Some("SUCCESS"), "the same number, once");

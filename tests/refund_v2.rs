@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{ClientCert, Env, Opts};
-use paybridge::store::{OrderStatus, RefundStatus, Verdict};
+use paybridge::store::{OrderStatus, Verdict};
 use serde_json::{json, Value};
 
 async fn start(client_cert: ClientCert) -> Env {
@@ -30,20 +30,6 @@ async fn refund(admin: &common::Admin, no: &str, amount: u64) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-fn order(env: &Env, no: &str) -> paybridge::store::Order {
-    env.app.store.order(no).unwrap().unwrap()
-}
-
-async fn settled(env: &Env, no: &str) {
-    for _ in 0..500 {
-        if env.app.store.refunds_for_order(no).unwrap().iter().all(|r| r.status != RefundStatus::Processing) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("refunds of {no} never ended");
-}
-
 #[tokio::test]
 async fn partial_then_full_refund_over_mutual_tls() {
     let env = start(ClientCert::Pem).await;
@@ -53,14 +39,14 @@ async fn partial_then_full_refund_over_mutual_tls() {
     // Accepted; its notify may already have ended it by the time PayBridge answers.
     assert_eq!(status, 201, "{first}");
     assert!(matches!(first["status"].as_str(), Some("PROCESSING" | "SUCCESS")), "{first}");
-    settled(&env, "V2REFUND001").await;
-    let o = order(&env, "V2REFUND001");
+    env.refunds_settled("V2REFUND001").await;
+    let o = env.stored_order("V2REFUND001");
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::PartiallyRefunded, 300, 0));
 
     assert_eq!(refund(&admin, "V2REFUND001", 701).await.0, 409, "never more than was paid");
     assert_eq!(refund(&admin, "V2REFUND001", 700).await.0, 201);
-    settled(&env, "V2REFUND001").await;
-    let o = order(&env, "V2REFUND001");
+    env.refunds_settled("V2REFUND001").await;
+    let o = env.stored_order("V2REFUND001");
     assert_eq!((o.status, o.refunded_fee), (OrderStatus::Refunded, 1000));
     assert_eq!(env.sim.simulator.v3().refunded("V2REFUND001"), 1000, "WeChat refunded exactly that");
 
@@ -114,14 +100,14 @@ async fn a_tampered_refund_notify_is_refused_and_a_lost_one_is_found_by_refundqu
         let record = env.last_notify();
         assert_eq!(record.verdict, Verdict::Rejected, "{what}");
         assert!(record.reason.contains("does not decrypt with this merchant's API key"), "{what}: {}", record.reason);
-        let o = order(&env, "V2REFUND002");
+        let o = env.stored_order("V2REFUND002");
         assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 800), "{what}");
     }
 
     // A minute on, the lifecycle asks WeChat (refundquery) and ends it.
     env.app.lifecycle.clock().advance(Duration::from_secs(61));
     env.app.lifecycle.tick().await.unwrap();
-    let o = order(&env, "V2REFUND002");
+    let o = env.stored_order("V2REFUND002");
     assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Refunded, 800, 0));
     env.stop().await;
 }

@@ -308,6 +308,23 @@ impl Env {
         assert_eq!(r.status(), 200);
     }
 
+    /// The order as stored.
+    pub fn stored_order(&self, out_trade_no: &str) -> paybridge::store::Order {
+        self.app.store.order(out_trade_no).unwrap().unwrap()
+    }
+
+    /// Waits until every refund of the order has ended (SUCCESS, CLOSED, ABNORMAL).
+    pub async fn refunds_settled(&self, out_trade_no: &str) {
+        for _ in 0..500 {
+            let refunds = self.app.store.refunds_for_order(out_trade_no).unwrap();
+            if refunds.iter().all(|r| r.status != paybridge::store::RefundStatus::Processing) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("refunds of {out_trade_no} never ended");
+    }
+
     /// Waits until the simulator's notify for this order was acknowledged.
     pub async fn wait_acknowledged(&self, out_trade_no: &str) {
         for _ in 0..1500 {
