@@ -103,8 +103,7 @@ async fn partial_then_full_refunds_from_the_admin_page_and_platform_a() {
     assert_eq!(last["refund"]["refundId"], "RF-A-1");
 
     // The refund notifies are in the log, verified and decrypted.
-    let log = env.notifies(&no);
-    let refund_notifies: Vec<_> = log.iter().filter(|n| n.verdict == Verdict::Refund).collect();
+    let refund_notifies = env.wait_notifies(&no, Verdict::Refund, 2).await;
     assert_eq!(refund_notifies.len(), 2);
     assert!(refund_notifies.iter().all(|n| n.verified && n.resource.is_some()));
     let (_, detail) = admin.get(&format!("/admin/api/orders/{no}")).await;

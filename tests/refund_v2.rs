@@ -51,9 +51,8 @@ async fn partial_then_full_refund_over_mutual_tls() {
     assert_eq!(env.sim.simulator.v3().refunded("V2REFUND001"), 1000, "WeChat refunded exactly that");
 
     // Both ended by v2 refund notifies, decrypted and kept in the log.
-    let log = env.notifies("V2REFUND001");
-    let refunds: Vec<_> = log.iter().filter(|n| n.verdict == Verdict::Refund).collect();
-    assert_eq!(refunds.len(), 2, "{log:?}");
+    let refunds = env.wait_notifies("V2REFUND001", Verdict::Refund, 2).await;
+    assert_eq!(refunds.len(), 2);
     assert!(refunds.iter().all(|n| n.verified && n.resource.is_some() && n.reason.contains("SUCCESS")));
     let refund_ids: Vec<_> =
         env.app.store.refunds_for_order("V2REFUND001").unwrap().into_iter().map(|r| r.refund_id).collect();

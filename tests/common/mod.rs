@@ -308,6 +308,24 @@ impl Env {
         assert_eq!(r.status(), 200);
     }
 
+    /// Waits until the order's notify log holds `count` records with
+    /// `verdict` (a refund's notify is recorded just after the refund ends).
+    pub async fn wait_notifies(
+        &self,
+        out_trade_no: &str,
+        verdict: paybridge::store::Verdict,
+        count: usize,
+    ) -> Vec<NotifyRecord> {
+        for _ in 0..500 {
+            let found: Vec<_> = self.notifies(out_trade_no).into_iter().filter(|n| n.verdict == verdict).collect();
+            if found.len() >= count {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never {count} {verdict:?} notifies for {out_trade_no}");
+    }
+
     /// The order as stored.
     pub fn stored_order(&self, out_trade_no: &str) -> paybridge::store::Order {
         self.app.store.order(out_trade_no).unwrap().unwrap()
