@@ -145,12 +145,7 @@ impl Simulator {
         let Some((refund, status, refund_id, _)) = self.v3().refund_facts(no) else {
             return business_error("REFUNDNOTEXIST", "not exist");
         };
-        let v2_status = match status {
-            "CLOSED" => "REFUNDCLOSE",
-            "ABNORMAL" => "CHANGE",
-            other => other,
-        };
-        let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+        let v2_status = v2_refund_status(status);
         sign::fields([
             ("result_code", "SUCCESS"),
             ("out_trade_no", &text(&refund["out_trade_no"])),
@@ -169,13 +164,7 @@ impl Simulator {
     /// unsigned, with the refund in `req_info`.
     pub(super) fn refund_notify_v2(&self, resource: &Value) -> Vec<u8> {
         let cfg = self.config();
-        let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
-        let status = match resource["refund_status"].as_str().unwrap_or("SUCCESS") {
-            "CLOSED" => "REFUNDCLOSE",
-            "ABNORMAL" => "CHANGE",
-            other => other,
-        }
-        .to_owned();
+        let status = v2_refund_status(resource["refund_status"].as_str().unwrap_or("SUCCESS")).to_owned();
         let when = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8));
         let success_time = when
             .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
@@ -211,4 +200,19 @@ impl Simulator {
         ]);
         xml::write(&outer).into_bytes()
     }
+}
+
+/// A refund status as API v2 names it (`refund_status`): the inverse of
+/// [`crate::store::RefundStatus::parse_v2`].
+fn v2_refund_status(v3: &str) -> &str {
+    match v3 {
+        "CLOSED" => "REFUNDCLOSE",
+        "ABNORMAL" => "CHANGE",
+        other => other,
+    }
+}
+
+/// A JSON value as the text a v2 field carries (`"800"` for 800).
+fn text(v: &Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
 }
