@@ -13,7 +13,8 @@
 //! - [`server`]: the accept loop and graceful shutdown.
 //! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed.
 //! - [`sandbox`]: the WeChat Pay simulator used by tests and sandbox mode.
-//! - [`config`], [`secret`], [`app`] (wiring), [`cli`].
+//! - [`config`], [`secret`], [`text`] (bounded quoting of input in
+//!   messages), [`app`] (wiring), [`cli`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -32,5 +33,6 @@ pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod wechat;

@@ -145,8 +145,8 @@ async fn filters_search_csv_and_overview() {
         assert_eq!(env.order(no, fee, who).await.0, 200);
     }
     // A body that needs quoting and one that a spreadsheet would run as a formula.
-    let tricky =
-        json!({ "outTradeNo": "FILT000004", "totalFee": 1, "body": "=HYPERLINK(\"x\"),\"甲\"", "openid": bob });
+    let tricky = json!({ "outTradeNo": "FILT000004", "totalFee": 1, "body": "=HYPERLINK(\"x\"),\"甲\"", "openid": bob,
+                "attach": "\t=cmd|' /C calc'!A0" });
     assert_eq!(env.post_json("/pay/unifiedOrder", &tricky).await.0, 200);
     let tx1 = env.sim_pay(json!({ "out_trade_no": "FILT000001" })).await;
     env.sim_pay(json!({ "out_trade_no": "FILT000003" })).await;
@@ -191,6 +191,7 @@ async fn filters_search_csv_and_overview() {
     assert!(lines[2].contains(&tx1) && lines[2].contains("支付测试"));
     let (_, _, all) = admin.text("/admin/api/export/orders.csv").await;
     assert!(all.contains("\"'=HYPERLINK(\"\"x\"\"),\"\"甲\"\"\""), "quoted and defused: {all}");
+    assert!(all.contains(",'\t=cmd|' /C calc'!A0,"), "a TAB before a formula is defused too: {all}");
 
     let (_, overview) = admin.get("/admin/api/overview").await;
     assert_eq!(overview["today"], json!({ "count": 2, "fen": 1997 }));

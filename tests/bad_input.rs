@@ -88,6 +88,23 @@ async fn bad_order_requests_get_clear_errors() {
     }
     assert_eq!(env.app.store.order_count().unwrap(), 0, "nothing was stored");
 
+    // A message that quotes input quotes a bounded part of it, however much was sent.
+    let long = "9".repeat(12_000);
+    let quoting = [
+        format!(r#"{{"outTradeNo":"ABC123456","totalFee":"{long}","body":"b","openid":"o"}}"#),
+        format!(r#"{{"outTradeNo":"ABC123456","quantity":"{long}","body":"b","openid":"o"}}"#),
+        format!(r#"{{"outTradeNo":"ABC123456","productId":"{long}","openid":"o"}}"#),
+    ];
+    for body in quoting {
+        let (status, reply) = env.post_raw("/pay/unifiedOrder", body.into_bytes()).await;
+        assert!(status == 400 || status == 403, "{status}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.chars().count() <= 450, "{} characters: {}", message.len(), &message[..200]);
+    }
+    let (status, reply) = env.get(&format!("/pay/orders/{}?openid=o", "A".repeat(2000))).await;
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().len() < 200, "{reply}");
+
     let (status, reply) = env.get("/no/such/endpoint").await;
     assert_eq!(status, 404);
     assert_eq!(reply["error"]["code"], "NOT_FOUND");

@@ -134,10 +134,18 @@ async fn close_and_isolation() {
 
     // B got a prepay; A closes; the simulator's order is closed too.
     let openid = env.openid("closer").await;
-    let (status, _) = env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": no, "openid": openid })).await;
+    let (status, prepaid) = env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": no, "openid": openid })).await;
     assert_eq!(status, 200);
+    // A receipt means paid: the payer of an unpaid order gets none to hand back.
+    let view_path = format!("/pay/orders/{no}?token={}", prepaid["orderToken"].as_str().unwrap());
+    let (status, view) = env.get(&view_path).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("PREPAID")), "{view}");
+    assert!(view.get("result").is_none(), "no signed result for an unpaid order: {view}");
     let (status, closed) = a.call("POST", &format!("/platform/v1/orders/{no}/close"), b"").await;
     assert_eq!((status, closed["status"].as_str()), (200, Some("CLOSED")), "{closed}");
+    let (status, view) = env.get(&view_path).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("CLOSED")), "{view}");
+    assert!(view.get("result").is_none(), "no signed result for a closed order: {view}");
     let paying = env.http.post(format!("{}/sandbox/pay", env.sim.url())).json(&json!({ "out_trade_no": no }));
     assert_ne!(paying.send().await.unwrap().status(), 200, "WeChat refuses to pay a closed order");
     let (status, again) = env.post_json("/pay/unifiedOrder", &json!({ "outTradeNo": no, "openid": openid })).await;

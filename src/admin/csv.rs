@@ -22,11 +22,17 @@ pub fn beijing_time(ms: i64) -> String {
     t.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default()
 }
 
-/// Quotes a field when it needs it. A leading `=`, `+`, `-` or `@` is
-/// prefixed with `'` so a spreadsheet never runs it as a formula.
+/// What a spreadsheet may read as the start of a formula: the four formula
+/// characters, and TAB, CR and LF, which some spreadsheets skip before one
+/// (OWASP's CSV injection list).
+const FORMULA_LEADERS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\n'];
+
+/// Quotes a field when it needs it. A field led by one of
+/// [`FORMULA_LEADERS`] is prefixed with `'` so a spreadsheet never runs it
+/// as a formula.
 fn field(out: &mut String, value: &str) {
     let defused;
-    let value = if value.starts_with(['=', '+', '-', '@']) {
+    let value = if value.starts_with(FORMULA_LEADERS) {
         defused = format!("'{value}");
         defused.as_str()
     } else {
@@ -90,6 +96,20 @@ mod tests {
             let mut out = String::new();
             field(&mut out, cell);
             assert_eq!(out, defused, "{cell}");
+        }
+        // TAB, CR and LF before a formula are defused too (and quoted where
+        // they must be); inside a cell they are plain text.
+        for (cell, defused) in
+            [("\t=1+1", "'\t=1+1"), ("\r=1+1", "\"'\r=1+1\""), ("\n=1+1", "\"'\n=1+1\""), ("a\t=1", "a\t=1")]
+        {
+            let mut out = String::new();
+            field(&mut out, cell);
+            assert_eq!(out, defused, "{cell:?}");
+        }
+        for leader in FORMULA_LEADERS {
+            let mut out = String::new();
+            field(&mut out, &format!("{leader}HYPERLINK(1)"));
+            assert!(out.trim_start_matches('"').starts_with('\''), "{leader:?} is defused: {out:?}");
         }
     }
 

@@ -26,8 +26,14 @@ struct ErrorDetail<'a> {
     message: &'a str,
 }
 
+/// The longest message an error reply carries. Messages quote input through
+/// [`crate::text::quote`]; this is the last bound, for a part that may still
+/// be long (a JSON parser's error quoting the field it met).
+pub const MAX_MESSAGE_CHARS: usize = 400;
+
 /// A JSON error reply: `{"error": {"code": ..., "message": ...}}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let message = &crate::text::clip(message, MAX_MESSAGE_CHARS);
     let body = ErrorBody { error: ErrorDetail { code, message } };
     reply::with_status(reply::json(&body), status).into_response()
 }

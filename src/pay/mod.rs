@@ -54,7 +54,7 @@ pub enum PayError {
         message: String,
     },
     /// No such order.
-    #[error("no order {0:?}")]
+    #[error("no order {}", crate::text::quote(.0))]
     NotFound(String),
     /// The login failed: WeChat refused the code, or could not be reached.
     #[error("WeChat login failed: {0}; call wx.login again and retry")]

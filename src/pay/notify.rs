@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use super::{now_ms, Payments};
 use crate::store::{NotifyRecord, Payment, PaymentOutcome, RefundStatus, Verdict};
+use crate::text::quote;
 use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::sign::{self, Fields, SignType};
 use crate::wechat::xml;
@@ -75,7 +76,7 @@ impl Payments {
         let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
         if get("return_code") != "SUCCESS" {
             // Nothing signed to act on; acknowledge so it is not resent.
-            let reason = format!("return_code {:?}: {}", get("return_code"), get("return_msg"));
+            let reason = format!("return_code {}: {}", quote(get("return_code")), quote(get("return_msg")));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), false);
         }
         // WeChat signs notifies with the unified order's algorithm but often
@@ -96,20 +97,20 @@ impl Payments {
             );
         }
         if get("appid") != self.appid {
-            return rejected(format!("appid {:?} is not this mini-program's", get("appid")), "appid不匹配");
+            return rejected(format!("appid {} is not this mini-program's", quote(get("appid"))), "appid不匹配");
         }
         if get("mch_id") != self.mch_id {
-            return rejected(format!("mch_id {:?} is not this merchant's", get("mch_id")), "mch_id不匹配");
+            return rejected(format!("mch_id {} is not this merchant's", quote(get("mch_id"))), "mch_id不匹配");
         }
         if get("result_code") != "SUCCESS" {
             let reason = format!("payment failed: {} {}", get("err_code"), get("err_code_des"));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), true);
         }
         let Ok(total_fee) = get("total_fee").parse::<u64>() else {
-            return rejected(format!("total_fee {:?} is not a whole number of fen", get("total_fee")), "参数错误");
+            return rejected(format!("total_fee {} is not a whole number of fen", quote(get("total_fee"))), "参数错误");
         };
         if !matches!(get("fee_type"), "" | "CNY") {
-            return rejected(format!("fee_type {:?} is not CNY", get("fee_type")), "参数错误");
+            return rejected(format!("fee_type {} is not CNY", quote(get("fee_type"))), "参数错误");
         }
         if get("transaction_id").is_empty() {
             return rejected("no transaction_id".into(), "参数错误");
@@ -148,7 +149,7 @@ impl Payments {
     async fn check_refund_notify_v2(&self, fields: &Fields, record: &mut NotifyRecord) -> Checked {
         let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
         if get("return_code") != "SUCCESS" {
-            let reason = format!("return_code {:?}: {}", get("return_code"), get("return_msg"));
+            let reason = format!("return_code {}: {}", quote(get("return_code")), quote(get("return_msg")));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), false);
         }
         let crate::config::PayApi::V2 { mch_key, .. } = &self.api else {
@@ -161,7 +162,8 @@ impl Payments {
             );
         };
         if get("appid") != self.appid || get("mch_id") != self.mch_id {
-            let reason = format!("appid {:?} / mch_id {:?} are not this merchant's", get("appid"), get("mch_id"));
+            let reason =
+                format!("appid {} / mch_id {} are not this merchant's", quote(get("appid")), quote(get("mch_id")));
             return Checked::Decided(Verdict::Rejected, reason, NotifyAck::fail("商户不匹配"), false);
         }
         let info = match crate::wechat::refund_info::decrypt(get("req_info"), mch_key) {
@@ -179,7 +181,7 @@ impl Payments {
         };
         let Some(status) = RefundStatus::parse_v2(text("refund_status")).filter(|s| *s != RefundStatus::Processing)
         else {
-            return rejected(format!("refund_status {:?} is not an end", text("refund_status")), 400);
+            return rejected(format!("refund_status {} is not an end", quote(text("refund_status"))), 400);
         };
         let Ok(amount) = text("refund_fee").parse::<u64>() else {
             return rejected(format!("refund_fee {:?} is not a whole number of fen", text("refund_fee")), 400);

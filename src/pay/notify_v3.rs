@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use super::notify::{Checked, NotifyAck};
 use super::{now_ms, Payments};
 use crate::store::{NotifyRecord, Payment, RefundStatus, Verdict};
+use crate::text::quote;
 use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::v3::notify::{self as v3notify, Envelope};
 use crate::wechat::v3::verify::{SignedHeaders, VerifyError};
@@ -75,7 +76,7 @@ impl Payments {
             return self.check_refund_notify(&envelope, keys, record).await;
         }
         if !envelope.event_type.starts_with("TRANSACTION.") {
-            let reason = format!("event {:?} is not a payment; nothing to do", envelope.event_type);
+            let reason = format!("event {} is not a payment; nothing to do", quote(&envelope.event_type));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), true);
         }
         let transaction = match v3notify::transaction(&envelope, &keys.apiv3_key) {
@@ -95,17 +96,17 @@ impl Payments {
         record.out_trade_no = Some(transaction.out_trade_no.clone()).filter(|no| is_valid_out_trade_no(no));
         record.transaction_id = Some(transaction.transaction_id.clone()).filter(|t| !t.is_empty() && t.len() <= 64);
         if transaction.appid != self.appid {
-            return rejected(format!("appid {:?} is not this mini-program's", transaction.appid), 400);
+            return rejected(format!("appid {} is not this mini-program's", quote(&transaction.appid)), 400);
         }
         if transaction.mchid != self.mch_id {
-            return rejected(format!("mchid {:?} is not this merchant's", transaction.mchid), 400);
+            return rejected(format!("mchid {} is not this merchant's", quote(&transaction.mchid)), 400);
         }
         if transaction.trade_state != "SUCCESS" {
-            let reason = format!("trade_state {:?}: not a payment", transaction.trade_state);
+            let reason = format!("trade_state {}: not a payment", quote(&transaction.trade_state));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), true);
         }
         if !matches!(transaction.amount.currency.as_str(), "" | "CNY") {
-            return rejected(format!("currency {:?} is not CNY", transaction.amount.currency), 400);
+            return rejected(format!("currency {} is not CNY", quote(&transaction.amount.currency)), 400);
         }
         if transaction.transaction_id.is_empty() {
             return rejected("no transaction_id".into(), 400);
@@ -142,10 +143,10 @@ impl Payments {
         .ok();
         record.out_trade_no = Some(refund.out_trade_no.clone()).filter(|no| is_valid_out_trade_no(no));
         if refund.mchid != self.mch_id {
-            return rejected(format!("mchid {:?} is not this merchant's", refund.mchid), 400);
+            return rejected(format!("mchid {} is not this merchant's", quote(&refund.mchid)), 400);
         }
         let Some(status) = RefundStatus::parse(&refund.refund_status) else {
-            return rejected(format!("refund_status {:?} is unknown", refund.refund_status), 400);
+            return rejected(format!("refund_status {} is unknown", quote(&refund.refund_status)), 400);
         };
         let ended = super::refund::EndedRefund {
             out_refund_no: &refund.out_refund_no,

@@ -342,7 +342,14 @@ impl Payments {
 
     /// The signed result mini-program B hands back to A
     /// (`navigateBackMiniProgram`'s `extraData.result`), for a platform's order.
+    ///
+    /// SECURITY: a receipt means paid. An order WeChat has not taken money
+    /// for (CREATED, PREPAID, CLOSED) gets none, so a backend at A that
+    /// delivers whenever a result verifies never ships unpaid goods.
     pub fn signed_result(&self, order: &Order) -> Option<String> {
+        if !order.status.is_paid() {
+            return None;
+        }
         let (platform, order_id) = order.source.platform()?;
         let platforms = self.platforms();
         let key = &platforms.get(platform)?.key;

@@ -124,7 +124,8 @@ pub struct ResultClaims {
     pub order_id: String,
     /// PayBridge's order number.
     pub out_trade_no: String,
-    /// `PAID`, `PREPAID`, `CREATED` or `CLOSED`, when it was signed.
+    /// `PAID`, `PARTIALLY_REFUNDED` or `REFUNDED` when it was signed: only
+    /// paid orders get a result.
     pub status: String,
     /// Amount in fen.
     pub amount: u64,

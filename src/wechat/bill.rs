@@ -170,7 +170,7 @@ pub enum BillError {
         expected: usize,
     },
     /// A value that is not what its column holds.
-    #[error("line {line}: {column} is {value:?}, {problem}")]
+    #[error("line {line}: {column} is {}, {problem}", crate::text::quote(value))]
     Value {
         /// Where.
         line: usize,
@@ -534,6 +534,16 @@ mod tests {
         );
         assert_eq!(fen("12", 1, "x"), Ok(1200));
         assert_eq!(yuan(5), "0.05");
+    }
+
+    #[test]
+    fn an_error_quotes_at_most_a_hundred_characters_of_a_huge_value() {
+        let huge = "9".repeat(3_000_000);
+        let bill = V15.replace("`CNY,`1.00", &format!("`CNY,`{huge}.5"));
+        let message = parse(bill.as_bytes()).unwrap_err().to_string();
+        assert!(message.len() < 250, "{} bytes", message.len());
+        assert!(message.starts_with("line 2: 应结订单金额 is \"9999"), "{message}");
+        assert!(message.contains("…\" (3000002 bytes), not an amount in yuan"), "{message}");
     }
 
     #[test]

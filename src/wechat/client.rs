@@ -16,6 +16,7 @@ use super::xml::{self, MAX_XML_BYTES};
 use crate::config::{PayApi, WechatConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::text::{clip, quote, MAX_QUOTED_CHARS};
 
 /// A failed call to WeChat. The messages are safe to show a client: they
 /// carry WeChat's own words, never a URL (which may hold the app secret).
@@ -25,19 +26,19 @@ pub enum WechatError {
     #[error("WeChat did not answer within the time limit")]
     Timeout,
     /// Could not connect, or the connection broke.
-    #[error("could not reach WeChat: {0}")]
+    #[error("could not reach WeChat: {}", clip(.0, 200))]
     Transport(String),
     /// An HTTP status other than 200.
     #[error("WeChat answered with HTTP status {0}")]
     HttpStatus(u16),
     /// The reply is not a WeChat message.
-    #[error("WeChat's reply could not be read: {0}")]
+    #[error("WeChat's reply could not be read: {}", clip(.0, 200))]
     BadReply(String),
     /// The reply's signature does not verify: it is not trusted at all.
     #[error("WeChat's reply failed signature verification ({0})")]
     BadSignature(sign::SignError),
     /// A signed reply for another appid or merchant.
-    #[error("WeChat's reply names {field} {value:?}, not this merchant's")]
+    #[error("WeChat's reply names {field} {}, not this merchant's", quote(value))]
     WrongMerchant {
         /// `appid` or `mch_id`.
         field: &'static str,
@@ -45,10 +46,10 @@ pub enum WechatError {
         value: String,
     },
     /// `return_code=FAIL`: the request was not processed (bad signature, bad parameters).
-    #[error("WeChat refused the request: {0}")]
+    #[error("WeChat refused the request: {}", clip(.0, MAX_QUOTED_CHARS))]
     ReturnFail(String),
     /// `result_code=FAIL`: a business error such as `ORDERPAID` or `SYSTEMERROR`.
-    #[error("WeChat error {code}: {description}")]
+    #[error("WeChat error {}: {}", clip(code, 64), clip(description, MAX_QUOTED_CHARS))]
     Business {
         /// WeChat's `err_code`.
         code: String,
@@ -56,7 +57,7 @@ pub enum WechatError {
         description: String,
     },
     /// `jscode2session` answered with an `errcode`.
-    #[error("WeChat login error {errcode}: {errmsg}")]
+    #[error("WeChat login error {errcode}: {}", clip(errmsg, MAX_QUOTED_CHARS))]
     Login {
         /// WeChat's `errcode` (40029 invalid code, 40163 code used, ...).
         errcode: i64,

@@ -89,13 +89,25 @@ function verifyWebhook(key, headers, rawBody, nowSeconds = Math.floor(Date.now()
   return JSON.parse(rawBody)
 }
 
+// The statuses a result may carry that mean WeChat took the money. PayBridge
+// signs results only for these; the check here is a second lock.
+const PAID_STATUSES = ['PAID', 'PARTIALLY_REFUNDED', 'REFUNDED']
+
 // The result mini-program B hands back: pbr1.<base64url JSON>.<hex HMAC>.
-function verifyResult(key, signed) {
+// Returns the claims, or null when the signature is wrong, the status is not
+// a paid one (pass { allowUnpaid: true } to read other statuses), or, with
+// maxAgeSeconds, the result was signed longer ago than that. Before you
+// deliver, also compare claims.orderId and claims.amount with your own order.
+function verifyResult(key, signed, { allowUnpaid = false, maxAgeSeconds, nowSeconds } = {}) {
   if (typeof signed !== 'string' || !signed.startsWith('pbr1.')) return null
   const dot = signed.lastIndexOf('.')
   const payload = signed.slice(0, dot)
   if (!sameHex(hmacHex(key, payload), signed.slice(dot + 1))) return null
-  return JSON.parse(Buffer.from(payload.slice(5), 'base64url').toString())
+  const claims = JSON.parse(Buffer.from(payload.slice(5), 'base64url').toString())
+  if (!allowUnpaid && !PAID_STATUSES.includes(claims.status)) return null
+  const now = nowSeconds === undefined ? Math.floor(Date.now() / 1000) : nowSeconds
+  if (maxAgeSeconds !== undefined && !(now - claims.at <= maxAgeSeconds)) return null
+  return claims
 }
 
 module.exports = { client, signRequest, signToken, verifyWebhook, verifyResult }

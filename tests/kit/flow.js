@@ -141,6 +141,21 @@ async function main() {
   // Not from B, or a forged result: A confirms nothing.
   assert.equal(await aMini.onReturn(stubWxA().wx, { referrerInfo: { appId: 'wx0000000000000000' } }, {}), null)
   assert.equal(backend.verifyResult(KEY, back.result.slice(0, -2) + '00'), null)
+  // A result that does not say paid is refused unless asked for; so is a stale one.
+  const crypto = require('crypto')
+  const reseal = (claims) => {
+    const payload = 'pbr1.' + Buffer.from(JSON.stringify(claims)).toString('base64url')
+    return payload + '.' + crypto.createHmac('sha256', KEY).update(payload).digest('hex')
+  }
+  const claims = backend.verifyResult(KEY, back.result)
+  for (const status of ['PREPAID', 'CLOSED', 'CREATED']) {
+    const unpaid = reseal({ ...claims, status })
+    assert.equal(backend.verifyResult(KEY, unpaid), null, status)
+    assert.equal(backend.verifyResult(KEY, unpaid, { allowUnpaid: true }).status, status)
+  }
+  assert.equal(backend.verifyResult(KEY, reseal({ ...claims, status: 'REFUNDED' })).status, 'REFUNDED')
+  assert.equal(backend.verifyResult(KEY, back.result, { maxAgeSeconds: 60, nowSeconds: claims.at + 61 }), null)
+  assert.equal(backend.verifyResult(KEY, back.result, { maxAgeSeconds: 60, nowSeconds: claims.at + 60 }).orderId, 'KIT-1')
   assert.ok(events.every((e) => e.verified), 'every webhook verified')
   console.log('OK forged results refused')
   server.close()
