@@ -2,15 +2,7 @@
 //! line, never a panic, and secrets never appear in the error.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use paybridge::config::Config;
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    match Config::from_toml(text, std::path::Path::new("fuzz.toml"), std::iter::empty()) {
-        Ok(config) => {
-            let _ = config.describe();
-        }
-        Err(e) => assert!(!e.to_string().is_empty()),
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::config(data));
