@@ -189,13 +189,15 @@ check_host() {
     esac
     if [ -z "$ROOT" ]; then
         if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
-            die "systemd is not running on this host; PayBridge is installed as a systemd service"
+            [ "$DRY_RUN" = 1 ] || die "systemd is not running on this host; PayBridge is installed as a systemd service"
+            warn "systemd is not running on this host; a real install needs it (this is a dry run: continuing)"
         fi
     fi
 }
 
 check_ports() {
     [ -z "$ROOT" ] || return 0
+    command -v systemctl >/dev/null || return 0
     # An upgrade finds its own service on the ports.
     if systemctl is-active --quiet "$SERVICE" 2>/dev/null; then return 0; fi
     local port busy
@@ -266,9 +268,9 @@ gather() {
     [[ "$DOMAIN" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain $DOMAIN is not a domain name"
     [[ "$MCH_ID" =~ ^[0-9]+$ ]] || die "--mch-id must be digits"
     if [ "$API" = v2 ]; then
-        [ "${#MCH_KEY}" = 32 ] || die "--mch-key must be the 32-character API key"
+        key_ok "$MCH_KEY" || die "--mch-key must be the 32-character API key (letters and digits; got $(key_shape "$MCH_KEY"))"
     else
-        [ "${#APIV3_KEY}" = 32 ] || die "--apiv3-key must be the 32-character APIv3 key"
+        key_ok "$APIV3_KEY" || die "--apiv3-key must be the 32-character APIv3 key (letters and digits; got $(key_shape "$APIV3_KEY"))"
         [ -r "$MERCHANT_KEY_SRC" ] || die "--merchant-key-file $MERCHANT_KEY_SRC cannot be read"
         [[ "$MERCHANT_SERIAL" =~ ^[0-9A-Fa-f]{1,64}$ ]] || die "--merchant-serial must be the certificate's serial number (hex digits)"
         if [ -n "$PUBLIC_KEY_SRC" ]; then
@@ -304,6 +306,22 @@ gather() {
     [ "${#PRODUCTS[@]}" -gt 0 ] || [ "${#PLATFORMS[@]}" -gt 0 ] || warn "no --platform and no --product: PayBridge will refuse every order until you add [[platforms]] or [[products]] to $CONF (see README, \"Amounts\")"
 }
 
+# Whether a WeChat Pay key (APIv2 or APIv3) is 32 letters and digits.
+key_ok() {
+    [[ "$1" =~ ^[A-Za-z0-9]{32}$ ]]
+}
+
+# What is wrong with a key's shape, never the key itself.
+key_shape() {
+    # Characters, not bytes, whatever the caller's locale.
+    local LC_ALL=C.UTF-8
+    local key="$1" shape
+    shape="${#key} characters"
+    if [[ "$key" =~ ^[[:space:]] || "$key" =~ [[:space:]]$ ]]; then shape+=", with spaces at an end"; fi
+    if [[ "$key" =~ [^A-Za-z0-9[:space:]] ]]; then shape+=", not only letters and digits"; fi
+    printf '%s' "$shape"
+}
+
 # A new platform key: 32 random bytes as 64 hex digits.
 new_key() {
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
@@ -313,7 +331,9 @@ new_key() {
 platforms_toml() {
     local spec
     for spec in "${PLATFORMS[@]}"; do
-        printf '\n[[platforms]]\nid = %s\nkey = "%s"\nwebhook_url = %s\n' "$(toml "${spec%%:*}")" "$(new_key)" "$(toml "${spec#*:}")"
+        local key
+        if [ "${MASK_KEYS:-0}" = 1 ]; then key="***"; else key="$(new_key)"; fi
+        printf '\n[[platforms]]\nid = %s\nkey = "%s"\nwebhook_url = %s\n' "$(toml "${spec%%:*}")" "$key" "$(toml "${spec#*:}")"
     done
 }
 
@@ -369,9 +389,13 @@ owner() { # numeric uid:gid of the paybridge user (inside ROOT)
 
 # --- install ------------------------------------------------------------------
 
-install_binary() {
-    local source="$BINARY"
-    if [ -z "$source" ]; then
+# Where the binary comes from, checked before anything changes: BUILD_CMD
+# (the build; empty with --binary) and BINARY_SOURCE.
+BUILD_CMD=()
+BINARY_SOURCE=""
+check_binary() {
+    BINARY_SOURCE="$BINARY"
+    if [ -z "$BINARY_SOURCE" ]; then
         local cargo builder=()
         cargo="$(command -v cargo || true)"
         if [ -z "$cargo" ] && [ -n "${SUDO_USER:-}" ]; then
@@ -391,13 +415,21 @@ install_binary() {
         if [ "${mem_kb:-0}" -lt 1800000 ]; then
             warn "this machine has $((mem_kb / 1024)) MB of memory; building needs about 2 GB (add swap, or pass --binary PATH)"
         fi
-        say "building PayBridge (cargo build --release; a few minutes)"
-        run "${builder[@]}" "$cargo" build --release --locked --manifest-path "$SCRIPT_DIR/Cargo.toml"
-        source="$SCRIPT_DIR/target/release/paybridge"
+        BUILD_CMD=("${builder[@]}" "$cargo" build --release --locked --manifest-path "$SCRIPT_DIR/Cargo.toml")
+        BINARY_SOURCE="$SCRIPT_DIR/target/release/paybridge"
+    elif [ "$DRY_RUN" = 0 ] && [ ! -x "$BINARY_SOURCE" ]; then
+        die "--binary $BINARY_SOURCE is not an executable file"
     fi
-    [ "$DRY_RUN" = 1 ] || [ -x "$source" ] || die "$source is not an executable"
+}
+
+install_binary() {
+    if [ ${#BUILD_CMD[@]} -gt 0 ]; then
+        say "building PayBridge (cargo build --release; about 15 minutes the first time on 2 cores)"
+        run "${BUILD_CMD[@]}"
+    fi
+    [ "$DRY_RUN" = 1 ] || [ -x "$BINARY_SOURCE" ] || die "$BINARY_SOURCE is not an executable"
     say "installing the binary to $BIN"
-    run install -D -m 0755 -o 0 -g 0 "$source" "$BIN"
+    run install -D -m 0755 -o 0 -g 0 "$BINARY_SOURCE" "$BIN"
 }
 
 # The [wechat] keys of the API in use. v3's key files are copied next to the
@@ -435,15 +467,15 @@ write_config() {
         say "keeping the existing config $CONF"
         return 0
     fi
-    gather
     say "writing $CONF (mode 0600, owner $USER_NAME)"
-    local staging=""
-    if [ "$STAGING" = 1 ]; then
-        staging="acme_directory = \"https://acme-staging-v02.api.letsencrypt.org/directory\""
-    fi
     install_key_files "${ids#*:}"
     if [ "$DRY_RUN" = 1 ]; then
-        echo "would write $CONF"
+        echo "would write $CONF (secrets shown as ***):"
+        # Shadowed here only: the printed config never shows a secret.
+        local APP_SECRET="***" MCH_KEY="***" APIV3_KEY="***" MASK_KEYS=1
+        config_text | sed 's/^/    /'
+        echo "    [admin]"
+        echo "    password_hash = \"***\"   # from the admin password (paybridge admin set-password)"
         return 0
     fi
     local tmp
@@ -452,7 +484,19 @@ write_config() {
     DRAFT="$tmp"
     trap 'rm -f "$DRAFT"' EXIT
     chmod 0600 "$tmp"
-    cat > "$tmp" <<EOF
+    config_text > "$tmp"
+    printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin set-password --config "$tmp" >/dev/null
+    install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$tmp" "$CONF"
+    rm -f "$tmp"
+}
+
+# The config install.sh writes, from the gathered values.
+config_text() {
+    local staging=""
+    if [ "$STAGING" = 1 ]; then
+        staging="acme_directory = \"https://acme-staging-v02.api.letsencrypt.org/directory\""
+    fi
+    cat <<EOF
 # PayBridge configuration, written by install.sh on $(date -u +%Y-%m-%d).
 # Reference: README.md, "Configuration". Check it with:
 #   paybridge check-config --config /etc/paybridge/paybridge.toml
@@ -481,9 +525,6 @@ accept_client_amount = false
 $(platforms_toml)
 $(products_toml)
 EOF
-    printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin set-password --config "$tmp" >/dev/null
-    install -m 0600 -o "${ids%:*}" -g "${ids#*:}" "$tmp" "$CONF"
-    rm -f "$tmp"
 }
 
 write_unit() {
@@ -595,7 +636,9 @@ do_install() {
     if [ -z "$DOMAIN" ] && [ -e "$CONF" ]; then
         DOMAIN="$(awk -F'"' '/^domains/ { print $2; exit }' "$CONF")"
     fi
-    [ -e "$CONF" ] || ask DOMAIN "domain (e.g. pay.example.com)"
+    # Every value and file is checked before anything on the host changes.
+    [ -e "$CONF" ] || gather
+    check_binary
     [ -z "$DOMAIN" ] || check_dns
     ensure_user
     local ids
@@ -626,6 +669,13 @@ do_install() {
 
 do_uninstall() {
     check_host
+    # A purge is confirmed before anything is removed: a refusal changes nothing.
+    if [ "$PURGE" = 1 ] && [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
+        [ "$INTERACTIVE" = 1 ] || die "--purge deletes every order in $DATA: add --yes to confirm (take a backup first: paybridge backup)"
+        local answer=""
+        read -r -p "Delete $DATA (every order and notify) and $CONF_DIR for good? Type 'delete' to confirm: " answer
+        [ "$answer" = delete ] || die "nothing deleted"
+    fi
     if [ -z "$ROOT" ]; then
         run systemctl disable --now "$SERVICE" || true
     fi
@@ -633,12 +683,6 @@ do_uninstall() {
     run rm -f "$UNIT" "$BIN"
     if [ -z "$ROOT" ]; then run systemctl daemon-reload; fi
     if [ "$PURGE" = 1 ]; then
-        if [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
-            [ "$INTERACTIVE" = 1 ] || die "--purge deletes every order in $DATA: add --yes to confirm (take a backup first: paybridge backup)"
-            local answer=""
-            read -r -p "Delete $DATA (every order and notify) and $CONF_DIR for good? Type 'delete' to confirm: " answer
-            [ "$answer" = delete ] || die "nothing deleted"
-        fi
         say "purging $CONF_DIR, $DATA and the $USER_NAME user"
         run rm -rf "$CONF_DIR" "$DATA"
         if grep -q "^$USER_NAME:" "$ROOT/etc/passwd" 2>/dev/null; then

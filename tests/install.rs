@@ -191,8 +191,13 @@ fn reinstall_upgrades_the_binary_and_keeps_config_and_data() {
 fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let text = ok(&install(&root, &["--dry-run"]));
+    let text = ok(&install(&root, &["--dry-run", "--platform", "shop-a:https://a.example.com/hook"]));
     assert!(text.contains("would"), "{text}");
+    // The config it would write, with every secret masked.
+    assert!(text.contains("    appid = \"wxd930ea5d5a258f4f\"") && text.contains("    mch_key = \"***\""), "{text}");
+    assert!(text.contains("    app_secret = \"***\"") && text.contains("    key = \"***\""), "{text}");
+    assert!(!text.contains(common::MCH_KEY) && !text.contains("with quotes"), "a secret was printed: {text}");
+    assert!(!text.contains(common::ADMIN_PASSWORD), "{text}");
     // Without any secret at all, a dry run still shows the plan.
     let mut bare =
         vec![SCRIPT, "--root", root.to_str().unwrap(), "--dry-run", "--binary", env!("CARGO_BIN_EXE_paybridge")];
@@ -215,11 +220,15 @@ fn dry_run_changes_nothing_and_uninstall_keeps_data_unless_purged() {
     assert!(!root.join("usr/local/bin/paybridge").exists());
     assert!(root.join("etc/paybridge/paybridge.toml").exists(), "config kept");
     assert!(root.join("var/lib/paybridge").exists(), "data kept");
-    // Purging deletes payment data: never without a confirmation.
+    // Purging deletes payment data: never without a confirmation, and a
+    // refusal removes nothing at all, not even the unit or the binary.
+    ok(&install(&root, &[]));
     let refused = uninstall(&["--purge"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(root.join("var/lib/paybridge").exists(), "nothing deleted unconfirmed");
+    assert!(root.join("etc/systemd/system/paybridge.service").exists(), "the unit is kept when a purge is refused");
+    assert!(root.join("usr/local/bin/paybridge").exists(), "the binary is kept when a purge is refused");
     ok(&uninstall(&["--purge", "--yes"]));
     assert!(!root.join("etc/paybridge").exists() && !root.join("var/lib/paybridge").exists());
     assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().lines().any(|l| l.starts_with("paybridge:")));
@@ -357,15 +366,23 @@ fn a_v3_merchant_installs_with_its_key_files() {
         ok(&Command::new(BINARY).args(["check-config", "--config", config_path.to_str().unwrap()]).output().unwrap());
     assert!(report.contains("api_version = \"v3\"") && !report.contains(sim::APIV3_KEY), "{report}");
 
+    let short = &sim::APIV3_KEY[..31];
+    let chinese = format!("{}密钥", &sim::APIV3_KEY[..28]);
+    let spaced = format!(" {}", &sim::APIV3_KEY[..31]);
     for (apiv3_key, key_file, error) in [
         ("too-short", key.as_path(), "--apiv3-key must be the 32-character APIv3 key"),
+        (short, key.as_path(), "(letters and digits; got 31 characters)"),
+        (chinese.as_str(), key.as_path(), "got 30 characters, not only letters and digits"),
+        (spaced.as_str(), key.as_path(), "got 32 characters, with spaces at an end"),
         (sim::APIV3_KEY, Path::new("/nonexistent/apiclient_key.pem"), "cannot be read"),
     ] {
         let root = dir.path().join("refused");
         let out = v3(&root, apiv3_key, key_file);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(error), "{err}");
-        assert!(!root.join("etc/paybridge/paybridge.toml").exists());
+        assert!(!err.contains(apiv3_key) || apiv3_key == "too-short", "the key is never printed: {err}");
+        // Refused before anything changed: no user, no binary, no config.
+        assert!(walk(&root).is_empty(), "{apiv3_key}: install.sh changed {:?} before refusing", walk(&root));
     }
 }
 
@@ -407,4 +424,37 @@ fn under_sudo_the_invoking_users_cargo_builds_as_that_user() {
     let text = ok(&out);
     let expected = format!("would run: runuser -u {} -- env PATH={home}/.cargo/bin:", user.trim());
     assert!(text.contains(&expected) && text.contains(&format!("{cargo} build --release --locked")), "{text}");
+}
+
+/// Without --root and without systemd running (as in this test's container,
+/// or on a laptop), a dry run still shows the whole plan and the config, and
+/// changes nothing.
+#[test]
+fn a_dry_run_works_without_systemd() {
+    let out = Command::new("bash")
+        .args([
+            SCRIPT,
+            "--dry-run",
+            "--non-interactive",
+            "--binary",
+            BINARY,
+            "--domain",
+            "pay.example.com",
+            "--email",
+            "ops@example.com",
+            "--appid",
+            "wxd930ea5d5a258f4f",
+            "--mch-id",
+            "10000100",
+        ])
+        .env("PAYBRIDGE_WECHAT_APP_SECRET", "s")
+        .env("PAYBRIDGE_WECHAT_MCH_KEY", common::MCH_KEY)
+        .env("PAYBRIDGE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("would write /etc/paybridge/paybridge.toml (secrets shown as ***)"), "{text}");
+    assert!(text.contains("would run: systemctl enable paybridge"), "{text}");
+    assert!(text.contains("Dry run: nothing was changed."), "{text}");
+    assert!(!text.contains(common::MCH_KEY), "{text}");
 }
