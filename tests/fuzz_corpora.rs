@@ -8,8 +8,11 @@ mod checks;
 
 use std::path::Path;
 
+/// One fuzz target's check.
+type Check = fn(&[u8]);
+
 /// Runs `check` on every file in `fuzz/corpus/<target>`; returns how many.
-fn run_corpus(target: &str, check: fn(&[u8])) -> usize {
+fn run_corpus(target: &str, check: Check) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -26,7 +29,7 @@ fn run_corpus(target: &str, check: fn(&[u8])) -> usize {
 
 #[test]
 fn every_corpus_file_passes_its_fuzz_check() {
-    let targets: [(&str, fn(&[u8])); 8] = [
+    let targets: [(&str, Check); 8] = [
         ("xml", checks::xml),
         ("notify", checks::notify),
         ("notify_v3", checks::notify_v3),
