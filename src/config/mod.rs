@@ -443,6 +443,7 @@ struct RawHttp {
     first_request_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
 }
 
 impl RawHttp {
@@ -471,6 +472,7 @@ impl RawHttp {
             )?,
             idle: secs("http.idle_timeout_secs", self.idle_timeout_secs, defaults.idle)?,
             body: secs("http.body_timeout_secs", self.body_timeout_secs, defaults.body)?,
+            write: secs("http.write_timeout_secs", self.write_timeout_secs, defaults.write)?,
         })
     }
 }
@@ -537,6 +539,7 @@ impl RawConfig {
             }
             "HTTP_BODY_TIMEOUT_SECS" => self.http.body_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
+            "HTTP_WRITE_TIMEOUT_SECS" => self.http.write_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_MAX_CONNECTIONS_PER_IP" => {
                 self.http.max_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
             }
@@ -683,13 +686,15 @@ impl Config {
             format!("mode = {:?}\ndata_dir = {:?}\n\n", self.mode.as_str(), self.data_dir.display().to_string());
         out += &format!(
             "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\n\
-             first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\n",
+             first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\
+             write_timeout_secs = {}\n\n",
             self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")),
             self.http.limits.total,
             self.http.limits.per_ip,
             self.http.limits.first_request.as_secs(),
             self.http.limits.idle.as_secs(),
-            self.http.limits.body.as_secs()
+            self.http.limits.body.as_secs(),
+            self.http.limits.write.as_secs()
         );
         out += &format!("[tls]\nmode = {:?}\n", t.mode.as_str());
         if t.enabled() {
@@ -1155,6 +1160,16 @@ impl Config {
                 );
             }
         }
+        let limits = &self.http.limits;
+        if limits.per_ip.saturating_mul(crate::server::STALLING_ADDRESSES) >= limits.total {
+            out.push(format!(
+                "http.max_connections_per_ip = {} with max_connections = {}: {} addresses can hold every place \
+                 (stalled replies), and new payers are refused",
+                limits.per_ip,
+                limits.total,
+                limits.total.div_ceil(limits.per_ip)
+            ));
+        }
         if let Some(path) = path {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
@@ -1224,6 +1239,30 @@ mod tests {
         let e = error(LIVE, &[("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT", "yes")]);
         assert!(e.contains("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT") && e.contains("true or false"), "{e}");
         assert!(error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KY", "x")]).contains("PAYBRIDGE_WECHAT_MCH_KY"));
+    }
+
+    #[test]
+    fn connection_limits_have_keys_overrides_and_a_warning() {
+        let c = load(LIVE, &[]).unwrap();
+        assert_eq!(c.http.limits, ConnectionLimits::default());
+        assert_eq!(c.http.limits.write, Duration::from_secs(30));
+        assert!(!c.warnings(None).iter().any(|w| w.contains("max_connections_per_ip")), "defaults leave room");
+        let c = load(&LIVE.replace("[http]", "[http]\nwrite_timeout_secs = 7"), &[]).unwrap();
+        assert_eq!(c.http.limits.write, Duration::from_secs(7));
+        let c = load(LIVE, &[("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS", "9")]).unwrap();
+        assert_eq!(c.http.limits.write, Duration::from_secs(9));
+        assert!(c.describe().contains("write_timeout_secs = 9"));
+        let e = error(&LIVE.replace("[http]", "[http]\nwrite_timeout_secs = 0"), &[]);
+        assert!(e.contains("http.write_timeout_secs") && e.contains("1 to 3600"), "{e}");
+        let e = error(LIVE, &[("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS", "soon")]);
+        assert!(e.contains("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS") && e.contains("seconds"), "{e}");
+        // 256 per address (the old default) lets 8 addresses take all 2,048 places.
+        let c = load(LIVE, &[("PAYBRIDGE_HTTP_MAX_CONNECTIONS_PER_IP", "256")]).unwrap();
+        let warnings = c.warnings(None);
+        assert!(
+            warnings.iter().any(|w| w.contains("max_connections_per_ip = 256") && w.contains("8 addresses")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
