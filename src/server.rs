@@ -43,11 +43,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections a listener holds open, and for how long (`[http]`).
 ///
-/// SECURITY: the default caps leave room for strangers. 64 addresses at the
-/// per-address cap hold `64 × 16 = 1,024` of the 2,048 places, so `/healthz`
-/// and a new payer still get in while that many addresses stall their
-/// connections; an address needs no more than 16 (one HTTP/2 connection
-/// carries 64 requests at once).
+/// SECURITY: a few addresses must not be able to take every place, yet one
+/// address may rightly need many (WeChat Pay's notify servers, a platform's
+/// backend, a carrier NAT). So the last `reserved` places go only to
+/// addresses holding fewer than `reserved_per_ip` connections: however the
+/// other places are taken, 64 addresses hold at most
+/// `total - reserved + 64 × reserved_per_ip` (2,048 − 512 + 256 = 1,792 by
+/// default), and `/healthz` or a new payer still gets one of the other 256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// All clients together (`max_connections`); past it a new connection
@@ -55,6 +57,12 @@ pub struct ConnectionLimits {
     pub total: usize,
     /// One address (an IPv6 /64 counts as one; `max_connections_per_ip`).
     pub per_ip: usize,
+    /// The last places, kept for addresses that hold few connections
+    /// (`reserved_connections`).
+    pub reserved: usize,
+    /// An address holding this many connections gets no reserved place
+    /// (`reserved_connections_per_ip`).
+    pub reserved_per_ip: usize,
     /// How long a new connection (TLS handshake included) gets until its
     /// first request has arrived whole, whatever the protocol: silent
     /// sockets, half an HTTP/2 preface and unfinished HEADERS are all closed
@@ -74,15 +82,17 @@ pub struct ConnectionLimits {
     pub write: Duration,
 }
 
-/// How many addresses the default caps are sized for: that many addresses
-/// at `per_ip` connections each leave places for everyone else.
+/// How many addresses the default reserve is sized for: that many addresses
+/// take at most a quarter of it, `64 × 4` of 512 places.
 pub const STALLING_ADDRESSES: usize = 64;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             total: 2048,
-            per_ip: 16,
+            per_ip: 256,
+            reserved: 512,
+            reserved_per_ip: 4,
             first_request: Duration::from_secs(20),
             idle: Duration::from_secs(60),
             body: Duration::from_secs(20),
@@ -162,17 +172,19 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(permit) = admission.admit(peer.ip()) else {
-            // Closed before any work: a flood of sockets costs one accept each.
-            drop(stream);
-            let reason = if admission.total() >= limits.total { "connection_limit" } else { "connection_limit_per_ip" };
-            if let Some(m) = &metrics {
-                m.refused(reason);
+        let permit = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                // Closed before any work: a flood of sockets costs one accept each.
+                drop(stream);
+                if let Some(m) = &metrics {
+                    m.refused(reason);
+                }
+                if let Some(count) = refusals.event() {
+                    tracing::warn!(count, last_peer = %peer, reason, "connections refused (http.max_connections / max_connections_per_ip / reserved_connections)");
+                }
+                continue;
             }
-            if let Some(count) = refusals.event() {
-                tracing::warn!(count, last_peer = %peer, reason, "connections refused (http.max_connections / max_connections_per_ip)");
-            }
-            continue;
         };
         // Replies and TLS flights are small and complete: send them at once
         // instead of letting Nagle wait for the client's (delayed) ACK.
@@ -333,24 +345,33 @@ impl Admission {
         Admission { limits, open: std::sync::Mutex::new((0, HashMap::new())), metrics }
     }
 
-    fn total(&self) -> usize {
-        self.open.lock().expect("admission lock").0
-    }
-
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Permit> {
+    /// A place for a connection from `ip`, or the `paybridge_refused_total`
+    /// reason it gets none.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Permit, &'static str> {
         let key = PeerKey::of(ip);
         let mut open = self.open.lock().expect("admission lock");
         let (total, peers) = &mut *open;
         let mine = peers.get(&key).copied().unwrap_or(0);
-        if *total >= self.limits.total || mine >= self.limits.per_ip {
-            return None;
+        let limits = &self.limits;
+        if *total >= limits.total {
+            return Err("connection_limit");
+        }
+        if mine >= limits.per_ip {
+            return Err("connection_limit_per_ip");
+        }
+        // Every open place taken outside the reserve was taken while fewer
+        // than `total - reserved` were open, and an address holds at most
+        // `reserved_per_ip` places taken inside it: what N addresses can
+        // hold is bounded whatever order they connect in.
+        if *total >= limits.total.saturating_sub(limits.reserved) && mine >= limits.reserved_per_ip {
+            return Err("connection_limit_reserved");
         }
         *total += 1;
         peers.insert(key, mine + 1);
         if let Some(m) = &self.metrics {
             m.connections(1);
         }
-        Some(Permit { admission: self.clone(), key })
+        Ok(Permit { admission: self.clone(), key })
     }
 }
 
@@ -594,5 +615,68 @@ impl Activity {
             (true, true) => Err(Closed::Idle),
             (true, false) => Err(Closed::FirstRequest),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// Takes places for `addresses` in turn until none gets another: one
+    /// address at a time to its cap, or one place per address per round.
+    fn fill(admission: &Arc<Admission>, addresses: &[IpAddr], one_at_a_time: bool) -> Vec<Permit> {
+        let mut held = Vec::new();
+        loop {
+            let before = held.len();
+            for &ip in addresses {
+                while let Ok(permit) = admission.admit(ip) {
+                    held.push(permit);
+                    if !one_at_a_time {
+                        break;
+                    }
+                }
+            }
+            if held.len() == before {
+                return held;
+            }
+        }
+    }
+
+    #[test]
+    fn sixty_four_addresses_leave_reserved_places_in_any_order() {
+        let limits = ConnectionLimits::default();
+        let bound = limits.total - limits.reserved + STALLING_ADDRESSES * limits.reserved_per_ip;
+        assert!(bound <= limits.total - limits.reserved / 2, "the defaults leave half the reserve");
+        let attackers: Vec<IpAddr> = (0..STALLING_ADDRESSES).map(|i| IpAddr::from([10, 0, 0, i as u8])).collect();
+        for one_at_a_time in [true, false] {
+            let admission = Arc::new(Admission::new(limits, None));
+            let held = fill(&admission, &attackers, one_at_a_time);
+            assert!(held.len() >= limits.total - limits.reserved, "the open places are all taken: {}", held.len());
+            assert!(held.len() <= bound, "{} held (one at a time: {one_at_a_time})", held.len());
+            assert_eq!(admission.admit(attackers[STALLING_ADDRESSES - 1]).err(), Some("connection_limit_reserved"));
+            // Newcomers get reserved places, a few each, until none is left.
+            let newcomer = IpAddr::from([192, 0, 2, 1]);
+            let mine: Vec<_> = (0..limits.reserved_per_ip).map(|_| admission.admit(newcomer).unwrap()).collect();
+            assert_eq!(admission.admit(newcomer).err(), Some("connection_limit_reserved"));
+            let others: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([192, 0, 3, i])).collect();
+            let rest = fill(&admission, &others, true);
+            assert_eq!(held.len() + mine.len() + rest.len(), limits.total);
+            assert_eq!(admission.admit(IpAddr::from([192, 0, 4, 1])).err(), Some("connection_limit"));
+            drop(rest);
+            assert!(admission.admit(IpAddr::from([192, 0, 4, 1])).is_ok(), "places come back");
+        }
+    }
+
+    #[test]
+    fn the_per_address_cap_holds_below_the_reserve() {
+        let limits =
+            ConnectionLimits { total: 100, per_ip: 10, reserved: 20, reserved_per_ip: 2, ..Default::default() };
+        let admission = Arc::new(Admission::new(limits, None));
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let held: Vec<_> = (0..10).map(|_| admission.admit(ip).unwrap()).collect();
+        assert_eq!(admission.admit(ip).err(), Some("connection_limit_per_ip"));
+        drop(held);
+        assert!(admission.admit(ip).is_ok());
     }
 }

@@ -440,6 +440,8 @@ struct RawHttp {
     listen: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    reserved_connections: Option<usize>,
+    reserved_connections_per_ip: Option<usize>,
     first_request_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
@@ -457,6 +459,20 @@ impl RawHttp {
             n if (1..=total).contains(&n) => n,
             _ => return Err(invalid("http.max_connections_per_ip", "must be from 1 to http.max_connections")),
         };
+        // A quarter of the places by default, whatever max_connections is.
+        let reserved = match self.reserved_connections.unwrap_or(total / 4) {
+            n if n <= total => n,
+            _ => return Err(invalid("http.reserved_connections", "must be from 0 to http.max_connections")),
+        };
+        let reserved_per_ip = match self.reserved_connections_per_ip.unwrap_or(defaults.reserved_per_ip.min(per_ip)) {
+            n if (1..=per_ip).contains(&n) => n,
+            _ => {
+                return Err(invalid(
+                    "http.reserved_connections_per_ip",
+                    "must be from 1 to http.max_connections_per_ip",
+                ))
+            }
+        };
         let secs = |key: &str, value: Option<u64>, default: Duration| match value {
             None => Ok(default),
             Some(n @ 1..=3600) => Ok(Duration::from_secs(n)),
@@ -465,6 +481,8 @@ impl RawHttp {
         Ok(ConnectionLimits {
             total,
             per_ip,
+            reserved,
+            reserved_per_ip,
             first_request: secs(
                 "http.first_request_timeout_secs",
                 self.first_request_timeout_secs,
@@ -542,6 +560,12 @@ impl RawConfig {
             "HTTP_WRITE_TIMEOUT_SECS" => self.http.write_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_MAX_CONNECTIONS_PER_IP" => {
                 self.http.max_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "HTTP_RESERVED_CONNECTIONS" => {
+                self.http.reserved_connections = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "HTTP_RESERVED_CONNECTIONS_PER_IP" => {
+                self.http.reserved_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "WECHAT_APPID" => self.wechat.appid = Some(value),
             "WECHAT_APP_SECRET" => self.wechat.app_secret = Some(Secret::new(value)),
@@ -685,12 +709,15 @@ impl Config {
         let mut out =
             format!("mode = {:?}\ndata_dir = {:?}\n\n", self.mode.as_str(), self.data_dir.display().to_string());
         out += &format!(
-            "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\n\
+            "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\nreserved_connections = {}\n\
+             reserved_connections_per_ip = {}\n\
              first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\
              write_timeout_secs = {}\n\n",
             self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")),
             self.http.limits.total,
             self.http.limits.per_ip,
+            self.http.limits.reserved,
+            self.http.limits.reserved_per_ip,
             self.http.limits.first_request.as_secs(),
             self.http.limits.idle.as_secs(),
             self.http.limits.body.as_secs(),
@@ -1161,13 +1188,13 @@ impl Config {
             }
         }
         let limits = &self.http.limits;
-        if limits.per_ip.saturating_mul(crate::server::STALLING_ADDRESSES) >= limits.total {
+        if limits.reserved_per_ip.saturating_mul(crate::server::STALLING_ADDRESSES) >= limits.reserved {
             out.push(format!(
-                "http.max_connections_per_ip = {} with max_connections = {}: {} addresses can hold every place \
-                 (stalled replies), and new payers are refused",
-                limits.per_ip,
-                limits.total,
-                limits.total.div_ceil(limits.per_ip)
+                "http.reserved_connections = {} with reserved_connections_per_ip = {}: {} addresses holding their \
+                 connections can take every place, and new payers are refused",
+                limits.reserved,
+                limits.reserved_per_ip,
+                crate::server::STALLING_ADDRESSES
             ));
         }
         if let Some(path) = path {
@@ -1256,13 +1283,22 @@ mod tests {
         assert!(e.contains("http.write_timeout_secs") && e.contains("1 to 3600"), "{e}");
         let e = error(LIVE, &[("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS", "soon")]);
         assert!(e.contains("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS") && e.contains("seconds"), "{e}");
-        // 256 per address (the old default) lets 8 addresses take all 2,048 places.
-        let c = load(LIVE, &[("PAYBRIDGE_HTTP_MAX_CONNECTIONS_PER_IP", "256")]).unwrap();
+        assert!(c.describe().contains("reserved_connections = 512\nreserved_connections_per_ip = 4\n"));
+        let c = load(
+            LIVE,
+            &[("PAYBRIDGE_HTTP_MAX_CONNECTIONS", "400"), ("PAYBRIDGE_HTTP_RESERVED_CONNECTIONS_PER_IP", "2")],
+        )
+        .unwrap();
+        assert_eq!((c.http.limits.reserved, c.http.limits.reserved_per_ip), (100, 2), "a quarter by default");
+        let e = error(&LIVE.replace("[http]", "[http]\nmax_connections = 10\nreserved_connections = 11"), &[]);
+        assert!(e.contains("http.reserved_connections") && e.contains("0 to http.max_connections"), "{e}");
+        let e =
+            error(&LIVE.replace("[http]", "[http]\nmax_connections_per_ip = 3\nreserved_connections_per_ip = 4"), &[]);
+        assert!(e.contains("http.reserved_connections_per_ip"), "{e}");
+        // A reserve 64 addresses can fill protects nobody.
+        let c = load(LIVE, &[("PAYBRIDGE_HTTP_RESERVED_CONNECTIONS", "0")]).unwrap();
         let warnings = c.warnings(None);
-        assert!(
-            warnings.iter().any(|w| w.contains("max_connections_per_ip = 256") && w.contains("8 addresses")),
-            "{warnings:?}"
-        );
+        assert!(warnings.iter().any(|w| w.contains("http.reserved_connections = 0")), "{warnings:?}");
     }
 
     #[test]
