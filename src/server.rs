@@ -668,6 +668,42 @@ mod tests {
         }
     }
 
+    /// A flood of closed connections is one log line a minute per limit,
+    /// and every one of them is counted.
+    #[test]
+    fn closes_are_counted_each_and_logged_once_per_episode() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let (closes, metrics) = (Closes::default(), Metrics::default());
+        let peer: SocketAddr = "192.0.2.7:4242".parse().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            for closed in [Closed::WriteTimeout, Closed::Stalled, Closed::Idle, Closed::FirstRequest] {
+                for _ in 0..100 {
+                    closes.record(closed, peer, Some(&metrics));
+                }
+            }
+        });
+        for reason in ["write_timeout", "reply_stalled", "idle_timeout", "first_request_timeout"] {
+            assert_eq!(metrics.closed_count(reason), 100, "{reason}");
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("http.write_timeout_secs") && text.contains("http.idle_timeout_secs"), "{text}");
+        assert!(text.contains("last_peer=192.0.2.7:4242"), "{text}");
+    }
+
     #[test]
     fn the_per_address_cap_holds_below_the_reserve() {
         let limits =
