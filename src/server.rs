@@ -4,6 +4,11 @@
 //! warp 0.4 has no TLS of its own, so PayBridge runs its own accept loop; the
 //! TLS handshake happens in the connection's task, so a slow client never
 //! holds up the loop.
+//!
+//! A connection keeps its place only while it is used: each one has a
+//! watchdog (`Activity`) that closes it when its first request is late,
+//! when nothing is in progress, or when a reply is not written in time
+//! (a client can hold an HTTP/2 reply forever with a window of 0).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -83,7 +88,7 @@ pub struct ConnectionLimits {
 }
 
 /// How many addresses the default reserve is sized for: that many addresses
-/// take at most a quarter of it, `64 × 4` of 512 places.
+/// take at most half of it, `64 × 4` of 512 places.
 pub const STALLING_ADDRESSES: usize = 64;
 
 impl Default for ConnectionLimits {
