@@ -33,7 +33,9 @@ pub struct Metrics {
     bills: Mutex<BTreeMap<&'static str, u64>>,
     wechat: Mutex<BTreeMap<&'static str, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    closed: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// The route template of a request path, so labels stay few.
@@ -104,6 +106,31 @@ impl Metrics {
         self.refused.lock().expect("metrics lock").get(reason).copied().unwrap_or(0)
     }
 
+    /// Counts a connection the server closed by a limit (`write_timeout`,
+    /// `reply_stalled`, `idle_timeout`, `first_request_timeout`).
+    pub fn connection_closed(&self, reason: &'static str) {
+        *self.closed.lock().expect("metrics lock").entry(reason).or_default() += 1;
+    }
+
+    /// How many connections were closed for `reason`.
+    pub fn closed_count(&self, reason: &'static str) -> u64 {
+        self.closed.lock().expect("metrics lock").get(reason).copied().unwrap_or(0)
+    }
+
+    /// Tracks open connections (all listeners that have metrics).
+    pub fn connections(&self, delta: i64) {
+        if delta >= 0 {
+            self.connections.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.connections.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// Records how long a call to WeChat took.
     pub fn wechat_call(&self, api: &'static str, took: Duration) {
         let secs = took.as_secs_f64();
@@ -143,6 +170,14 @@ impl Metrics {
         out.push_str("# HELP paybridge_http_requests_in_flight Requests being served.\n");
         out.push_str("# TYPE paybridge_http_requests_in_flight gauge\n");
         let _ = writeln!(out, "paybridge_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str("# HELP paybridge_connections_open Connections open now.\n");
+        out.push_str("# TYPE paybridge_connections_open gauge\n");
+        let _ = writeln!(out, "paybridge_connections_open {}", self.connections.load(Ordering::Relaxed));
+        out.push_str("# HELP paybridge_connections_closed_total Connections the server closed by a limit.\n");
+        out.push_str("# TYPE paybridge_connections_closed_total counter\n");
+        for (reason, n) in self.closed.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "paybridge_connections_closed_total{{reason=\"{reason}\"}} {n}");
+        }
         out.push_str("# HELP paybridge_webhook_attempts_total Webhook attempts to platforms by result.\n");
         out.push_str("# TYPE paybridge_webhook_attempts_total counter\n");
         for (result, n) in self.webhooks.lock().expect("metrics lock").iter() {
@@ -264,6 +299,9 @@ mod tests {
         m.unified_order("prepaid");
         m.notify("PAID");
         m.refused("body_too_large");
+        m.connection_closed("write_timeout");
+        m.connections(2);
+        m.connections(-1);
         m.wechat_call("unifiedorder", Duration::from_millis(70));
         let text = m.render(4096, &[("PAID", 1)], Some(1_800_000_000));
         for line in [
@@ -271,6 +309,8 @@ mod tests {
             "paybridge_unified_orders_total{outcome=\"prepaid\"} 1",
             "paybridge_notifies_total{verdict=\"PAID\"} 1",
             "paybridge_refused_total{reason=\"body_too_large\"} 1",
+            "paybridge_connections_closed_total{reason=\"write_timeout\"} 1",
+            "paybridge_connections_open 1",
             "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.05\"} 0",
             "paybridge_wechat_request_duration_seconds_bucket{api=\"unifiedorder\",le=\"0.1\"} 1",
             "paybridge_wechat_request_duration_seconds_count{api=\"unifiedorder\"} 1",

@@ -4,12 +4,17 @@
 //! warp 0.4 has no TLS of its own, so PayBridge runs its own accept loop; the
 //! TLS handshake happens in the connection's task, so a slow client never
 //! holds up the loop.
+//!
+//! A connection keeps its place only while it is used: each one has a
+//! watchdog (`Activity`) that closes it when its first request is late,
+//! when nothing is in progress, or when a reply is not written in time
+//! (a client can hold an HTTP/2 reply forever with a window of 0).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,14 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many connections a listener holds open, and for how long (`[http]`).
+///
+/// SECURITY: a few addresses must not be able to take every place, yet one
+/// address may rightly need many (WeChat Pay's notify servers, a platform's
+/// backend, a carrier NAT). So the last `reserved` places go only to
+/// addresses holding fewer than `reserved_per_ip` connections: however the
+/// other places are taken, 64 addresses hold at most
+/// `total - reserved + 64 × reserved_per_ip` (2,048 − 512 + 256 = 1,792 by
+/// default), and `/healthz` or a new payer still gets one of the other 256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// All clients together (`max_connections`); past it a new connection
@@ -49,26 +62,46 @@ pub struct ConnectionLimits {
     pub total: usize,
     /// One address (an IPv6 /64 counts as one; `max_connections_per_ip`).
     pub per_ip: usize,
+    /// The last places, kept for addresses that hold few connections
+    /// (`reserved_connections`).
+    pub reserved: usize,
+    /// An address holding this many connections gets no reserved place
+    /// (`reserved_connections_per_ip`).
+    pub reserved_per_ip: usize,
     /// How long a new connection (TLS handshake included) gets until its
     /// first request has arrived whole, whatever the protocol: silent
     /// sockets, half an HTTP/2 preface and unfinished HEADERS are all closed
     /// after it (`first_request_timeout_secs`).
     pub first_request: Duration,
     /// How long a connection with no request in progress stays open,
-    /// HTTP/1.1 keep-alive and idle HTTP/2 alike (`idle_timeout_secs`).
+    /// HTTP/1.1 keep-alive and idle HTTP/2 alike; also how long a reply may
+    /// make no progress at all (an HTTP/2 window held at 0) before its
+    /// connection is closed (`idle_timeout_secs`).
     pub idle: Duration,
     /// How long a request body may take to arrive (`body_timeout_secs`).
     pub body: Duration,
+    /// How long a reply may take to be written, from the handler's answer
+    /// to its last byte handed to the connection; past it the connection is
+    /// closed, HTTP/2 streams that never get a window included
+    /// (`write_timeout_secs`).
+    pub write: Duration,
 }
+
+/// How many addresses the default reserve is sized for: that many addresses
+/// take at most half of it, `64 × 4` of 512 places.
+pub const STALLING_ADDRESSES: usize = 64;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             total: 2048,
             per_ip: 256,
+            reserved: 512,
+            reserved_per_ip: 4,
             first_request: Duration::from_secs(20),
             idle: Duration::from_secs(60),
             body: Duration::from_secs(20),
+            write: Duration::from_secs(30),
         }
     }
 }
@@ -122,9 +155,13 @@ async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(64)
+        // A reply in many chunks is pulled only this far ahead of what the
+        // client accepts (hyper's default is 400 KiB per stream).
+        .max_send_buf_size(64 * 1024)
         .max_header_list_size(64 * 1024);
-    let admission = Arc::new(Admission::new(limits));
+    let admission = Arc::new(Admission::new(limits, metrics.clone()));
     let refusals = Arc::new(crate::limit::Summary::new(Duration::from_secs(60)));
+    let closes = Arc::new(Closes::default());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -140,17 +177,19 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(permit) = admission.admit(peer.ip()) else {
-            // Closed before any work: a flood of sockets costs one accept each.
-            drop(stream);
-            let reason = if admission.total() >= limits.total { "connection_limit" } else { "connection_limit_per_ip" };
-            if let Some(m) = &metrics {
-                m.refused(reason);
+        let permit = match admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                // Closed before any work: a flood of sockets costs one accept each.
+                drop(stream);
+                if let Some(m) = &metrics {
+                    m.refused(reason);
+                }
+                if let Some(count) = refusals.event() {
+                    tracing::warn!(count, last_peer = %peer, reason, "connections refused (http.max_connections / max_connections_per_ip / reserved_connections)");
+                }
+                continue;
             }
-            if let Some(count) = refusals.event() {
-                tracing::warn!(count, last_peer = %peer, reason, "connections refused (http.max_connections / max_connections_per_ip)");
-            }
-            continue;
         };
         // Replies and TLS flights are small and complete: send them at once
         // instead of letting Nagle wait for the client's (delayed) ACK.
@@ -165,6 +204,7 @@ async fn serve(
             metrics: metrics.clone(),
         };
         let tls = tls.clone();
+        let (closes, metrics) = (closes.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let activity = Activity::new(limits);
@@ -174,9 +214,11 @@ async fn serve(
                     Some(acceptor) => connection.serve_tls(acceptor, stream, activity.clone()).await,
                 }
             };
+            // Dropping the connection closes its socket, whatever hyper was
+            // waiting for (a window that never opens, a client that never reads).
             tokio::select! {
                 () = served => {}
-                () = activity.idle() => {}
+                closed = activity.watch() => closes.record(closed, peer, metrics.as_deref()),
             }
         });
     }
@@ -265,8 +307,9 @@ where
                     None => tracing::debug!(target: "paybridge::access", %method, path, status, elapsed_ms, %peer),
                 }
                 // Busy until the reply's last byte is sent (a long CSV to a slow
-                // phone is not an idle connection).
-                Ok::<_, Infallible>(response.map(|body| Guarded { body, _busy: busy }))
+                // phone is not an idle connection), but only for so long.
+                let writing = busy.reply();
+                Ok::<_, Infallible>(response.map(|body| Guarded { body, writing, _busy: busy }))
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), per_request);
@@ -292,6 +335,8 @@ fn body_too_large(metrics: Option<&Metrics>, peer: SocketAddr, path: &str, decla
 struct Admission {
     limits: ConnectionLimits,
     open: std::sync::Mutex<(usize, HashMap<PeerKey, usize>)>,
+    /// Where the open-connections gauge is kept (`None` for the simulator).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One admitted connection; leaving gives its place back.
@@ -301,25 +346,37 @@ struct Permit {
 }
 
 impl Admission {
-    fn new(limits: ConnectionLimits) -> Admission {
-        Admission { limits, open: std::sync::Mutex::new((0, HashMap::new())) }
+    fn new(limits: ConnectionLimits, metrics: Option<Arc<Metrics>>) -> Admission {
+        Admission { limits, open: std::sync::Mutex::new((0, HashMap::new())), metrics }
     }
 
-    fn total(&self) -> usize {
-        self.open.lock().expect("admission lock").0
-    }
-
-    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Permit> {
+    /// A place for a connection from `ip`, or the `paybridge_refused_total`
+    /// reason it gets none.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Permit, &'static str> {
         let key = PeerKey::of(ip);
         let mut open = self.open.lock().expect("admission lock");
         let (total, peers) = &mut *open;
         let mine = peers.get(&key).copied().unwrap_or(0);
-        if *total >= self.limits.total || mine >= self.limits.per_ip {
-            return None;
+        let limits = &self.limits;
+        if *total >= limits.total {
+            return Err("connection_limit");
+        }
+        if mine >= limits.per_ip {
+            return Err("connection_limit_per_ip");
+        }
+        // Every open place taken outside the reserve was taken while fewer
+        // than `total - reserved` were open, and an address holds at most
+        // `reserved_per_ip` places taken inside it: what N addresses can
+        // hold is bounded whatever order they connect in.
+        if *total >= limits.total.saturating_sub(limits.reserved) && mine >= limits.reserved_per_ip {
+            return Err("connection_limit_reserved");
         }
         *total += 1;
         peers.insert(key, mine + 1);
-        Some(Permit { admission: self.clone(), key })
+        if let Some(m) = &self.metrics {
+            m.connections(1);
+        }
+        Ok(Permit { admission: self.clone(), key })
     }
 }
 
@@ -328,6 +385,9 @@ impl Drop for Permit {
         let mut open = self.admission.open.lock().expect("admission lock");
         let (total, peers) = &mut *open;
         *total -= 1;
+        if let Some(m) = &self.admission.metrics {
+            m.connections(-1);
+        }
         if let Some(n) = peers.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -337,9 +397,11 @@ impl Drop for Permit {
     }
 }
 
-/// A reply body that keeps its connection busy until it is dropped.
+/// A reply body that keeps its connection busy until it is dropped, and
+/// tells it when the reply moves.
 struct Guarded<B> {
     body: B,
+    writing: Writing,
     _busy: Busy,
 }
 
@@ -351,7 +413,13 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        // hyper asks for the next frame only once the last one found room
+        // (an HTTP/2 window, a free write buffer): a frame taken is progress.
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self.writing.0.moved();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -363,16 +431,89 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
     }
 }
 
-/// When a connection last did something, for closing idle ones.
+/// Why a connection's watchdog closed it (the `reason` of
+/// `paybridge_connections_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// No whole first request within `first_request_timeout_secs`.
+    FirstRequest,
+    /// Nothing in progress for `idle_timeout_secs`.
+    Idle,
+    /// Replies pending and none moved for `idle_timeout_secs`.
+    Stalled,
+    /// A reply not written within `write_timeout_secs`.
+    WriteTimeout,
+}
+
+impl Closed {
+    fn reason(self) -> &'static str {
+        match self {
+            Closed::FirstRequest => "first_request_timeout",
+            Closed::Idle => "idle_timeout",
+            Closed::Stalled => "reply_stalled",
+            Closed::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// Counts connections closed by a limit, with one log line a minute for the
+/// limits a working client never reaches (a flood of them is one episode).
+struct Closes {
+    stalled: crate::limit::Summary,
+    write: crate::limit::Summary,
+}
+
+impl Default for Closes {
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Closes { stalled: crate::limit::Summary::new(minute), write: crate::limit::Summary::new(minute) }
+    }
+}
+
+impl Closes {
+    fn record(&self, closed: Closed, peer: SocketAddr, metrics: Option<&Metrics>) {
+        if let Some(m) = metrics {
+            m.connection_closed(closed.reason());
+        }
+        // Idle keep-alives and slow first requests are everyday events: counted only.
+        let (summary, key) = match closed {
+            Closed::Stalled => (&self.stalled, "http.idle_timeout_secs"),
+            Closed::WriteTimeout => (&self.write, "http.write_timeout_secs"),
+            Closed::FirstRequest | Closed::Idle => return,
+        };
+        if let Some(count) = summary.event() {
+            tracing::warn!(count, last_peer = %peer, reason = closed.reason(), "connections closed: a reply was not written in time ({key})");
+        }
+    }
+}
+
+/// What a connection is doing, for closing it when it does nothing useful:
+/// no request in time, nothing in progress, or a reply that does not move.
 struct Activity {
     limits: ConnectionLimits,
     opened: Instant,
-    /// Requests in progress.
-    busy: AtomicUsize,
+    state: std::sync::Mutex<State>,
+    /// When a reply last moved (ms since `opened`); an atomic because every
+    /// frame of every reply sets it.
+    moved: AtomicU64,
+    /// Wakes the watchdog when a reply begins or a request ends, so it never
+    /// sleeps past a deadline it has not seen yet.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests in progress, from their headers to their reply's last byte.
+    busy: usize,
     /// Whether a request has arrived yet.
-    served: AtomicBool,
-    /// When the last request ended (ms since `opened`).
-    last: AtomicU64,
+    served: bool,
+    /// When the last request ended (since `opened`).
+    last: Duration,
+    /// Replies being written: when each began, by a number that grows, so
+    /// the first entry is the oldest.
+    writing: BTreeMap<u64, Instant>,
+    /// The number of the next reply.
+    next: u64,
 }
 
 /// A request in progress on a connection.
@@ -380,8 +521,35 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.last.store(self.0.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        let mut state = self.0.state.lock().expect("activity lock");
+        state.last = self.0.opened.elapsed();
+        state.busy -= 1;
+        drop(state);
+        self.0.changed.notify_one();
+    }
+}
+
+impl Busy {
+    /// The request has its reply: from now on it has `write` to be sent.
+    fn reply(&self) -> Writing {
+        let activity = &self.0;
+        let mut state = activity.state.lock().expect("activity lock");
+        let number = state.next;
+        state.next += 1;
+        state.writing.insert(number, Instant::now());
+        drop(state);
+        activity.moved();
+        activity.changed.notify_one();
+        Writing(activity.clone(), number)
+    }
+}
+
+/// A reply being written; its deadline ends when it is dropped.
+struct Writing(Arc<Activity>, u64);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("activity lock").writing.remove(&self.1);
     }
 }
 
@@ -390,34 +558,166 @@ impl Activity {
         Arc::new(Activity {
             limits,
             opened: Instant::now(),
-            busy: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            last: AtomicU64::new(0),
+            state: std::sync::Mutex::new(State::default()),
+            moved: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        self.served.store(true, Ordering::Relaxed);
+        let mut state = self.state.lock().expect("activity lock");
+        state.busy += 1;
+        state.served = true;
         Busy(self.clone())
     }
 
-    /// Resolves once the connection has been idle too long: no first
-    /// request in time, or none in progress for the idle timeout.
-    async fn idle(&self) {
+    fn moved(&self) {
+        self.moved.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection must be closed, with why.
+    async fn watch(&self) -> Closed {
         loop {
-            let limit = if self.served.load(Ordering::Relaxed) { self.limits.idle } else { self.limits.first_request };
-            if self.busy.load(Ordering::Relaxed) > 0 {
-                // A request in progress: it ends no sooner than a whole period from now.
-                tokio::time::sleep(limit).await;
-                continue;
+            let changed = self.changed.notified();
+            let wake = match self.check(Instant::now()) {
+                Ok(wake) => wake,
+                Err(closed) => return closed,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                () = changed => {}
             }
-            let idle_since = Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let deadline = self.opened + idle_since + limit;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
         }
+    }
+
+    /// `Err` if the connection is past a deadline, else when to look again.
+    fn check(&self, now: Instant) -> Result<Instant, Closed> {
+        let state = self.state.lock().expect("activity lock");
+        if let Some((_, &began)) = state.writing.first_key_value() {
+            // SECURITY: a client can hold a reply forever (an HTTP/2 window
+            // of 0, pings answered): the connection would count as busy and
+            // no idle timeout would ever close it.
+            let written_by = began + self.limits.write;
+            let moved = self.opened + Duration::from_millis(self.moved.load(Ordering::Relaxed));
+            let moving_by = moved + self.limits.idle;
+            return if now >= written_by {
+                Err(Closed::WriteTimeout)
+            } else if now >= moving_by {
+                Err(Closed::Stalled)
+            } else {
+                Ok(written_by.min(moving_by))
+            };
+        }
+        let limit = if state.served { self.limits.idle } else { self.limits.first_request };
+        if state.busy > 0 {
+            // A handler at work has bounds of its own (body_timeout_secs, the
+            // WeChat timeout); its reply or its end wakes the watchdog.
+            return Ok(now + limit);
+        }
+        let deadline = self.opened + state.last + limit;
+        match (now >= deadline, state.served) {
+            (false, _) => Ok(deadline),
+            (true, true) => Err(Closed::Idle),
+            (true, false) => Err(Closed::FirstRequest),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// Takes places for `addresses` in turn until none gets another: one
+    /// address at a time to its cap, or one place per address per round.
+    fn fill(admission: &Arc<Admission>, addresses: &[IpAddr], one_at_a_time: bool) -> Vec<Permit> {
+        let mut held = Vec::new();
+        loop {
+            let before = held.len();
+            for &ip in addresses {
+                while let Ok(permit) = admission.admit(ip) {
+                    held.push(permit);
+                    if !one_at_a_time {
+                        break;
+                    }
+                }
+            }
+            if held.len() == before {
+                return held;
+            }
+        }
+    }
+
+    #[test]
+    fn sixty_four_addresses_leave_reserved_places_in_any_order() {
+        let limits = ConnectionLimits::default();
+        let bound = limits.total - limits.reserved + STALLING_ADDRESSES * limits.reserved_per_ip;
+        assert!(bound <= limits.total - limits.reserved / 2, "the defaults leave half the reserve");
+        let attackers: Vec<IpAddr> = (0..STALLING_ADDRESSES).map(|i| IpAddr::from([10, 0, 0, i as u8])).collect();
+        for one_at_a_time in [true, false] {
+            let admission = Arc::new(Admission::new(limits, None));
+            let held = fill(&admission, &attackers, one_at_a_time);
+            assert!(held.len() >= limits.total - limits.reserved, "the open places are all taken: {}", held.len());
+            assert!(held.len() <= bound, "{} held (one at a time: {one_at_a_time})", held.len());
+            assert_eq!(admission.admit(attackers[STALLING_ADDRESSES - 1]).err(), Some("connection_limit_reserved"));
+            // Newcomers get reserved places, a few each, until none is left.
+            let newcomer = IpAddr::from([192, 0, 2, 1]);
+            let mine: Vec<_> = (0..limits.reserved_per_ip).map(|_| admission.admit(newcomer).unwrap()).collect();
+            assert_eq!(admission.admit(newcomer).err(), Some("connection_limit_reserved"));
+            let others: Vec<IpAddr> = (0..=255u8).map(|i| IpAddr::from([192, 0, 3, i])).collect();
+            let rest = fill(&admission, &others, true);
+            assert_eq!(held.len() + mine.len() + rest.len(), limits.total);
+            assert_eq!(admission.admit(IpAddr::from([192, 0, 4, 1])).err(), Some("connection_limit"));
+            drop(rest);
+            assert!(admission.admit(IpAddr::from([192, 0, 4, 1])).is_ok(), "places come back");
+        }
+    }
+
+    /// A flood of closed connections is one log line a minute per limit,
+    /// and every one of them is counted.
+    #[test]
+    fn closes_are_counted_each_and_logged_once_per_episode() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let (closes, metrics) = (Closes::default(), Metrics::default());
+        let peer: SocketAddr = "192.0.2.7:4242".parse().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            for closed in [Closed::WriteTimeout, Closed::Stalled, Closed::Idle, Closed::FirstRequest] {
+                for _ in 0..100 {
+                    closes.record(closed, peer, Some(&metrics));
+                }
+            }
+        });
+        for reason in ["write_timeout", "reply_stalled", "idle_timeout", "first_request_timeout"] {
+            assert_eq!(metrics.closed_count(reason), 100, "{reason}");
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("http.write_timeout_secs") && text.contains("http.idle_timeout_secs"), "{text}");
+        assert!(text.contains("last_peer=192.0.2.7:4242"), "{text}");
+    }
+
+    #[test]
+    fn the_per_address_cap_holds_below_the_reserve() {
+        let limits =
+            ConnectionLimits { total: 100, per_ip: 10, reserved: 20, reserved_per_ip: 2, ..Default::default() };
+        let admission = Arc::new(Admission::new(limits, None));
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let held: Vec<_> = (0..10).map(|_| admission.admit(ip).unwrap()).collect();
+        assert_eq!(admission.admit(ip).err(), Some("connection_limit_per_ip"));
+        drop(held);
+        assert!(admission.admit(ip).is_ok());
     }
 }

@@ -244,12 +244,16 @@ async fn slowloris_from_one_address_does_not_starve_another() {
     env.stop().await;
 }
 
-/// The overall cap holds too, whoever connects.
+/// The overall cap holds too, whoever connects (no reserve here: the
+/// reserve is tests/stalling.rs's).
 #[tokio::test]
 async fn the_overall_connection_cap_closes_the_excess() {
     let _serial = serial().await;
-    let env =
-        Env::start(Opts { http_extra: "max_connections = 20\nmax_connections_per_ip = 20", ..Opts::default() }).await;
+    let env = Env::start(Opts {
+        http_extra: "max_connections = 20\nmax_connections_per_ip = 20\nreserved_connections = 0",
+        ..Opts::default()
+    })
+    .await;
     let mut held = Vec::new();
     for i in 0..40 {
         if let Ok(s) = connect_from(&format!("127.0.0.{}", 10 + i % 4), env.app.addr).await {

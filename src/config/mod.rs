@@ -440,9 +440,12 @@ struct RawHttp {
     listen: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    reserved_connections: Option<usize>,
+    reserved_connections_per_ip: Option<usize>,
     first_request_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
 }
 
 impl RawHttp {
@@ -456,6 +459,20 @@ impl RawHttp {
             n if (1..=total).contains(&n) => n,
             _ => return Err(invalid("http.max_connections_per_ip", "must be from 1 to http.max_connections")),
         };
+        // A quarter of the places by default, whatever max_connections is.
+        let reserved = match self.reserved_connections.unwrap_or(total / 4) {
+            n if n <= total => n,
+            _ => return Err(invalid("http.reserved_connections", "must be from 0 to http.max_connections")),
+        };
+        let reserved_per_ip = match self.reserved_connections_per_ip.unwrap_or(defaults.reserved_per_ip.min(per_ip)) {
+            n if (1..=per_ip).contains(&n) => n,
+            _ => {
+                return Err(invalid(
+                    "http.reserved_connections_per_ip",
+                    "must be from 1 to http.max_connections_per_ip",
+                ))
+            }
+        };
         let secs = |key: &str, value: Option<u64>, default: Duration| match value {
             None => Ok(default),
             Some(n @ 1..=3600) => Ok(Duration::from_secs(n)),
@@ -464,6 +481,8 @@ impl RawHttp {
         Ok(ConnectionLimits {
             total,
             per_ip,
+            reserved,
+            reserved_per_ip,
             first_request: secs(
                 "http.first_request_timeout_secs",
                 self.first_request_timeout_secs,
@@ -471,6 +490,7 @@ impl RawHttp {
             )?,
             idle: secs("http.idle_timeout_secs", self.idle_timeout_secs, defaults.idle)?,
             body: secs("http.body_timeout_secs", self.body_timeout_secs, defaults.body)?,
+            write: secs("http.write_timeout_secs", self.write_timeout_secs, defaults.write)?,
         })
     }
 }
@@ -537,8 +557,15 @@ impl RawConfig {
             }
             "HTTP_BODY_TIMEOUT_SECS" => self.http.body_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
+            "HTTP_WRITE_TIMEOUT_SECS" => self.http.write_timeout_secs = Some(parsed(&var, &value, "expected seconds")?),
             "HTTP_MAX_CONNECTIONS_PER_IP" => {
                 self.http.max_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "HTTP_RESERVED_CONNECTIONS" => {
+                self.http.reserved_connections = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "HTTP_RESERVED_CONNECTIONS_PER_IP" => {
+                self.http.reserved_connections_per_ip = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "WECHAT_APPID" => self.wechat.appid = Some(value),
             "WECHAT_APP_SECRET" => self.wechat.app_secret = Some(Secret::new(value)),
@@ -682,14 +709,19 @@ impl Config {
         let mut out =
             format!("mode = {:?}\ndata_dir = {:?}\n\n", self.mode.as_str(), self.data_dir.display().to_string());
         out += &format!(
-            "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\n\
-             first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\n",
+            "[http]\nlisten = {}\nmax_connections = {}\nmax_connections_per_ip = {}\nreserved_connections = {}\n\
+             reserved_connections_per_ip = {}\n\
+             first_request_timeout_secs = {}\nidle_timeout_secs = {}\nbody_timeout_secs = {}\n\
+             write_timeout_secs = {}\n\n",
             self.http.listen.map_or("\"off\"".to_owned(), |a| format!("\"{a}\"")),
             self.http.limits.total,
             self.http.limits.per_ip,
+            self.http.limits.reserved,
+            self.http.limits.reserved_per_ip,
             self.http.limits.first_request.as_secs(),
             self.http.limits.idle.as_secs(),
-            self.http.limits.body.as_secs()
+            self.http.limits.body.as_secs(),
+            self.http.limits.write.as_secs()
         );
         out += &format!("[tls]\nmode = {:?}\n", t.mode.as_str());
         if t.enabled() {
@@ -1155,6 +1187,16 @@ impl Config {
                 );
             }
         }
+        let limits = &self.http.limits;
+        if limits.reserved_per_ip.saturating_mul(crate::server::STALLING_ADDRESSES) >= limits.reserved {
+            out.push(format!(
+                "http.reserved_connections = {} with reserved_connections_per_ip = {}: {} addresses holding their \
+                 connections can take every place, and new payers are refused",
+                limits.reserved,
+                limits.reserved_per_ip,
+                crate::server::STALLING_ADDRESSES
+            ));
+        }
         if let Some(path) = path {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(path) {
@@ -1224,6 +1266,39 @@ mod tests {
         let e = error(LIVE, &[("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT", "yes")]);
         assert!(e.contains("PAYBRIDGE_ORDERS_ACCEPT_CLIENT_AMOUNT") && e.contains("true or false"), "{e}");
         assert!(error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KY", "x")]).contains("PAYBRIDGE_WECHAT_MCH_KY"));
+    }
+
+    #[test]
+    fn connection_limits_have_keys_overrides_and_a_warning() {
+        let c = load(LIVE, &[]).unwrap();
+        assert_eq!(c.http.limits, ConnectionLimits::default());
+        assert_eq!(c.http.limits.write, Duration::from_secs(30));
+        assert!(!c.warnings(None).iter().any(|w| w.contains("max_connections_per_ip")), "defaults leave room");
+        let c = load(&LIVE.replace("[http]", "[http]\nwrite_timeout_secs = 7"), &[]).unwrap();
+        assert_eq!(c.http.limits.write, Duration::from_secs(7));
+        let c = load(LIVE, &[("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS", "9")]).unwrap();
+        assert_eq!(c.http.limits.write, Duration::from_secs(9));
+        assert!(c.describe().contains("write_timeout_secs = 9"));
+        let e = error(&LIVE.replace("[http]", "[http]\nwrite_timeout_secs = 0"), &[]);
+        assert!(e.contains("http.write_timeout_secs") && e.contains("1 to 3600"), "{e}");
+        let e = error(LIVE, &[("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS", "soon")]);
+        assert!(e.contains("PAYBRIDGE_HTTP_WRITE_TIMEOUT_SECS") && e.contains("seconds"), "{e}");
+        assert!(c.describe().contains("reserved_connections = 512\nreserved_connections_per_ip = 4\n"));
+        let c = load(
+            LIVE,
+            &[("PAYBRIDGE_HTTP_MAX_CONNECTIONS", "400"), ("PAYBRIDGE_HTTP_RESERVED_CONNECTIONS_PER_IP", "2")],
+        )
+        .unwrap();
+        assert_eq!((c.http.limits.reserved, c.http.limits.reserved_per_ip), (100, 2), "a quarter by default");
+        let e = error(&LIVE.replace("[http]", "[http]\nmax_connections = 10\nreserved_connections = 11"), &[]);
+        assert!(e.contains("http.reserved_connections") && e.contains("0 to http.max_connections"), "{e}");
+        let e =
+            error(&LIVE.replace("[http]", "[http]\nmax_connections_per_ip = 3\nreserved_connections_per_ip = 4"), &[]);
+        assert!(e.contains("http.reserved_connections_per_ip"), "{e}");
+        // A reserve 64 addresses can fill protects nobody.
+        let c = load(LIVE, &[("PAYBRIDGE_HTTP_RESERVED_CONNECTIONS", "0")]).unwrap();
+        let warnings = c.warnings(None);
+        assert!(warnings.iter().any(|w| w.contains("http.reserved_connections = 0")), "{warnings:?}");
     }
 
     #[test]
