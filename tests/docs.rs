@@ -122,7 +122,9 @@ fn anchors_follow_githubs_rule() {
     let page = "# T\n## An order's life\n## `GET /pay/openid?code=CODE`\n## Admin API (`/admin/api/…`)\n\
                 ```sh\n# not a heading\n```\n## The daily bill (对账)\n## Errors\n### Errors\n";
     let found = anchors(page);
-    for anchor in ["an-orders-life", "get-payopenidcodecode", "admin-api-adminapi", "the-daily-bill-对账", "errors", "errors-1"] {
+    for anchor in
+        ["an-orders-life", "get-payopenidcodecode", "admin-api-adminapi", "the-daily-bill-对账", "errors", "errors-1"]
+    {
         assert!(found.contains(anchor), "{anchor} not in {found:?}");
     }
     assert!(!found.contains("not-a-heading"), "a comment in a code block is no heading");

@@ -93,8 +93,7 @@ fn run_worked_example(name: &str) -> Vec<String> {
     let marker = format!("**Worked example: {name}**");
     let example = manual.split(&marker).nth(1).unwrap_or_else(|| panic!("{marker} is not in {MANUAL}"));
     let script = example.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
-    let expected: Vec<String> =
-        script.lines().filter_map(|l| l.strip_prefix("# => ")).map(str::to_owned).collect();
+    let expected: Vec<String> = script.lines().filter_map(|l| l.strip_prefix("# => ")).map(str::to_owned).collect();
     assert!(!expected.is_empty(), "{marker}: no `# => ` line to check: {script}");
     let out = std::process::Command::new("bash").args(["-c", script]).output().unwrap();
     assert!(out.status.success(), "{marker}: {}", String::from_utf8_lossy(&out.stderr));
