@@ -214,3 +214,67 @@ fn the_manuals_result_example_is_what_paybridge_signs() {
     let other_key = paybridge::secret::Secret::new("another-key-another-key-another-key");
     assert_eq!(token::verify_result(&other_key, &signed), None, "another key's check fails");
 }
+
+/// What platform-a.md promises A's developer beyond the worked examples,
+/// against a running PayBridge: a token nobody used is revoked by taking its
+/// `orderId` and closing that order; a repeated create with another
+/// `expiresIn` keeps the first expiry; an unknown field is `INVALID_JSON`;
+/// the change feed's items carry `change` and its `limit` stops at 200.
+#[tokio::test]
+async fn the_manuals_platform_promises_hold_against_a_running_paybridge() {
+    use paybridge::platform::token::{self, TokenClaims};
+    use serde_json::json;
+    let extra = platform_a::platform_toml(platform_a::PLATFORM, platform_a::KEY, "http://127.0.0.1:9/unused");
+    let env = Env::start(Opts { accept_client_amount: false, extra, ..Opts::default() }).await;
+    let a = platform_a::Backend::new(&env.base);
+    let openid = env.openid("manual").await;
+
+    // Revoking an unused token: create its order by the API with the same
+    // fields, close it; the token then names a closed order.
+    let claims = TokenClaims {
+        platform: platform_a::PLATFORM.into(),
+        order_id: "A-REVOKE-1".into(),
+        amount: 990,
+        description: "Ticket".into(),
+        attach: "seat 12".into(),
+        expires_at: platform_a::now_secs() + 3600,
+        nonce: platform_a::nonce(),
+    };
+    let signed = token::sign(&paybridge::secret::Secret::new(platform_a::KEY), &claims);
+    let body = json!({ "orderId": "A-REVOKE-1", "amount": 990, "description": "Ticket", "attach": "seat 12" });
+    let (status, created) = a.call("POST", "/platform/v1/orders", body.to_string().as_bytes()).await;
+    assert_eq!(status, 201, "{created}");
+    let no = created["outTradeNo"].as_str().unwrap();
+    let (status, closed) = a.call("POST", &format!("/platform/v1/orders/{no}/close"), b"").await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("CLOSED")), "{closed}");
+    let (status, refused) = env.post_json("/pay/unifiedOrder", &json!({ "token": signed, "openid": openid })).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("ORDER_CLOSED")), "{refused}");
+
+    // A repeat with another expiresIn: the same order, its first expiry.
+    let first = json!({ "orderId": "A-EXPIRY-1", "amount": 100, "description": "Coffee", "expiresIn": 600 });
+    let (status, made) = a.call("POST", "/platform/v1/orders", first.to_string().as_bytes()).await;
+    assert_eq!(status, 201, "{made}");
+    let again = json!({ "orderId": "A-EXPIRY-1", "amount": 100, "description": "Coffee", "expiresIn": 3600 });
+    let (status, repeated) = a.call("POST", "/platform/v1/orders", again.to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{repeated}");
+    assert_eq!(
+        (repeated["outTradeNo"].clone(), repeated["expiresAt"].clone()),
+        (made["outTradeNo"].clone(), made["expiresAt"].clone())
+    );
+    assert!(made["expiresAt"].as_str().unwrap().ends_with('Z'), "RFC 3339 in orders: {made}");
+
+    // A misspelt field is refused, not defaulted.
+    let misspelt = json!({ "orderId": "A-SPELL-1", "amount": 100, "description": "Coffee", "expires_in": 600 });
+    let (status, refused) = a.call("POST", "/platform/v1/orders", misspelt.to_string().as_bytes()).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("INVALID_JSON")), "{refused}");
+
+    // The change feed: defaults, each item's cursor, the page limit.
+    let (status, feed) = a.call("GET", "/platform/v1/changes", b"").await;
+    assert_eq!(status, 200, "{feed}");
+    let items = feed["items"].as_array().unwrap();
+    assert!(items.len() >= 3 && items.iter().all(|i| i["change"].is_string()), "{feed}");
+    assert_eq!(feed["next"], items.last().unwrap()["change"], "{feed}");
+    let (status, refused) = a.call("GET", "/platform/v1/changes?after=0&limit=201", b"").await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("INVALID_REQUEST")), "{refused}");
+    env.stop().await;
+}
