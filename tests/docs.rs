@@ -206,3 +206,36 @@ fn the_config_references_environment_variables_are_the_ones_paybridge_reads() {
         }
     }
 }
+
+/// The walkthrough shown in the sandbox page is what `paybridge sandbox`
+/// prints (for the addresses, login code, order number, password and paths
+/// the page shows), so the page cannot drift from the banner that
+/// `tests/binary.rs` pastes into a shell.
+#[test]
+fn the_sandbox_pages_walkthrough_is_what_the_sandbox_prints() {
+    let page = std::fs::read_to_string(root().join("static/docs/sandbox.md")).unwrap();
+    let shown = page.split("## The walkthrough").nth(1).unwrap().split("```text\n").nth(1).unwrap();
+    let shown = shown.split("```").next().unwrap();
+    let printed = paybridge::sandbox::walkthrough(
+        "127.0.0.1:8080".parse().unwrap(),
+        "127.0.0.1:8081".parse().unwrap(),
+        "demo-SYYvNQOk",
+        "DEMO1796602237",
+        "v2",
+        Some("hT3kPq9ZxV2mWc7L"),
+        Path::new("/home/you/paybridge/paybridge-sandbox-data"),
+    );
+    // What differs from one run to the next: the binary's path and the day.
+    let exe = std::env::current_exe().unwrap();
+    let today = paybridge::store::day_string(paybridge::store::beijing_day(paybridge::pay::now_ms()));
+    let printed = printed
+        .replace(&format!("'{}'", exe.display()), "'/home/you/paybridge/target/release/paybridge'")
+        .replace(&today, "2026-12-07");
+    assert!(
+        shown.starts_with(printed.trim()),
+        "static/docs/sandbox.md shows another walkthrough than the sandbox prints:\n{}",
+        printed.trim()
+    );
+    // The lines the CLI prints after it, as the page shows them.
+    assert!(shown.contains("Admin page: http://127.0.0.1:8080/admin  (SANDBOX password: hT3kPq9ZxV2mWc7L)"));
+}
