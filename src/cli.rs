@@ -467,7 +467,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
             let code = format!("demo-{}", &crate::wechat::nonce_str()[..8]);
             let api = running.config.wechat.api.version();
-            println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &format!("DEMO{stamp}"), api));
+            let (password, data) = (running.sandbox_admin_password.as_deref(), &running.config.data_dir);
+            let no = format!("DEMO{stamp}");
+            println!("{}", crate::sandbox::walkthrough(running.addr, sim.addr, &code, &no, api, password, data));
             if let Some(password) = &running.sandbox_admin_password {
                 println!("Admin page: {base}/admin  (SANDBOX password: {password})\n");
             }

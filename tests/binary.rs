@@ -56,7 +56,8 @@ async fn walkthrough(api: &str) {
         let mut out = Vec::new();
         let mut current = String::new();
         for line in banner.lines().map(str::trim) {
-            let command = ["curl", "OPENID=", "KEY=", "SIG=", "NO="].iter().any(|p| line.starts_with(p));
+            let command = ["curl", "OPENID=", "KEY=", "SIG=", "NO=", "JAR="].iter().any(|p| line.starts_with(p))
+                || line.contains(" reconcile --data-dir ");
             if command || !current.is_empty() {
                 current.push_str(line.trim_end_matches('\\'));
                 current.push(' ');
@@ -67,7 +68,7 @@ async fn walkthrough(api: &str) {
         }
         out
     };
-    assert_eq!(commands.len(), 9, "{commands:?}");
+    assert_eq!(commands.len(), 12, "{commands:?}");
     assert!(!banner.contains("<openid"), "nothing to fill in by hand: {banner}");
     let shell = |script: String| {
         let out = Command::new("sh").args(["-c", &format!("set -e\n{script}")]).output().unwrap();
@@ -98,7 +99,7 @@ async fn walkthrough(api: &str) {
 
     // Steps 5 to 7: platform A signs an order with openssl, B pays it, A's
     // demo receiver verifies the webhook. Pasted in the same shell as step 1.
-    let platform = shell(format!("OPENID={openid}\n{}", commands[4..].join("\n")));
+    let platform = shell(format!("OPENID={openid}\n{}", commands[4..9].join("\n")));
     let no = platform.lines().next().unwrap_or_default().to_owned();
     assert!(no.starts_with("PB") && no.len() == 26, "{platform}");
     let receipt = proc.log_line("SANDBOX demo platform A: signature verified, order.paid").await;
@@ -118,19 +119,32 @@ async fn walkthrough(api: &str) {
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.headers()["x-paybridge-mode"], "SANDBOX");
 
-    // `paybridge reconcile` through the running sandbox's control socket
-    // (its simulator makes today's bill at once): the two payments match.
+    // Steps 8 and 9: sign in to the admin page with the printed password
+    // and refund part of A's order, in one shell as printed.
+    let refunded = shell(format!("NO={no}\n{}", commands[9..11].join("\n")));
+    let (csrf, refund) = refunded.split_once('\n').unwrap();
+    assert_eq!(csrf.len(), 64, "step 8 prints the session's CSRF token: {refunded}");
+    let refund: Value = serde_json::from_str(refund).unwrap_or_else(|e| panic!("{e}: {refunded}"));
+    assert_eq!((refund["amount"].as_u64(), refund["outTradeNo"].as_str()), (Some(500), Some(no.as_str())), "{refund}");
+    // Step 9's promise: the simulator ends it, demo platform A is told.
+    let told = proc.log_line("SANDBOX demo platform A: signature verified, order.refunded").await;
+    assert!(told.contains(&no), "{told}");
+
+    // Step 10, `reconcile` through the running sandbox's control socket with
+    // the binary's path as printed: the two payments and the refund match,
+    // and it prints what step 10 says it prints.
     let today = paybridge::store::day_string(paybridge::store::beijing_day(paybridge::pay::now_ms()));
+    let expected = format!("{today}: MATCHED (2 payments, ¥19.91; 1 refunds, ¥5.00)");
+    assert!(banner.contains(&format!("prints \"{expected}\"")), "{banner}");
+    assert!(commands[11].contains(env!("CARGO_BIN_EXE_paybridge")), "{}", commands[11]);
+    let printed = shell(commands[11].clone());
+    assert_eq!(printed.trim(), expected);
     let reconcile = |date: &str| {
         Command::new(env!("CARGO_BIN_EXE_paybridge"))
             .args(["reconcile", "--data-dir", data.to_str().unwrap(), "--date", date])
             .output()
             .unwrap()
     };
-    let out = reconcile(&today);
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{printed} {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(printed.trim(), format!("{today}: MATCHED (2 payments, ¥19.91; 0 refunds, ¥0.00)"));
     let out = reconcile("2026-02-30");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"2026-02-30\" is not a date (YYYY-MM-DD)"));
@@ -142,7 +156,7 @@ async fn walkthrough(api: &str) {
     let orders = store.list_orders(&OrderFilter::default(), None, 10).unwrap().items;
     assert!(orders.iter().all(|o| o.sandbox) && orders.len() == 3, "the demo orders and the refused one");
     let paid = orders.iter().find(|o| o.out_trade_no.starts_with("PB")).unwrap();
-    assert_eq!((paid.status, paid.total_fee), (paybridge::store::OrderStatus::Paid, 1990));
+    assert_eq!((paid.status, paid.total_fee), (paybridge::store::OrderStatus::PartiallyRefunded, 1990));
 }
 
 #[tokio::test]

@@ -195,8 +195,33 @@ fn control_error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The walkthrough printed when the sandbox starts: an order by product,
-/// then the platform flow A → B → A with the demo platform.
-pub fn walkthrough(paybridge: SocketAddr, simulator: SocketAddr, code: &str, out_trade_no: &str, api: &str) -> String {
+/// the platform flow A → B → A with the demo platform, then what the merchant
+/// does afterwards: the admin page (with `admin_password`, the one the
+/// sandbox made up, if it did), a refund, and the day's reconciliation of the
+/// data in `data_dir`. Every command works as pasted (`tests/binary.rs`
+/// pastes them), so the reconcile command names this very binary by its
+/// path: after `cargo run` there is no `paybridge` on the PATH.
+pub fn walkthrough(
+    paybridge: SocketAddr,
+    simulator: SocketAddr,
+    code: &str,
+    out_trade_no: &str,
+    api: &str,
+    admin_password: Option<&str>,
+    data_dir: &std::path::Path,
+) -> String {
+    let binary = std::env::current_exe().map_or_else(|_| "cargo run --release --".to_owned(), |p| sh_quote(&p));
+    // Absolute, so the command also works from another directory or shell.
+    let data_dir = sh_quote(&std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned()));
+    let today = crate::store::day_string(crate::store::beijing_day(crate::pay::now_ms()));
+    // A sandbox run from a config file with its own password hash: the
+    // merchant knows the password, the walkthrough does not.
+    let (password_step, password) = match admin_password {
+        Some(p) => (format!("the SANDBOX password {p}"), p.to_owned()),
+        None => {
+            ("your admin password (put it in $ADMIN_PASSWORD first)".to_owned(), "'\"$ADMIN_PASSWORD\"'".to_owned())
+        }
+    };
     let api = match api {
         "v3" => {
             "API v3 (JSON; requests and paySign signed with RSA; WeChat verified with its public key; AES-GCM notifies)"
@@ -250,9 +275,33 @@ order, mini-program B pays it without naming an amount, A gets a signed webhook.
 7. Demo platform A's webhook receiver logs what it verified, in this terminal:
    "SANDBOX demo platform A: signature verified, order.paid" with order_id="{order_id}".
 
+Then the merchant's side: the admin page, a refund, the day's reconciliation (对账).
+
+8. Open http://{paybridge}/admin in a browser and sign in with
+   {password_step}:
+   both orders are there, PAID. The same from this shell, through the admin
+   page's own API ($JAR keeps the session cookie, $CSRF the token every
+   change must carry):
+   JAR=$(mktemp); CSRF=$(curl -s -c "$JAR" -X POST http://{paybridge}/admin/api/login -H 'content-type: application/json' -d '{{"password":"{password}"}}' | sed -E 's/.*"csrf":"([^"]*)".*/\1/'); echo "$CSRF"
+
+9. Refund 5.00 yuan of platform A's order (the order's detail page has the same
+   form). The simulator ends the refund with a signed refund notify a moment
+   later, and demo platform A logs "signature verified, order.refunded":
+   curl -s -b "$JAR" -X POST "http://{paybridge}/admin/api/orders/$NO/refunds" -H "X-CSRF-Token: $CSRF" -H 'content-type: application/json' -d '{{"amount":500,"reason":"sandbox demo refund"}}'
+
+10. Reconcile today with WeChat's bill (live PayBridge does this by itself every
+   morning for the day before; the simulator makes today's bill at once). It
+   prints "{today}: MATCHED (2 payments, ¥19.91; 1 refunds, ¥5.00)":
+   {binary} reconcile --data-dir {data_dir} --date {today}
+
 Stop with Ctrl-C. Orders are kept in the sandbox data directory.
 "#
     )
+}
+
+/// `path` as one shell word: single-quoted, any single quote in it spelled `'\''`.
+fn sh_quote(path: &std::path::Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
 /// The mutual-TLS port's routes: only `/secapi/pay/refund`.
