@@ -62,6 +62,10 @@ pub enum PayError {
     /// WeChat failed or refused; the order is kept and can be retried.
     #[error("{0}; the order is kept, retry with the same outTradeNo")]
     Upstream(WechatError),
+    /// WeChat refused a refund outright; the message quotes its code and
+    /// words (the refund is FAILED, its amount free again).
+    #[error("{0}")]
+    RefundRefused(String),
     /// Storage failed.
     #[error("storage error")]
     Store(#[from] StoreError),
