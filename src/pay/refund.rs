@@ -468,3 +468,57 @@ impl Payments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn business(code: &str) -> WechatError {
+        WechatError::Business { code: code.into(), description: "说明".into() }
+    }
+
+    #[test]
+    fn codes_are_classified_from_the_table() {
+        for refused in ["TRADE_OVERDUE", "ERROR", "USER_ACCOUNT_ABNORMAL", "PARAM_ERROR", "INVALID_REQUEST", "NO_AUTH"] {
+            assert_eq!(classify(&business(refused)), RefundErrorKind::Refused, "{refused}");
+        }
+        for retry in ["SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH"] {
+            assert_eq!(classify(&business(retry)), RefundErrorKind::Retryable, "{retry}");
+        }
+        assert_eq!(classify(&business("SOMETHING_NEW")), RefundErrorKind::Unknown);
+        assert_eq!(classify(&WechatError::Timeout), RefundErrorKind::Retryable, "a lost reply");
+        assert_eq!(classify(&WechatError::HttpStatus(502)), RefundErrorKind::Retryable);
+        assert_eq!(classify(&WechatError::ReturnFail("签名错误".into())), RefundErrorKind::Refused, "not processed");
+        // One row per code.
+        let mut codes: Vec<_> = REFUND_CODES.iter().map(|c| c.code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), REFUND_CODES.len());
+        let table = refund_codes_markdown();
+        assert_eq!(table.lines().count(), REFUND_CODES.len() + 2);
+        assert!(table.contains("| `TRADE_OVERDUE` | v2 | FAILED at once"), "{table}");
+    }
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        let minutes: Vec<u64> = (1..=9).map(|t| retry_after(t).as_secs() / 60).collect();
+        assert_eq!(minutes, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), RETRY_AT_MOST);
+        assert_eq!(requery_after(Duration::ZERO), RETRY_FIRST);
+        assert_eq!(requery_after(Duration::from_secs(20 * 60)), Duration::from_secs(10 * 60));
+        assert_eq!(requery_after(Duration::from_secs(3 * 86_400)), RETRY_AT_MOST);
+    }
+
+    #[test]
+    fn wechat_words_are_quoted_short() {
+        let long = "错".repeat(300);
+        let said = said(&WechatError::Business { code: "ERROR".into(), description: long });
+        assert!(said.starts_with("ERROR 错") && said.chars().count() <= 6 + MAX_QUOTED_CHARS + 1, "{said}");
+        // Ours is not cut: it says which settings to add.
+        assert!(said_no_cert().contains("client_p12_file"));
+    }
+
+    fn said_no_cert() -> String {
+        said(&WechatError::ReturnFail(NO_CLIENT_CERTIFICATE.into()))
+    }
+}

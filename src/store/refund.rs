@@ -133,7 +133,7 @@ pub struct Refund {
 }
 
 /// Format 1 of [`Refund`], as stored by earlier releases.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct RefundV1 {
     out_refund_no: String,
     out_trade_no: String,
@@ -400,5 +400,39 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_1_refund_reads_with_a_schedule_and_failed_is_appended() {
+        let v1 = RefundV1 {
+            out_refund_no: "RF1".into(),
+            out_trade_no: "O1".into(),
+            amount: 5,
+            reason: String::new(),
+            status: RefundStatus::Abnormal,
+            requested_by: "admin".into(),
+            platform_refund_id: None,
+            refund_id: None,
+            created_at: 1_000,
+            updated_at: 2_000,
+            last_result: None,
+        };
+        let read = Refund::decode(&codec::encode(1, &v1)).unwrap();
+        assert_eq!((read.status, read.tries, read.next_query_at), (RefundStatus::Abnormal, 0, 62_000));
+        let again = Refund::decode(&read.encode()).unwrap();
+        assert_eq!(again, read);
+        // Stored statuses are positions: the old four keep theirs.
+        let position = |s: RefundStatus| postcard::to_stdvec(&s).unwrap();
+        assert_eq!(position(RefundStatus::Abnormal), [3]);
+        assert_eq!(position(RefundStatus::Failed), [4]);
+        assert_eq!(RefundStatus::parse("FAILED"), None, "WeChat never says FAILED");
+        assert!(RefundStatus::Failed.is_end() && !RefundStatus::Abnormal.is_end());
+        assert_eq!(due_of(&due_bytes(-5)), -5);
+        assert_eq!(due_of(&[]), i64::MIN, "an entry from before due times is due");
     }
 }
