@@ -252,7 +252,10 @@ impl Payments {
         };
         let result = format!("notify {}", notified.via);
         let refund_id = Some(notified.refund_id.to_owned());
-        match self.record(&ours, notified.status, refund_id, result, now_ms(), false).await {
+        let mut news = self.news(&ours, notified.status, refund_id, result, now_ms(), false);
+        // A notify is the newest news, whatever was recorded before.
+        news.if_still = None;
+        match self.end_refund(notified.out_refund_no, news).await {
             Ok(ended) => Ok(format!("refund {} is {}", ended.out_refund_no, ended.status.as_str())),
             Err(e) => Err((format!("cannot record the refund: {e}"), 500)),
         }
@@ -393,7 +396,9 @@ impl Payments {
             true => format!("{result}; watched for {} days: given up", ABNORMAL_WATCH.as_secs() / 86_400),
             false => result,
         };
-        RefundNews { status, refund_id, result, now, next_query_at: base + ms(wait), unanswered, give_up }
+        // What was asked in one state must not undo a notify that came meanwhile.
+        let if_still = Some(refund.status);
+        RefundNews { status, refund_id, result, now, next_query_at: base + ms(wait), unanswered, give_up, if_still }
     }
 
     /// Records what is known of `refund` (see [`Payments::news`]).

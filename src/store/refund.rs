@@ -212,6 +212,10 @@ pub struct RefundNews {
     /// Ends an ABNORMAL refund whose watch is over: its amount is released
     /// and the platform told, as for CLOSED.
     pub give_up: bool,
+    /// Applies only if the refund is still in this state: news from a
+    /// request made in that state (a send's reply, a query's answer) must
+    /// not undo what a notify recorded meanwhile.
+    pub if_still: Option<RefundStatus>,
 }
 
 /// A due time as the watch index stores it.
@@ -293,7 +297,7 @@ impl Store {
         self.write(SMALL_WRITE, move |tx, id| {
             let Some(bytes) = tx.refunds.get(no.as_bytes())? else { return Ok(None) };
             let mut refund = Refund::decode(&bytes).map_err(super::tx::abort)?;
-            if refund.status.is_end() {
+            if refund.status.is_end() || news.if_still.is_some_and(|s| s != refund.status) {
                 return Ok(Some(refund));
             }
             refund.refund_id = news.refund_id.clone().or(refund.refund_id);
