@@ -542,3 +542,30 @@ async fn a_reason_over_80_bytes_is_refused_before_wechat() {
     assert_eq!(env.stored_order(&no).refunded_fee, 100);
     env.stop().await;
 }
+
+/// An ABNORMAL refund nobody completes is watched for a year (WeChat's
+/// refund window); then its amount is released and A told `refund.failed`.
+#[tokio::test]
+async fn an_abnormal_refund_is_given_up_after_its_window() {
+    let receiver = Receiver::start(KEY).await;
+    let env = start(V3, &receiver).await;
+    let no = paid_order(&env, "A-REFUND-AB-Y", 300).await;
+    receiver.wait_for(1).await;
+    env.sim.simulator.v3().queue_refund_outcomes(["ABNORMAL"]);
+    let (_, refund) = platform_refund(&env, &no, "RF-AB-Y-1", 300).await;
+    let number = refund["outRefundNo"].as_str().unwrap().to_owned();
+    wait_refund(&env, &number, RefundStatus::Abnormal).await;
+    let day = 86_400;
+    assert_eq!(refund_pass(&env, Duration::from_secs(364 * day)).await, ["refund_abnormal"], "within the window");
+    assert_eq!(refund_pass(&env, Duration::from_secs(366 * day)).await, ["refund_given_up"]);
+    let o = env.stored_order(&no);
+    assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Paid, 0, 0));
+    assert!(env.app.payments.refunds_to_query(i64::MAX, 10).await.unwrap().is_empty(), "no longer watched");
+    let hooks = receiver.wait_for(2).await;
+    assert_eq!(
+        (hooks[1].body["type"].as_str(), hooks[1].body["refund"]["status"].as_str()),
+        (Some("refund.failed"), Some("ABNORMAL"))
+    );
+    assert!(stored_refund(&env, &number).last_result.unwrap().contains("given up"));
+    env.stop().await;
+}

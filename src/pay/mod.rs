@@ -118,6 +118,9 @@ pub struct Payments {
     certificate_refresh: tokio::sync::Mutex<()>,
     /// When an unknown serial last triggered a download.
     unknown_serial_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The lifecycle's clock at its latest refund pass (unix ms): what a
+    /// refund step's next query counts from ([`refund`]).
+    refund_pass_at: std::sync::atomic::AtomicI64,
 }
 
 impl Payments {
@@ -142,6 +145,7 @@ impl Payments {
             locks: OrderLocks::new(),
             certificate_refresh: tokio::sync::Mutex::new(()),
             unknown_serial_refresh: std::sync::Mutex::new(None),
+            refund_pass_at: std::sync::atomic::AtomicI64::new(0),
         })
     }
 

@@ -17,6 +17,7 @@
 //! merchant platform, and WeChat then reports SUCCESS. ABNORMAL refunds are
 //! queried every [`ABNORMAL_QUERY_EVERY`] for [`ABNORMAL_WATCH`].
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::Rng;
@@ -429,15 +430,18 @@ impl Payments {
     /// most `limit`: PROCESSING ones whose back-off has passed, and ABNORMAL
     /// ones due on their slow schedule.
     pub async fn refunds_to_query(&self, now: i64, limit: usize) -> Result<Vec<Refund>, PayError> {
+        // The steps that follow schedule from the lifecycle's clock (tests move it).
+        self.refund_pass_at.store(now, Ordering::Relaxed);
         Ok(self.store.read(move |store| store.refunds_to_query(now, limit)).await?)
     }
 
     /// The lifecycle's step for a watched refund: ask WeChat where it is;
     /// one WeChat never received is sent again, same number. The next step
-    /// counts from when this one was due (or now, if later), so a test
-    /// moving the lifecycle's clock sees the same schedule as production.
+    /// counts from the lifecycle's clock at [`Payments::refunds_to_query`]
+    /// (or now, if later), so a test moving that clock sees the same
+    /// schedule as production.
     pub async fn refund_step(&self, refund: &Refund) -> Result<&'static str, PayError> {
-        let base = refund.next_query_at.max(now_ms());
+        let base = self.refund_pass_at.load(Ordering::Relaxed).max(now_ms());
         match self.gateway.refund_query(&refund.out_refund_no).await {
             Ok(state) if state.status == RefundStatus::Processing => {
                 self.record(refund, state.status, state.refund_id, "WeChat: PROCESSING".into(), base, false).await?;
