@@ -399,7 +399,10 @@ async fn an_unknown_code_is_retried_with_back_off_then_flagged() {
     assert!(flagged.last_result.as_deref().unwrap().contains("SOMETHING_WECHAT_ADDED"), "{flagged:?}");
     let admin = common::login(&env).await;
     let (_, detail) = admin.get(&format!("/admin/api/orders/{no}")).await;
-    assert_eq!((detail["refunds"][0]["needsLook"].as_bool(), detail["refunds"][0]["tries"].as_u64()), (Some(true), Some(3)));
+    assert_eq!(
+        (detail["refunds"][0]["needsLook"].as_bool(), detail["refunds"][0]["tries"].as_u64()),
+        (Some(true), Some(3))
+    );
     assert_eq!(refund_pass(&env, minute(6)).await, Vec::<&str>::new(), "then four minutes");
     assert_eq!(refund_pass(&env, minute(7)).await, ["refund_resent"], "WeChat takes it now");
     wait_refund(&env, &number, RefundStatus::Success).await;
@@ -455,7 +458,10 @@ async fn abnormal_then_success_by_notify_refunds() {
     assert_eq!((status, more["error"]["code"].as_str()), (409, Some("REFUND_EXCEEDS_PAID")), "{more}");
     let admin = common::login(&env).await;
     let (_, detail) = admin.get(&format!("/admin/api/orders/{no}")).await;
-    assert_eq!((detail["refunds"][0]["status"].as_str(), detail["refunds"][0]["needsLook"].as_bool()), (Some("ABNORMAL"), Some(true)));
+    assert_eq!(
+        (detail["refunds"][0]["status"].as_str(), detail["refunds"][0]["needsLook"].as_bool()),
+        (Some("ABNORMAL"), Some(true))
+    );
 
     assert!(sim.complete_abnormal_refund(&number));
     env.sim.simulator.end_new_refunds();
@@ -529,7 +535,14 @@ async fn a_reason_over_80_bytes_is_refused_before_wechat() {
     // The admin page says the same.
     let admin = common::login(&env).await;
     let url = format!("{}/admin/api/orders/{no}/refunds", env.base);
-    let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).json(&json!({ "amount": 1, "reason": "退".repeat(27) })).send().await.unwrap();
+    let r = admin
+        .http
+        .post(&url)
+        .header("x-csrf-token", &admin.csrf)
+        .json(&json!({ "amount": 1, "reason": "退".repeat(27) }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(sim.refund_requests().is_empty());
 

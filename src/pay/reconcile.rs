@@ -329,7 +329,9 @@ impl Reconciler {
                 }
                 for refund in store.refunds_created_in(start, end)? {
                     // A refund WeChat refused at once never reached its books.
-                    if refund.refund_id.is_some() || !matches!(refund.status, RefundStatus::Closed | RefundStatus::Failed) {
+                    if refund.refund_id.is_some()
+                        || !matches!(refund.status, RefundStatus::Closed | RefundStatus::Failed)
+                    {
                         local.refunded.push(refund.out_refund_no.clone());
                     }
                     local.refunds.insert(refund.out_refund_no.clone(), refund);

@@ -116,7 +116,12 @@ pub const REFUND_CODES: &[RefundCode] = &[
     code("SIGNERROR", "v2", Refused, "format: bad signature"),
     code("XML_FORMAT_ERROR", "v2", Refused, "format: bad XML"),
     code("REFUND_FEE_INVALID", "v2", Refused, "refund amount invalid"),
-    code("INVALID_REQUEST", "v3", Refused, "against the rules (e.g. more than is refundable, same number with other parameters)"),
+    code(
+        "INVALID_REQUEST",
+        "v3",
+        Refused,
+        "against the rules (e.g. more than is refundable, same number with other parameters)",
+    ),
     code("SIGN_ERROR", "v3", Refused, "signature, serial or timestamp wrong"),
     code("NO_AUTH", "v3", Refused, "product not enabled or merchant restricted"),
     code("RESOURCE_NOT_EXISTS", "v3", Refused, "order missing or unpaid"),
@@ -391,8 +396,7 @@ impl Payments {
             _ => requery_after(Duration::from_millis(base.saturating_sub(refund.created_at).max(0) as u64)),
         };
         // Only WeChat saying ABNORMAL again ends the watch, never a failed query.
-        let give_up =
-            status == RefundStatus::Abnormal && !unanswered && base >= refund.created_at + ms(ABNORMAL_WATCH);
+        let give_up = status == RefundStatus::Abnormal && !unanswered && base >= refund.created_at + ms(ABNORMAL_WATCH);
         let result = match give_up {
             true => format!("{result}; watched for {} days: given up", ABNORMAL_WATCH.as_secs() / 86_400),
             false => result,
@@ -448,7 +452,8 @@ impl Payments {
                 Ok("refund_processing")
             }
             Ok(state) if state.status == RefundStatus::Abnormal => {
-                let news = self.news(refund, state.status, state.refund_id, "WeChat (query): ABNORMAL".into(), base, false);
+                let news =
+                    self.news(refund, state.status, state.refund_id, "WeChat (query): ABNORMAL".into(), base, false);
                 let given_up = news.give_up;
                 self.end_refund(&refund.out_refund_no, news).await?;
                 Ok(if given_up { "refund_given_up" } else { "refund_abnormal" })
@@ -488,10 +493,13 @@ mod tests {
 
     #[test]
     fn codes_are_classified_from_the_table() {
-        for refused in ["TRADE_OVERDUE", "ERROR", "USER_ACCOUNT_ABNORMAL", "PARAM_ERROR", "INVALID_REQUEST", "NO_AUTH"] {
+        for refused in ["TRADE_OVERDUE", "ERROR", "USER_ACCOUNT_ABNORMAL", "PARAM_ERROR", "INVALID_REQUEST", "NO_AUTH"]
+        {
             assert_eq!(classify(&business(refused)), RefundErrorKind::Refused, "{refused}");
         }
-        for retry in ["SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH"] {
+        for retry in
+            ["SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH"]
+        {
             assert_eq!(classify(&business(retry)), RefundErrorKind::Retryable, "{retry}");
         }
         assert_eq!(classify(&business("SOMETHING_NEW")), RefundErrorKind::Unknown);
