@@ -178,7 +178,12 @@ pub fn requery_after(age: Duration) -> Duration {
 
 /// At most [`MAX_QUOTED_CHARS`] characters of `text` (WeChat's words).
 fn quote(text: &str) -> String {
-    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+    quote_at_most(text, MAX_QUOTED_CHARS)
+}
+
+/// At most `limit` characters of `text`, and `…` if there was more.
+fn quote_at_most(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
     }
@@ -187,7 +192,8 @@ fn quote(text: &str) -> String {
 /// WeChat's code and words for a failed request, quoted short.
 fn said(e: &WechatError) -> String {
     match e {
-        WechatError::Business { code, description } => format!("{} {}", quote(code), quote(description)),
+        // WeChat's codes are string(32).
+        WechatError::Business { code, description } => format!("{} {}", quote_at_most(code, 32), quote(description)),
         // Ours, not WeChat's: says which settings to add.
         WechatError::ReturnFail(message) if message == NO_CLIENT_CERTIFICATE => message.clone(),
         WechatError::ReturnFail(message) => format!("return_code FAIL {}", quote(message)),
