@@ -53,6 +53,7 @@ const I18N = {
     'refund.badAmount': 'Enter an amount from ¥0.01 to ¥{amount}.',
     'refund.confirm': 'Refund ¥{amount} to the payer? Money that went back cannot be taken again.',
     'refund.yes': 'Yes, refund', 'refund.no': 'Cancel',
+    'refund.needsLook': 'Needs a look', 'refund.tooLong': 'The reason is {bytes} bytes; WeChat takes at most 80 (26 Chinese characters).',
     'notify.unverified': 'unverified: {size} received, first KiB kept, SHA-256 {sha}…',
     'system.version': 'Version', 'system.uptime': 'Uptime', 'system.data': 'Data size', 'system.orders': 'Orders stored',
     'system.mode': 'Mode', 'system.wechat': 'WeChat Pay', 'system.appid': 'AppID', 'system.mchId': 'Merchant number',
@@ -115,6 +116,7 @@ const I18N = {
     'refund.badAmount': '请输入 ¥0.01 至 ¥{amount} 之间的金额。',
     'refund.confirm': '确认退款 ¥{amount} 给付款用户？退款后无法撤回。',
     'refund.yes': '确认退款', 'refund.no': '取消',
+    'refund.needsLook': '需人工查看', 'refund.tooLong': '退款原因 {bytes} 字节；微信最多 80 字节（26 个汉字）。',
     'notify.unverified': '未通过验签：收到 {size}，仅保留前 1 KiB，SHA-256 {sha}…',
     'system.version': '版本', 'system.uptime': '运行时间', 'system.data': '数据大小', 'system.orders': '订单数',
     'system.mode': '模式', 'system.wechat': '微信支付', 'system.appid': 'AppID', 'system.mchId': '商户号',
@@ -569,14 +571,17 @@ function fenOf(text) {
 function refundSection(o) {
   const refundable = o.totalFee - o.refundedFee - o.refundPendingFee;
   const list = o.refunds.map(r => h('div', { class: 'card refund', 'data-status': r.status },
-    h('div', {}, statusBadge(r.status), ' ', h('strong', {}, '¥' + yuan(r.amount)), ' ', r.reason || ''),
+    h('div', {}, statusBadge(r.status), ' ',
+      r.needsLook ? h('span', { class: 'status ABNORMAL needs-look' }, t('refund.needsLook')) : '', r.needsLook ? ' ' : '',
+      h('strong', {}, '¥' + yuan(r.amount)), ' ', r.reason || ''),
     h('div', { class: 'muted' }, r.outRefundNo, ' · ', r.requestedBy, ' · ', when(r.createdAt),
       r.lastResult ? ' · ' + r.lastResult : '')));
   if (!['PAID', 'PARTIALLY_REFUNDED'].includes(o.status) || refundable <= 0) {
     return list.length ? [h('h2', {}, t('order.refunds')), ...list] : [];
   }
   const amount = h('input', { id: 'refund-amount', inputmode: 'decimal', placeholder: yuan(refundable), 'aria-label': t('refund.amount') });
-  const reason = h('input', { id: 'refund-reason', maxlength: '80', placeholder: t('refund.reason'), 'aria-label': t('refund.reason') });
+  // WeChat counts the reason in UTF-8 bytes (checked below), not characters.
+  const reason = h('input', { id: 'refund-reason', placeholder: t('refund.reason'), 'aria-label': t('refund.reason') });
   const note = h('p', { class: 'error', role: 'alert' });
   const confirm = h('div', { class: 'confirm', id: 'refund-confirm', hidden: true });
   const submit = h('button', { type: 'submit', id: 'refund-submit' }, t('refund.start'));
@@ -588,6 +593,11 @@ function refundSection(o) {
     note.textContent = '';
     if (!fen || fen > refundable) {
       note.textContent = t('refund.badAmount', { amount: yuan(refundable) });
+      return;
+    }
+    const bytes = new TextEncoder().encode(reason.value).length;
+    if (bytes > 80) {
+      note.textContent = t('refund.tooLong', { bytes });
       return;
     }
     // The confirmation step: what will happen, and one more click.

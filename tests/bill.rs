@@ -2,7 +2,8 @@
 //! bills in WeChat's format: a day not over yet, a matching day, each kind
 //! of difference, a malformed bill, gzip and plain, v3's SHA-1 check, the
 //! bill kept for audit, and the schedule that reconciles yesterday after
-//! 10:00 Beijing time by itself.
+//! 10:00 Beijing time by itself; refund statuses in either API's names
+//! (`REFUNDCLOSE` / `CLOSED`, `CHANGE` / `ABNORMAL`) compared alike.
 
 mod common;
 
@@ -268,4 +269,58 @@ async fn the_command_reconciles_a_stopped_paybridge() {
     // What the command found is kept, like a scheduled run.
     let store = paybridge::store::Store::open(&data, paybridge::config::Mode::Live).unwrap();
     assert_eq!(store.bill_day(&day).unwrap().unwrap().runs, 2);
+}
+
+/// Refunds of a day whose bill names their status in either API's words:
+/// v2's `REFUNDCLOSE` in a v3 bill and v3's `CLOSED` in a v2 bill mean the
+/// same as ours; a refund that ended differently at WeChat is flagged, with
+/// WeChat's status in one vocabulary.
+#[tokio::test]
+async fn refund_statuses_of_either_api_are_compared_alike() {
+    // In a v3 bill, v2 names; in a v2 bill, v3's names and v2's own.
+    refund_statuses(V3, &[("REFUNDCLOSE", "SUCCESS", Some("CLOSED")), ("REFUNDCLOSE", "CLOSED", None)]).await;
+    refund_statuses(Api::V2, &[("CHANGE", "SUCCESS", Some("ABNORMAL")), ("CLOSED", "CLOSED", None)]).await;
+}
+
+/// For each (the bill's status, ours, the difference's WeChat status): a refund.
+async fn refund_statuses(api: Api, cases: &[(&str, &str, Option<&str>)]) {
+    let v3 = matches!(api, Api::V3 { .. });
+    let client_cert = if v3 { common::ClientCert::None } else { common::ClientCert::Pem };
+    let env = Env::start(Opts { api, client_cert, ..Opts::default() }).await;
+    let sim = &env.sim.simulator;
+    let admin = common::login(&env).await;
+    let day = today();
+    let mut expected = Vec::new();
+    for (i, (in_bill, ours, flagged)) in cases.iter().enumerate() {
+        let no = format!("BILLR{i}{}", if v3 { "V3" } else { "V2" });
+        paid(&env, &no, 100).await;
+        if *ours == "CLOSED" {
+            sim.v3().queue_refund_outcomes(["CLOSED"]);
+        }
+        let url = format!("{}/admin/api/orders/{no}/refunds", env.base);
+        let body = json!({ "amount": 40, "reason": "对账" });
+        let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        env.refunds_settled(&no).await;
+        let refund = env.app.store.refunds_for_order(&no).unwrap().remove(0);
+        assert_eq!(refund.status.as_str(), *ours);
+        sim.bill_refund_status(&refund.out_refund_no, in_bill);
+        if let Some(theirs) = flagged {
+            expected.push((refund.out_refund_no.clone(), theirs.to_string(), ours.to_string()));
+        }
+    }
+    sim.close_day(&day);
+    let result = run(&admin, &day).await;
+    let found: Vec<_> = result["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["kind"], "STATUS_MISMATCH", "{d}");
+            let text = |k: &str| d[k].as_str().unwrap().to_owned();
+            (text("outRefundNo"), text("wechatStatus"), text("localStatus"))
+        })
+        .collect();
+    assert_eq!(found, expected, "{result}");
+    env.stop().await;
 }

@@ -3,13 +3,19 @@
 //! notify's `req_info` decrypted with the API key, a tampered one refused,
 //! a lost one found by `refundquery`, and a simulator that refuses a
 //! connection without the certificate, as WeChat does.
+//!
+//! v2's codes: `SYSTEMERROR` keeps the refund PROCESSING and it is sent
+//! again under the same number; `CHANGE` (ABNORMAL) is not an end and a
+//! later SUCCESS found by `refundquery` refunds; an 81-byte `refund_desc`
+//! is refused before WeChat. (Definitive refusals of both versions:
+//! `tests/refund.rs`.)
 
 mod common;
 
 use std::time::Duration;
 
 use common::{ClientCert, Env, Opts};
-use paybridge::store::{OrderStatus, Verdict};
+use paybridge::store::{OrderStatus, RefundStatus, Verdict};
 use serde_json::{json, Value};
 
 async fn start(client_cert: ClientCert) -> Env {
@@ -129,5 +135,91 @@ async fn secapi_needs_the_client_certificate() {
     // And the plain API has no /secapi at all.
     let plain = env.http.post(format!("{}/secapi/pay/refund", env.sim.url())).body("<xml></xml>").send().await.unwrap();
     assert_ne!(plain.status(), 200);
+    env.stop().await;
+}
+
+/// One refund pass as the lifecycle makes it from `Payments::refunds_to_query`,
+/// `ahead` on the clock (the background lifecycle's clock is not moved).
+async fn refund_pass(env: &Env, ahead: Duration) -> Vec<&'static str> {
+    let now = paybridge::pay::now_ms() + ahead.as_millis() as i64;
+    let due = env.app.payments.refunds_to_query(now, 10_000).await.unwrap();
+    let mut steps = Vec::new();
+    for refund in &due {
+        steps.push(env.app.payments.refund_step(refund).await.unwrap());
+    }
+    steps
+}
+
+async fn wait_refund(env: &Env, out_refund_no: &str, status: RefundStatus) {
+    for _ in 0..500 {
+        if env.app.store.refund(out_refund_no).unwrap().unwrap().status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{out_refund_no} never became {status:?}");
+}
+
+#[tokio::test]
+async fn systemerror_stays_processing_and_is_resent_under_the_same_number() {
+    let env = start(ClientCert::Pem).await;
+    let admin = common::login(&env).await;
+    let sim = env.sim.simulator.v3();
+    paid(&env, "V2REFUND003", 600).await;
+    sim.queue_refund_errors([("SYSTEMERROR", "系统超时")]);
+    let (status, asked) = refund(&admin, "V2REFUND003", 600).await;
+    assert_eq!((status, asked["status"].as_str()), (201, Some("PROCESSING")), "{asked}");
+    let number = asked["outRefundNo"].as_str().unwrap().to_owned();
+    assert_eq!(env.stored_order("V2REFUND003").refund_pending_fee, 600, "still reserved");
+    assert_eq!(refund_pass(&env, Duration::from_secs(30)).await, Vec::<&str>::new());
+    // refundquery: REFUNDNOTEXIST, so it is sent again, same number.
+    assert_eq!(refund_pass(&env, Duration::from_secs(61)).await, ["refund_resent"]);
+    wait_refund(&env, &number, RefundStatus::Success).await;
+    assert_eq!(sim.refund_requests(), [number.clone(), number]);
+    assert_eq!(env.stored_order("V2REFUND003").status, OrderStatus::Refunded);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn change_then_success_by_refundquery_refunds() {
+    let env = start(ClientCert::Pem).await;
+    let admin = common::login(&env).await;
+    let sim = env.sim.simulator.v3();
+    paid(&env, "V2REFUND004", 500).await;
+    sim.queue_refund_outcomes(["ABNORMAL"]);
+    let (status, asked) = refund(&admin, "V2REFUND004", 500).await;
+    assert_eq!(status, 201, "{asked}");
+    let number = asked["outRefundNo"].as_str().unwrap().to_owned();
+    // The v2 notify says CHANGE: not an end, the amount stays reserved.
+    wait_refund(&env, &number, RefundStatus::Abnormal).await;
+    let o = env.stored_order("V2REFUND004");
+    assert_eq!((o.status, o.refund_pending_fee), (OrderStatus::Paid, 500));
+    env.sim.simulator.lose_refund_notifies(true);
+    assert!(sim.complete_abnormal_refund(&number));
+    env.sim.simulator.end_new_refunds();
+    assert_eq!(refund_pass(&env, Duration::from_secs(61)).await, Vec::<&str>::new(), "hourly");
+    assert_eq!(refund_pass(&env, Duration::from_secs(3601)).await, ["refund_ended"]);
+    let o = env.stored_order("V2REFUND004");
+    assert_eq!((o.status, o.refunded_fee, o.refund_pending_fee), (OrderStatus::Refunded, 500, 0));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_refund_desc_over_80_bytes_is_refused_before_wechat() {
+    let env = start(ClientCert::Pem).await;
+    let admin = common::login(&env).await;
+    paid(&env, "V2REFUND005", 300).await;
+    let url = format!("{}/admin/api/orders/V2REFUND005/refunds", admin.base);
+    let body = json!({ "amount": 100, "reason": "a".repeat(81) });
+    let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let said: Value = r.json().await.unwrap();
+    assert!(said["error"]["message"].as_str().unwrap().contains("at most 80 bytes"), "{said}");
+    assert!(env.sim.simulator.v3().refund_requests().is_empty(), "nothing reached WeChat");
+    let body = json!({ "amount": 100, "reason": "a".repeat(80) });
+    let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    env.refunds_settled("V2REFUND005").await;
+    assert_eq!(env.stored_order("V2REFUND005").refunded_fee, 100);
     env.stop().await;
 }

@@ -191,6 +191,10 @@ pub struct RefundRow {
     created_at: i64,
     updated_at: i64,
     last_result: Option<String>,
+    /// Tries in a row without a definite answer from WeChat.
+    tries: u32,
+    /// ABNORMAL, or PROCESSING after a few tries without an answer.
+    needs_look: bool,
 }
 
 impl From<&store::Refund> for RefundRow {
@@ -207,6 +211,8 @@ impl From<&store::Refund> for RefundRow {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_result: r.last_result.clone(),
+            tries: r.tries,
+            needs_look: r.needs_look(crate::pay::refund::NEEDS_LOOK_AFTER),
         }
     }
 }

@@ -58,6 +58,7 @@ impl RawClientCert {
         let read = |key: &str, path: &Path| {
             std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
         };
+        let is_p12 = self.p12_file.is_some();
         let identity_pem = match (self.cert_file, self.key_file, self.p12_file) {
             (None, None, None) => return Ok(None),
             (Some(cert), Some(key), None) => {
@@ -87,9 +88,26 @@ impl RawClientCert {
                 ))
             }
         };
-        reqwest::Identity::from_pem(identity_pem.expose().as_bytes()).map_err(|_| {
+        let identity = reqwest::Identity::from_pem(identity_pem.expose().as_bytes()).map_err(|_| {
             invalid("wechat.client_cert_file", "the certificate and key do not make a TLS client identity")
         })?;
+        // rustls checks that the key is the certificate's only when a client
+        // is built; found here, the error names the settings instead of
+        // stopping start-up with "keys may not be consistent: KeyMismatch".
+        // SECURITY: the builder's error is not quoted (it is about the key).
+        if reqwest::Client::builder().use_rustls_tls().identity(identity).build().is_err() {
+            return Err(match is_p12 {
+                true => invalid(
+                    "wechat.client_p12_file",
+                    "holds a certificate and a private key that do not belong together (the key is not the certificate's)",
+                ),
+                false => invalid(
+                    "wechat.client_cert_file",
+                    "and wechat.client_key_file do not belong together: the private key is not the certificate's key \
+                     (use apiclient_cert.pem and apiclient_key.pem from the same download)",
+                ),
+            });
+        }
         let base_url = self.secapi_base_url.as_deref().unwrap_or(SECAPI_BASE_URL);
         let base_url = Url::parse(base_url)
             .ok()
@@ -177,6 +195,18 @@ mod tests {
         let mut http = raw(dir.path(), &[("cert.pem", cert), ("key.pem", key)]);
         http.secapi_base_url = Some("http://api.mch.weixin.qq.com".into());
         assert!(message(http.validate("1")).contains("must be an https:// URL"));
+        // A certificate and the key of another: both settings named, start-up
+        // does not fail later with rustls's "KeyMismatch".
+        let other = crate::sandbox::secapi::MerchantTls::new("1900000109");
+        let said = message(raw(dir.path(), &[("cert.pem", cert), ("key.pem", &other.client_key_pem)]).validate("1"));
+        assert!(
+            said.contains("wechat.client_cert_file")
+                && said.contains("wechat.client_key_file")
+                && said.contains("do not belong together")
+                && !said.contains("KeyMismatch")
+                && !said.contains("PRIVATE KEY"),
+            "{said}"
+        );
         // The key never appears in an error.
         let mut missing = raw(dir.path(), &[("key.pem", key)]);
         missing.cert_file = Some(dir.path().join("absent.pem"));

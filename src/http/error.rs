@@ -55,6 +55,7 @@ pub fn pay_error(e: &PayError) -> Response {
         PayError::Login(_) => (StatusCode::BAD_GATEWAY, "WECHAT_LOGIN_FAILED"),
         PayError::Upstream(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
         PayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "WECHAT_ERROR"),
+        PayError::RefundRefused(_) => (StatusCode::BAD_GATEWAY, "REFUND_REFUSED"),
         PayError::Store(StoreError::Busy | StoreError::Unavailable | StoreError::Stopped) => {
             // Logged once per episode by the writer; the client may retry.
             (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE")

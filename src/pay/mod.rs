@@ -62,6 +62,10 @@ pub enum PayError {
     /// WeChat failed or refused; the order is kept and can be retried.
     #[error("{0}; the order is kept, retry with the same outTradeNo")]
     Upstream(WechatError),
+    /// WeChat refused a refund outright; the message quotes its code and
+    /// words (the refund is FAILED, its amount free again).
+    #[error("{0}")]
+    RefundRefused(String),
     /// Storage failed.
     #[error("storage error")]
     Store(#[from] StoreError),
@@ -114,6 +118,9 @@ pub struct Payments {
     certificate_refresh: tokio::sync::Mutex<()>,
     /// When an unknown serial last triggered a download.
     unknown_serial_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The lifecycle's clock at its latest refund pass (unix ms): what a
+    /// refund step's next query counts from ([`refund`]).
+    refund_pass_at: std::sync::atomic::AtomicI64,
 }
 
 impl Payments {
@@ -138,6 +145,7 @@ impl Payments {
             locks: OrderLocks::new(),
             certificate_refresh: tokio::sync::Mutex::new(()),
             unknown_serial_refresh: std::sync::Mutex::new(None),
+            refund_pass_at: std::sync::atomic::AtomicI64::new(0),
         })
     }
 

@@ -148,11 +148,13 @@ pub fn compare(bill: &Bill, local: &Local) -> Vec<Difference> {
     for r in &bill.refunds {
         refunds_in_bill.insert(r.out_refund_no.as_str());
         let here = local.refunds.get(&r.out_refund_no);
-        let ended = |s: &str| matches!(s, "SUCCESS" | "CLOSED" | "ABNORMAL");
+        // Either API's names, in one vocabulary (a stored bill may predate that).
+        let theirs = crate::wechat::bill::normalise_refund_status(&r.status);
+        let ended = |s: &str| matches!(s, "SUCCESS" | "CLOSED" | "ABNORMAL" | "FAILED");
         let kind = match here {
             None => DifferenceKind::OnlyAtWechat,
             Some(l) if l.amount != r.amount => DifferenceKind::AmountMismatch,
-            Some(l) if ended(&r.status) && ended(l.status.as_str()) && r.status != l.status.as_str() => {
+            Some(l) if ended(&theirs) && ended(l.status.as_str()) && theirs != l.status.as_str() => {
                 DifferenceKind::StatusMismatch
             }
             Some(_) => continue,
@@ -162,7 +164,7 @@ pub fn compare(bill: &Bill, local: &Local) -> Vec<Difference> {
             transaction_id: Some(r.transaction_id.clone()),
             wechat_fen: Some(r.amount),
             local_fen: here.map(|l| l.amount),
-            wechat_status: Some(r.status.clone()),
+            wechat_status: Some(theirs),
             local_status: here.map(|l| l.status.as_str().to_owned()),
             ..blank(kind, &r.out_trade_no)
         });
@@ -327,7 +329,9 @@ impl Reconciler {
                 }
                 for refund in store.refunds_created_in(start, end)? {
                     // A refund WeChat refused at once never reached its books.
-                    if refund.refund_id.is_some() || refund.status != RefundStatus::Closed {
+                    if refund.refund_id.is_some()
+                        || !matches!(refund.status, RefundStatus::Closed | RefundStatus::Failed)
+                    {
                         local.refunded.push(refund.out_refund_no.clone());
                     }
                     local.refunds.insert(refund.out_refund_no.clone(), refund);
@@ -426,6 +430,8 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             last_result: None,
+            tries: 0,
+            next_query_at: 0,
         };
         for r in [
             refund("R-OK", 10, RefundStatus::Success),

@@ -51,6 +51,8 @@ struct Knobs {
     extra: Vec<(String, BillPayment)>,
     amounts: HashMap<String, u64>,
     omitted: HashSet<String>,
+    /// Refund statuses written as given (another API's names, ...).
+    refund_statuses: HashMap<String, String>,
     faults: Vec<BillFault>,
 }
 
@@ -121,6 +123,13 @@ impl Simulator {
         self.bills().knobs.lock().expect("bills lock").omitted.insert(out_trade_or_refund_no.to_owned());
     }
 
+    /// The bill gives this refund the status `status` as written (for
+    /// instance v2's `REFUNDCLOSE` in a v3 bill, or v3's `CLOSED` in a v2 one).
+    pub fn bill_refund_status(&self, out_refund_no: &str, status: &str) {
+        let mut knobs = self.bills().knobs.lock().expect("bills lock");
+        knobs.refund_statuses.insert(out_refund_no.to_owned(), status.to_owned());
+    }
+
     /// The next bill download goes wrong this way.
     pub fn bill_fault(&self, fault: BillFault) {
         self.bills().knobs.lock().expect("bills lock").faults.push(fault);
@@ -142,6 +151,11 @@ impl Simulator {
         for p in &mut payments {
             if let Some(&fen) = knobs.amounts.get(&p.out_trade_no) {
                 (p.total_fee, p.settlement_fee, p.fee) = (fen, fen, fee(fen));
+            }
+        }
+        for r in &mut refunds {
+            if let Some(status) = knobs.refund_statuses.get(&r.out_refund_no) {
+                r.status = status.clone();
             }
         }
         payments.sort_by(|a, b| a.time.cmp(&b.time));

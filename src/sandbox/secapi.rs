@@ -94,6 +94,10 @@ impl Simulator {
         if sign::verify(&request, &cfg.mch_key, &[sign_type]).is_err() {
             return return_fail("签名错误");
         }
+        // Signed and authenticated: a request WeChat counts, and answers as a test asked.
+        if let Some((code, description)) = self.v3().refund_requested(get("out_refund_no")) {
+            return self.signed_reply(business_error(&code, &description), sign_type);
+        }
         let (Ok(total), Ok(amount)) = (get("total_fee").parse::<u64>(), get("refund_fee").parse::<u64>()) else {
             return self.signed_reply(business_error("PARAM_ERROR", "total_fee或refund_fee格式错误"), sign_type);
         };

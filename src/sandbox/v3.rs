@@ -158,6 +158,8 @@ struct Inner {
     new_refunds: Mutex<Vec<String>>,
     /// How the next refunds end (`SUCCESS` when none is queued).
     refund_outcomes: Mutex<std::collections::VecDeque<&'static str>>,
+    /// Errors for the next refund requests, and the requests seen.
+    refund_knobs: Mutex<refunds::RefundKnobs>,
 }
 
 impl SimulatorV3 {
@@ -190,6 +192,7 @@ impl SimulatorV3 {
                 refunds: Mutex::default(),
                 new_refunds: Mutex::default(),
                 refund_outcomes: Mutex::default(),
+                refund_knobs: Mutex::default(),
             }),
         }
     }

@@ -94,7 +94,9 @@ pub struct BillRefund {
     pub out_refund_no: String,
     /// 退款金额, fen.
     pub amount: u64,
-    /// 退款状态 (`SUCCESS`, `PROCESSING`, …) as of the bill.
+    /// 退款状态 as of the bill, in v3's names whichever API's bill it is
+    /// (`SUCCESS`, `PROCESSING`, `CLOSED`, `ABNORMAL`; see
+    /// [`normalise_refund_status`]).
     pub status: String,
     /// 订单金额, fen.
     pub total_fee: u64,
@@ -189,6 +191,19 @@ pub enum BillError {
     Trailing(usize),
 }
 
+/// A bill's refund status in one vocabulary, so bills of either API compare
+/// alike: v2's names (`REFUNDCLOSE`, `CHANGE`) become v3's (`CLOSED`,
+/// `ABNORMAL`); v3's names are kept; a name neither knows is kept as
+/// written (it then matches nothing, and is reported).
+pub fn normalise_refund_status(raw: &str) -> String {
+    use crate::store::RefundStatus;
+    let raw = raw.trim();
+    RefundStatus::parse(raw)
+        .or_else(|| RefundStatus::parse_v2(raw))
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
 /// Parses an `ALL` bill.
 pub fn parse(bytes: &[u8]) -> Result<Bill, BillError> {
     let text = std::str::from_utf8(bytes).map_err(|_| BillError::NotText)?;
@@ -246,7 +261,7 @@ pub fn parse(bytes: &[u8]) -> Result<Bill, BillError> {
                 refund_id: v[at.refund_id].to_owned(),
                 out_refund_no: v[at.out_refund_no].to_owned(),
                 amount: fen(v[at.refund_amount], line, "退款金额")?,
-                status: v[at.refund_status].to_owned(),
+                status: normalise_refund_status(v[at.refund_status]),
                 total_fee: fen(v[at.total_fee], line, "订单金额")?,
             }),
             // Other states (REVOKED, …) do not occur in JSAPI bills; a

@@ -1,7 +1,15 @@
 //! The v3 simulator's refunds, as WeChat handles them: idempotent on
-//! `out_refund_no`, never more than the order's amount, `PROCESSING` at
-//! first, then an end (`SUCCESS` unless a test queued another) announced by
-//! a `REFUND.*` notify encrypted with the APIv3 key (AAD `refund`).
+//! `out_refund_no`, never more than the order's amount, a reason of at most
+//! 80 bytes, `PROCESSING` at first, then an end (`SUCCESS` unless a test
+//! queued another) announced by a `REFUND.*` notify encrypted with the
+//! APIv3 key (AAD `refund`).
+//!
+//! Knobs for tests, shared with the v2 side: the next requests answered with
+//! a chosen error code (signed, as WeChat answers), every request counted,
+//! and an ABNORMAL refund completed later (as the merchant does in the
+//! merchant platform), which WeChat then reports as SUCCESS.
+
+use std::collections::VecDeque;
 
 use serde_json::{json, Value};
 
@@ -17,12 +25,75 @@ pub(super) struct SimRefund {
     pub(super) create_time: String,
     /// Asked for through API v2 (its notify is v2's `req_info`).
     pub(super) v2: bool,
+    /// How it ends next, whatever is queued (an ABNORMAL refund completed).
+    pub(super) then: Option<&'static str>,
+}
+
+/// The refund knobs tests turn.
+#[derive(Debug, Default)]
+pub(super) struct RefundKnobs {
+    /// The next refund requests are answered with these errors, in order.
+    errors: VecDeque<(String, String)>,
+    /// The `out_refund_no` of every refund request that reached WeChat.
+    requests: Vec<String>,
+}
+
+/// WeChat's longest refund reason (v3 `reason`, v2 `refund_desc`), in bytes.
+const MAX_REASON_BYTES: usize = 80;
+
+/// The HTTP status WeChat answers a v3 refund error code with
+/// (WECHATPAY-V3.md §6.5); a code it does not list gets 403.
+fn v3_status(code: &str) -> u16 {
+    match code {
+        "PARAM_ERROR" | "INVALID_REQUEST" => 400,
+        "SIGN_ERROR" => 401,
+        "RESOURCE_NOT_EXISTS" | "MCH_NOT_EXISTS" => 404,
+        "FREQUENCY_LIMITED" => 429,
+        "SYSTEM_ERROR" | "BANK_ERROR" => 500,
+        "SERVICE_UNAVAILABLE" => 503,
+        _ => 403,
+    }
 }
 
 impl SimulatorV3 {
     /// Makes the next refunds end with these statuses (`CLOSED`, `ABNORMAL`).
     pub fn queue_refund_outcomes(&self, outcomes: impl IntoIterator<Item = &'static str>) {
         self.inner.refund_outcomes.lock().expect("outcomes lock").extend(outcomes);
+    }
+
+    /// Answers the next refund requests (either version) with these errors
+    /// (`code`, `message`), one each, in order, without recording a refund:
+    /// v3 with the code's HTTP status, v2 as `result_code=FAIL`, both signed.
+    pub fn queue_refund_errors<'a>(&self, errors: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut knobs = self.inner.refund_knobs.lock().expect("refund knobs lock");
+        knobs.errors.extend(errors.into_iter().map(|(c, m)| (c.to_owned(), m.to_owned())));
+    }
+
+    /// The `out_refund_no` of every refund request received (either
+    /// version, answered or refused), oldest first.
+    pub fn refund_requests(&self) -> Vec<String> {
+        self.inner.refund_knobs.lock().expect("refund knobs lock").requests.clone()
+    }
+
+    /// Counts a refund request; the error queued for it, if any.
+    pub(in crate::sandbox) fn refund_requested(&self, out_refund_no: &str) -> Option<(String, String)> {
+        let mut knobs = self.inner.refund_knobs.lock().expect("refund knobs lock");
+        knobs.requests.push(out_refund_no.to_owned());
+        knobs.errors.pop_front()
+    }
+
+    /// Completes an ABNORMAL refund, as the merchant does in the merchant
+    /// platform: it ends SUCCESS at the next [`crate::sandbox::Simulator::end_new_refunds`],
+    /// with its `REFUND.SUCCESS` notify (unless notifies are lost), and a
+    /// query finds it SUCCESS from then. `false` if it is not ABNORMAL.
+    pub fn complete_abnormal_refund(&self, out_refund_no: &str) -> bool {
+        let mut refunds = self.inner.refunds.lock().expect("refunds lock");
+        match refunds.get_mut(out_refund_no) {
+            Some(refund) if refund.status == "ABNORMAL" => refund.then = Some("SUCCESS"),
+            _ => return false,
+        }
+        self.inner.new_refunds.lock().expect("refunds lock").push(out_refund_no.to_owned());
+        true
     }
 
     /// Refunds accepted since the last call (their end is due).
@@ -50,6 +121,9 @@ impl SimulatorV3 {
             return (400, Some(error("PARAM_ERROR", "请求体格式错误")));
         };
         let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str).unwrap_or("").to_owned();
+        if let Some((code, message)) = self.refund_requested(&text("/out_refund_no")) {
+            return (v3_status(&code), Some(error(&code, &message)));
+        }
         let out_trade_no = text("/out_trade_no");
         let paid = {
             let orders = self.inner.orders.lock().expect("orders lock");
@@ -77,6 +151,9 @@ impl SimulatorV3 {
         if no.is_empty() || amount == 0 || text("/amount/currency") != "CNY" {
             return (400, Some(error("PARAM_ERROR", "参数错误")));
         }
+        if text("/reason").len() > MAX_REASON_BYTES {
+            return (400, Some(error("PARAM_ERROR", "退款原因长度超过限制")));
+        }
         let mut refunds = self.inner.refunds.lock().expect("refunds lock");
         if let Some(existing) = refunds.get(&no) {
             return match existing.request == request {
@@ -102,7 +179,7 @@ impl SimulatorV3 {
         }
         let create_time = crate::wechat::beijing_rfc3339(now_secs);
         let refund_id = format!("50000{:024}", rand::Rng::random_range(&mut rand::rng(), 0..10u128.pow(24)));
-        let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time, v2 };
+        let refund = SimRefund { request, refund_id, status: "PROCESSING", create_time, v2, then: None };
         let reply = self.refund_object(&no, &refund);
         refunds.insert(no.clone(), refund);
         self.inner.new_refunds.lock().expect("refunds lock").push(no);
@@ -136,9 +213,12 @@ impl SimulatorV3 {
 
     /// [`SimulatorV3::end_refund`], and whether it was asked for through API v2.
     pub(in crate::sandbox) fn end_refund_of(&self, no: &str) -> Option<(String, Value, bool)> {
-        let outcome = self.inner.refund_outcomes.lock().expect("outcomes lock").pop_front().unwrap_or("SUCCESS");
         let mut refunds = self.inner.refunds.lock().expect("refunds lock");
         let refund = refunds.get_mut(no)?;
+        let outcome = match refund.then.take() {
+            Some(then) => then,
+            None => self.inner.refund_outcomes.lock().expect("outcomes lock").pop_front().unwrap_or("SUCCESS"),
+        };
         refund.status = outcome;
         let r = &refund.request;
         let resource = json!({
