@@ -8,6 +8,7 @@
 //! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | out_trade_no |
 //! | `orders_by_tx` | transaction_id | out_trade_no |
 //! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
+//! | `orders_due` | queue (1) ‖ due_ms (8, BE) ‖ out_trade_no | empty ([`schedule`]: the lifecycle's work) |
 //! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day | orders per status / paid count and fen / rejected notifies |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
@@ -33,6 +34,7 @@ pub mod order;
 pub mod platform;
 mod query;
 pub mod refund;
+pub mod schedule;
 mod tx;
 mod writer;
 
@@ -49,7 +51,7 @@ pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Paym
 pub use platform::{Created, Delivery, DeliveryState, EventKind, RefundEvent};
 pub use query::{DayTotal, OrderFilter};
 pub use refund::{Refund, RefundCreated, RefundStatus};
-pub use tx::{beijing_day, beijing_day_start, day_string, parse_day};
+pub use tx::{beijing_day, beijing_day_start, day_string, parse_day, MAX_NOTIFY_BYTES};
 pub use writer::WriterStats;
 
 use crate::config::Mode;
@@ -59,7 +61,8 @@ use writer::Writer;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-const INDEX_VERSION: &[u8] = b"5";
+/// Version 6 added `orders_due`.
+const INDEX_VERSION: &[u8] = b"6";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,7 @@ pub(crate) struct Trees {
     orders_by_status: Tree,
     orders_by_tx: Tree,
     orders_by_openid: Tree,
+    orders_due: Tree,
     stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
@@ -314,6 +318,59 @@ impl Store {
             Ok(Some(order))
         })
         .await
+    }
+
+    /// Changes an order like [`Store::update_order`], or removes it when
+    /// `change` returns false: one store step either way. Removal is only
+    /// for an open order that was never paid and no platform vouched for
+    /// (`change` must not ask for another); it goes with its index entries
+    /// and counts. Returns the order as stored (`None` if removed or absent)
+    /// and whether it was removed.
+    pub async fn update_or_remove_order(
+        &self,
+        out_trade_no: &str,
+        change: impl Fn(&mut Order) -> bool + Send + 'static,
+    ) -> Result<(Option<Order>, bool), StoreError> {
+        let out_trade_no = out_trade_no.to_owned();
+        self.write(SMALL_WRITE, move |tx, id| {
+            let Some(before) = tx.get_order(&out_trade_no)? else { return Ok((None, false)) };
+            let mut order = before.clone();
+            let keep = change(&mut order);
+            let removable = matches!(before.status, OrderStatus::Created | OrderStatus::Prepaid)
+                && before.source.platform().is_none();
+            if !keep && removable {
+                tx.remove_order(&before)?;
+                return Ok((None, true));
+            }
+            if order != before {
+                tx.put_order(&order, &before, id)?;
+            }
+            Ok((Some(order), false))
+        })
+        .await
+    }
+
+    /// Orders of `queue` due at or before `now`, earliest first, at most
+    /// `limit`: (due time, out_trade_no). A range scan of the due index:
+    /// its cost is what is due, not how many orders are open.
+    pub fn due_orders(
+        &self,
+        queue: schedule::Queue,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for entry in trees.orders_due.range(schedule::due_range(queue, now)).take(limit) {
+            let (key, _) = entry?;
+            out.extend(schedule::parse_due_key(&key));
+        }
+        Ok(out)
+    }
+
+    /// How many open orders the due index holds (tests, migration checks).
+    pub fn due_index_len(&self) -> Result<usize, StoreError> {
+        Ok(self.trees()?.orders_due.len())
     }
 
     /// Appends a notify to the log (with the next id) and, in the same
@@ -537,6 +594,7 @@ impl Trees {
             orders_by_status: db.open_tree("orders_by_status")?,
             orders_by_tx: db.open_tree("orders_by_tx")?,
             orders_by_openid: db.open_tree("orders_by_openid")?,
+            orders_due: db.open_tree("orders_due")?,
             stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
@@ -578,6 +636,7 @@ impl Trees {
             &self.orders_by_status,
             &self.orders_by_tx,
             &self.orders_by_openid,
+            &self.orders_due,
             &self.stats,
             &self.notifies_by_order,
             &self.platform_orders,
@@ -621,7 +680,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 20] = [
+        let trees: [&Tree; 21] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -642,6 +701,7 @@ impl Trees {
             &self.refunds_processing,
             &self.bills,
             &self.bill_files,
+            &self.orders_due,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -665,6 +725,7 @@ impl Trees {
                 refunds_processing: &t[17],
                 bills: &t[18],
                 bill_files: &t[19],
+                due: &t[20],
             })
         })?;
         Ok(result)
