@@ -1126,15 +1126,16 @@ impl RawConfig {
                     n @ 1..=100 => n,
                     _ => return Err(invalid("orders.queries_per_second", "must be from 1 to 100")),
                 },
-                unified_orders_per_peer_per_minute: match self.orders.unified_orders_per_peer_per_minute.unwrap_or(600) {
+                unified_orders_per_peer_per_minute: match self.orders.unified_orders_per_peer_per_minute.unwrap_or(1200)
+                {
                     n @ 1..=1_000_000 => n,
                     _ => return Err(invalid("orders.unified_orders_per_peer_per_minute", "must be from 1 to 1000000")),
                 },
-                openid_per_peer_per_minute: match self.orders.openid_per_peer_per_minute.unwrap_or(600) {
+                openid_per_peer_per_minute: match self.orders.openid_per_peer_per_minute.unwrap_or(1200) {
                     n @ 1..=1_000_000 => n,
                     _ => return Err(invalid("orders.openid_per_peer_per_minute", "must be from 1 to 1000000")),
                 },
-                wechat_calls_per_second: match self.orders.wechat_calls_per_second.unwrap_or(100) {
+                wechat_calls_per_second: match self.orders.wechat_calls_per_second.unwrap_or(400) {
                     n @ 1..=10_000 => n,
                     _ => return Err(invalid("orders.wechat_calls_per_second", "must be from 1 to 10000")),
                 },

@@ -176,7 +176,8 @@ impl Guard {
             return Ok(());
         }
         drop(failures);
-        self.failure_refusals.refused(metrics, "prepays refused: an order failed too often (orders.max_failed_prepays)");
+        self.failure_refusals
+            .refused(metrics, "prepays refused: an order failed too often (orders.max_failed_prepays)");
         Err(PayError::TooMany {
             message: format!(
                 "WeChat refused this order {} times in {} minutes (orders.max_failed_prepays); check the openid \

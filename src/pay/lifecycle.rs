@@ -236,7 +236,10 @@ impl Payments {
         let _guard = self.locks.lock(no).await;
         match self.gateway.close(no).await {
             Ok(()) => {}
-            Err(WechatError::Business { code, .. }) if code == "ORDERCLOSED" || code == "ORDERNOTEXIST" => {}
+            // v3 names a missing order ORDER_NOT_EXIST (the gateway maps
+            // only the names the flow branches on elsewhere).
+            Err(WechatError::Business { code, .. })
+                if matches!(code.as_str(), "ORDERCLOSED" | "ORDERNOTEXIST" | "ORDER_NOT_EXIST") => {}
             Err(WechatError::Business { code, .. }) if code == "ORDERPAID" => {
                 // The user paid at the last moment: find and record it.
                 return match self.gateway.query(no).await {

@@ -22,8 +22,8 @@
 use serde::Serialize;
 
 use super::{now_ms, PayError, Payments};
-use crate::store::{Order, OrderContents, OrderSource, OrderStatus, Prepay};
 use crate::store::OrderStatus as Status;
+use crate::store::{Order, OrderContents, OrderSource, OrderStatus, Prepay};
 use crate::wechat::client::WechatError;
 use crate::wechat::gateway::PrepayOrder;
 use crate::wechat::is_valid_out_trade_no;

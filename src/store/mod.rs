@@ -353,12 +353,7 @@ impl Store {
     /// Orders of `queue` due at or before `now`, earliest first, at most
     /// `limit`: (due time, out_trade_no). A range scan of the due index:
     /// its cost is what is due, not how many orders are open.
-    pub fn due_orders(
-        &self,
-        queue: schedule::Queue,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    pub fn due_orders(&self, queue: schedule::Queue, now: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
         let trees = self.trees()?;
         let mut out = Vec::new();
         for entry in trees.orders_due.range(schedule::due_range(queue, now)).take(limit) {
@@ -935,6 +930,74 @@ mod tests {
         let linked: usize =
             (0..3).map(|i| store.notifies_for_order(&format!("ORDER{i:03}"), None, 100).unwrap().items.len()).sum();
         assert_eq!(linked, 10, "links of pruned notifies went with them");
+    }
+
+    /// An order over [`order::MAX_ORDER_BYTES`] is refused where it is
+    /// written, whole: nothing changes, nothing is cut.
+    #[tokio::test]
+    async fn an_oversized_order_is_refused_not_truncated() {
+        let (_dir, store) = open();
+        store.insert_order(order("BIG0000001", 1)).await.unwrap().unwrap();
+        let huge = "x".repeat(order::MAX_ORDER_BYTES);
+        let body = huge.clone();
+        let refused = store.update_order("BIG0000001", move |o| o.body = body.clone()).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Codec(CodecError::Overflow(what))) if what.contains("MAX_ORDER_BYTES")),
+            "{refused:?}"
+        );
+        assert_eq!(store.order("BIG0000001").unwrap().unwrap().body, "b");
+        let mut big = order("BIG0000002", 1);
+        big.attach = huge;
+        assert!(matches!(store.insert_order(big).await, Err(StoreError::Codec(CodecError::Overflow(_)))));
+        assert!(store.order("BIG0000002").unwrap().is_none());
+        let mut record = notify_at("BIG0000001", 1, true, &vec![b'n'; MAX_NOTIFY_BYTES]);
+        record.verified = true;
+        let refused = store.record_notify(record, |_| (Verdict::Ignored, "r".into(), ())).await;
+        assert!(matches!(refused, Err(StoreError::Codec(CodecError::Overflow(_)))), "{refused:?}");
+        assert_eq!(store.notify_log_size().unwrap(), (0, 0));
+    }
+
+    /// The due index follows every write, and removal takes an order's
+    /// index entries and counts with it.
+    #[tokio::test]
+    async fn the_due_index_follows_the_orders() {
+        let (_dir, store) = open();
+        for i in 0..3 {
+            let mut o = order(&format!("DUE000000{i}"), 1000);
+            o.expires_at = Some(5000 + i);
+            store.insert_order(o).await.unwrap().unwrap();
+        }
+        let due = |now| store.due_orders(schedule::Queue::Unpaid, now, 10).unwrap();
+        assert_eq!(due(5001), [(5000, "DUE0000000".to_owned()), (5001, "DUE0000001".to_owned())]);
+        store.update_order("DUE0000000", |o| o.close(2000, "x")).await.unwrap();
+        assert_eq!(due(i64::MAX).len(), 2, "a closed order leaves the index");
+        let (kept, removed) = store.update_or_remove_order("DUE0000001", |_| false).await.unwrap();
+        assert_eq!((kept, removed), (None, true));
+        assert!(store.order("DUE0000001").unwrap().is_none());
+        assert_eq!(due(i64::MAX), [(5002, "DUE0000002".to_owned())]);
+        assert_eq!(store.order_count().unwrap(), 2);
+        assert_eq!(store.list_orders(&OrderFilter::default(), None, 10).unwrap().items.len(), 2);
+        assert!(store.search_orders("o", &OrderFilter::default(), None, 10).unwrap().items.len() == 2);
+    }
+
+    /// A data directory from before the due index gets it built when opened.
+    #[tokio::test]
+    async fn the_due_index_is_built_for_an_older_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        for i in 0..20 {
+            store.insert_order(order(&format!("OLD{i:07}"), 1000)).await.unwrap().unwrap();
+        }
+        let trees = store.trees().unwrap();
+        trees.orders_due.clear().unwrap();
+        trees.db.open_tree("meta").unwrap().insert("index_version", &b"5"[..]).unwrap();
+        drop(trees);
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        drop(store);
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        assert_eq!(store.due_index_len().unwrap(), 20);
+        let due = store.due_orders(schedule::Queue::Unpaid, i64::MAX, 100).unwrap();
+        assert_eq!(due[0], (1000 + schedule::LEGACY_EXPIRY_MS, "OLD0000000".to_owned()));
     }
 
     /// Writes from many threads at once are all applied, each answered only
