@@ -61,6 +61,12 @@ const TICK: Duration = Duration::from_secs(5);
 /// most this long.
 pub const PASS_SECONDS: u32 = 5;
 
+/// The most due-index entries read per queue and pass. Only entries the
+/// index holds early (orders from before orders carried an expiry, with
+/// `orders.expire_minutes` other than its default) are read and skipped;
+/// this bounds what they can cost.
+const SCAN_LIMIT: usize = 10_000;
+
 /// The most refunds read per pass.
 const REFUND_LIST: usize = 10_000;
 
@@ -134,9 +140,14 @@ impl Lifecycle {
         let budget = self.pass_steps();
         let mut queues: Vec<VecDeque<Work>> = Vec::new();
         for queue in Queue::ALL {
-            let due = self.pay.store.read(move |store| store.due_orders(queue, now, budget)).await?;
+            // An entry may be early (see `step_now`): it is skipped, and the
+            // scan goes on past it, up to SCAN_LIMIT entries.
+            let due = self.pay.store.read(move |store| store.due_orders(queue, now, SCAN_LIMIT)).await?;
             let mut work = VecDeque::new();
             for (_, no) in due {
+                if work.len() == budget {
+                    break;
+                }
                 let Some(step) = self.step_now(&no, now).await? else { continue };
                 work.push_back(Work::Order(step, no));
             }
