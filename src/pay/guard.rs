@@ -97,6 +97,9 @@ pub struct Guard {
     openid_refusals: Refusals,
     wechat_refusals: Refusals,
     failure_refusals: Refusals,
+    /// Orders WeChat refused and that were not kept (a stranger can cause
+    /// one per request: logged once a minute, with the count).
+    not_kept: Refusals,
 }
 
 /// The endpoints a per-address budget applies to.
@@ -121,6 +124,7 @@ impl Guard {
             openid_refusals: Refusals::new("openid_per_peer"),
             wechat_refusals: Refusals::new("wechat_calls_per_second"),
             failure_refusals: Refusals::new("failed_prepays_per_order"),
+            not_kept: Refusals::new("order_refused_by_wechat"),
         }
     }
 
@@ -207,6 +211,18 @@ impl Guard {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// Counts and logs an order WeChat refused before any prepay, which
+    /// was not kept.
+    pub fn not_kept(&self, out_trade_no: &str, error: &crate::wechat::client::WechatError, metrics: &Metrics) {
+        metrics.refused(self.not_kept.reason);
+        if let Some(count) = self.not_kept.summary.event() {
+            tracing::info!(
+                refused = count, last = out_trade_no, error = %error,
+                "unified orders refused by WeChat before any prepay: not kept"
+            );
+        }
     }
 
     /// A prepay succeeded: the order's failures are forgiven.

@@ -28,11 +28,12 @@
 //! costs it nothing. Orders WeChat issued a prepay for (they may hold money)
 //! wait in their own queue, junk that only needs a close in another, and
 //! refunds still processing in a third; each pass gives the three turns in
-//! rotation, so a thousand expired junk orders being closed delay a query
-//! of a paid order or a refund by at most two steps. All steps together
-//! stay under `orders.queries_per_second`, so a restart after a long outage
-//! catches up without a burst at WeChat, and a pass does at most
-//! [`PASS_SECONDS`] of work before it looks at the index again.
+//! rotation, so thousands of expired junk orders being closed delay a
+//! query of a paid order or a refund by at most two steps of the pass that
+//! takes it up. A pass does at most [`PASS_SECONDS`] of work before it reads
+//! the index again, so what falls due meanwhile waits at most that long.
+//! All steps together stay under `orders.queries_per_second`, so a restart
+//! after a long outage catches up without a burst at WeChat.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

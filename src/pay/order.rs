@@ -22,7 +22,6 @@
 use serde::Serialize;
 
 use super::{now_ms, PayError, Payments};
-use crate::store::OrderStatus as Status;
 use crate::store::{Order, OrderContents, OrderSource, OrderStatus, Prepay};
 use crate::wechat::client::WechatError;
 use crate::wechat::gateway::PrepayOrder;
@@ -357,12 +356,11 @@ impl Payments {
                     .update_or_remove_order(&order.out_trade_no, move |o| {
                         let never_tried = o.prepay.is_none() && !o.history.iter().any(|h| h.kind == PREPAY_FAILED);
                         o.record_prepay_error(message.clone(), now);
-                        !(certain && never_tried && o.status == Status::Created)
+                        !(certain && never_tried && o.status == OrderStatus::Created)
                     })
                     .await?;
                 if removed {
-                    self.metrics.refused("order_refused_by_wechat");
-                    tracing::info!(out_trade_no = %order.out_trade_no, error = %e, "unified order refused by WeChat: the order is not kept");
+                    self.guard.not_kept(&order.out_trade_no, &e, &self.metrics);
                     return Err(PayError::Refused(e));
                 }
                 tracing::warn!(out_trade_no = %order.out_trade_no, error = %e, retryable = e.is_retryable(), "unified order failed");
