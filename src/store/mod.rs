@@ -608,9 +608,18 @@ impl Trees {
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
-        if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
-            trees.rebuild_indexes()?;
-            meta.insert("index_version", INDEX_VERSION)?;
+        match meta.get("index_version")?.as_deref() {
+            Some(INDEX_VERSION) => {}
+            // Version 5 lacks only the due index: built alone, so platforms'
+            // change feeds do not see every order again.
+            Some(b"5") => {
+                trees.build_due_index()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
+            _ => {
+                trees.rebuild_indexes()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
         }
         trees.sync()?;
         Ok(trees)
@@ -621,6 +630,22 @@ impl Trees {
             Some(bytes) => Ok(Some(Order::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Builds the lifecycle's due index from the orders (a data directory
+    /// from before it existed). Runs at open, before the writer starts.
+    fn build_due_index(&self) -> Result<(), StoreError> {
+        self.orders_due.clear()?;
+        let mut open = 0u64;
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            if let Some(key) = schedule::due_key(&Order::decode(&bytes)?) {
+                self.orders_due.insert(key, &[])?;
+                open += 1;
+            }
+        }
+        tracing::info!(open_orders = open, "the lifecycle's due index was built");
+        Ok(())
     }
 
     /// Rebuilds every order index and counter from the orders themselves
@@ -988,6 +1013,7 @@ mod tests {
         for i in 0..20 {
             store.insert_order(order(&format!("OLD{i:07}"), 1000)).await.unwrap().unwrap();
         }
+        store.update_order("OLD0000019", |o| o.close(2000, "x")).await.unwrap();
         let trees = store.trees().unwrap();
         trees.orders_due.clear().unwrap();
         trees.db.open_tree("meta").unwrap().insert("index_version", &b"5"[..]).unwrap();
@@ -995,7 +1021,7 @@ mod tests {
         assert!(store.close(std::time::Duration::from_secs(5)).await);
         drop(store);
         let store = Store::open(dir.path(), Mode::Live).unwrap();
-        assert_eq!(store.due_index_len().unwrap(), 20);
+        assert_eq!(store.due_index_len().unwrap(), 19, "open orders only");
         let due = store.due_orders(schedule::Queue::Unpaid, i64::MAX, 100).unwrap();
         assert_eq!(due[0], (1000 + schedule::LEGACY_EXPIRY_MS, "OLD0000000".to_owned()));
     }
