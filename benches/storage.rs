@@ -228,6 +228,9 @@ async fn main() {
     config.sandbox.simulator_listen = "127.0.0.1:0".parse().unwrap();
     // wrk's 256 connections come from one address, as no real client's would.
     config.http.limits.per_ip = config.http.limits.total;
+    // And its unified orders: the per-address and WeChat-call budgets are lifted.
+    config.orders.unified_orders_per_peer_per_minute = 1_000_000;
+    config.orders.wechat_calls_per_second = 1_000_000;
     let app = paybridge::app::start(config).await.unwrap();
 
     let sync_rate = fdatasync_rate(dir.path(), if bench { Duration::from_secs(3) } else { Duration::from_millis(200) });

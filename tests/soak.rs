@@ -36,10 +36,13 @@ async fn memory_levels_off_under_minutes_of_mixed_traffic() {
     let sim = start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("paybridge.toml");
+    // All load comes from one address as fast as it can: the per-address
+    // and WeChat-call budgets (tests/orders_bounded.rs) are lifted.
     let text = format!(
         "data_dir = \"{data}\"\n[http]\nlisten = \"off\"\n[tls]\nmode = \"self-signed\"\nlisten = \"127.0.0.1:{port}\"\n\
          domains = [\"soak.paybridge.test\"]\n{wechat}notify_url = \"https://soak.paybridge.test/pay/notify\"\n\
-         [orders]\naccept_client_amount = true\n[admin]\npassword_hash = \"{hash}\"\n[storage]\ncache_mb = 16\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+         [orders]\naccept_client_amount = true\nunified_orders_per_peer_per_minute = 1000000\n\
+         wechat_calls_per_second = 10000\n[admin]\npassword_hash = \"{hash}\"\n[storage]\ncache_mb = 16\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         data = dir.path().join("data").display(),
         port = process::free_tcp_port(),
         wechat = wechat_toml(&sim.url()),

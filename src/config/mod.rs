@@ -210,6 +210,16 @@ pub struct OrdersConfig {
     pub expire_after: Duration,
     /// At most this many queries to WeChat a second by the reconciler.
     pub queries_per_second: u32,
+    /// `POST /pay/unifiedOrder` requests per address (IPv4, IPv6 /64) per
+    /// minute. Generous: many users share one carrier-NAT IPv4 address.
+    pub unified_orders_per_peer_per_minute: u32,
+    /// `GET /pay/openid` requests per address per minute.
+    pub openid_per_peer_per_minute: u32,
+    /// Calls to WeChat a second made for strangers (prepay and login), all
+    /// together: strangers cannot spend the merchant's API quota.
+    pub wechat_calls_per_second: u32,
+    /// Failed prepays per order per 10 minutes; then 429.
+    pub max_failed_prepays: u32,
 }
 
 /// `[sandbox]`
@@ -529,6 +539,10 @@ struct RawOrders {
     max_total_fee: Option<u64>,
     expire_minutes: Option<u64>,
     queries_per_second: Option<u32>,
+    unified_orders_per_peer_per_minute: Option<u32>,
+    openid_per_peer_per_minute: Option<u32>,
+    wechat_calls_per_second: Option<u32>,
+    max_failed_prepays: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -596,6 +610,18 @@ impl RawConfig {
             }
             "ORDERS_QUERIES_PER_SECOND" => {
                 self.orders.queries_per_second = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "ORDERS_UNIFIED_ORDERS_PER_PEER_PER_MINUTE" => {
+                self.orders.unified_orders_per_peer_per_minute = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "ORDERS_OPENID_PER_PEER_PER_MINUTE" => {
+                self.orders.openid_per_peer_per_minute = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "ORDERS_WECHAT_CALLS_PER_SECOND" => {
+                self.orders.wechat_calls_per_second = Some(parsed(&var, &value, "expected a whole number")?)
+            }
+            "ORDERS_MAX_FAILED_PREPAYS" => {
+                self.orders.max_failed_prepays = Some(parsed(&var, &value, "expected a whole number")?)
             }
             "RECONCILE_ENABLED" => self.reconcile.enabled = Some(parsed(&var, &value, "expected true or false")?),
             "RECONCILE_KEEP_BILLS_DAYS" => {
@@ -774,11 +800,17 @@ impl Config {
             w.timeout.as_millis()
         );
         out += &format!(
-            "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\nexpire_minutes = {}\nqueries_per_second = {}\n\n",
+            "[orders]\naccept_client_amount = {}\nmax_total_fee = {}\nexpire_minutes = {}\nqueries_per_second = {}\n\
+             unified_orders_per_peer_per_minute = {}\nopenid_per_peer_per_minute = {}\nwechat_calls_per_second = {}\n\
+             max_failed_prepays = {}\n\n",
             self.orders.accept_client_amount,
             self.orders.max_total_fee,
             self.orders.expire_after.as_secs() / 60,
-            self.orders.queries_per_second
+            self.orders.queries_per_second,
+            self.orders.unified_orders_per_peer_per_minute,
+            self.orders.openid_per_peer_per_minute,
+            self.orders.wechat_calls_per_second,
+            self.orders.max_failed_prepays
         );
         for p in self.products.all() {
             out += &format!("[[products]]\nid = {:?}\nname = {:?}\nprice = {}\n\n", p.id, p.name, p.price);
@@ -1125,6 +1157,23 @@ impl RawConfig {
                 queries_per_second: match self.orders.queries_per_second.unwrap_or(5) {
                     n @ 1..=100 => n,
                     _ => return Err(invalid("orders.queries_per_second", "must be from 1 to 100")),
+                },
+                unified_orders_per_peer_per_minute: match self.orders.unified_orders_per_peer_per_minute.unwrap_or(1200)
+                {
+                    n @ 1..=1_000_000 => n,
+                    _ => return Err(invalid("orders.unified_orders_per_peer_per_minute", "must be from 1 to 1000000")),
+                },
+                openid_per_peer_per_minute: match self.orders.openid_per_peer_per_minute.unwrap_or(1200) {
+                    n @ 1..=1_000_000 => n,
+                    _ => return Err(invalid("orders.openid_per_peer_per_minute", "must be from 1 to 1000000")),
+                },
+                wechat_calls_per_second: match self.orders.wechat_calls_per_second.unwrap_or(400) {
+                    n @ 1..=10_000 => n,
+                    _ => return Err(invalid("orders.wechat_calls_per_second", "must be from 1 to 10000")),
+                },
+                max_failed_prepays: match self.orders.max_failed_prepays.unwrap_or(10) {
+                    n @ 1..=1000 => n,
+                    _ => return Err(invalid("orders.max_failed_prepays", "must be from 1 to 1000")),
                 },
             },
             sandbox: SandboxConfig { simulator_listen },

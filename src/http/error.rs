@@ -56,16 +56,23 @@ pub fn pay_error(e: &PayError) -> Response {
         PayError::Upstream(WechatError::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "WECHAT_TIMEOUT"),
         PayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "WECHAT_ERROR"),
         PayError::RefundRefused(_) => (StatusCode::BAD_GATEWAY, "REFUND_REFUSED"),
+        PayError::Refused(_) => (StatusCode::BAD_GATEWAY, "WECHAT_REFUSED"),
         PayError::Store(StoreError::Busy | StoreError::Unavailable | StoreError::Stopped) => {
             // Logged once per episode by the writer; the client may retry.
             (StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE")
         }
+        PayError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+        PayError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "WECHAT_BUDGET_SPENT"),
         PayError::Store(cause) => {
             tracing::error!(error = %cause, "storage error");
             (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
         }
     };
-    json_error(status, code, &message)
+    let mut reply = json_error(status, code, &message);
+    if let PayError::TooMany { retry_after, .. } | PayError::Busy { retry_after, .. } = e {
+        reply.headers_mut().insert(warp::http::header::RETRY_AFTER, (*retry_after).into());
+    }
+    reply
 }
 
 /// Renders what warp's routing refused: unknown path, wrong method, body too large.

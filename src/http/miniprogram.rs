@@ -16,6 +16,7 @@ use warp::Filter;
 
 use super::error::pay_error;
 use super::{body, with, PeerAddr};
+use crate::pay::guard::Route;
 use crate::pay::{NewOrder, PayError, PayerProof, Payments};
 use crate::wechat::jsapi::PaySignType;
 
@@ -102,9 +103,13 @@ struct UnifiedOrderReply {
 pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
     let openid = warp::path!("pay" / "openid")
         .and(warp::get())
+        .and(warp::ext::optional::<PeerAddr>())
         .and(warp::query::<HashMap<String, String>>())
         .and(with(pay.clone()))
-        .then(|query: HashMap<String, String>, pay: Arc<Payments>| async move {
+        .then(|peer: Option<PeerAddr>, query: HashMap<String, String>, pay: Arc<Payments>| async move {
+            if let Some(Err(e)) = peer.map(|p| pay.admit(Route::Openid, p.0.ip())) {
+                return pay_error(&e);
+            }
             let code = query.get("code").map(String::as_str).unwrap_or("");
             match pay.openid(code).await {
                 Ok(openid) => reply::json(&serde_json::json!({ "openid": openid })).into_response(),
@@ -118,6 +123,9 @@ pub fn routes(pay: Arc<Payments>) -> BoxedFilter<(Response,)> {
         .and(body::limited(ORDER_BODY_LIMIT))
         .and(with(pay.clone()))
         .then(|peer: Option<PeerAddr>, body: bytes::Bytes, pay: Arc<Payments>| async move {
+            if let Some(Err(e)) = peer.map(|p| pay.admit(Route::UnifiedOrder, p.0.ip())) {
+                return pay_error(&e);
+            }
             let new = match parse_unified_order(&body) {
                 Ok(new) => new,
                 Err(e) => return pay_error(&e),

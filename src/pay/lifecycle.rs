@@ -22,90 +22,56 @@
 //! too (a lost refund notify), and one WeChat never received is sent again
 //! under the same number.
 //!
-//! The work list is the store's index of open orders, so it survives a
-//! restart; what is due is computed from each order's own history. Queries
-//! and closes together stay under `orders.queries_per_second`, so a restart
+//! The work list is the store's due index ([`crate::store::schedule`]): every
+//! order write keeps the time its next step is due, so a pass reads only
+//! what is due, earliest first, and a flood of junk orders that are not due
+//! costs it nothing. Orders WeChat issued a prepay for (they may hold money)
+//! wait in their own queue, junk that only needs a close in another, and
+//! refunds still processing in a third; each pass gives the three turns in
+//! rotation, so thousands of expired junk orders being closed delay a
+//! query of a paid order or a refund by at most two steps of the pass that
+//! takes it up. A pass does at most [`PASS_SECONDS`] of work before it reads
+//! the index again, so what falls due meanwhile waits at most that long.
+//! All steps together stay under `orders.queries_per_second`, so a restart
 //! after a long outage catches up without a burst at WeChat.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::notify::Checked;
 use super::{PayError, Payments};
 use crate::platform::webhook::Clock;
-use crate::store::{NotifyRecord, NotifySource, Order, OrderStatus};
+use crate::store::schedule::Queue;
+use crate::store::{NotifyRecord, NotifySource, OrderStatus, Refund};
 use crate::wechat::client::WechatError;
 use crate::wechat::gateway::Queried;
 
-/// When an open order is queried, counted from its (latest) prepay.
-pub const QUERY_AFTER: [Duration; 4] = [
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(15 * 60),
-    Duration::from_secs(45 * 60),
-    Duration::from_secs(105 * 60),
-];
-
-/// The last query comes this long before the order expires.
-pub const LAST_QUERY_BEFORE_EXPIRY: Duration = Duration::from_secs(2 * 60);
-
-/// A refund still processing this long after its last news is queried.
-pub const REFUND_QUERY_AFTER: Duration = Duration::from_secs(60);
-
-/// After a failed close, the next try waits this long.
-pub const CLOSE_RETRY: Duration = Duration::from_secs(60);
+pub use crate::store::schedule::{
+    next_step, Step, CLOSE_FAILED, CLOSE_RETRY, LAST_QUERY_BEFORE_EXPIRY, QUERIED, QUERY_AFTER,
+};
 
 /// How often the work list is looked at.
 const TICK: Duration = Duration::from_secs(5);
 
-/// The most open orders looked at per tick.
-const WORK_LIST: usize = 10_000;
+/// A pass takes at most this many seconds' worth of steps (at the pace),
+/// then the index is read again: work that fell due meanwhile waits at
+/// most this long.
+pub const PASS_SECONDS: u32 = 5;
 
-/// History kinds the lifecycle writes.
-const QUERIED: &str = "QUERIED";
-const CLOSE_FAILED: &str = "CLOSE_FAILED";
+/// The most due-index entries read per queue and pass. Only entries the
+/// index holds early (orders from before orders carried an expiry, with
+/// `orders.expire_minutes` other than its default) are read and skipped;
+/// this bounds what they can cost.
+const SCAN_LIMIT: usize = 10_000;
 
-/// What is due for an open order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Step {
-    /// Ask WeChat whether it was paid.
-    Query,
-    /// It expired: close it at WeChat, then here.
-    Expire,
-}
+/// The most refunds read per pass.
+const REFUND_LIST: usize = 10_000;
 
-/// When `order` needs its next step, and which, seen at `now`; `None` for
-/// a terminal order. Past expiry the close comes first, whatever queries
-/// were missed; missed queries are one query. `default_expiry_ms` applies
-/// to orders stored before expiry existed.
-pub fn next_step(order: &Order, default_expiry_ms: i64, now: i64) -> Option<(i64, Step)> {
-    if !matches!(order.status, OrderStatus::Created | OrderStatus::Prepaid) {
-        return None;
-    }
-    let expiry = order.expires_at.unwrap_or(order.created_at + default_expiry_ms);
-    let last = |kind: &str| order.history.iter().rev().find(|e| e.kind == kind).map(|e| e.at);
-    if let Some(failed) = last(CLOSE_FAILED).filter(|at| *at >= expiry) {
-        return Some((failed + CLOSE_RETRY.as_millis() as i64, Step::Expire));
-    }
-    let expire = Some((expiry, Step::Expire));
-    if now >= expiry {
-        return expire;
-    }
-    let Some(prepay) = order.prepay.as_ref().filter(|_| order.status == OrderStatus::Prepaid) else {
-        return expire;
-    };
-    // Queries already made since this prepay move the schedule on.
-    let done = last(QUERIED).filter(|at| *at >= prepay.obtained_at).unwrap_or(prepay.obtained_at);
-    let last_chance = expiry - LAST_QUERY_BEFORE_EXPIRY.as_millis() as i64;
-    let query = QUERY_AFTER
-        .iter()
-        .map(|after| prepay.obtained_at + after.as_millis() as i64)
-        .chain([last_chance])
-        .filter(|at| *at > done && *at < expiry)
-        .min();
-    match query {
-        Some(at) => Some((at, Step::Query)),
-        None => expire,
-    }
+/// One unit of work of a pass.
+enum Work {
+    Order(Step, String),
+    Refund(Refund),
 }
 
 /// The background worker.
@@ -135,12 +101,25 @@ impl Lifecycle {
         &self.clock
     }
 
+    /// The most steps one pass takes.
+    pub fn pass_steps(&self) -> usize {
+        (self.queries_per_second * PASS_SECONDS) as usize
+    }
+
     /// Does whatever is due, then waits for the next tick (or for the
-    /// clock to move). Runs until aborted.
+    /// clock to move); a full pass is followed by the next at once. Runs
+    /// until aborted.
     pub async fn run(self: Arc<Self>) {
         loop {
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "order lifecycle: cannot read the open orders");
+            let full = match self.tick().await {
+                Ok(steps) => steps >= self.pass_steps(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "order lifecycle: cannot read the due orders");
+                    false
+                }
+            };
+            if full {
+                continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -149,54 +128,82 @@ impl Lifecycle {
         }
     }
 
-    /// One pass over the open orders: every due step, oldest due first,
-    /// paced at `queries_per_second`. Returns how many steps ran.
+    /// One pass: the due steps of each queue, earliest due first, taken in
+    /// turns (prepaid orders, unpaid orders, refunds), paced at
+    /// `queries_per_second`, at most [`Lifecycle::pass_steps`]. Returns
+    /// how many steps ran.
     pub async fn tick(&self) -> Result<usize, PayError> {
         let _one_pass = self.pass.lock().await;
         let now = self.clock.now_ms();
-        let open = self.pay.store.read(|store| store.open_orders(WORK_LIST)).await?;
-        let mut due: Vec<(i64, Step, String)> = open
-            .iter()
-            .filter_map(|o| {
-                next_step(o, self.pay.expire_after_ms, now).map(|(at, step)| (at, step, o.out_trade_no.clone()))
-            })
-            .filter(|(at, _, _)| *at <= now)
-            .collect();
-        due.sort();
+        let budget = self.pass_steps();
+        let mut queues: Vec<VecDeque<Work>> = Vec::new();
+        for queue in Queue::ALL {
+            // An entry may be early (see `step_now`): it is skipped, and the
+            // scan goes on past it, up to SCAN_LIMIT entries.
+            let due = self.pay.store.read(move |store| store.due_orders(queue, now, SCAN_LIMIT)).await?;
+            let mut work = VecDeque::new();
+            for (_, no) in due {
+                if work.len() == budget {
+                    break;
+                }
+                let Some(step) = self.step_now(&no, now).await? else { continue };
+                work.push_back(Work::Order(step, no));
+            }
+            queues.push(work);
+        }
+        // Refunds due to be asked about: PROCESSING ones past their back-off
+        // (never sooner than a minute after their last news), ABNORMAL ones
+        // on their slow schedule.
+        let refunds = self.pay.refunds_to_query(now, REFUND_LIST.min(budget)).await?;
+        queues.push(refunds.into_iter().map(Work::Refund).collect());
+
         let pace = Duration::from_secs(1) / self.queries_per_second;
         let mut next_slot = tokio::time::Instant::now();
-        for (_, step, no) in &due {
-            tokio::time::sleep_until(next_slot).await;
-            next_slot = tokio::time::Instant::now() + pace;
-            let result = match step {
-                Step::Query => self.pay.query_step(no, self.clock.now_ms()).await,
-                Step::Expire => self.pay.expire_step(no, self.clock.now_ms()).await,
-            };
-            match result {
-                Ok(result) => self.pay.metrics.lifecycle(result),
-                Err(e) => {
-                    self.pay.metrics.lifecycle("store_error");
-                    tracing::warn!(out_trade_no = %no, error = %e, "order lifecycle step failed");
+        let mut steps = 0;
+        while steps < budget {
+            let mut took = false;
+            for queue in queues.iter_mut() {
+                let Some(work) = queue.pop_front() else { continue };
+                if steps == budget {
+                    break;
                 }
+                took = true;
+                tokio::time::sleep_until(next_slot).await;
+                next_slot = tokio::time::Instant::now() + pace;
+                steps += 1;
+                self.run_step(work).await;
             }
-        }
-        // Refunds whose end has not come within a minute: ask WeChat.
-        let refunds = self.pay.store.read(|store| store.processing_refunds(WORK_LIST)).await?;
-        let stale = refunds.iter().filter(|r| r.updated_at + REFUND_QUERY_AFTER.as_millis() as i64 <= now);
-        let mut steps = due.len();
-        for refund in stale {
-            tokio::time::sleep_until(next_slot).await;
-            next_slot = tokio::time::Instant::now() + pace;
-            steps += 1;
-            match self.pay.refund_step(refund).await {
-                Ok(result) => self.pay.metrics.lifecycle(result),
-                Err(e) => {
-                    self.pay.metrics.lifecycle("store_error");
-                    tracing::warn!(out_refund_no = %refund.out_refund_no, error = %e, "refund query failed");
-                }
+            if !took {
+                break;
             }
         }
         Ok(steps)
+    }
+
+    /// The step due for an indexed order now, with the configured default
+    /// expiry (the index may hold it early: see [`crate::store::schedule::LEGACY_EXPIRY_MS`]).
+    async fn step_now(&self, no: &str, now: i64) -> Result<Option<Step>, PayError> {
+        let no = no.to_owned();
+        let order = self.pay.store.read(move |store| store.order(&no)).await?;
+        Ok(order
+            .and_then(|o| next_step(&o, self.pay.expire_after_ms, now))
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, step)| step))
+    }
+
+    async fn run_step(&self, work: Work) {
+        let (result, what) = match &work {
+            Work::Order(Step::Query, no) => (self.pay.query_step(no, self.clock.now_ms()).await, no.as_str()),
+            Work::Order(Step::Expire, no) => (self.pay.expire_step(no, self.clock.now_ms()).await, no.as_str()),
+            Work::Refund(refund) => (self.pay.refund_step(refund).await, refund.out_refund_no.as_str()),
+        };
+        match result {
+            Ok(result) => self.pay.metrics.lifecycle(result),
+            Err(e) => {
+                self.pay.metrics.lifecycle("store_error");
+                tracing::warn!(of = %what, error = %e, "order lifecycle step failed");
+            }
+        }
     }
 }
 
@@ -233,7 +240,10 @@ impl Payments {
         let _guard = self.locks.lock(no).await;
         match self.gateway.close(no).await {
             Ok(()) => {}
-            Err(WechatError::Business { code, .. }) if code == "ORDERCLOSED" || code == "ORDERNOTEXIST" => {}
+            // v3 names a missing order ORDER_NOT_EXIST (the gateway maps
+            // only the names the flow branches on elsewhere).
+            Err(WechatError::Business { code, .. })
+                if matches!(code.as_str(), "ORDERCLOSED" | "ORDERNOTEXIST" | "ORDER_NOT_EXIST") => {}
             Err(WechatError::Business { code, .. }) if code == "ORDERPAID" => {
                 // The user paid at the last moment: find and record it.
                 return match self.gateway.query(no).await {
@@ -294,90 +304,12 @@ impl Payments {
         self.store
             .update_order(no, move |o| {
                 if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
-                    // A close retried every minute while WeChat is down stays one entry.
-                    match kind {
-                        CLOSE_FAILED => o.note_latest(now, kind, detail.clone()),
-                        _ => o.note(now, kind, detail.clone()),
-                    }
+                    // A close retried every minute while WeChat is down, or
+                    // queries answered alike, stay one entry (with a count).
+                    o.note_latest(now, kind, detail.clone())
                 }
             })
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{OrderContents, Prepay};
-    use crate::wechat::jsapi::{PayParams, PaySignType};
-
-    const MIN: i64 = 60_000;
-
-    fn order(expires_in_min: i64) -> Order {
-        let contents = OrderContents { total_fee: 1, body: "b".into(), attach: String::new(), openid: "o".into() };
-        let mut o = Order::new("LIFE000001".into(), contents, false, 0);
-        o.expires_at = Some(expires_in_min * MIN);
-        o
-    }
-
-    fn prepaid(mut o: Order, at: i64) -> Order {
-        let params = PayParams {
-            app_id: "wx".into(),
-            time_stamp: "0".into(),
-            nonce_str: "n".into(),
-            package: "prepay_id=wx1".into(),
-            sign_type: PaySignType::Md5,
-            pay_sign: "s".into(),
-        };
-        o.record_prepay(Prepay { prepay_id: "wx1".into(), obtained_at: at, params }, at);
-        o
-    }
-
-    #[test]
-    fn the_schedule_backs_off_then_asks_once_more_before_expiry() {
-        let unpaid = order(120);
-        assert_eq!(next_step(&unpaid, 0, 0), Some((120 * MIN, Step::Expire)), "no prepay: only expiry");
-        let mut o = prepaid(order(120), 0);
-        let mut seen = Vec::new();
-        while let Some((at, Step::Query)) = next_step(&o, 0, 0) {
-            seen.push(at / MIN);
-            o.note(at, QUERIED, "NOTPAY".into());
-        }
-        assert_eq!(seen, [5, 15, 45, 105, 118]);
-        assert_eq!(next_step(&o, 0, 0), Some((120 * MIN, Step::Expire)));
-        // A failed close is retried a minute later, not at once; a day of
-        // failures stays one history entry.
-        let entries = o.history.len();
-        for minute in 121..121 + 24 * 60 {
-            o.note_latest(minute * MIN, CLOSE_FAILED, "timeout".into());
-            assert_eq!(next_step(&o, 0, minute * MIN), Some(((minute + 1) * MIN, Step::Expire)));
-        }
-        assert_eq!(o.history.len(), entries + 1);
-        assert!(o.history.last().unwrap().detail.starts_with("1440 times: "), "{:?}", o.history.last());
-        o.note(121 * MIN, CLOSE_FAILED, "timeout".into());
-        assert_eq!(next_step(&o, 0, 121 * MIN), Some((122 * MIN, Step::Expire)));
-        // Terminal orders have nothing due.
-        o.close(122 * MIN, "x");
-        assert_eq!(next_step(&o, 0, 122 * MIN), None);
-    }
-
-    #[test]
-    fn missed_queries_are_one_query_and_expiry_comes_first() {
-        let o = prepaid(order(120), 0);
-        // Back after 50 minutes: the earliest missed query is due now, once.
-        assert_eq!(next_step(&o, 0, 50 * MIN), Some((5 * MIN, Step::Query)));
-        let mut asked = o.clone();
-        asked.note(50 * MIN, QUERIED, "NOTPAY".into());
-        assert_eq!(next_step(&asked, 0, 50 * MIN), Some((105 * MIN, Step::Query)));
-        // Back after three hours: close, do not query first.
-        assert_eq!(next_step(&o, 0, 180 * MIN), Some((120 * MIN, Step::Expire)));
-    }
-
-    #[test]
-    fn an_order_from_before_expiry_existed_expires_by_the_default() {
-        let mut o = order(0);
-        o.expires_at = None;
-        assert_eq!(next_step(&o, 120 * MIN, 0), Some((120 * MIN, Step::Expire)));
     }
 }

@@ -4,6 +4,7 @@
 //! everything that decides something about money is here.
 
 pub mod certificates;
+pub mod guard;
 pub mod lifecycle;
 mod notify;
 mod notify_v3;
@@ -59,6 +60,13 @@ pub enum PayError {
     /// The login failed: WeChat refused the code, or could not be reached.
     #[error("WeChat login failed: {0}; call wx.login again and retry")]
     Login(WechatError),
+    /// WeChat refused the order itself (an openid it never issued, a bad
+    /// parameter) before any prepay: the order was not kept.
+    #[error(
+        "WeChat refused this order ({0}); it was not kept: check the openid (from /pay/openid) and the order, \
+         then send it again"
+    )]
+    Refused(WechatError),
     /// WeChat failed or refused; the order is kept and can be retried.
     #[error("{0}; the order is kept, retry with the same outTradeNo")]
     Upstream(WechatError),
@@ -66,6 +74,22 @@ pub enum PayError {
     /// words (the refund is FAILED, its amount free again).
     #[error("{0}")]
     RefundRefused(String),
+    /// A stranger's limit is spent (per address, per order): HTTP 429.
+    #[error("{message}")]
+    TooMany {
+        /// For people: which limit, and what to do.
+        message: String,
+        /// Seconds after which a retry may succeed (`Retry-After`).
+        retry_after: u64,
+    },
+    /// PayBridge's own budget of calls to WeChat is spent: HTTP 503.
+    #[error("{message}")]
+    Busy {
+        /// For people: which limit.
+        message: String,
+        /// Seconds after which a retry may succeed (`Retry-After`).
+        retry_after: u64,
+    },
     /// Storage failed.
     #[error("storage error")]
     Store(#[from] StoreError),
@@ -113,6 +137,8 @@ pub struct Payments {
     refused_budget: crate::limit::PeerBudget,
     unrecorded: crate::limit::Summary,
     locks: OrderLocks,
+    /// What strangers may make PayBridge do (per address, per order, WeChat calls).
+    guard: guard::Guard,
     metrics: Arc<Metrics>,
     /// One certificate download at a time (v3 certificate mode).
     certificate_refresh: tokio::sync::Mutex<()>,
@@ -143,6 +169,12 @@ impl Payments {
             unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
             sandbox: config.mode == Mode::Sandbox,
             locks: OrderLocks::new(),
+            guard: guard::Guard::new(guard::GuardLimits {
+                unified_orders_per_peer_per_minute: config.orders.unified_orders_per_peer_per_minute,
+                openid_per_peer_per_minute: config.orders.openid_per_peer_per_minute,
+                wechat_calls_per_second: config.orders.wechat_calls_per_second,
+                max_failed_prepays: config.orders.max_failed_prepays,
+            }),
             certificate_refresh: tokio::sync::Mutex::new(()),
             unknown_serial_refresh: std::sync::Mutex::new(None),
             refund_pass_at: std::sync::atomic::AtomicI64::new(0),
@@ -180,8 +212,16 @@ impl Payments {
         if code.is_empty() || code.len() > 256 {
             return Err(PayError::Invalid("the query parameter `code` (from wx.login) is required".into()));
         }
+        // SECURITY: a stranger's login spends the merchant's API quota.
+        self.guard.wechat_call(&self.metrics)?;
         // No order exists yet: every failure is a login failure.
         self.gateway.openid(code).await.map_err(PayError::Login)
+    }
+
+    /// Takes one request of `route` from the budget of the address it came
+    /// from (IPv4, or IPv6 /64); 429 when that address has spent it.
+    pub fn admit(&self, route: guard::Route, peer: std::net::IpAddr) -> Result<(), PayError> {
+        self.guard.admit(route, peer, &self.metrics)
     }
 }
 

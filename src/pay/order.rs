@@ -1,4 +1,23 @@
 //! Placing orders: store first, then ask WeChat, then sign for `wx.requestPayment`.
+//!
+//! # Orders WeChat refused are not kept
+//!
+//! An order is stored before WeChat is asked, so no payment can arrive for
+//! an order PayBridge does not know. But a stranger can place orders for an
+//! openid WeChat never issued, for free: WeChat refuses each one. Such an
+//! order is not an open order and is not kept: when WeChat's answer
+//! certainly means it did not create the order (a business refusal of the
+//! request itself: `PARAM_ERROR`, `LACK_PARAMS`, `INVALID_REQUEST` other
+//! than a repeated number), the order never had a prepay nor an earlier
+//! failed attempt (an earlier timeout may have created it at WeChat), and
+//! no platform vouched for it, it is removed with its index entries in the
+//! same store step that would have recorded the failure. The attempt is
+//! logged and counted (`paybridge_refused_total{reason="order_refused_by_wechat"}`).
+//! Timeouts and every other failure keep the order CREATED for a retry.
+//!
+//! Each order may fail `orders.max_failed_prepays` times in ten minutes
+//! (then 429, whether it was kept or not), and every call to WeChat for a
+//! stranger takes from `orders.wechat_calls_per_second` ([`super::guard`]).
 
 use serde::Serialize;
 
@@ -8,6 +27,25 @@ use crate::wechat::client::WechatError;
 use crate::wechat::gateway::PrepayOrder;
 use crate::wechat::is_valid_out_trade_no;
 use crate::wechat::jsapi::PayParams;
+
+/// The history kind of a failed prepay.
+const PREPAY_FAILED: &str = "PREPAY_FAILED";
+
+/// Whether WeChat's answer certainly means it did not create the order: it
+/// refused the request itself. A repeated number (`201 商户订单号重复`,
+/// `OUT_TRADE_NO_USED`), a re-submission that differs (v3's `不一致`),
+/// `ORDERPAID`, `SYSTEMERROR`, timeouts and unreadable replies all may mean
+/// WeChat has it.
+fn refused_for_good(e: &WechatError) -> bool {
+    match e {
+        WechatError::Business { code, description } => match code.as_str() {
+            "PARAM_ERROR" | "LACK_PARAMS" => true,
+            "INVALID_REQUEST" => !["201", "重复", "不一致"].iter().any(|m| description.contains(m)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 /// A prepay id is valid for 2 hours; past this age a repeated tap gets a new one.
 const PREPAY_REUSE_MS: i64 = 110 * 60 * 1000;
@@ -134,7 +172,7 @@ impl Payments {
         self.metrics.unified_order(match &result {
             Ok((_, _, true)) => "reused",
             Ok((_, _, false)) => "prepaid",
-            Err(PayError::Upstream(_) | PayError::Store(_)) => "wechat_error",
+            Err(PayError::Upstream(_) | PayError::Store(_) | PayError::Busy { .. }) => "wechat_error",
             Err(_) => "refused",
         });
         result.map(|(order, params, _)| (order, params))
@@ -194,6 +232,9 @@ impl Payments {
             None => new.out_trade_no.clone(),
         };
         let _guard = self.locks.lock(&out_trade_no).await;
+        // Before anything is stored: a refused order must not come back as junk.
+        self.guard.may_prepay(&out_trade_no, &self.metrics)?;
+        let mut budget_taken = false;
 
         let no = out_trade_no.clone();
         let existing = self.store.read(move |store| store.order(&no)).await?;
@@ -219,6 +260,10 @@ impl Payments {
                     }
                     Some(existing) => existing,
                     None => {
+                        // SECURITY: a new order means a call to WeChat for a
+                        // stranger; nothing is stored if the budget is spent.
+                        self.guard.wechat_call(&self.metrics)?;
+                        budget_taken = true;
                         // The order is durable before WeChat hears of it, so no
                         // payment can arrive for an order we do not know. (The
                         // order lock is held, so nobody else inserts it meanwhile.)
@@ -262,6 +307,9 @@ impl Payments {
             }
         }
 
+        if !budget_taken {
+            self.guard.wechat_call(&self.metrics)?;
+        }
         let result = self
             .gateway
             .prepay(&PrepayOrder {
@@ -279,6 +327,7 @@ impl Payments {
                 let now = now_ms();
                 let params = self.gateway.pay_params(&prepay_id, now / 1000);
                 let prepay = Prepay { prepay_id, obtained_at: now, params: params.clone() };
+                let payer = order.openid.clone();
                 let stored = self
                     .store
                     .update_order(&order.out_trade_no, move |o| {
@@ -286,17 +335,34 @@ impl Payments {
                         if matches!(o.status, OrderStatus::Created | OrderStatus::Prepaid) {
                             o.record_prepay(prepay.clone(), now);
                         }
+                        // A platform's order is bound to its payer only now
+                        // that WeChat accepted the prepay for that openid.
+                        if o.openid.is_empty() {
+                            o.openid = payer.clone();
+                        }
                     })
                     .await?;
+                self.guard.prepay_succeeded(&order.out_trade_no);
                 tracing::info!(out_trade_no = %order.out_trade_no, total_fee = order.total_fee, sandbox = self.sandbox, "unified order placed");
                 Ok((stored.unwrap_or(order), params, false))
             }
             Err(e) => {
                 let now = now_ms();
                 let message = e.to_string();
-                self.store
-                    .update_order(&order.out_trade_no, move |o| o.record_prepay_error(message.clone(), now))
+                self.guard.prepay_failed(&order.out_trade_no);
+                let certain = refused_for_good(&e);
+                let (_, removed) = self
+                    .store
+                    .update_or_remove_order(&order.out_trade_no, move |o| {
+                        let never_tried = o.prepay.is_none() && !o.history.iter().any(|h| h.kind == PREPAY_FAILED);
+                        o.record_prepay_error(message.clone(), now);
+                        !(certain && never_tried && o.status == OrderStatus::Created)
+                    })
                     .await?;
+                if removed {
+                    self.guard.not_kept(&order.out_trade_no, &e, &self.metrics);
+                    return Err(PayError::Refused(e));
+                }
                 tracing::warn!(out_trade_no = %order.out_trade_no, error = %e, retryable = e.is_retryable(), "unified order failed");
                 Err(match e {
                     WechatError::Business { code, description } if code == "ORDERPAID" => PayError::Conflict {

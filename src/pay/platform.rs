@@ -289,8 +289,11 @@ impl Payments {
         Ok(closed)
     }
 
-    /// Binds a trusted order to its payer and checks it can be paid now.
-    /// The payer is whoever opens it first in mini-program B.
+    /// Checks a trusted order can be paid now by `openid`, and returns it
+    /// with that payer. The payer is whoever first gets a prepay for it in
+    /// mini-program B: the order is bound (stored) only once WeChat accepted
+    /// the prepay for that openid ([`Payments::unified_order`]), so an
+    /// openid WeChat refuses cannot lock the real payer out.
     pub(super) async fn claim(&self, order: Order, openid: &str, total_fee: Option<u64>) -> Result<Order, PayError> {
         if openid.is_empty() || openid.len() > 128 {
             return Err(PayError::Invalid("openid is required (get it from /pay/openid)".into()));
@@ -318,26 +321,8 @@ impl Payments {
                 message: "this order is being paid by another WeChat user".into(),
             });
         }
-        if !order.openid.is_empty() {
-            return Ok(order);
-        }
-        let payer = openid.to_owned();
-        let claimed = self
-            .store
-            .update_order(&order.out_trade_no, move |o| {
-                if o.openid.is_empty() {
-                    o.openid = payer.clone();
-                }
-            })
-            .await?
-            .ok_or_else(|| PayError::NotFound(order.out_trade_no.clone()))?;
-        match claimed.openid == openid {
-            true => Ok(claimed),
-            false => Err(PayError::Conflict {
-                code: "ORDER_TAKEN",
-                message: "this order is being paid by another WeChat user".into(),
-            }),
-        }
+        // Held under the order's lock until the prepay is answered.
+        Ok(Order { openid: openid.to_owned(), ..order })
     }
 
     /// The signed result mini-program B hands back to A

@@ -8,6 +8,7 @@
 //! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | out_trade_no |
 //! | `orders_by_tx` | transaction_id | out_trade_no |
 //! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
+//! | `orders_due` | queue (1) ‖ due_ms (8, BE) ‖ out_trade_no | empty ([`schedule`]: the lifecycle's work) |
 //! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day | orders per status / paid count and fen / rejected notifies |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
@@ -33,6 +34,7 @@ pub mod order;
 pub mod platform;
 mod query;
 pub mod refund;
+pub mod schedule;
 mod tx;
 mod writer;
 
@@ -49,7 +51,7 @@ pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Paym
 pub use platform::{Created, Delivery, DeliveryState, EventKind, RefundEvent};
 pub use query::{DayTotal, OrderFilter};
 pub use refund::{Refund, RefundCreated, RefundStatus};
-pub use tx::{beijing_day, beijing_day_start, day_string, parse_day};
+pub use tx::{beijing_day, beijing_day_start, day_string, parse_day, MAX_NOTIFY_BYTES};
 pub use writer::WriterStats;
 
 use crate::config::Mode;
@@ -59,7 +61,8 @@ use writer::Writer;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-const INDEX_VERSION: &[u8] = b"5";
+/// Version 6 added `orders_due`.
+const INDEX_VERSION: &[u8] = b"6";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,7 @@ pub(crate) struct Trees {
     orders_by_status: Tree,
     orders_by_tx: Tree,
     orders_by_openid: Tree,
+    orders_due: Tree,
     stats: Tree,
     notifies: Tree,
     notifies_by_order: Tree,
@@ -314,6 +318,54 @@ impl Store {
             Ok(Some(order))
         })
         .await
+    }
+
+    /// Changes an order like [`Store::update_order`], or removes it when
+    /// `change` returns false: one store step either way. Removal is only
+    /// for an open order that was never paid and no platform vouched for
+    /// (`change` must not ask for another); it goes with its index entries
+    /// and counts. Returns the order as stored (`None` if removed or absent)
+    /// and whether it was removed.
+    pub async fn update_or_remove_order(
+        &self,
+        out_trade_no: &str,
+        change: impl Fn(&mut Order) -> bool + Send + 'static,
+    ) -> Result<(Option<Order>, bool), StoreError> {
+        let out_trade_no = out_trade_no.to_owned();
+        self.write(SMALL_WRITE, move |tx, id| {
+            let Some(before) = tx.get_order(&out_trade_no)? else { return Ok((None, false)) };
+            let mut order = before.clone();
+            let keep = change(&mut order);
+            let removable = matches!(before.status, OrderStatus::Created | OrderStatus::Prepaid)
+                && before.source.platform().is_none();
+            if !keep && removable {
+                tx.remove_order(&before)?;
+                return Ok((None, true));
+            }
+            if order != before {
+                tx.put_order(&order, &before, id)?;
+            }
+            Ok((Some(order), false))
+        })
+        .await
+    }
+
+    /// Orders of `queue` due at or before `now`, earliest first, at most
+    /// `limit`: (due time, out_trade_no). A range scan of the due index:
+    /// its cost is what is due, not how many orders are open.
+    pub fn due_orders(&self, queue: schedule::Queue, now: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for entry in trees.orders_due.range(schedule::due_range(queue, now)).take(limit) {
+            let (key, _) = entry?;
+            out.extend(schedule::parse_due_key(&key));
+        }
+        Ok(out)
+    }
+
+    /// How many open orders the due index holds (tests, migration checks).
+    pub fn due_index_len(&self) -> Result<usize, StoreError> {
+        Ok(self.trees()?.orders_due.len())
     }
 
     /// Appends a notify to the log (with the next id) and, in the same
@@ -537,6 +589,7 @@ impl Trees {
             orders_by_status: db.open_tree("orders_by_status")?,
             orders_by_tx: db.open_tree("orders_by_tx")?,
             orders_by_openid: db.open_tree("orders_by_openid")?,
+            orders_due: db.open_tree("orders_due")?,
             stats: db.open_tree("stats")?,
             notifies: db.open_tree("notifies")?,
             notifies_by_order: db.open_tree("notifies_by_order")?,
@@ -555,9 +608,18 @@ impl Trees {
             data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
             db,
         };
-        if meta.get("index_version")?.as_deref() != Some(INDEX_VERSION) {
-            trees.rebuild_indexes()?;
-            meta.insert("index_version", INDEX_VERSION)?;
+        match meta.get("index_version")?.as_deref() {
+            Some(INDEX_VERSION) => {}
+            // Version 5 lacks only the due index: built alone, so platforms'
+            // change feeds do not see every order again.
+            Some(b"5") => {
+                trees.build_due_index()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
+            _ => {
+                trees.rebuild_indexes()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
         }
         trees.sync()?;
         Ok(trees)
@@ -570,6 +632,22 @@ impl Trees {
         }
     }
 
+    /// Builds the lifecycle's due index from the orders (a data directory
+    /// from before it existed). Runs at open, before the writer starts.
+    fn build_due_index(&self) -> Result<(), StoreError> {
+        self.orders_due.clear()?;
+        let mut open = 0u64;
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            if let Some(key) = schedule::due_key(&Order::decode(&bytes)?) {
+                self.orders_due.insert(key, &[])?;
+                open += 1;
+            }
+        }
+        tracing::info!(open_orders = open, "the lifecycle's due index was built");
+        Ok(())
+    }
+
     /// Rebuilds every order index and counter from the orders themselves
     /// (after an upgrade that added an index).
     fn rebuild_indexes(&self) -> Result<(), StoreError> {
@@ -578,6 +656,7 @@ impl Trees {
             &self.orders_by_status,
             &self.orders_by_tx,
             &self.orders_by_openid,
+            &self.orders_due,
             &self.stats,
             &self.notifies_by_order,
             &self.platform_orders,
@@ -621,7 +700,7 @@ impl Trees {
     /// (and [`Store::open`], before it starts) calls this, so transactions
     /// never conflict; sled may still run `f` again, so it must be pure.
     fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
-        let trees: [&Tree; 20] = [
+        let trees: [&Tree; 21] = [
             &self.orders,
             &self.orders_by_time,
             &self.orders_by_status,
@@ -642,6 +721,7 @@ impl Trees {
             &self.refunds_processing,
             &self.bills,
             &self.bill_files,
+            &self.orders_due,
         ];
         let result = trees[..].transaction(|t| {
             f(&Tx {
@@ -665,6 +745,7 @@ impl Trees {
                 refunds_processing: &t[17],
                 bills: &t[18],
                 bill_files: &t[19],
+                due: &t[20],
             })
         })?;
         Ok(result)
@@ -874,6 +955,75 @@ mod tests {
         let linked: usize =
             (0..3).map(|i| store.notifies_for_order(&format!("ORDER{i:03}"), None, 100).unwrap().items.len()).sum();
         assert_eq!(linked, 10, "links of pruned notifies went with them");
+    }
+
+    /// An order over [`order::MAX_ORDER_BYTES`] is refused where it is
+    /// written, whole: nothing changes, nothing is cut.
+    #[tokio::test]
+    async fn an_oversized_order_is_refused_not_truncated() {
+        let (_dir, store) = open();
+        store.insert_order(order("BIG0000001", 1)).await.unwrap().unwrap();
+        let huge = "x".repeat(order::MAX_ORDER_BYTES);
+        let body = huge.clone();
+        let refused = store.update_order("BIG0000001", move |o| o.body = body.clone()).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Codec(CodecError::Overflow(what))) if what.contains("MAX_ORDER_BYTES")),
+            "{refused:?}"
+        );
+        assert_eq!(store.order("BIG0000001").unwrap().unwrap().body, "b");
+        let mut big = order("BIG0000002", 1);
+        big.attach = huge;
+        assert!(matches!(store.insert_order(big).await, Err(StoreError::Codec(CodecError::Overflow(_)))));
+        assert!(store.order("BIG0000002").unwrap().is_none());
+        let mut record = notify_at("BIG0000001", 1, true, &vec![b'n'; MAX_NOTIFY_BYTES]);
+        record.verified = true;
+        let refused = store.record_notify(record, |_| (Verdict::Ignored, "r".into(), ())).await;
+        assert!(matches!(refused, Err(StoreError::Codec(CodecError::Overflow(_)))), "{refused:?}");
+        assert_eq!(store.notify_log_size().unwrap(), (0, 0));
+    }
+
+    /// The due index follows every write, and removal takes an order's
+    /// index entries and counts with it.
+    #[tokio::test]
+    async fn the_due_index_follows_the_orders() {
+        let (_dir, store) = open();
+        for i in 0..3 {
+            let mut o = order(&format!("DUE000000{i}"), 1000);
+            o.expires_at = Some(5000 + i);
+            store.insert_order(o).await.unwrap().unwrap();
+        }
+        let due = |now| store.due_orders(schedule::Queue::Unpaid, now, 10).unwrap();
+        assert_eq!(due(5001), [(5000, "DUE0000000".to_owned()), (5001, "DUE0000001".to_owned())]);
+        store.update_order("DUE0000000", |o| o.close(2000, "x")).await.unwrap();
+        assert_eq!(due(i64::MAX).len(), 2, "a closed order leaves the index");
+        let (kept, removed) = store.update_or_remove_order("DUE0000001", |_| false).await.unwrap();
+        assert_eq!((kept, removed), (None, true));
+        assert!(store.order("DUE0000001").unwrap().is_none());
+        assert_eq!(due(i64::MAX), [(5002, "DUE0000002".to_owned())]);
+        assert_eq!(store.order_count().unwrap(), 2);
+        assert_eq!(store.list_orders(&OrderFilter::default(), None, 10).unwrap().items.len(), 2);
+        assert!(store.search_orders("o", &OrderFilter::default(), None, 10).unwrap().items.len() == 2);
+    }
+
+    /// A data directory from before the due index gets it built when opened.
+    #[tokio::test]
+    async fn the_due_index_is_built_for_an_older_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        for i in 0..20 {
+            store.insert_order(order(&format!("OLD{i:07}"), 1000)).await.unwrap().unwrap();
+        }
+        store.update_order("OLD0000019", |o| o.close(2000, "x")).await.unwrap();
+        let trees = store.trees().unwrap();
+        trees.orders_due.clear().unwrap();
+        trees.db.open_tree("meta").unwrap().insert("index_version", &b"5"[..]).unwrap();
+        drop(trees);
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        drop(store);
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        assert_eq!(store.due_index_len().unwrap(), 19, "open orders only");
+        let due = store.due_orders(schedule::Queue::Unpaid, i64::MAX, 100).unwrap();
+        assert_eq!(due[0], (1000 + schedule::LEGACY_EXPIRY_MS, "OLD0000000".to_owned()));
     }
 
     /// Writes from many threads at once are all applied, each answered only

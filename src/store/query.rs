@@ -71,23 +71,6 @@ impl Store {
         self.page(index.range(range).rev(), prefix.len(), limit, |_| true)
     }
 
-    /// Orders still open (CREATED or PREPAID), oldest first, at most `limit`:
-    /// the lifecycle's work list. It lives in the by-status index, so it
-    /// survives restarts and costs nothing to keep.
-    pub fn open_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
-        let trees = self.trees()?;
-        let mut out = Vec::new();
-        for status in [OrderStatus::Created, OrderStatus::Prepaid] {
-            for entry in trees.orders_by_status.scan_prefix([status.index_byte()]).take(limit - out.len().min(limit)) {
-                let (_, no) = entry?;
-                if let Some(order) = self.order(&String::from_utf8_lossy(&no))? {
-                    out.push(order);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Orders matching `query`: an exact out_trade_no or transaction_id, or
     /// every order of an openid (newest first, paged), within `filter`.
     pub fn search_orders(

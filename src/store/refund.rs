@@ -361,26 +361,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Refunds still PROCESSING (at most `limit`), whether due or not.
-    /// The lifecycle should read [`Store::refunds_to_query`] instead, which
-    /// also keeps the back-off and watches ABNORMAL refunds.
-    pub fn processing_refunds(&self, limit: usize) -> Result<Vec<Refund>, StoreError> {
-        let trees = self.trees()?;
-        let mut out = Vec::new();
-        for no in trees.refunds_processing.iter().keys() {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(bytes) = trees.refunds.get(no?)? {
-                let refund = Refund::decode(&bytes)?;
-                if refund.status == RefundStatus::Processing {
-                    out.push(refund);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// The watched refunds due to be asked about at `now` (at most `limit`,
     /// the longest due first): PROCESSING ones whose back-off has passed and
     /// ABNORMAL ones due on their slow schedule. Read from the watch index

@@ -4,7 +4,28 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec::CodecError;
+use super::order::MAX_ORDER_BYTES;
+use super::schedule::due_key;
 use super::{NotifyRecord, Order, OrderStatus, Verdict};
+
+/// The largest encoded notify record the store writes. A verified notify
+/// is kept whole: its body is bounded by the notify route's limit (64 KiB),
+/// plus, for API v3, the decrypted resource (smaller than its base64
+/// ciphertext in that body); an unverified one keeps only its first kilobyte.
+pub const MAX_NOTIFY_BYTES: usize = 160 * 1024;
+
+/// Refuses a record over its kind's maximum: never truncated, never written.
+fn within(bytes: Vec<u8>, max: usize, what: &'static str) -> TxResult<Vec<u8>> {
+    match bytes.len() <= max {
+        true => Ok(bytes),
+        false => Err(abort(CodecError::Overflow(what))),
+    }
+}
+
+/// The order as stored, if it is within [`MAX_ORDER_BYTES`].
+fn encoded(order: &Order) -> TxResult<Vec<u8>> {
+    within(order.encode(), MAX_ORDER_BYTES, "the order record's size limit (store::order::MAX_ORDER_BYTES)")
+}
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<CodecError>>;
 
@@ -99,6 +120,8 @@ pub(super) struct Tx<'a> {
     pub by_status: &'a TransactionalTree,
     pub by_tx: &'a TransactionalTree,
     pub by_openid: &'a TransactionalTree,
+    /// The lifecycle's work: `queue ‖ due ‖ out_trade_no` (see [`super::schedule`]).
+    pub due: &'a TransactionalTree,
     pub stats: &'a TransactionalTree,
     pub notifies: &'a TransactionalTree,
     pub notifies_by_order: &'a TransactionalTree,
@@ -150,7 +173,10 @@ impl Tx<'_> {
     /// Writes a new order with all its index entries.
     pub fn insert_order(&self, order: &Order) -> TxResult<()> {
         let time = time_key(order);
-        self.orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
+        self.orders.insert(order.out_trade_no.as_bytes(), encoded(order)?)?;
+        if let Some(key) = due_key(order) {
+            self.due.insert(key, &[])?;
+        }
         self.by_time.insert(&time[..], order.out_trade_no.as_bytes())?;
         self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
         self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
@@ -171,7 +197,16 @@ impl Tx<'_> {
     /// Writes a changed order, moving its index entries and statistics;
     /// `id` is the change's own (see [`super::writer::Change::apply`]).
     pub fn put_order(&self, order: &Order, before: &Order, id: u64) -> TxResult<()> {
-        self.orders.insert(order.out_trade_no.as_bytes(), order.encode())?;
+        self.orders.insert(order.out_trade_no.as_bytes(), encoded(order)?)?;
+        let (due_before, due_now) = (due_key(before), due_key(order));
+        if due_before != due_now {
+            if let Some(key) = due_before {
+                self.due.remove(key)?;
+            }
+            if let Some(key) = due_now {
+                self.due.insert(key, &[])?;
+            }
+        }
         let time = time_key(order);
         if before.openid != order.openid {
             // A platform's order learns its payer when mini-program B pays it.
@@ -191,6 +226,22 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Removes an order that never reached WeChat's books, with every index
+    /// entry and count it had. Only for an open order that was never paid:
+    /// nothing else (notifies, refunds, platform feeds) can refer to it.
+    pub fn remove_order(&self, order: &Order) -> TxResult<()> {
+        debug_assert!(!order.status.is_paid() && order.source.platform().is_none());
+        let time = time_key(order);
+        self.orders.remove(order.out_trade_no.as_bytes())?;
+        if let Some(key) = due_key(order) {
+            self.due.remove(key)?;
+        }
+        self.by_time.remove(&time[..])?;
+        self.by_status.remove(&status_key(order.status, &time)[..])?;
+        self.by_openid.remove(prefixed_key(&order.openid, &time))?;
+        self.bump_status(order.status, -1)
+    }
+
     /// Counts a rejected notify on its day.
     pub fn count_rejected(&self, record: &NotifyRecord) -> TxResult<()> {
         let key = day_key(REJECTED_DAY, beijing_day(record.received_at));
@@ -202,7 +253,7 @@ impl Tx<'_> {
     /// Appends a notify to the log (and counts it if rejected). Only a
     /// verified notify is linked to the order it names.
     pub fn append_notify(&self, record: &NotifyRecord) -> TxResult<()> {
-        let encoded = record.encode();
+        let encoded = within(record.encode(), MAX_NOTIFY_BYTES, "the notify record's size limit (MAX_NOTIFY_BYTES)")?;
         self.index_notify(record, encoded.len())?;
         self.notifies.insert(&record.id.to_be_bytes(), encoded)?;
         Ok(())
