@@ -68,9 +68,9 @@ fn fen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                v.parse().map(Some).map_err(|_| E::custom(format!("totalFee {v:?} is too large")))
+                v.parse().map(Some).map_err(|_| E::custom(format!("totalFee {} is too large", crate::text::quote(v))))
             } else {
-                Err(E::custom(format!("totalFee {v:?} is not {EXPECTED}")))
+                Err(E::custom(format!("totalFee {} is not {EXPECTED}", crate::text::quote(v))))
             }
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -199,7 +199,8 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(PayError::InvalidJson("it must be a JSON object, {...}".into()));
     }
-    serde_json::from_slice(body).map_err(|e| PayError::InvalidJson(e.to_string()))
+    // serde quotes the value it met: cut, so a message never carries much of the input.
+    serde_json::from_slice(body).map_err(|e| PayError::InvalidJson(crate::text::clip(&e.to_string(), 160).into_owned()))
 }
 
 #[cfg(test)]

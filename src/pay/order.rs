@@ -193,7 +193,10 @@ impl Payments {
         };
         let catalogue = self.catalogue.load();
         let Some(product) = catalogue.get(&id) else {
-            return Err(invalid(format!("productId {id:?} is not in this merchant's catalogue ([[products]])")));
+            return Err(invalid(format!(
+                "productId {} is not in this merchant's catalogue ([[products]])",
+                crate::text::quote(&id)
+            )));
         };
         let quantity = new.quantity.unwrap_or(1);
         if !(1..=MAX_QUANTITY).contains(&quantity) {

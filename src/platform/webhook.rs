@@ -290,7 +290,7 @@ impl Webhooks {
             .update_delivery(delivery.id, move |d| {
                 d.attempts += 1;
                 d.last_attempt_at = Some(now);
-                d.last_result = Some(outcome.clone());
+                d.last_result = Some(crate::text::clip(&outcome, 200).into_owned());
                 if delivered {
                     d.state = DeliveryState::Delivered;
                     d.next_at = None;

@@ -96,6 +96,15 @@ pub struct Difference {
     pub local_status: Option<String>,
 }
 
+/// The largest encoded day of reconciliation the store writes: at most
+/// [`MAX_DIFFERENCES`] differences of bounded fields, and an error quoted
+/// at a bounded length; checked where the record is written. (WeChat's bill
+/// file itself is kept apart, bounded by the download's limit.)
+pub const MAX_BILL_DAY_BYTES: usize = 1024 * 1024;
+
+/// What [`MAX_BILL_DAY_BYTES`] is called in the error a larger write gets.
+const BILL_DAY_LIMIT: &str = "the bill day's size limit (store::bill::MAX_BILL_DAY_BYTES)";
+
 /// One day's reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillDay {
@@ -148,7 +157,7 @@ impl BillDay {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         codec::encode(BILL_VERSION, self)
     }
 
@@ -194,7 +203,10 @@ impl Store {
                 }
                 earlier => BillDay { runs: earlier.map_or(0, |e| e.runs) + 1, ..day.clone() },
             };
-            tx.bills.insert(record.day.as_bytes(), record.encode())?;
+            tx.bills.insert(
+                record.day.as_bytes(),
+                super::tx::within(record.encode(), MAX_BILL_DAY_BYTES, BILL_DAY_LIMIT)?,
+            )?;
             if let Some(file) = &file {
                 tx.bill_files.insert(record.day.as_bytes(), file.as_slice())?;
             }

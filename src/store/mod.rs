@@ -982,6 +982,74 @@ mod tests {
         assert_eq!(store.notify_log_size().unwrap(), (0, 0));
     }
 
+    /// Refunds, outbox deliveries and days of reconciliation have a
+    /// maximum size too: the largest the rules allow fits, a larger one is
+    /// refused whole where it is written.
+    #[tokio::test]
+    async fn every_record_kind_has_a_maximum_size() {
+        use bill::{BillDay, BillState, Difference, DifferenceKind, MAX_BILL_DAY_BYTES, MAX_DIFFERENCES};
+        use refund::MAX_REFUND_BYTES;
+        let long = |n: usize| "長".repeat(n / 3);
+        // The largest legal refund: numbers of 64 characters, an 80-byte
+        // reason, WeChat's words quoted at 100 characters of 4 bytes.
+        let mut largest = Refund {
+            out_refund_no: "R".repeat(64),
+            out_trade_no: "O".repeat(32),
+            amount: u64::MAX,
+            reason: long(80),
+            status: RefundStatus::Processing,
+            requested_by: format!("platform {}", "p".repeat(32)),
+            platform_refund_id: Some("i".repeat(64)),
+            refund_id: Some("w".repeat(64)),
+            created_at: i64::MAX,
+            updated_at: i64::MAX,
+            last_result: Some("𝄞".repeat(140)),
+            tries: u32::MAX,
+            next_query_at: i64::MAX,
+        };
+        assert!(largest.encode().len() <= MAX_REFUND_BYTES / 4, "{} bytes", largest.encode().len());
+        let (_dir, store) = open();
+        store.insert_order(order("SIZE000001", 100)).await.unwrap().unwrap();
+        store.update_order("SIZE000001", |o| o.status = OrderStatus::Paid).await.unwrap();
+        largest.out_trade_no = "SIZE000001".into();
+        largest.amount = 1;
+        let mut oversized = largest.clone();
+        oversized.out_refund_no = "RBIG".into();
+        oversized.reason = "x".repeat(MAX_REFUND_BYTES);
+        let refused = store.create_refund(oversized).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Codec(CodecError::Overflow(what))) if what.contains("MAX_REFUND_BYTES")),
+            "{refused:?}"
+        );
+        assert!(store.refund("RBIG").unwrap().is_none(), "nothing of it was written");
+        assert!(matches!(store.create_refund(largest).await, Ok(RefundCreated::New(_))));
+
+        // A day with every difference it may keep, each field at a bill's
+        // longest value, fits; one with a longer error does not.
+        let field = || Some("f".repeat(crate::wechat::bill::MAX_VALUE_BYTES));
+        let difference = Difference {
+            kind: DifferenceKind::AmountMismatch,
+            out_trade_no: "d".repeat(crate::wechat::bill::MAX_VALUE_BYTES),
+            out_refund_no: field(),
+            transaction_id: field(),
+            wechat_fen: Some(u64::MAX),
+            local_fen: Some(u64::MAX),
+            wechat_status: field(),
+            local_status: field(),
+        };
+        let mut day = BillDay::attempt("2026-12-01", 1);
+        day.state = BillState::Differences;
+        day.differences = vec![difference; MAX_DIFFERENCES];
+        day.error = Some(crate::text::clip(&"e".repeat(10_000), 400).into_owned());
+        assert!(day.encode().len() <= MAX_BILL_DAY_BYTES, "{} bytes", day.encode().len());
+        store.put_bill_day(day.clone(), None, "2026-01-01".into()).await.unwrap();
+        day.day = "2026-12-02".into();
+        day.error = Some("e".repeat(MAX_BILL_DAY_BYTES));
+        let refused = store.put_bill_day(day, None, "2026-01-01".into()).await;
+        assert!(matches!(refused, Err(StoreError::Codec(CodecError::Overflow(_)))), "{refused:?}");
+        assert!(store.bill_day("2026-12-02").unwrap().is_none());
+    }
+
     /// The due index follows every write, and removal takes an order's
     /// index entries and counts with it.
     #[tokio::test]

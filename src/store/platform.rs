@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, CodecError};
-use super::tx::{prefixed_key, Tx, TxResult};
+use super::tx::{prefixed_key, within, Tx, TxResult};
 use super::{Order, OrderStatus, Page, Store, StoreError, SMALL_WRITE};
 
 /// The format version of [`Delivery`].
@@ -81,6 +81,14 @@ impl DeliveryState {
         }
     }
 }
+
+/// The largest encoded outbox delivery the store writes: its fields are
+/// ids, amounts and a last result cut to a few hundred bytes; this is the
+/// last bound, checked where the record is written.
+pub const MAX_DELIVERY_BYTES: usize = 8 * 1024;
+
+/// What [`MAX_DELIVERY_BYTES`] is called in the error a larger write gets.
+const DELIVERY_LIMIT: &str = "the delivery record's size limit (store::platform::MAX_DELIVERY_BYTES)";
 
 /// One event for one platform, and how its delivery went. The event's
 /// content is fixed when it is written, so every retry sends the same event.
@@ -240,7 +248,7 @@ impl Tx<'_> {
     /// Writes a delivery and keeps its indexes right (`before`: as stored).
     pub(super) fn put_delivery(&self, delivery: &Delivery, before: Option<&Delivery>) -> TxResult<()> {
         let id = delivery.id.to_be_bytes();
-        self.outbox.insert(&id, delivery.encode())?;
+        self.outbox.insert(&id, within(delivery.encode(), MAX_DELIVERY_BYTES, DELIVERY_LIMIT)?)?;
         match before {
             None => {
                 self.outbox_by_order.insert(prefixed_key(&delivery.out_trade_no, &id), &[])?;

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{self, CodecError};
 use super::platform::EventKind;
-use super::tx::prefixed_key;
+use super::tx::{prefixed_key, within};
 use super::{OrderStatus, Store, StoreError, SMALL_WRITE};
 
 /// The format version written by this release (1: before `tries` and
@@ -97,6 +97,15 @@ impl RefundStatus {
         }
     }
 }
+
+/// The largest encoded refund the store writes. Every field is bounded
+/// before it gets here (numbers of at most 64 characters, a reason of 80
+/// bytes, WeChat's words quoted at most 100 characters); this is the last
+/// bound, checked where the record is written.
+pub const MAX_REFUND_BYTES: usize = 8 * 1024;
+
+/// What [`MAX_REFUND_BYTES`] is called in the error a larger write gets.
+const REFUND_LIMIT: &str = "the refund record's size limit (store::refund::MAX_REFUND_BYTES)";
 
 /// One refund. Money is in fen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,7 +179,7 @@ impl From<RefundV1> for Refund {
 }
 
 impl Refund {
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         codec::encode(REFUND_VERSION, self)
     }
 
@@ -280,7 +289,8 @@ impl Store {
                 ),
             );
             tx.put_order(&order, &before, id)?;
-            tx.refunds.insert(refund.out_refund_no.as_bytes(), refund.encode())?;
+            tx.refunds
+                .insert(refund.out_refund_no.as_bytes(), within(refund.encode(), MAX_REFUND_BYTES, REFUND_LIMIT)?)?;
             tx.refunds_by_order.insert(prefixed_key(&refund.out_trade_no, refund.out_refund_no.as_bytes()), &[])?;
             tx.refunds_processing.insert(refund.out_refund_no.as_bytes(), &due_bytes(refund.next_query_at))?;
             Ok(RefundCreated::New(refund.clone()))
@@ -333,7 +343,7 @@ impl Store {
                 tx.refund_event(kind, &order, &refund, id)?;
                 tx.refunds_processing.remove(no.as_bytes())?;
             }
-            tx.refunds.insert(no.as_bytes(), refund.encode())?;
+            tx.refunds.insert(no.as_bytes(), within(refund.encode(), MAX_REFUND_BYTES, REFUND_LIMIT)?)?;
             Ok(Some(refund))
         })
         .await

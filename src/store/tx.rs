@@ -15,7 +15,7 @@ use super::{NotifyRecord, Order, OrderStatus, Verdict};
 pub const MAX_NOTIFY_BYTES: usize = 160 * 1024;
 
 /// Refuses a record over its kind's maximum: never truncated, never written.
-fn within(bytes: Vec<u8>, max: usize, what: &'static str) -> TxResult<Vec<u8>> {
+pub(super) fn within(bytes: Vec<u8>, max: usize, what: &'static str) -> TxResult<Vec<u8>> {
     match bytes.len() <= max {
         true => Ok(bytes),
         false => Err(abort(CodecError::Overflow(what))),

@@ -152,6 +152,9 @@ impl Bill {
     }
 }
 
+/// The longest value a bill's field may hold.
+pub const MAX_VALUE_BYTES: usize = 256;
+
 /// Why a bill could not be read. Line numbers count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BillError {
@@ -182,6 +185,16 @@ pub enum BillError {
         value: String,
         /// What is wrong.
         problem: &'static str,
+    },
+    /// A value longer than any field of a bill can be.
+    #[error("line {line}: {column} is {len} bytes long, more than any bill field ({MAX_VALUE_BYTES} bytes)")]
+    TooLong {
+        /// Where.
+        line: usize,
+        /// The column's name in the header (cut to a bounded length).
+        column: String,
+        /// The value's length in bytes.
+        len: usize,
     },
     /// No summary (the bill is cut short).
     #[error("the bill has no summary lines (is it complete?)")]
@@ -253,6 +266,13 @@ pub fn parse(bytes: &[u8]) -> Result<Bill, BillError> {
             return Ok(bill);
         }
         let v = values(text, line, header.len())?;
+        // Every field of a bill is short (ids of at most 64 characters, a
+        // description of 128 bytes): a longer value is not WeChat's, and
+        // copying it into the day's differences would make that record huge.
+        if let Some(i) = v.iter().position(|value| value.len() > MAX_VALUE_BYTES) {
+            let column = crate::text::clip(header[i], 32).into_owned();
+            return Err(BillError::TooLong { line, column, len: v[i].len() });
+        }
         match v[at.state] {
             "REFUND" => bill.refunds.push(BillRefund {
                 time: v[at.time].to_owned(),
@@ -557,8 +577,11 @@ mod tests {
         let bill = V15.replace("`CNY,`1.00", &format!("`CNY,`{huge}.5"));
         let message = parse(bill.as_bytes()).unwrap_err().to_string();
         assert!(message.len() < 250, "{} bytes", message.len());
-        assert!(message.starts_with("line 2: 应结订单金额 is \"9999"), "{message}");
-        assert!(message.contains("…\" (3000002 bytes), not an amount in yuan"), "{message}");
+        assert_eq!(message, "line 2: 应结订单金额 is 3000002 bytes long, more than any bill field (256 bytes)");
+        // A value short enough to be a field but not an amount is quoted, cut to 100 characters.
+        let bill = V15.replace("`CNY,`1.00", &format!("`CNY,`{}", "9".repeat(200)));
+        let message = parse(bill.as_bytes()).unwrap_err().to_string();
+        assert!(message.contains("…\" (200 bytes), not an amount in yuan"), "{message}");
     }
 
     #[test]
