@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use super::notify::Checked;
 use super::{PayError, Payments};
-use crate::platform::webhook::Clock;
+use crate::clock::Clock;
 use crate::store::{NotifyRecord, NotifySource, Order, OrderStatus};
 use crate::wechat::client::WechatError;
 use crate::wechat::gateway::Queried;
