@@ -86,7 +86,7 @@ const NONCE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 /// (a request with them is refused by its timestamp anyway).
 async fn forget_old_nonces(store: Store) {
     loop {
-        let before = crate::pay::now_ms() / 1000 - crate::platform::auth::MAX_SKEW_SECS - 60;
+        let before = crate::clock::now_ms() / 1000 - crate::platform::auth::MAX_SKEW_SECS - 60;
         while let Ok(1024) = store.prune_nonces(before, 1024).await {}
         tokio::time::sleep(NONCE_CHECK).await;
     }
@@ -147,7 +147,7 @@ pub async fn start_with_listeners(
             .await?;
             let w = &config.wechat;
             // The simulator serves both versions of the sandbox merchant.
-            let v2_key = crate::secret::Secret::new(crate::config::sandbox_credentials::MCH_KEY);
+            let v2_key = crate::secret::Secret::new(crate::sandbox::keys::MCH_KEY);
             let mut sim_config = SimulatorConfig::new(&w.appid, &w.app_secret, &w.mch_id, &v2_key);
             // The demo can reconcile today's payments without waiting a day.
             sim_config.bills_ready_at_once = true;
@@ -155,7 +155,7 @@ pub async fn start_with_listeners(
             let handle = sandbox::serve_simulator(sim, sim_listener)?;
             // The real ports are known only now.
             let sim_url = Url::parse(&handle.url())?;
-            if matches!(config.wechat.api, crate::config::PayApi::V2 { .. }) {
+            if matches!(config.wechat.api, crate::wechat::settings::PayApi::V2 { .. }) {
                 // v2 refunds: the simulator's merchant certificate, over its mutual-TLS port.
                 let tls = handle.simulator.merchant_tls();
                 config.wechat.refund_tls = Some(crate::config::RefundTls {
@@ -167,12 +167,9 @@ pub async fn start_with_listeners(
             config.wechat.pay_base_url = sim_url.clone();
             config.wechat.sns_base_url = sim_url;
             config.wechat.notify_url = Url::parse(&format!("http://{addr}/pay/notify"))?;
-            let demo = crate::config::sandbox_credentials::DEMO_PLATFORM;
-            let demo_webhook = Url::parse(&format!(
-                "http://{}{}",
-                handle.addr,
-                crate::config::sandbox_credentials::DEMO_WEBHOOK_PATH
-            ))?;
+            let demo = crate::sandbox::keys::DEMO_PLATFORM;
+            let demo_webhook =
+                Url::parse(&format!("http://{}{}", handle.addr, crate::sandbox::keys::DEMO_WEBHOOK_PATH))?;
             config.platforms = std::mem::take(&mut config.platforms).with_webhook(demo, demo_webhook);
             config.sandbox.simulator_listen = handle.addr;
             Some(handle)
@@ -187,8 +184,10 @@ pub async fn start_with_listeners(
         tracing::warn!(error = %e, path = %pid_file.display(), "cannot write the pid file");
     }
     let metrics = Arc::new(Metrics::default());
-    let payments =
-        Arc::new(Payments::new(&config, store.clone(), metrics.clone()).context("cannot build the WeChat client")?);
+    let payments = Arc::new(
+        Payments::new(config.pay_settings(), store.clone(), metrics.clone())
+            .context("cannot build the WeChat client")?,
+    );
     let tls = match https.is_some() {
         true => Some(tls::start(&config.tls, &config.data_dir, http.is_some())?),
         false => None,
@@ -213,7 +212,7 @@ pub async fn start_with_listeners(
         config.reconcile.keep_bills_days,
     );
     let admin = Arc::new(Admin::new(
-        &config,
+        config.admin_settings(),
         store.clone(),
         password_hash,
         tls_status.clone(),

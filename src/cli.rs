@@ -272,7 +272,7 @@ async fn reconcile(config: Option<&Config>, dir: &std::path::Path, day: &str) ->
             let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
             let store = crate::store::Store::open_with(dir, config.mode, now)?;
             let metrics = Arc::new(crate::metrics::Metrics::default());
-            let payments = Arc::new(crate::pay::Payments::new(config, store.clone(), metrics)?);
+            let payments = Arc::new(crate::pay::Payments::new(config.pay_settings(), store.clone(), metrics)?);
             if payments.uses_platform_certificates() {
                 payments.start_certificates().await;
             }
@@ -355,7 +355,7 @@ async fn restore(config: &Config, from: &std::path::Path, replace: bool) -> anyh
                     std::fs::rename(&tls, staging.join("tls"))
                         .with_context(|| format!("cannot move {} into the restored data", tls.display()))?;
                 }
-                let aside = dir.with_file_name(format!("{name}.before-restore-{}", crate::pay::now_ms() / 1000));
+                let aside = dir.with_file_name(format!("{name}.before-restore-{}", crate::clock::now_ms() / 1000));
                 std::fs::rename(dir, &aside)
                     .with_context(|| format!("cannot move {} aside to {}", dir.display(), aside.display()))?;
                 Some(aside)

@@ -2,19 +2,32 @@
 //! the A → B → A jump payment), in one binary.
 //!
 //! # Layout
-//! - [`wechat`]: WeChat Pay v2 protocol — signing, XML, `wx.requestPayment`
-//!   parameters — and the HTTP client for WeChat's servers.
-//! - [`store`]: sled storage of orders and the notify log, with paging indexes.
-//! - [`pay`]: the payment flow (login, unified order, notify, platform
-//!   orders), free of HTTP.
-//! - [`platform`]: platform A's side: request signatures, order tokens,
-//!   result webhooks from the outbox.
-//! - [`http`]: the routes, one module per audience, and error rendering.
-//! - [`server`]: the accept loop and graceful shutdown.
-//! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed.
-//! - [`sandbox`]: the WeChat Pay simulator used by tests and sandbox mode.
-//! - [`config`], [`secret`], [`text`] (bounded quoting of input in
-//!   messages), [`app`] (wiring), [`cli`].
+//! The modules form layers, ground first; a module imports only from its own
+//! layer and the ones above it in this list, and no two files import each
+//! other in a circle (`tests/layers.rs` keeps it so).
+//!
+//! Ground, used by all and using nothing of the crate:
+//! - [`clock`]: now in unix ms, the injectable clock schedules run on, RFC 3339 and Beijing days.
+//! - [`domain`]: the shared vocabulary: a payment, refund states, `wx.requestPayment` parameters, sandbox or live.
+//! - [`secret`]: the `Secret` type whose `Debug` prints `***`.
+//! - [`limit`]: bounds for what strangers can make PayBridge keep: per-peer budgets, summarised logs.
+//! - [`text`]: quoting input in messages, at a bounded length.
+//! - [`metrics`]: counters and their Prometheus text.
+//!
+//! Then, each on the ones before it:
+//! - [`wechat`]: the WeChat Pay protocol, v2 (XML, MD5/HMAC) and v3 (JSON, RSA, AES-GCM), its client, and its settings.
+//! - [`store`]: sled storage: orders, notifies, refunds, the outbox, bills; one writer with group commit.
+//! - [`platform`]: platform A's keys, request signatures and order tokens (and, above [`pay`], webhook delivery).
+//! - [`pay`]: the domain: orders, notifies, the lifecycle, refunds, reconciliation, platform orders; no HTTP.
+//! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed; renewal.
+//! - [`admin`]: the admin page's model: sessions, views, CSV.
+//! - [`http`]: the routes, one module per audience, and the one place errors become replies.
+//! - [`server`]: the accept loop, connection limits and graceful shutdown.
+//! - [`control`]: the local control socket (`paybridge reconcile`, reloads).
+//! - [`config`]: the TOML file and the environment, parsed into each module's settings.
+//! - [`sandbox`]: the WeChat Pay simulator, another party: tests and sandbox mode; nothing above imports it.
+//! - [`app`]: the wiring: opens the store, starts the services and the listeners.
+//! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -22,8 +35,10 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
+pub mod domain;
 pub mod http;
 pub mod limit;
 pub mod metrics;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::Platforms;
+use crate::platform::keys::Platforms;
 
 /// The kit: file name, what it is for, its text with placeholders.
 const KIT: [(&str, &str, &str); 4] = [
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn fills_every_placeholder_and_no_key() {
-        let platforms = Platforms::new(vec![crate::config::Platform {
+        let platforms = Platforms::new(vec![crate::platform::keys::Platform {
             id: "shop-a".into(),
             key: crate::secret::Secret::new("the-platform-key-the-platform-key-0000"),
             previous_key: None,

@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::domain::Mode;
 use crate::secret::Secret;
 use crate::store::{self, NotifyRecord, Order, OrderFilter, Page, Store, StoreError};
 use crate::tls::{StatusHandle, TlsStatus};
+use crate::wechat::settings::WechatConfig;
 
 /// Everything the admin routes need.
 pub struct Admin {
@@ -65,6 +66,48 @@ struct SystemInfo {
     pay_base_url: String,
     data_dir: String,
     accept_client_amount: bool,
+}
+
+/// What the admin page is told about the configuration.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    system: SystemInfo,
+    /// Where WeChat posts notifies (the integration view shows it).
+    notify_url: url::Url,
+}
+
+impl AdminSettings {
+    /// The System view's facts: no secret is kept.
+    pub fn new(
+        wechat: &WechatConfig,
+        mode: Mode,
+        data_dir: &std::path::Path,
+        accept_client_amount: bool,
+    ) -> AdminSettings {
+        let v3 = match &wechat.api {
+            crate::wechat::settings::PayApi::V3(keys) => Some(keys.as_ref()),
+            crate::wechat::settings::PayApi::V2 { .. } => None,
+        };
+        let system = SystemInfo {
+            mode: mode.as_str(),
+            sandbox: mode == Mode::Sandbox,
+            appid: wechat.appid.clone(),
+            mch_id: wechat.mch_id.clone(),
+            api_version: wechat.api.version(),
+            sign_type: match &wechat.api {
+                crate::wechat::settings::PayApi::V2 { sign_type, .. } => Some(sign_type.as_str()),
+                crate::wechat::settings::PayApi::V3(_) => None,
+            },
+            key_mode: v3.map(|k| k.key_mode_code()),
+            merchant_serial: v3.map(|k| k.merchant_serial.clone()),
+            public_key_id: v3.and_then(|k| k.public_key.as_ref().map(|p| p.id.clone())),
+            notify_url: wechat.notify_url.to_string(),
+            pay_base_url: wechat.pay_base_url.to_string(),
+            data_dir: data_dir.display().to_string(),
+            accept_client_amount,
+        };
+        AdminSettings { system, notify_url: wechat.notify_url.clone() }
+    }
 }
 
 /// One row of the order list.
@@ -296,7 +339,7 @@ pub struct SystemView {
     config: SystemInfo,
     tls: Option<TlsStatus>,
     /// The catalogue in force (`[[products]]`, reloaded on SIGHUP).
-    products: Vec<crate::config::Product>,
+    products: Vec<crate::pay::settings::Product>,
     /// v3 certificate mode: the platform certificates trusted now.
     platform_certificates: Vec<CertificateInfo>,
 }
@@ -319,7 +362,7 @@ pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
 impl Admin {
     /// The admin state for a running server.
     pub fn new(
-        config: &Config,
+        settings: AdminSettings,
         store: Store,
         password_hash: Option<Secret>,
         tls_status: Option<Arc<StatusHandle>>,
@@ -327,39 +370,18 @@ impl Admin {
         webhooks: Arc<crate::platform::webhook::Webhooks>,
         reconciler: Arc<crate::pay::reconcile::Reconciler>,
     ) -> Admin {
-        let v3 = match &config.wechat.api {
-            crate::config::PayApi::V3(keys) => Some(keys.as_ref()),
-            crate::config::PayApi::V2 { .. } => None,
-        };
         Admin {
             payments,
             webhooks,
             reconciler,
-            notify_url: config.wechat.notify_url.clone(),
+            notify_url: settings.notify_url,
             store,
             password_hash,
             sessions: auth::Sessions::default(),
             limiter: auth::LoginLimiter::default(),
             tls_status,
             started: Instant::now(),
-            system: SystemInfo {
-                mode: config.mode.as_str(),
-                sandbox: config.mode == crate::config::Mode::Sandbox,
-                appid: config.wechat.appid.clone(),
-                mch_id: config.wechat.mch_id.clone(),
-                api_version: config.wechat.api.version(),
-                sign_type: match &config.wechat.api {
-                    crate::config::PayApi::V2 { sign_type, .. } => Some(sign_type.as_str()),
-                    crate::config::PayApi::V3(_) => None,
-                },
-                key_mode: v3.map(|k| k.key_mode_code()),
-                merchant_serial: v3.map(|k| k.merchant_serial.clone()),
-                public_key_id: v3.and_then(|k| k.public_key.as_ref().map(|p| p.id.clone())),
-                notify_url: config.wechat.notify_url.to_string(),
-                pay_base_url: config.wechat.pay_base_url.to_string(),
-                data_dir: config.data_dir.display().to_string(),
-                accept_client_amount: config.orders.accept_client_amount,
-            },
+            system: settings.system,
         }
     }
 
@@ -480,7 +502,7 @@ impl Admin {
             tls: self.tls_status.as_ref().map(|s| s.get()),
             products: self.payments.catalogue().all().to_vec(),
             platform_certificates: {
-                let now = crate::pay::now_ms() / 1000;
+                let now = crate::clock::now_ms() / 1000;
                 let warn_within = crate::pay::certificates::EXPIRY_WARNING.as_secs() as i64;
                 self.payments
                     .platform_certificates()

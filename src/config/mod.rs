@@ -27,29 +27,9 @@ pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING}
 pub use wechat_v2::{RefundTls, SECAPI_BASE_URL};
 pub use wechat_v3::{sandbox_v3_keys, PayApi, V3Keys, WechatPayPublicKey};
 
-/// WeChat's real API hosts, the defaults of the base URLs.
-pub const WECHAT_PAY_BASE_URL: &str = "https://api.mch.weixin.qq.com";
-/// The mini-program login API host.
-pub const WECHAT_SNS_BASE_URL: &str = "https://api.weixin.qq.com";
+pub use crate::wechat::settings::{WECHAT_PAY_BASE_URL, WECHAT_SNS_BASE_URL};
 
-/// Whether PayBridge talks to WeChat or to its own simulator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Real WeChat Pay with the merchant's credentials.
-    Live,
-    /// The built-in simulator with built-in credentials; no real money.
-    Sandbox,
-}
-
-impl Mode {
-    /// The name used in config files and in the data directory's marker.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Live => "live",
-            Mode::Sandbox => "sandbox",
-        }
-    }
-}
+pub use crate::domain::Mode;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -87,34 +67,7 @@ pub struct Config {
     pub platforms: Platforms,
 }
 
-/// One product of the merchant's catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Product {
-    /// Its id, what mini-program B sends (`productId`).
-    pub id: String,
-    /// The goods description sent to WeChat and shown to the payer.
-    pub name: String,
-    /// The price of one, in fen.
-    pub price: u64,
-}
-
-/// The catalogue: products by id, in config order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Catalogue {
-    products: Vec<Product>,
-}
-
-impl Catalogue {
-    /// The product with this id.
-    pub fn get(&self, id: &str) -> Option<&Product> {
-        self.products.iter().find(|p| p.id == id)
-    }
-
-    /// Every product, in config order.
-    pub fn all(&self) -> &[Product] {
-        &self.products
-    }
-}
+pub use crate::pay::settings::{Catalogue, Product};
 
 /// `[notifies]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,53 +127,9 @@ pub struct HttpConfig {
     pub limits: ConnectionLimits,
 }
 
-/// `[wechat]`
-#[derive(Debug, Clone)]
-pub struct WechatConfig {
-    /// The payment mini-program's AppID (mini-program B).
-    pub appid: String,
-    /// The mini-program's AppSecret, for `jscode2session`.
-    pub app_secret: Secret,
-    /// The merchant number bound to `appid`.
-    pub mch_id: String,
-    /// API v2 or v3, with the merchant's keys for it.
-    pub api: PayApi,
-    /// Base URL of the pay API (`/pay/unifiedorder`, `/v3/...`).
-    pub pay_base_url: Url,
-    /// Base URL of the login API (`/sns/jscode2session`).
-    pub sns_base_url: Url,
-    /// Where WeChat posts payment notifies; decided by the server, never the client.
-    pub notify_url: Url,
-    /// Time limit for one call to WeChat.
-    pub timeout: Duration,
-    /// API v2: the client certificate refunds need; `None` refuses them.
-    pub refund_tls: Option<RefundTls>,
-}
+pub use crate::wechat::settings::WechatConfig;
 
-/// `[orders]`
-#[derive(Debug, Clone)]
-pub struct OrdersConfig {
-    /// Whether `/pay/unifiedOrder` may take the amount from the mini-program.
-    /// Off by default: a client can send any amount it likes.
-    pub accept_client_amount: bool,
-    /// The largest `totalFee` (fen) an order may have.
-    pub max_total_fee: u64,
-    /// How long an order may be paid for (sent to WeChat as `time_expire`;
-    /// platform orders and tokens carry their own).
-    pub expire_after: Duration,
-    /// At most this many queries to WeChat a second by the reconciler.
-    pub queries_per_second: u32,
-    /// `POST /pay/unifiedOrder` requests per address (IPv4, IPv6 /64) per
-    /// minute. Generous: many users share one carrier-NAT IPv4 address.
-    pub unified_orders_per_peer_per_minute: u32,
-    /// `GET /pay/openid` requests per address per minute.
-    pub openid_per_peer_per_minute: u32,
-    /// Calls to WeChat a second made for strangers (prepay and login), all
-    /// together: strangers cannot spend the merchant's API quota.
-    pub wechat_calls_per_second: u32,
-    /// Failed prepays per order per 10 minutes; then 429.
-    pub max_failed_prepays: u32,
-}
+pub use crate::pay::settings::OrdersConfig;
 
 /// `[sandbox]`
 #[derive(Debug, Clone)]
@@ -331,7 +240,7 @@ fn catalogue(raw: Vec<RawProduct>, max_total_fee: u64) -> Result<Catalogue, Conf
         }
         products.push(Product { id: p.id, name: p.name, price: p.price });
     }
-    Ok(Catalogue { products })
+    Ok(Catalogue::new(products))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -554,6 +463,25 @@ struct RawSandbox {
 /// Environment variables that are secrets: their value may come from `<NAME>_FILE`.
 const SECRET_VARS: &[&str] =
     &["WECHAT_MCH_KEY", "WECHAT_APIV3_KEY", "WECHAT_APP_SECRET", "ADMIN_PASSWORD_HASH", "METRICS_TOKEN"];
+
+impl Config {
+    /// What the admin page shows of this configuration.
+    pub fn admin_settings(&self) -> crate::admin::AdminSettings {
+        crate::admin::AdminSettings::new(&self.wechat, self.mode, &self.data_dir, self.orders.accept_client_amount)
+    }
+
+    /// The payment service's settings.
+    pub fn pay_settings(&self) -> crate::pay::settings::PaySettings {
+        crate::pay::settings::PaySettings {
+            mode: self.mode,
+            wechat: self.wechat.clone(),
+            orders: self.orders.clone(),
+            refused_notifies_per_peer_per_minute: self.notifies.refused_per_peer_per_minute,
+            products: self.products.clone(),
+            platforms: self.platforms.clone(),
+        }
+    }
+}
 
 impl RawConfig {
     /// Applies one `PAYBRIDGE_<NAME>` override; `name` is without the prefix.
@@ -903,25 +831,8 @@ fn required(key: &str, value: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
-/// The simulator's built-in merchant, used in sandbox mode. Not secret: it
-/// only opens the simulator, which moves no money.
-pub mod sandbox_credentials {
-    /// AppID of the simulated mini-program.
-    pub const APPID: &str = "wx5andb0x000000000";
-    /// AppSecret of the simulated mini-program.
-    pub const APP_SECRET: &str = "sandbox-app-secret-not-a-real-one";
-    /// Merchant number of the simulated merchant.
-    pub const MCH_ID: &str = "1900000109";
-    /// API key of the simulated merchant (32 characters, as WeChat's).
-    pub const MCH_KEY: &str = "SANDBOXsandboxSANDBOXsandbox0000";
-    /// The demo platform A: its id and key (public: sandbox only), and the
-    /// path of its webhook receiver on the simulator's port.
-    pub const DEMO_PLATFORM: &str = "demo-a";
-    /// The demo platform's key.
-    pub const DEMO_PLATFORM_KEY: &str = "sandbox-demo-platform-key-not-a-secret-0000";
-    /// Where the simulator receives the demo platform's webhooks.
-    pub const DEMO_WEBHOOK_PATH: &str = "/demo-a/webhook";
-}
+/// The sandbox's built-in credentials (public: sandbox only).
+pub use crate::sandbox::keys as sandbox_credentials;
 
 impl RawConfig {
     fn validate(mut self) -> Result<Config, ConfigError> {

@@ -11,20 +11,7 @@ use url::Url;
 use super::{invalid, ConfigError};
 use crate::secret::Secret;
 
-/// WeChat's host for the mutual-TLS API.
-pub const SECAPI_BASE_URL: &str = "https://api.mch.weixin.qq.com";
-
-/// Mutual TLS for API v2 refunds.
-#[derive(Debug, Clone)]
-pub struct RefundTls {
-    /// The merchant's API certificate, then its private key, PEM.
-    pub identity_pem: Secret,
-    /// Where `/secapi/...` is: WeChat's host (the simulator's in tests).
-    pub base_url: Url,
-    /// CA certificates (PEM) trusted for it besides the usual roots: only
-    /// the simulator needs one.
-    pub ca_pem: Option<String>,
-}
+pub use crate::wechat::settings::{RefundTls, SECAPI_BASE_URL};
 
 /// The `[wechat]` keys of the client certificate, as written.
 #[derive(Debug, Default)]

@@ -12,71 +12,9 @@ use std::sync::Arc;
 
 use super::{invalid, ConfigError};
 use crate::secret::Secret;
-use crate::wechat::sign::SignType;
 use crate::wechat::v3::crypto::{ApiV3Key, MerchantKey, PublicKey};
 
-/// The API the merchant uses, with its keys.
-#[derive(Debug, Clone)]
-pub enum PayApi {
-    /// API v2: XML, MD5 or HMAC-SHA256 with the API key.
-    V2 {
-        /// The 32-character merchant API key (APIv2 key) that signs every message.
-        mch_key: Secret,
-        /// Algorithm for unified orders, `paySign` and expected notifies.
-        sign_type: SignType,
-    },
-    /// API v3: JSON, RSA signatures, AES-GCM notifies.
-    V3(Arc<V3Keys>),
-}
-
-impl PayApi {
-    /// `"v2"` or `"v3"`.
-    pub fn version(&self) -> &'static str {
-        match self {
-            PayApi::V2 { .. } => "v2",
-            PayApi::V3(_) => "v3",
-        }
-    }
-
-    /// The merchant secret PayBridge derives its own tokens from (the
-    /// payer's order-status token): the v2 API key, or the APIv3 key.
-    pub fn token_secret(&self) -> &Secret {
-        match self {
-            PayApi::V2 { mch_key, .. } => mch_key,
-            PayApi::V3(keys) => &keys.apiv3_key_text,
-        }
-    }
-}
-
-/// The keys of a v3 merchant, parsed.
-#[derive(Debug)]
-pub struct V3Keys {
-    /// The APIv3 key, for AES-GCM (notifies, certificates).
-    pub apiv3_key: ApiV3Key,
-    /// The same key as text (32 characters), for [`PayApi::token_secret`].
-    pub apiv3_key_text: Secret,
-    /// The merchant API private key (`apiclient_key.pem`): signs every request and `paySign`.
-    pub merchant_key: Arc<MerchantKey>,
-    /// Where it was read from, for `check-config` and the admin page.
-    pub merchant_key_file: Option<PathBuf>,
-    /// The merchant API certificate's serial, upper-case hex.
-    pub merchant_serial: String,
-    /// The WeChat Pay public key and its id (`PUB_KEY_ID_…`), if configured.
-    pub public_key: Option<WechatPayPublicKey>,
-    /// Whether to download platform certificates (`/v3/certificates`).
-    pub platform_certificates: bool,
-}
-
-/// The WeChat Pay public key.
-#[derive(Debug, Clone)]
-pub struct WechatPayPublicKey {
-    /// `PUB_KEY_ID_…`, what WeChat puts in `Wechatpay-Serial`.
-    pub id: String,
-    /// The key.
-    pub key: PublicKey,
-    /// Where it was read from.
-    pub file: Option<PathBuf>,
-}
+pub use crate::wechat::settings::{PayApi, V3Keys, WechatPayPublicKey};
 
 /// The v3 keys as written in the file (or the environment).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -198,7 +136,7 @@ impl RawV3 {
 
 /// The sandbox merchant's v3 keys: public, built in, sandbox only.
 pub fn sandbox_v3_keys() -> V3Keys {
-    use crate::sandbox::v3 as sim;
+    use crate::sandbox::keys as sim;
     V3Keys {
         apiv3_key: ApiV3Key::new(&Secret::new(sim::APIV3_KEY)).expect("32 characters"),
         apiv3_key_text: Secret::new(sim::APIV3_KEY),
@@ -216,32 +154,12 @@ pub fn sandbox_v3_keys() -> V3Keys {
     }
 }
 
-impl V3Keys {
-    /// How WeChat is verified, as a code: `public_key`, `certificates` or `both`.
-    pub fn key_mode_code(&self) -> &'static str {
-        match (&self.public_key, self.platform_certificates) {
-            (Some(_), true) => "both",
-            (Some(_), false) => "public_key",
-            (None, _) => "certificates",
-        }
-    }
-
-    /// How WeChat is verified, for people: `public key`, `platform certificates`, or both.
-    pub fn key_mode(&self) -> &'static str {
-        match (&self.public_key, self.platform_certificates) {
-            (Some(_), true) => "public key + platform certificates (migration)",
-            (Some(_), false) => "WeChat Pay public key",
-            (None, _) => "platform certificates",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use crate::config::{Config, PayApi};
-    use crate::sandbox::v3 as sim;
+    use crate::sandbox::keys as sim;
 
     /// A live v3 config with its key files in `dir`; `wechat` is appended to `[wechat]`.
     fn config(dir: &Path, wechat: &str) -> String {

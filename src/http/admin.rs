@@ -189,7 +189,7 @@ fn export_csv(admin: &Admin, q: &OrderQuery) -> Response {
             _ => break,
         }
     }
-    let day = admin::day_string(crate::store::beijing_day(crate::pay::now_ms()));
+    let day = admin::day_string(crate::store::beijing_day(crate::clock::now_ms()));
     let disposition = format!("attachment; filename=\"paybridge-orders-{day}.csv\"");
     reply::with_header(
         reply::with_header(out, "content-type", "text/csv; charset=utf-8"),
@@ -301,7 +301,7 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
 
     let overview =
         warp::path!("admin" / "api" / "overview").and(warp::get()).and(authed.clone()).then(|admin: Arc<Admin>| {
-            blocking(move || match admin.overview(crate::pay::now_ms()) {
+            blocking(move || match admin.overview(crate::clock::now_ms()) {
                 Ok(o) => reply::json(&o).into_response(),
                 Err(e) => internal(e),
             })

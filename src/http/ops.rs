@@ -51,7 +51,15 @@ impl Ops {
         let orders: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         let expiry = self.tls_status.as_ref().and_then(|s| s.get().certificate).map(|c| c.not_after.unix_timestamp());
         let mut text = self.metrics.render(sled, &orders, expiry);
-        text.push_str(&crate::metrics::render_writer(self.store.writer_stats()));
+        let w = self.store.writer_stats();
+        text.push_str(&crate::metrics::render_writer(&crate::metrics::WriterFigures {
+            pending: w.pending() as u64,
+            oldest_pending_secs: w.busy_for().map_or(0.0, |d| d.as_secs_f64()),
+            syncs: w.syncs(),
+            acknowledged: w.acknowledged(),
+            refused_busy: w.refused_busy(),
+            failed: w.failed(),
+        }));
         let pending = self.store.pending_delivery_count().unwrap_or(0);
         text.push_str(&format!(
             "# HELP paybridge_webhooks_pending Webhook deliveries waiting for their next attempt.\n\

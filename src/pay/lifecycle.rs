@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use super::notify::Checked;
 use super::{PayError, Payments};
-use crate::platform::webhook::Clock;
+use crate::clock::Clock;
 use crate::store::schedule::Queue;
 use crate::store::{NotifyRecord, NotifySource, OrderStatus, Refund};
 use crate::wechat::client::WechatError;

@@ -12,13 +12,14 @@ mod order;
 pub mod platform;
 pub mod reconcile;
 pub mod refund;
+pub mod settings;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use std::sync::Arc;
 
-use crate::config::{Config, Mode};
+use crate::domain::Mode;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
@@ -119,7 +120,7 @@ pub struct Payments {
     /// WeChat Pay, v2 or v3.
     gateway: Gateway,
     /// The API and its keys (v2 notifies are verified with its key).
-    api: crate::config::PayApi,
+    api: crate::wechat::settings::PayApi,
     appid: String,
     mch_id: String,
     /// What order-status tokens are derived from (a merchant secret).
@@ -129,9 +130,9 @@ pub struct Payments {
     /// How long a new order may be paid for (ms), unless a platform says.
     expire_after_ms: i64,
     /// The merchant's products; swapped whole when the config is reloaded.
-    catalogue: arc_swap::ArcSwap<crate::config::Catalogue>,
+    catalogue: arc_swap::ArcSwap<settings::Catalogue>,
     /// The platforms and their keys; swapped whole when the config is reloaded.
-    platforms: arc_swap::ArcSwap<crate::config::Platforms>,
+    platforms: arc_swap::ArcSwap<crate::platform::keys::Platforms>,
     sandbox: bool,
     /// Refused notifies recorded per peer; the rest are counted only.
     refused_budget: crate::limit::PeerBudget,
@@ -150,30 +151,34 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// Builds the service from the configuration and an open store.
-    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Payments, reqwest::Error> {
+    /// Builds the service from its settings and an open store.
+    pub fn new(
+        settings: settings::PaySettings,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Payments, reqwest::Error> {
         Ok(Payments {
-            gateway: Gateway::new(&config.wechat, metrics.clone())?,
+            gateway: Gateway::new(&settings.wechat, metrics.clone())?,
             metrics,
             store,
-            api: config.wechat.api.clone(),
-            appid: config.wechat.appid.clone(),
-            mch_id: config.wechat.mch_id.clone(),
-            token_secret: config.wechat.api.token_secret().clone(),
-            accept_client_amount: config.orders.accept_client_amount,
-            max_total_fee: config.orders.max_total_fee,
-            expire_after_ms: config.orders.expire_after.as_millis() as i64,
-            catalogue: arc_swap::ArcSwap::from_pointee(config.products.clone()),
-            platforms: arc_swap::ArcSwap::from_pointee(config.platforms.clone()),
-            refused_budget: crate::limit::PeerBudget::new(config.notifies.refused_per_peer_per_minute, 4096),
+            api: settings.wechat.api.clone(),
+            appid: settings.wechat.appid.clone(),
+            mch_id: settings.wechat.mch_id.clone(),
+            token_secret: settings.wechat.api.token_secret().clone(),
+            accept_client_amount: settings.orders.accept_client_amount,
+            max_total_fee: settings.orders.max_total_fee,
+            expire_after_ms: settings.orders.expire_after.as_millis() as i64,
+            catalogue: arc_swap::ArcSwap::from_pointee(settings.products),
+            platforms: arc_swap::ArcSwap::from_pointee(settings.platforms),
+            refused_budget: crate::limit::PeerBudget::new(settings.refused_notifies_per_peer_per_minute, 4096),
             unrecorded: crate::limit::Summary::new(std::time::Duration::from_secs(60)),
-            sandbox: config.mode == Mode::Sandbox,
+            sandbox: settings.mode == Mode::Sandbox,
             locks: OrderLocks::new(),
             guard: guard::Guard::new(guard::GuardLimits {
-                unified_orders_per_peer_per_minute: config.orders.unified_orders_per_peer_per_minute,
-                openid_per_peer_per_minute: config.orders.openid_per_peer_per_minute,
-                wechat_calls_per_second: config.orders.wechat_calls_per_second,
-                max_failed_prepays: config.orders.max_failed_prepays,
+                unified_orders_per_peer_per_minute: settings.orders.unified_orders_per_peer_per_minute,
+                openid_per_peer_per_minute: settings.orders.openid_per_peer_per_minute,
+                wechat_calls_per_second: settings.orders.wechat_calls_per_second,
+                max_failed_prepays: settings.orders.max_failed_prepays,
             }),
             certificate_refresh: tokio::sync::Mutex::new(()),
             unknown_serial_refresh: std::sync::Mutex::new(None),
@@ -182,12 +187,12 @@ impl Payments {
     }
 
     /// Replaces the catalogue (a config reload); orders placed before keep their amount.
-    pub fn set_catalogue(&self, catalogue: crate::config::Catalogue) {
+    pub fn set_catalogue(&self, catalogue: settings::Catalogue) {
         self.catalogue.store(std::sync::Arc::new(catalogue));
     }
 
     /// The catalogue in force.
-    pub fn catalogue(&self) -> std::sync::Arc<crate::config::Catalogue> {
+    pub fn catalogue(&self) -> std::sync::Arc<settings::Catalogue> {
         self.catalogue.load_full()
     }
 
@@ -225,7 +230,4 @@ impl Payments {
     }
 }
 
-/// Now, in unix milliseconds.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+pub use crate::clock::now_ms;

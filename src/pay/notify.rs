@@ -6,7 +6,7 @@
 //!
 //! SECURITY: anyone can post here. A notify whose signature does not verify
 //! is recorded in a bounded form (see [`crate::store::notify`]), and only
-//! [`crate::config::NotifiesConfig::refused_per_peer_per_minute`] of them
+//! `[notifies] refused_per_peer_per_minute` of them
 //! per peer; the rest are counted in a metric and summarised in one log line
 //! a minute.
 
@@ -81,7 +81,7 @@ impl Payments {
         }
         // WeChat signs notifies with the unified order's algorithm but often
         // omits sign_type; an MD5 notify is accepted under HMAC too.
-        let crate::config::PayApi::V2 { mch_key, sign_type } = &self.api else {
+        let crate::wechat::settings::PayApi::V2 { mch_key, sign_type } = &self.api else {
             return unverified("an API v2 (XML) notify, but this merchant uses API v3".into(), "API版本错误");
         };
         let accepted: &[SignType] = match sign_type {
@@ -152,7 +152,7 @@ impl Payments {
             let reason = format!("return_code {}: {}", quote(get("return_code")), quote(get("return_msg")));
             return Checked::Decided(Verdict::Ignored, reason, NotifyAck::ok(), false);
         }
-        let crate::config::PayApi::V2 { mch_key, .. } = &self.api else {
+        let crate::wechat::settings::PayApi::V2 { mch_key, .. } = &self.api else {
             let ack = NotifyAck::fail("API版本错误");
             return Checked::Decided(
                 Verdict::Rejected,

@@ -125,7 +125,7 @@ impl Payments {
     async fn check_refund_notify(
         &self,
         envelope: &Envelope,
-        keys: &crate::config::V3Keys,
+        keys: &crate::wechat::settings::V3Keys,
         record: &mut NotifyRecord,
     ) -> Checked {
         let rejected = |reason: String, status: u16| {

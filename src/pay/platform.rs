@@ -108,13 +108,7 @@ pub struct PlatformOrderView {
     pub change: Option<String>,
 }
 
-/// Unix ms as RFC 3339 (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use crate::clock::rfc3339;
 
 impl PlatformOrderView {
     /// The view of a platform's order.
@@ -156,12 +150,12 @@ impl Payments {
     }
 
     /// The platforms in force.
-    pub fn platforms(&self) -> std::sync::Arc<crate::config::Platforms> {
+    pub fn platforms(&self) -> std::sync::Arc<crate::platform::keys::Platforms> {
         self.platforms.load_full()
     }
 
     /// Replaces the platforms (a config reload): keys rotate without a restart.
-    pub fn set_platforms(&self, platforms: crate::config::Platforms) {
+    pub fn set_platforms(&self, platforms: crate::platform::keys::Platforms) {
         self.platforms.store(std::sync::Arc::new(platforms));
     }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Payments;
-use crate::platform::webhook::Clock;
+use crate::clock::Clock;
 use crate::store::bill::{BillDay, BillState, Difference, DifferenceKind, MAX_DIFFERENCES};
 use crate::store::{beijing_day, beijing_day_start, day_string, parse_day, Order, Refund, RefundStatus, StoreError};
 use crate::wechat::bill::{self, Bill};

@@ -24,7 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{is_platform_id, Platform, Platforms};
+use super::keys::{is_platform_id, Platform, Platforms};
 use crate::secret::Secret;
 
 /// How far a request's timestamp may be from PayBridge's clock.

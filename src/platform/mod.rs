@@ -6,5 +6,6 @@
 //! from a webhook delivered at least once from a durable outbox.
 
 pub mod auth;
+pub mod keys;
 pub mod token;
 pub mod webhook;

@@ -17,7 +17,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{hmac_hex, hmac_matches};
-use crate::config::Platforms;
+use super::keys::Platforms;
 use crate::secret::Secret;
 
 /// The prefix that names the format.
@@ -152,7 +152,7 @@ pub fn verify_result(key: &Secret, signed: &str) -> Option<ResultClaims> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Platform;
+    use crate::platform::keys::Platform;
 
     const KEY: &str = "token-test-key-token-test-key-0123456789";
 

@@ -12,7 +12,6 @@
 //! timestamp, `\n`, and the body.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +19,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::auth::hmac_hex;
+use crate::clock::rfc3339;
 use crate::metrics::Metrics;
-use crate::pay::platform::rfc3339;
 use crate::pay::Payments;
 use crate::secret::Secret;
 use crate::store::{Delivery, DeliveryState, Store};
@@ -111,31 +110,7 @@ pub fn verify(key: &Secret, timestamp: &str, signature: &str, body: &[u8], now_s
     }
 }
 
-/// The time the delivery schedule runs on: the real clock, which tests move
-/// forward instead of sleeping through hours of retries.
-#[derive(Debug, Default)]
-pub struct Clock {
-    offset_ms: AtomicI64,
-    moved: Notify,
-}
-
-impl Clock {
-    /// Now, in unix ms.
-    pub fn now_ms(&self) -> i64 {
-        crate::pay::now_ms() + self.offset_ms.load(Ordering::Relaxed)
-    }
-
-    /// Resolves when the clock is moved.
-    pub async fn moved(&self) {
-        self.moved.notified().await
-    }
-
-    /// Moves time forward and wakes every worker (tests).
-    pub fn advance(&self, by: Duration) {
-        self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
-        self.moved.notify_waiters();
-    }
-}
+pub use crate::clock::Clock;
 
 /// The delivery service: starts a worker per configured platform.
 pub struct Webhooks {
@@ -253,7 +228,7 @@ impl Webhooks {
                 wake_at.map_or(POLL, |at| Duration::from_millis((at - self.clock.now_ms()).clamp(0, 1000) as u64));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.clock.moved.notified() => {}
+                _ = self.clock.moved() => {}
                 _ = self.resent.notified() => {}
             }
         }
@@ -264,7 +239,7 @@ impl Webhooks {
         let Some(platform) = self.pay.platforms().get(&delivery.platform).cloned() else { return };
         let body = event_body(&delivery, self.pay.is_sandbox());
         // The real time, not the schedule's (which tests move): A checks it is fresh.
-        let timestamp = crate::pay::now_ms() / 1000;
+        let timestamp = crate::clock::now_ms() / 1000;
         let sent = self
             .http
             .post(platform.webhook_url.clone())

@@ -5,6 +5,7 @@
 //! whole flow without credentials. Everything here says SANDBOX.
 
 mod bills;
+pub mod keys;
 pub mod notifier;
 pub mod secapi;
 pub mod simulator;
@@ -90,7 +91,7 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
              host: Option<String>,
              body: bytes::Bytes,
              sim: Simulator| async move {
-                let now = crate::pay::now_ms() / 1000;
+                let now = crate::clock::now_ms() / 1000;
                 let (auth, serial, host) =
                     (authorization.as_deref(), wants_serial.as_deref(), host.unwrap_or_default());
                 if let Some(reply) = sim.v3_bill(method.as_str(), &path_and_query, auth, serial, &host, now) {
@@ -158,14 +159,14 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
 /// The sandbox's demo platform A receiving a webhook: it checks the
 /// signature and freshness as A's backend would, and says what it verified.
 fn demo_platform_receives(headers: &warp::http::HeaderMap, body: &[u8]) -> Response {
-    use crate::config::sandbox_credentials::DEMO_PLATFORM_KEY;
+    use crate::sandbox::keys::DEMO_PLATFORM_KEY;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     let verified = crate::platform::webhook::verify(
         &crate::secret::Secret::new(DEMO_PLATFORM_KEY),
         header("paybridge-timestamp"),
         header("paybridge-signature"),
         body,
-        crate::pay::now_ms() / 1000,
+        crate::clock::now_ms() / 1000,
     );
     if let Err(reason) = verified {
         tracing::warn!(reason, "SANDBOX demo platform A: refused a webhook");
@@ -228,7 +229,7 @@ pub fn walkthrough(
         }
         _ => "API v2 (XML, MD5 signatures)",
     };
-    use crate::config::sandbox_credentials::{DEMO_PLATFORM, DEMO_PLATFORM_KEY};
+    use crate::sandbox::keys::{DEMO_PLATFORM, DEMO_PLATFORM_KEY};
     let order_id = format!("A-{out_trade_no}");
     format!(
         r#"
@@ -311,7 +312,7 @@ fn secapi_routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .and(body::limited(64 * 1024))
         .and(with(sim))
         .map(|body: bytes::Bytes, sim: Simulator| {
-            let r = sim.secapi_refund(&body, crate::pay::now_ms() / 1000);
+            let r = sim.secapi_refund(&body, crate::clock::now_ms() / 1000);
             // A refund WeChat accepted ends soon after, with a notify.
             sim.end_new_refunds();
             reply::with_header(reply::with_status(r.body, StatusCode::OK), "content-type", "text/plain").into_response()

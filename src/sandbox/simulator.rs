@@ -690,7 +690,7 @@ impl Simulator {
             let make = move || match v2 {
                 true => notifier::Outgoing { headers: Vec::new(), body: sim.refund_notify_v2(&resource), v3: false },
                 false => {
-                    let n = v3.refund_notify(&resource, &event_id, crate::pay::now_ms() / 1000).expect("encrypts");
+                    let n = v3.refund_notify(&resource, &event_id, crate::clock::now_ms() / 1000).expect("encrypts");
                     notifier::Outgoing { headers: n.headers, body: n.body, v3: true }
                 }
             };
@@ -722,7 +722,7 @@ impl Simulator {
     fn pay_v3(&self, request: &PayRequest) -> Result<String, String> {
         let v3 = self.inner.v3.clone();
         let no = request.out_trade_no.clone();
-        let now = || crate::pay::now_ms() / 1000;
+        let now = || crate::clock::now_ms() / 1000;
         let first = v3.pay(&no, now())?;
         let event_id = serde_json::from_slice::<serde_json::Value>(&first.body)
             .ok()

@@ -26,18 +26,10 @@ mod refunds;
 use crate::wechat::v3::crypto::{request_message, response_message, ApiV3Key, MerchantKey, PublicKey, SCHEME};
 use refunds::SimRefund;
 
-/// The sandbox merchant's API private key (PKCS#8).
-pub const MERCHANT_PRIVATE_KEY: &str = include_str!("keys/merchant-private.pem");
-/// Its public half, what the simulator verifies requests with.
-pub const MERCHANT_PUBLIC_KEY: &str = include_str!("keys/merchant-public.pem");
-/// The sandbox merchant's API certificate serial.
-pub const MERCHANT_SERIAL: &str = "5A4D1C0E9B8F7A6D5C4B3A291807F6E5D4C3B2A1";
-/// The simulated WeChat Pay public key and its id.
-pub const WECHATPAY_PUBLIC_KEY: &str = include_str!("keys/wechatpay-public.pem");
-/// The id of [`WECHATPAY_PUBLIC_KEY`].
-pub const WECHATPAY_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0000000000000000000000000000000001";
-/// The sandbox merchant's APIv3 key (32 characters), encrypting notifies.
-pub const APIV3_KEY: &str = "SANDBOXapiv3KEYsandboxAPIV3key00";
+pub use super::keys::{
+    APIV3_KEY, MERCHANT_PRIVATE_KEY, MERCHANT_PUBLIC_KEY, MERCHANT_SERIAL, WECHATPAY_PUBLIC_KEY,
+    WECHATPAY_PUBLIC_KEY_ID,
+};
 /// The simulator's own private key, signing as WeChat.
 const WECHATPAY_PRIVATE_KEY: &str = include_str!("keys/wechatpay-private.pem");
 /// The private key of the simulated platform certificate.
@@ -720,7 +712,7 @@ pub fn routes(sim: SimulatorV3) -> warp::filters::BoxedFilter<(warp::reply::Resp
                   authorization: Option<String>,
                   wants_serial: Option<String>,
                   body: bytes::Bytes| {
-                let now = crate::pay::now_ms() / 1000;
+                let now = crate::clock::now_ms() / 1000;
                 into_response(sim.handle_with_serial(
                     method.as_str(),
                     &path_and_query,

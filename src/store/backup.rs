@@ -170,7 +170,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use crate::domain::Mode;
     use crate::store::{Order, OrderContents};
 
     #[tokio::test]

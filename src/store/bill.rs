@@ -287,7 +287,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use crate::domain::Mode;
 
     fn day(day: &str, state: BillState, at: i64) -> BillDay {
         BillDay {

@@ -54,7 +54,7 @@ pub use refund::{Refund, RefundCreated, RefundStatus};
 pub use tx::{beijing_day, beijing_day_start, day_string, parse_day, MAX_NOTIFY_BYTES};
 pub use writer::WriterStats;
 
-use crate::config::Mode;
+use crate::domain::Mode;
 use codec::CodecError;
 use tx::{Tx, TxResult};
 use writer::Writer;
@@ -448,7 +448,7 @@ impl Store {
         loop {
             let mut pruned = 0;
             loop {
-                match self.prune_notifies(retention, crate::pay::now_ms(), BATCH).await {
+                match self.prune_notifies(retention, crate::clock::now_ms(), BATCH).await {
                     Ok(n) => {
                         pruned += n;
                         failing = false;

@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, CodecError};
-use crate::wechat::jsapi::PayParams;
+use crate::domain::PayParams;
+pub use crate::domain::Payment;
 
 /// The format version written by this release.
 pub const ORDER_VERSION: u8 = 4;
@@ -258,19 +259,6 @@ pub struct Order {
 const MISSING_SINCE_V1: &[u8] = &[0, 0, 0, 0];
 const MISSING_SINCE_V2: &[u8] = &[0, 0, 0];
 const MISSING_SINCE_V3: &[u8] = &[0, 0];
-
-/// What a verified payment notify says about an order.
-#[derive(Debug, Clone)]
-pub struct Payment {
-    /// `transaction_id`
-    pub transaction_id: String,
-    /// `total_fee`, fen.
-    pub total_fee: u64,
-    /// `time_end`
-    pub time_end: String,
-    /// `openid`
-    pub openid: String,
-}
 
 /// The result of applying a payment to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -452,7 +452,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use crate::domain::Mode;
     use crate::store::{OrderContents, OrderSource};
 
     fn platform_order(no: &str, order_id: &str) -> Order {

@@ -43,60 +43,7 @@ pub const MAX_REFUNDS_PER_ORDER: usize = 50;
 /// The history entry each refund request leaves on its order.
 const REFUND_REQUESTED: &str = "REFUND_REQUESTED";
 
-/// Where a refund is (WeChat's `refund_status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RefundStatus {
-    /// Asked for; WeChat has not said how it ended.
-    Processing,
-    /// The money went back.
-    Success,
-    /// WeChat closed it without refunding.
-    Closed,
-    /// It failed at the bank (the user's card was closed...): the money is
-    /// back in the merchant's account; someone completes it by hand in the
-    /// merchant platform (then WeChat reports SUCCESS), so it is not an end.
-    Abnormal,
-    /// PayBridge's own end, not a WeChat state: WeChat refused the request
-    /// outright (a code it documents as final), so nothing was refunded.
-    /// Appended last: stored statuses are their position.
-    Failed,
-}
-
-impl RefundStatus {
-    /// WeChat's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefundStatus::Processing => "PROCESSING",
-            RefundStatus::Success => "SUCCESS",
-            RefundStatus::Closed => "CLOSED",
-            RefundStatus::Abnormal => "ABNORMAL",
-            RefundStatus::Failed => "FAILED",
-        }
-    }
-
-    /// Whether nothing more can happen to it (SUCCESS, CLOSED, FAILED).
-    pub fn is_end(self) -> bool {
-        matches!(self, RefundStatus::Success | RefundStatus::Closed | RefundStatus::Failed)
-    }
-
-    /// Parses WeChat's name (never `FAILED`, which is PayBridge's).
-    pub fn parse(name: &str) -> Option<RefundStatus> {
-        [RefundStatus::Processing, RefundStatus::Success, RefundStatus::Closed, RefundStatus::Abnormal]
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
-
-    /// Parses API v2's name (`refund_status`: `REFUNDCLOSE` for CLOSED,
-    /// `CHANGE` for ABNORMAL).
-    pub fn parse_v2(name: &str) -> Option<RefundStatus> {
-        match name {
-            "REFUNDCLOSE" => Some(RefundStatus::Closed),
-            "CHANGE" => Some(RefundStatus::Abnormal),
-            "PROCESSING" | "SUCCESS" => RefundStatus::parse(name),
-            _ => None,
-        }
-    }
-}
+pub use crate::domain::RefundStatus;
 
 /// The largest encoded refund the store writes. Every field is bounded
 /// before it gets here (numbers of at most 64 characters, a reason of 80

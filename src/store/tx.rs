@@ -29,31 +29,7 @@ fn encoded(order: &Order) -> TxResult<Vec<u8>> {
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<CodecError>>;
 
-/// Milliseconds in a day, and Beijing's offset (dates are Beijing dates).
-const DAY_MS: i64 = 86_400_000;
-const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
-
-/// The Beijing calendar day of a unix-ms time, as days since 1970-01-01.
-pub fn beijing_day(ms: i64) -> i64 {
-    (ms + BEIJING_OFFSET_MS).div_euclid(DAY_MS)
-}
-
-/// The first millisecond of a Beijing day.
-pub fn beijing_day_start(day: i64) -> i64 {
-    day * DAY_MS - BEIJING_OFFSET_MS
-}
-
-/// A Beijing day number as `YYYY-MM-DD`.
-pub fn day_string(day: i64) -> String {
-    let date = time::Date::from_julian_day(2_440_588 + day as i32).expect("a day in range");
-    format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day())
-}
-
-/// Parses `YYYY-MM-DD` into a Beijing day number.
-pub fn parse_day(text: &str) -> Option<i64> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(text, format).ok().map(|d| d.to_julian_day() as i64 - 2_440_588)
-}
+pub use crate::clock::{beijing_day, beijing_day_start, day_string, parse_day};
 
 /// `created_ms ‖ seq`: orders by time, unique.
 pub(super) fn time_key(order: &Order) -> [u8; 16] {

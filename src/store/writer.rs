@@ -40,7 +40,7 @@ use arc_swap::ArcSwapOption;
 
 use super::tx::{Tx, TxResult};
 use super::{StoreError, StoreOptions, Trees};
-use crate::config::Mode;
+use crate::domain::Mode;
 
 /// The most jobs one sync covers.
 const MAX_BATCH_JOBS: usize = 1024;

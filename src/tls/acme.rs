@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use super::cert::{self, write_private, CertError, LoadedCert};
 use super::renewal::{self, RateWindow};
 use super::resolver::{CertResolver, HttpChallenges};
+use super::settings::TlsConfig;
 use super::status::StatusHandle;
-use crate::config::TlsConfig;
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]

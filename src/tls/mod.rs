@@ -13,6 +13,7 @@ pub mod cert;
 pub mod files;
 pub mod renewal;
 pub mod resolver;
+pub mod settings;
 pub mod status;
 
 use std::path::Path;
@@ -24,7 +25,7 @@ use rustls::ServerConfig;
 pub use resolver::{CertResolver, HttpChallenges, ACME_TLS_ALPN};
 pub use status::{StatusHandle, TlsStatus};
 
-use crate::config::{TlsConfig, TlsMode};
+use settings::{TlsConfig, TlsMode};
 
 /// The rustls server configuration: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by
 /// ALPN, plus `acme-tls/1` for TLS-ALPN-01 challenges.

@@ -209,7 +209,7 @@ pub enum BillError {
 /// `ABNORMAL`); v3's names are kept; a name neither knows is kept as
 /// written (it then matches nothing, and is reported).
 pub fn normalise_refund_status(raw: &str) -> String {
-    use crate::store::RefundStatus;
+    use crate::domain::RefundStatus;
     let raw = raw.trim();
     RefundStatus::parse(raw)
         .or_else(|| RefundStatus::parse_v2(raw))

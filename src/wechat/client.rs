@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use url::Url;
 
+use super::settings::{PayApi, WechatConfig};
 use super::sign::{self, Fields, SignType};
 use super::xml::{self, MAX_XML_BYTES};
-use crate::config::{PayApi, WechatConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::text::{clip, quote, MAX_QUOTED_CHARS};

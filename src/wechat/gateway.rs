@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use super::client::{UnifiedOrder, WechatClient, WechatError};
 use super::jsapi::PayParams;
+use super::settings::{PayApi, V3Keys, WechatConfig};
 use super::sign::SignType;
 use super::v3::api::Signer;
 use super::v3::client::{self as v3client, V3Client};
 use super::v3::trust::Trust;
-use crate::config::{PayApi, V3Keys, WechatConfig};
+use crate::domain::RefundStatus;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::store::RefundStatus;
 
 /// An order as the flow places it, whatever the version.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub enum Queried {
     /// WeChat took the money (`SUCCESS`, or `REFUND`: paid, then refunded).
     Paid {
         /// What the payment says, as a notify would.
-        payment: crate::store::Payment,
+        payment: crate::domain::Payment,
         /// The verified reply, kept in the notify log as the evidence.
         raw: Vec<u8>,
     },
@@ -197,7 +197,7 @@ pub struct RefundRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct RefundState {
     /// PROCESSING, SUCCESS, CLOSED or ABNORMAL.
-    pub status: crate::store::RefundStatus,
+    pub status: crate::domain::RefundStatus,
     /// WeChat's refund id.
     pub refund_id: Option<String>,
 }
@@ -262,7 +262,7 @@ impl Gateway {
 fn refund_state(reply: &serde_json::Value) -> Result<RefundState, WechatError> {
     let status = reply["status"].as_str().unwrap_or("");
     Ok(RefundState {
-        status: crate::store::RefundStatus::parse(status)
+        status: crate::domain::RefundStatus::parse(status)
             .ok_or_else(|| WechatError::BadReply(format!("unknown refund status {status:?}")))?,
         refund_id: reply["refund_id"].as_str().map(str::to_owned),
     })
@@ -298,7 +298,7 @@ impl Gateway {
         let state = text("/trade_state").to_owned();
         Ok(match state.as_str() {
             "SUCCESS" | "REFUND" => Queried::Paid {
-                payment: crate::store::Payment {
+                payment: crate::domain::Payment {
                     transaction_id: text("/transaction_id").to_owned(),
                     total_fee: reply.pointer("/amount/total").and_then(serde_json::Value::as_u64).unwrap_or(0),
                     time_end: super::compact_from_rfc3339(text("/success_time")),
@@ -317,7 +317,7 @@ fn queried_v2(reply: &super::sign::Fields) -> Queried {
     let state = get("trade_state");
     match state.as_str() {
         "SUCCESS" | "REFUND" => Queried::Paid {
-            payment: crate::store::Payment {
+            payment: crate::domain::Payment {
                 transaction_id: get("transaction_id"),
                 total_fee: get("total_fee").parse().unwrap_or(0),
                 time_end: get("time_end"),

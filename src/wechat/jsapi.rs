@@ -7,26 +7,9 @@
 //! equal the `sign_type` of the unified order. In v3 it is the merchant's
 //! RSA signature over four lines, and `signType` is `RSA`.
 
-use serde::{Deserialize, Serialize};
-
 use super::sign::{fields, sign, SignType};
 use super::v3::crypto::{pay_sign_message, MerchantKey};
 use crate::secret::Secret;
-
-/// `signType` of `wx.requestPayment`. (Stored with every prepay: the
-/// variants keep their order, new ones go at the end.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PaySignType {
-    /// v2, `MD5`.
-    #[serde(rename = "MD5")]
-    Md5,
-    /// v2, `HMAC-SHA256`.
-    #[serde(rename = "HMAC-SHA256")]
-    HmacSha256,
-    /// v3, `RSA`.
-    #[serde(rename = "RSA")]
-    Rsa,
-}
 
 impl From<SignType> for PaySignType {
     fn from(t: SignType) -> PaySignType {
@@ -37,34 +20,7 @@ impl From<SignType> for PaySignType {
     }
 }
 
-impl PaySignType {
-    /// WeChat's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaySignType::Md5 => "MD5",
-            PaySignType::HmacSha256 => "HMAC-SHA256",
-            PaySignType::Rsa => "RSA",
-        }
-    }
-}
-
-/// What the mini-program passes to `wx.requestPayment`, plus `appId`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PayParams {
-    /// The mini-program's AppID, signed but not passed to `wx.requestPayment`.
-    pub app_id: String,
-    /// Seconds since the epoch, as a string (WeChat wants a string).
-    pub time_stamp: String,
-    /// A random string of at most 32 characters.
-    pub nonce_str: String,
-    /// `prepay_id=<prepay_id>`.
-    pub package: String,
-    /// `MD5` or `HMAC-SHA256` as used for the unified order (v2), or `RSA` (v3).
-    pub sign_type: PaySignType,
-    /// The signature over the five fields above.
-    pub pay_sign: String,
-}
+pub use crate::domain::{PayParams, PaySignType};
 
 impl PayParams {
     /// Signs a new set of parameters for `prepay_id`.

@@ -11,6 +11,7 @@ pub mod client;
 pub mod gateway;
 pub mod jsapi;
 pub mod refund_info;
+pub mod settings;
 pub mod sign;
 pub mod v3;
 pub mod xml;

@@ -45,7 +45,7 @@ impl RawReply {
     }
 
     fn read(&self, verifier: &Verifier) -> Result<Vec<u8>, WechatError> {
-        let now = crate::pay::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         api::read_reply(self.status, &self.signed_headers(), &self.body, verifier, now).map_err(|e| match e {
             ReplyError::Unverified(e) => WechatError::BadReply(format!("its signature did not verify: {e}")),
             ReplyError::Api { code, message, .. } => WechatError::Business { code, description: message },
@@ -151,7 +151,7 @@ impl V3Client {
         body: Vec<u8>,
         limit: usize,
     ) -> Result<RawReply, WechatError> {
-        let now = crate::pay::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         let request = self.signer.sign(method, path_and_query, body, now, &crate::wechat::nonce_str());
         let url = self.base.join(path_and_query).map_err(|e| WechatError::Transport(e.to_string()))?;
         let mut builder = self.http.request(method.parse().expect("GET or POST"), url).body(request.body);
