@@ -542,6 +542,10 @@ impl<R: Send, F: FnMut(&Tx, u64) -> TxResult<R> + Send> writer::Change for Pendi
 
     fn answer(self: Box<Self>, durable: bool) {
         let outcome = match (durable, self.outcome) {
+            // sled failing inside the transaction (a full disk while it
+            // wrote its log) is the same for the caller as a failed sync:
+            // nothing was written, try again shortly (503, WeChat resends).
+            (true, Some(Err(StoreError::Sled(_)))) => Err(StoreError::Unavailable),
             (true, Some(outcome)) => outcome,
             (_, Some(Err(e @ StoreError::Codec(_)))) => Err(e),
             _ => Err(StoreError::Unavailable),
