@@ -112,10 +112,10 @@ fn code_only(text: &str) -> String {
         let rest = &text[i..];
         let skip_to = if rest.starts_with("//") {
             rest.find('\n').map_or(text.len(), |n| i + n)
-        } else if rest.starts_with("/*") {
-            rest[2..].find("*/").map_or(text.len(), |n| i + 2 + n + 2)
-        } else if rest.starts_with("r#\"") {
-            rest[3..].find("\"#").map_or(text.len(), |n| i + 3 + n + 2)
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            after.find("*/").map_or(text.len(), |n| i + 2 + n + 2)
+        } else if let Some(after) = rest.strip_prefix("r#\"") {
+            after.find("\"#").map_or(text.len(), |n| i + 3 + n + 2)
         } else if rest.starts_with('"') {
             let mut j = 1;
             while j < rest.len() && rest.as_bytes()[j] != b'"' {
@@ -439,7 +439,7 @@ fn the_layout_in_lib_rs_lists_every_module_in_layer_order() {
     let unique: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(unique, declared, "every module once in the layout, and nothing else");
     assert_eq!(unique.len(), listed.len(), "a module is listed twice: {listed:?}");
-    let layers: Vec<usize> = listed.iter().map(|m| layer_of(&[m.clone()]).unwrap()).collect();
+    let layers: Vec<usize> = listed.iter().map(|m| layer_of(std::slice::from_ref(m)).unwrap()).collect();
     assert!(layers.windows(2).all(|w| w[0] <= w[1]), "the layout is not in layer order: {listed:?} → {layers:?}");
 }
 
