@@ -181,16 +181,7 @@ impl Store {
         keep_files_from: String,
     ) -> Result<BillDay, StoreError> {
         let bytes = file.as_ref().map_or(0, Vec::len) + 4096;
-        let old: Vec<Vec<u8>> = {
-            let trees = self.trees()?;
-            trees
-                .bill_files
-                .range(..keep_files_from.as_bytes())
-                .keys()
-                .filter_map(Result::ok)
-                .map(|k| k.to_vec())
-                .collect()
-        };
+        let old = self.bill_files_before(&keep_files_from)?;
         self.write(bytes, move |tx, _| {
             let stored = match tx.bills.get(day.day.as_bytes())? {
                 Some(bytes) => Some(BillDay::decode(&bytes).map_err(super::tx::abort)?),

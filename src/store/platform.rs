@@ -344,30 +344,6 @@ impl Store {
         self.write(SMALL_WRITE, move |tx, _| Ok(tx.nonces.insert(key.as_slice(), &[])?.is_none())).await
     }
 
-    /// Forgets nonces of requests stamped before `before` (unix seconds):
-    /// those are refused by their timestamp anyway. Returns how many went.
-    pub async fn prune_nonces(&self, before: i64, batch: usize) -> Result<usize, StoreError> {
-        let end = before.max(0).to_be_bytes();
-        let doomed = self
-            .read(move |store| {
-                let trees = store.trees()?;
-                let keys = trees.nonces.range(..end.as_slice()).keys().take(batch);
-                Ok(keys.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await?;
-        let count = doomed.len();
-        if count > 0 {
-            self.write(SMALL_WRITE, move |tx, _| {
-                for key in &doomed {
-                    tx.nonces.remove(key)?;
-                }
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(count)
-    }
-
     /// A platform's pending deliveries due by `now` (at most `limit`, the
     /// longest waiting first), and when the next one after those is due.
     pub fn due_deliveries(

@@ -1,10 +1,12 @@
-//! Read-side queries for the admin page: filtered, paged order lists,
-//! search, and the counters behind the overview.
+//! Reads: an order by its number, filtered, paged order lists and search
+//! for the admin page, the counters behind the overview, the lifecycle's
+//! due orders, and the notify log's pages. None of them waits for the
+//! writer, and none scans more than the page it returns (or the counters).
 
 use serde::Serialize;
 
 use super::tx::{day_key, prefixed_key, read_u64, status_count_key, time_key_of, PAID_DAY, REJECTED_DAY};
-use super::{Order, OrderStatus, Page, Store, StoreError};
+use super::{schedule, NotifyRecord, Order, OrderStatus, Page, Store, StoreError};
 
 /// Which orders a listing shows. Times are unix ms; `to_ms` is exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,6 +57,11 @@ pub struct DayTotal {
 const SEARCH_SCAN_LIMIT: usize = 10_000;
 
 impl Store {
+    /// The order with this number.
+    pub fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        self.trees()?.order(out_trade_no)
+    }
+
     /// Orders newest first, filtered, starting after `cursor`. Reads only the
     /// page (plus one entry): the cost does not grow with the store.
     pub fn list_orders(
@@ -126,6 +133,12 @@ impl Store {
         Ok(Page { items, next: None })
     }
 
+    /// How many orders are stored, from the maintained per-status counters
+    /// (never a scan: this is on the admin page and in `/metrics`).
+    pub fn order_count(&self) -> Result<u64, StoreError> {
+        Ok(self.status_counts()?.iter().map(|(_, n)| n).sum())
+    }
+
     /// How many orders are in each status.
     pub fn status_counts(&self) -> Result<Vec<(OrderStatus, u64)>, StoreError> {
         let trees = self.trees()?;
@@ -154,5 +167,132 @@ impl Store {
             total += read_u64(trees.stats.get(day_key(REJECTED_DAY, day))?.as_deref(), 0);
         }
         Ok(total)
+    }
+
+    /// Orders of `queue` due at or before `now`, earliest first, at most
+    /// `limit`: (due time, out_trade_no). A range scan of the due index:
+    /// its cost is what is due, not how many orders are open.
+    pub fn due_orders(&self, queue: schedule::Queue, now: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let trees = self.trees()?;
+        let mut out = Vec::new();
+        for entry in trees.orders_due.range(schedule::due_range(queue, now)).take(limit) {
+            let (key, _) = entry?;
+            out.extend(schedule::parse_due_key(&key));
+        }
+        Ok(out)
+    }
+
+    /// How many open orders the due index holds (tests, migration checks).
+    pub fn due_index_len(&self) -> Result<usize, StoreError> {
+        Ok(self.trees()?.orders_due.len())
+    }
+
+    /// The notify log, newest first, starting after `cursor`.
+    pub fn list_notifies(&self, cursor: Option<u64>, limit: usize) -> Result<Page<NotifyRecord>, StoreError> {
+        let end = cursor.unwrap_or(u64::MAX).to_be_bytes();
+        let mut items = Vec::with_capacity(limit.min(1000));
+        let trees = self.trees()?;
+        for entry in trees.notifies.range(..end).rev().take(limit) {
+            let (_, bytes) = entry?;
+            items.push(NotifyRecord::decode(&bytes)?);
+        }
+        let next = (items.len() == limit).then(|| items.last().map(|r| r.id.to_string())).flatten();
+        Ok(Page { items, next })
+    }
+
+    /// The verified notifies of an order, newest first, starting after
+    /// `cursor` (unverified ones only claim an order and are not linked).
+    pub fn notifies_for_order(
+        &self,
+        out_trade_no: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<NotifyRecord>, StoreError> {
+        let prefix = prefixed_key(out_trade_no, &[]);
+        let end = prefixed_key(out_trade_no, &cursor.unwrap_or(u64::MAX).to_be_bytes());
+        let mut items = Vec::with_capacity(limit.min(1000));
+        let trees = self.trees()?;
+        for entry in trees.notifies_by_order.range(prefix.clone()..end).rev() {
+            let (key, _) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|r: &NotifyRecord| r.id.to_string());
+                return Ok(Page { items, next });
+            }
+            if let Some(bytes) = trees.notifies.get(&key[prefix.len()..])? {
+                items.push(NotifyRecord::decode(&bytes)?);
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{notify_at, open, order};
+    use crate::store::{notify, Verdict};
+
+    #[tokio::test]
+    async fn pages_newest_first_with_status_filter() {
+        let (_dir, store) = open();
+        for i in 0..25 {
+            store.insert_order(order(&format!("ORDER{i:03}"), 1000 + i)).await.unwrap().unwrap();
+        }
+        for i in (0..25).step_by(5) {
+            store.update_order(&format!("ORDER{i:03}"), |o| o.status = OrderStatus::Paid).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.list_orders(&OrderFilter::default(), cursor.as_deref(), 10).unwrap();
+            seen.extend(page.items.iter().map(|o| o.out_trade_no.clone()));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = (0..25).rev().map(|i| format!("ORDER{i:03}")).collect();
+        assert_eq!(seen, expected);
+
+        let paid = store.list_orders(&OrderFilter::status(OrderStatus::Paid), None, 3).unwrap();
+        let names: Vec<_> = paid.items.iter().map(|o| o.out_trade_no.as_str()).collect();
+        assert_eq!(names, ["ORDER020", "ORDER015", "ORDER010"]);
+        let rest = store.list_orders(&OrderFilter::status(OrderStatus::Paid), paid.next.as_deref(), 3).unwrap();
+        assert_eq!(rest.items.len(), 2);
+        assert!(rest.next.is_none());
+        assert_eq!(store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 100).unwrap().items.len(), 20);
+        assert_eq!(store.order_count().unwrap(), 25);
+    }
+
+    /// Only verified notifies are linked to their order, and its list pages.
+    #[tokio::test]
+    async fn unverified_notifies_only_claim_their_order() {
+        let (_dir, store) = open();
+        store.insert_order(order("ORDER001", 1)).await.unwrap().unwrap();
+        let junk = vec![b'j'; 60 * 1024];
+        for i in 0..30 {
+            let record = notify_at("ORDER001", i, false, &junk);
+            store.record_notify(record, |_| (Verdict::Rejected, "signature".repeat(200), ())).await.unwrap();
+        }
+        for i in 0..25 {
+            store
+                .record_notify(notify_at("ORDER001", 100 + i, true, b"<xml/>"), |_| {
+                    (Verdict::Duplicate, "dup".into(), ())
+                })
+                .await
+                .unwrap();
+        }
+        let first = store.notifies_for_order("ORDER001", None, 20).unwrap();
+        assert_eq!(first.items.len(), 20);
+        assert!(first.items.iter().all(|r| r.verified));
+        let rest = store.notifies_for_order("ORDER001", first.next.map(|c| c.parse().unwrap()), 20).unwrap();
+        assert_eq!((rest.items.len(), rest.next), (5, None));
+        let junk_entry = &store.list_notifies(None, 100).unwrap().items[25];
+        assert!(!junk_entry.verified);
+        assert_eq!((junk_entry.raw.len(), junk_entry.size), (notify::REFUSED_KEPT_BYTES, 60 * 1024));
+        assert!(junk_entry.reason.len() <= notify::MAX_REASON_BYTES + 3, "{}", junk_entry.reason.len());
+        let (count, bytes) = store.notify_log_size().unwrap();
+        assert_eq!(count, 55);
+        assert!(bytes < 30 * 2048 + 25 * 512, "{bytes} bytes for 55 small records");
     }
 }

@@ -405,3 +405,89 @@ fn finish_batch(batch: Vec<Box<dyn Change>>, synced: Result<(), StoreError>, sta
 pub(super) fn open_data_file(dir: &Path) -> std::io::Result<File> {
     File::open(dir.join("db"))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::Mode;
+    use crate::store::testing::{open, order};
+    use crate::store::{Store, StoreError, StoreOptions};
+
+    /// Writes from many threads at once are all applied, each answered only
+    /// after a sync, and one sync covers several of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_syncs() {
+        let (_dir, store) = open();
+        let writers: Vec<_> = (0..256)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_order(order(&format!("C{i:05}"), i)).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap().unwrap();
+        }
+        let stats = store.writer_stats();
+        assert_eq!(store.order_count().unwrap(), 256);
+        assert_eq!(stats.acknowledged(), 256);
+        assert!(stats.syncs() < 256, "group commit: {} syncs for 256 writes", stats.syncs());
+        assert_eq!(stats.pending(), 0);
+    }
+
+    /// Changes that queue together share one transaction; when one of them
+    /// aborts it, the others still go through and only that caller fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_change_fails_alone() {
+        let (_dir, store) = open();
+        store.trees().unwrap().orders.insert("CORRUPT", &b"not a record"[..]).unwrap();
+        let (release, blocker) = store.hold_writer().await;
+        let bad = tokio::spawn({
+            let store = store.clone();
+            async move { store.update_order("CORRUPT", |o| o.total_fee = 1).await }
+        });
+        let good: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_order(order(&format!("GOOD{i}"), i)).await })
+            })
+            .collect();
+        while store.writer_stats().pending() < 12 {
+            tokio::task::yield_now().await;
+        }
+        let syncs = store.writer_stats().syncs();
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        assert!(matches!(bad.await.unwrap(), Err(StoreError::Codec(_))));
+        for g in good {
+            g.await.unwrap().unwrap().unwrap();
+        }
+        assert_eq!(store.order_count().unwrap(), 10);
+        // One sync for the holding batch, then one for all eleven queued changes.
+        assert_eq!(store.writer_stats().syncs(), syncs + 2);
+    }
+
+    /// A full queue is refused at once instead of making callers wait.
+    #[tokio::test]
+    async fn full_queue_refuses_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { max_pending_writes: 1, ..StoreOptions::default() };
+        let store = Store::open_with(dir.path(), Mode::Live, options).unwrap();
+        let (release, blocker) = store.hold_writer().await;
+        let queued = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_order(order("QUEUED", 1)).await }
+        });
+        while store.writer_stats().pending() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = store.insert_order(order("REFUSED", 1)).await;
+        assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
+        assert_eq!(store.writer_stats().refused_busy(), 1);
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        queued.await.unwrap().unwrap().unwrap();
+        assert!(store.order("REFUSED").unwrap().is_none());
+
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        assert!(matches!(store.insert_order(order("LATE", 1)).await, Err(StoreError::Stopped)));
+    }
+}

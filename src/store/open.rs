@@ -1,0 +1,219 @@
+//! Opening the data directory: sled and its lock, the mode marker that keeps
+//! sandbox and live data apart, and bringing the indexes up to date on the
+//! first open after an upgrade (the index version in `meta`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::trees::Trees;
+use super::writer::{self, Writer};
+use super::{schedule, Delivery, NotifyRecord, Order, Store, StoreError, StoreOptions};
+use crate::domain::Mode;
+
+/// The version of the index layout; a data directory with an older one has
+/// its indexes rebuilt from the orders when opened.
+/// Version 6 added `orders_due`.
+const INDEX_VERSION: &[u8] = b"6";
+
+/// The file a running server writes its pid to, in the data directory.
+pub const PID_FILE: &str = "paybridge.pid";
+
+/// Whether `dir` holds a PayBridge database (without creating anything).
+pub fn holds_data(dir: &Path) -> bool {
+    dir.join("db").is_file() && dir.join("conf").is_file()
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir` for `mode` with the default
+    /// [`StoreOptions`].
+    pub fn open(dir: &Path, mode: Mode) -> Result<Store, StoreError> {
+        Store::open_with(dir, mode, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database in `dir` for `mode`. A directory used
+    /// by the other mode is refused, so sandbox orders never mix with real
+    /// ones. Starts the writer thread.
+    pub fn open_with(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Store, StoreError> {
+        let slot = Arc::new(ArcSwapOption::from_pointee(Trees::open(dir, mode, options)?));
+        let writer = Writer::start(slot.clone(), writer::Reopen { dir: dir.to_owned(), mode, options })
+            .map_err(sled::Error::Io)?;
+        Ok(Store { trees: slot, writer: Arc::new(writer) })
+    }
+}
+
+impl Trees {
+    /// Opens sled in `dir` and checks that it belongs to `mode`.
+    pub(super) fn open(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Trees, StoreError> {
+        // sled's background flush is off: durability comes from the writer's
+        // own sync after every batch, and tests must not pass thanks to a timer.
+        let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                // sled reports a held lock as `Other` with this text.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if started.elapsed() >= options.lock_wait {
+                        let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok());
+                        return Err(StoreError::Locked { dir: dir.display().to_string(), pid });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => break opened?,
+            }
+        };
+        let meta = db.open_tree("meta")?;
+        match meta.get("mode")? {
+            Some(found) if found.as_ref() != mode.as_str().as_bytes() => {
+                return Err(StoreError::ModeMismatch {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    wanted: mode.as_str(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("mode", mode.as_str())?;
+            }
+        }
+        let trees = Trees {
+            orders: db.open_tree("orders")?,
+            orders_by_time: db.open_tree("orders_by_time")?,
+            orders_by_status: db.open_tree("orders_by_status")?,
+            orders_by_tx: db.open_tree("orders_by_tx")?,
+            orders_by_openid: db.open_tree("orders_by_openid")?,
+            orders_due: db.open_tree("orders_due")?,
+            stats: db.open_tree("stats")?,
+            notifies: db.open_tree("notifies")?,
+            notifies_by_order: db.open_tree("notifies_by_order")?,
+            platform_orders: db.open_tree("platform_orders")?,
+            platform_changes: db.open_tree("platform_changes")?,
+            nonces: db.open_tree("nonces")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_pending: db.open_tree("outbox_pending")?,
+            outbox_by_order: db.open_tree("outbox_by_order")?,
+            wechat_certificates: db.open_tree("wechat_certificates")?,
+            refunds: db.open_tree("refunds")?,
+            refunds_by_order: db.open_tree("refunds_by_order")?,
+            refunds_processing: db.open_tree("refunds_processing")?,
+            bills: db.open_tree("bills")?,
+            bill_files: db.open_tree("bill_files")?,
+            data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
+            db,
+        };
+        match meta.get("index_version")?.as_deref() {
+            Some(INDEX_VERSION) => {}
+            // Version 5 lacks only the due index: built alone, so platforms'
+            // change feeds do not see every order again.
+            Some(b"5") => {
+                trees.build_due_index()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
+            _ => {
+                trees.rebuild_indexes()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
+        }
+        trees.sync()?;
+        Ok(trees)
+    }
+
+    /// Builds the lifecycle's due index from the orders (a data directory
+    /// from before it existed). Runs at open, before the writer starts.
+    fn build_due_index(&self) -> Result<(), StoreError> {
+        self.orders_due.clear()?;
+        let mut open = 0u64;
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            if let Some(key) = schedule::due_key(&Order::decode(&bytes)?) {
+                self.orders_due.insert(key, &[])?;
+                open += 1;
+            }
+        }
+        tracing::info!(open_orders = open, "the lifecycle's due index was built");
+        Ok(())
+    }
+
+    /// Rebuilds every order index and counter from the orders themselves
+    /// (after an upgrade that added an index).
+    fn rebuild_indexes(&self) -> Result<(), StoreError> {
+        for tree in [
+            &self.orders_by_time,
+            &self.orders_by_status,
+            &self.orders_by_tx,
+            &self.orders_by_openid,
+            &self.orders_due,
+            &self.stats,
+            &self.notifies_by_order,
+            &self.platform_orders,
+            &self.platform_changes,
+            &self.outbox_pending,
+            &self.outbox_by_order,
+        ] {
+            tree.clear()?;
+        }
+        let mut rebuilt = 0u64;
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            let order = Order::decode(&bytes)?;
+            // A platform's order is in its change feed as changed now: the
+            // feed's history is not in the orders, and a platform reading
+            // from an older cursor must not miss it.
+            let change = if order.source.platform().is_some() { Some(self.db.generate_id()?) } else { None };
+            self.transact(|tx| {
+                tx.insert_order(&order)?;
+                change.map_or(Ok(()), |id| tx.note_platform_change(&order, id))
+            })?;
+            rebuilt += 1;
+        }
+        for entry in self.notifies.iter() {
+            let (_, bytes) = entry?;
+            let record = NotifyRecord::decode(&bytes)?;
+            self.transact(|tx| tx.index_notify(&record, bytes.len()))?;
+        }
+        for entry in self.outbox.iter() {
+            let (_, bytes) = entry?;
+            let delivery = Delivery::decode(&bytes)?;
+            self.transact(|tx| tx.put_delivery(&delivery, None))?;
+        }
+        if rebuilt > 0 {
+            tracing::info!(orders = rebuilt, "order indexes rebuilt");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::order;
+
+    #[test]
+    fn mode_marker_refuses_the_other_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), Mode::Sandbox).unwrap());
+        let err = Store::open(dir.path(), Mode::Live).err().unwrap();
+        assert!(err.to_string().contains("sandbox data"), "{err}");
+    }
+
+    /// A data directory from before the due index gets it built when opened.
+    #[tokio::test]
+    async fn the_due_index_is_built_for_an_older_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        for i in 0..20 {
+            store.insert_order(order(&format!("OLD{i:07}"), 1000)).await.unwrap().unwrap();
+        }
+        store.update_order("OLD0000019", |o| o.close(2000, "x")).await.unwrap();
+        let trees = store.trees().unwrap();
+        trees.orders_due.clear().unwrap();
+        trees.db.open_tree("meta").unwrap().insert("index_version", &b"5"[..]).unwrap();
+        drop(trees);
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        drop(store);
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        assert_eq!(store.due_index_len().unwrap(), 19, "open orders only");
+        let due = store.due_orders(schedule::Queue::Unpaid, i64::MAX, 100).unwrap();
+        assert_eq!(due[0], (1000 + schedule::LEGACY_EXPIRY_MS, "OLD0000000".to_owned()));
+    }
+}

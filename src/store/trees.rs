@@ -1,0 +1,114 @@
+//! The trees: one handle on each sled tree, opened once, and the one
+//! transaction that spans them all.
+//!
+//! The table of what each tree holds is in [`super`]'s module doc (and in
+//! [`super::platform`], [`super::refund`] and [`super::bill`] for theirs);
+//! opening them and bringing their indexes up to date is in `open.rs`.
+
+use sled::transaction::Transactional;
+use sled::Tree;
+
+use super::tx::{Tx, TxResult};
+use super::{Order, StoreError};
+
+/// The trees and the database they live in. Readers use them directly;
+/// only the writer thread changes them.
+pub(crate) struct Trees {
+    pub(super) db: sled::Db,
+    pub(super) orders: Tree,
+    pub(super) orders_by_time: Tree,
+    pub(super) orders_by_status: Tree,
+    pub(super) orders_by_tx: Tree,
+    pub(super) orders_by_openid: Tree,
+    pub(super) orders_due: Tree,
+    pub(super) stats: Tree,
+    pub(super) notifies: Tree,
+    pub(super) notifies_by_order: Tree,
+    pub(super) platform_orders: Tree,
+    pub(super) platform_changes: Tree,
+    pub(super) nonces: Tree,
+    pub(super) outbox: Tree,
+    pub(super) outbox_pending: Tree,
+    pub(super) outbox_by_order: Tree,
+    pub(super) wechat_certificates: Tree,
+    pub(super) refunds: Tree,
+    pub(super) refunds_by_order: Tree,
+    pub(super) refunds_processing: Tree,
+    pub(super) bills: Tree,
+    pub(super) bill_files: Tree,
+    /// sled's data file, opened again so the writer can `fdatasync` it.
+    pub(super) data_file: std::fs::File,
+}
+
+impl Trees {
+    /// The order with this number (the readers' one way to an order).
+    pub(super) fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        match self.orders.get(out_trade_no.as_bytes())? {
+            Some(bytes) => Ok(Some(Order::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs `f` as one transaction over every tree. Only the writer thread
+    /// (and [`super::Store::open`], before it starts) calls this, so transactions
+    /// never conflict; sled may still run `f` again, so it must be pure.
+    pub(super) fn transact<R>(&self, f: impl Fn(&Tx) -> TxResult<R>) -> Result<R, StoreError> {
+        let trees: [&Tree; 21] = [
+            &self.orders,
+            &self.orders_by_time,
+            &self.orders_by_status,
+            &self.orders_by_tx,
+            &self.orders_by_openid,
+            &self.stats,
+            &self.notifies,
+            &self.notifies_by_order,
+            &self.platform_orders,
+            &self.platform_changes,
+            &self.nonces,
+            &self.outbox,
+            &self.outbox_pending,
+            &self.outbox_by_order,
+            &self.wechat_certificates,
+            &self.refunds,
+            &self.refunds_by_order,
+            &self.refunds_processing,
+            &self.bills,
+            &self.bill_files,
+            &self.orders_due,
+        ];
+        let result = trees[..].transaction(|t| {
+            f(&Tx {
+                orders: &t[0],
+                by_time: &t[1],
+                by_status: &t[2],
+                by_tx: &t[3],
+                by_openid: &t[4],
+                stats: &t[5],
+                notifies: &t[6],
+                notifies_by_order: &t[7],
+                platform_orders: &t[8],
+                platform_changes: &t[9],
+                nonces: &t[10],
+                outbox: &t[11],
+                outbox_pending: &t[12],
+                outbox_by_order: &t[13],
+                wechat_certificates: &t[14],
+                refunds: &t[15],
+                refunds_by_order: &t[16],
+                refunds_processing: &t[17],
+                bills: &t[18],
+                bill_files: &t[19],
+                due: &t[20],
+            })
+        })?;
+        Ok(result)
+    }
+
+    /// Makes every write so far durable: sled writes out its buffers, then
+    /// the data file is `fdatasync`ed (sled alone only `sync_file_range`s).
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(sled::Error::Io)?;
+        Ok(())
+    }
+}
