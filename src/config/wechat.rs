@@ -171,12 +171,11 @@ impl RawWechat {
                             .mch_key
                             .filter(|k| !k.is_empty())
                             .ok_or_else(|| invalid("wechat.mch_key", "is required in live mode (API v2)"))?;
-                        if mch_key.expose().chars().count() != 32 {
-                            return Err(invalid(
-                                "wechat.mch_key",
-                                "must be the 32-character API key from the merchant platform",
-                            ));
-                        }
+                        check_key_of_32(
+                            "wechat.mch_key",
+                            &mch_key,
+                            "the API key (APIv2密钥) set in the merchant platform",
+                        )?;
                         PayApi::V2 { mch_key, sign_type }
                     }
                 };
@@ -226,6 +225,34 @@ impl RawWechat {
             }
         })
     }
+}
+
+/// Checks a merchant key that is 32 letters and digits (`mch_key`,
+/// `apiv3_key`; `what` says which). Counted in characters, not bytes, so a
+/// pasted key with two Chinese characters is not taken for 32 bytes.
+/// SECURITY: the message gives the length and a position, never the key.
+pub(super) fn check_key_of_32(key: &str, value: &Secret, what: &str) -> Result<(), ConfigError> {
+    let text = value.expose();
+    let length = text.chars().count();
+    let wanted = format!("it must be exactly 32 letters and digits: {what}");
+    if text.trim() != text {
+        return Err(invalid(
+            key,
+            format!(
+                "is {length} characters long, with spaces or a line break at its start or end: remove them ({wanted})"
+            ),
+        ));
+    }
+    if length != 32 {
+        return Err(invalid(key, format!("is {length} characters long: {wanted}")));
+    }
+    if let Some(at) = text.chars().position(|c| !c.is_ascii_alphanumeric()) {
+        return Err(invalid(
+            key,
+            format!("has a character that is not a letter or digit at position {}: {wanted}", at + 1),
+        ));
+    }
+    Ok(())
 }
 
 fn required(key: &str, value: Option<String>) -> Result<String, ConfigError> {
@@ -299,5 +326,25 @@ mod tests {
         assert_eq!(c.mode, Mode::Sandbox);
         assert!(c.orders.accept_client_amount);
         assert_eq!(c.wechat.pay_base_url.host_str(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_length_says_its_length_and_never_its_value() {
+        const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+        // 26 ASCII and 2 Chinese characters: 32 bytes, 28 characters.
+        let chinese = format!("{}密钥", &KEY[..26]);
+        assert_eq!(chinese.len(), 32);
+        let e = error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", &chinese)]);
+        assert!(e.contains("`wechat.mch_key`: is 28 characters long") && e.contains("32 letters and digits"), "{e}");
+        let e = error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", &format!(" {KEY}\n"))]);
+        assert!(e.contains("is 34 characters long") && e.contains("at its start or end"), "{e}");
+        let e = error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", &format!("{}-", &KEY[..31]))]);
+        assert!(e.contains("not a letter or digit at position 32"), "{e}");
+        let e = error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", &KEY[..30])]);
+        assert!(e.contains("is 30 characters long"), "{e}");
+        for bad in [chinese, format!(" {KEY}\n")] {
+            let e = error(LIVE, &[("PAYBRIDGE_WECHAT_MCH_KEY", &bad)]);
+            assert!(!e.contains(&KEY[..26]), "the key is never quoted: {e}");
+        }
     }
 }
