@@ -200,6 +200,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        raw.resolve_paths(path);
         raw.apply_env(env)?;
         raw.validate()
     }
@@ -296,6 +297,40 @@ impl RawConfig {
     }
 }
 
+impl RawConfig {
+    /// Makes the file's relative key and certificate paths relative to the
+    /// folder of `config_file`, not to the working directory (which is `/`
+    /// under systemd), so `merchant_key_file = "apiclient_key.pem"` beside
+    /// the config works wherever PayBridge is started from. Paths from the
+    /// environment are applied afterwards and stay as given, like every
+    /// `PAYBRIDGE_…_FILE`.
+    fn resolve_paths(&mut self, config_file: &Path) {
+        let absolute = std::path::absolute(config_file).unwrap_or_else(|_| config_file.to_owned());
+        let Some(folder) = absolute.parent() else {
+            return;
+        };
+        let w = &mut self.wechat;
+        let t = &mut self.tls;
+        let paths = [
+            &mut w.merchant_key_file,
+            &mut w.public_key_file,
+            &mut w.client_cert_file,
+            &mut w.client_key_file,
+            &mut w.client_p12_file,
+            &mut w.secapi_ca_file,
+            &mut t.cert_file,
+            &mut t.key_file,
+            &mut t.acme_directory_ca,
+        ];
+        let platforms = self.platforms.iter_mut().map(|p| &mut p.key_file);
+        for path in paths.into_iter().chain(platforms).flatten() {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        }
+    }
+}
+
 /// A `host:port` address, or an error naming `key`.
 pub(crate) fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| invalid(key, format!("{value:?} is not an address like \"127.0.0.1:8080\"")))
@@ -335,6 +370,25 @@ mod tests {
             let e = error(&text, &[]);
             assert!(e.contains(key), "expected {key} in: {e}");
         }
+    }
+
+    #[test]
+    fn relative_key_paths_are_read_beside_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("paybridge.toml");
+        let v2_cert = format!("{LIVE}\nclient_cert_file = \"certs/apiclient_cert.pem\"\nclient_key_file = \"k.pem\"\n");
+        std::fs::write(&file, &v2_cert).unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        let wanted = dir.path().join("certs/apiclient_cert.pem");
+        assert!(e.contains(&format!("`wechat.client_cert_file`: cannot read {}:", wanted.display())), "{e}");
+
+        // A path from the environment is as given, like every PAYBRIDGE_…_FILE.
+        let files =
+            LIVE.replace("[wechat]", "[tls]\nmode = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n[wechat]");
+        let env = [("PAYBRIDGE_TLS_KEY_FILE".to_owned(), "other.pem".to_owned())];
+        let c = Config::from_toml(&files, &file, env.into_iter()).unwrap();
+        assert_eq!(c.tls.cert_file.unwrap(), dir.path().join("c.pem"));
+        assert_eq!(c.tls.key_file.unwrap(), Path::new("other.pem"));
     }
 }
 
