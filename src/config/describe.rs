@@ -58,7 +58,11 @@ impl Config {
         );
         match &w.api {
             PayApi::V2 { mch_key, sign_type } => {
-                out += &format!("mch_key = {}\nsign_type = {:?}\n", masked(mch_key), sign_type.as_str())
+                out += &format!("mch_key = {}\nsign_type = {:?}\n", masked(mch_key), sign_type.as_str());
+                // The sandbox's refunds use the simulator's certificate.
+                if self.mode == Mode::Live {
+                    out += &self.describe_client_certificate();
+                }
             }
             PayApi::V3(keys) => {
                 out += &format!(
@@ -142,6 +146,28 @@ impl Config {
             out += &format!("\n[sandbox]\nsimulator_listen = \"{}\"\n", self.sandbox.simulator_listen);
         }
         out
+    }
+
+    /// API v2's client certificate for refunds: which files were read, and
+    /// that the key belongs to the certificate (checked while loading).
+    fn describe_client_certificate(&self) -> String {
+        let (Some(files), Some(tls)) = (&self.client_certificate, &self.wechat.refund_tls) else {
+            return "# refunds: no client certificate (client_cert_file and client_key_file, or client_p12_file): \
+                    refunds are refused\n"
+                .to_owned();
+        };
+        let mut out = String::new();
+        for (name, path) in &files.files {
+            out += &format!("{name} = {:?}\n", path.display().to_string());
+        }
+        if files.files.iter().any(|(name, _)| *name == "client_p12_file") {
+            out += match files.p12_password_set {
+                true => "client_p12_password = \"***\" (set)\n",
+                false => "client_p12_password = (not set: the mch_id opened it)\n",
+            };
+        }
+        out += &format!("secapi_base_url = \"{}\"\n", tls.base_url);
+        out + "# refunds: the client certificate and its private key were read, and the key is the certificate's\n"
     }
 
     /// What is valid but likely wrong, for `check-config` and the start-up
@@ -230,5 +256,28 @@ mod tests {
         assert!(warnings.iter().any(|w| w.contains("readable by every user") && w.contains("644")), "{warnings:?}");
         std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(c.warnings(Some(file.path())).is_empty());
+    }
+
+    #[test]
+    fn the_v2_client_certificate_is_shown_read_and_matched() {
+        let c = load(LIVE, &[]).unwrap();
+        assert!(c.describe().contains("# refunds: no client certificate"), "{}", c.describe());
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::sandbox::secapi::MerchantTls::new("10000100");
+        let (cert, key) = (dir.path().join("apiclient_cert.pem"), dir.path().join("apiclient_key.pem"));
+        std::fs::write(&cert, &tls.client_cert_pem).unwrap();
+        std::fs::write(&key, &tls.client_key_pem).unwrap();
+        let text = format!("{LIVE}\nclient_cert_file = {:?}\nclient_key_file = {:?}\n", cert.display(), key.display());
+        let shown = load(&text, &[]).unwrap().describe();
+        let wanted = format!(
+            "client_cert_file = {:?}\nclient_key_file = {:?}\nsecapi_base_url = \"https://api.mch.weixin.qq.com/\"\n\
+             # refunds: the client certificate and its private key were read, and the key is the certificate's\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        assert!(shown.contains(&wanted), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        // The sandbox's refunds are the simulator's: nothing to show.
+        assert!(!super::super::Config::sandbox_default().describe().contains("# refunds"));
     }
 }

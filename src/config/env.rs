@@ -109,8 +109,10 @@ impl RawConfig {
         Ok(())
     }
 
-    /// Applies every `PAYBRIDGE_` variable of `vars`, in order.
-    pub(super) fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    /// Applies every `PAYBRIDGE_` variable of `vars`, in order; returns the
+    /// error of each one that is wrong (all of them, for `check-config`).
+    pub(super) fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
         for (var, value) in vars {
             let Some(name) = var.strip_prefix("PAYBRIDGE_") else {
                 continue;
@@ -118,16 +120,15 @@ impl RawConfig {
             if matches!(name, "CONFIG" | "LOG" | "ADMIN_PASSWORD") {
                 continue; // read by the CLI, the logger and install.sh: not settings
             }
-            match name.strip_suffix("_FILE").filter(|base| SECRET_VARS.contains(base)) {
-                Some(base) => {
-                    let content = std::fs::read_to_string(&value)
-                        .map_err(|e| invalid(&var, format!("cannot read {value}: {e}")))?;
-                    self.set_from_env(base, content.trim_end_matches(['\r', '\n']).to_owned())?;
-                }
-                None => self.set_from_env(name, value)?,
-            }
+            let applied = match name.strip_suffix("_FILE").filter(|base| SECRET_VARS.contains(base)) {
+                Some(base) => std::fs::read_to_string(&value)
+                    .map_err(|e| invalid(&var, format!("cannot read {value}: {e}")))
+                    .and_then(|content| self.set_from_env(base, content.trim_end_matches(['\r', '\n']).to_owned())),
+                None => self.set_from_env(name, value),
+            };
+            errors.extend(applied.err());
         }
-        Ok(())
+        errors
     }
 }
 

@@ -52,7 +52,7 @@ pub use reconcile::ReconcileConfig;
 pub use sandbox::SandboxConfig;
 pub use tls::{TlsConfig, TlsMode, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 pub use wechat::{WechatConfig, WECHAT_PAY_BASE_URL, WECHAT_SNS_BASE_URL};
-pub use wechat_v2::{RefundTls, SECAPI_BASE_URL};
+pub use wechat_v2::{ClientCertFiles, RefundTls, SECAPI_BASE_URL};
 pub use wechat_v3::{sandbox_v3_keys, PayApi, V3Keys, WechatPayPublicKey};
 
 pub use crate::domain::Mode;
@@ -73,6 +73,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// WeChat credentials and endpoints.
     pub wechat: WechatConfig,
+    /// Where API v2's client certificate (refunds) was read from, when it
+    /// is set; `check-config` shows it.
+    pub client_certificate: Option<ClientCertFiles>,
     /// Order policy.
     pub orders: OrdersConfig,
     /// Sandbox settings (only used in sandbox mode).
@@ -198,11 +201,38 @@ impl Config {
         path: &Path,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        Config::from_toml_all(text, path, env).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Like [`Config::load`], but every problem rather than the first
+    /// (`check-config`): each wrong environment variable and the first
+    /// problem of each section. A section that needs another one that is
+    /// wrong (`[wechat]` needs `mode`, `[tls]`, `[http]`) waits for it to be
+    /// fixed. Never empty on error.
+    pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| vec![ConfigError::Read { path: path.to_owned(), source }])?;
+        Config::from_toml_all(&text, path, std::env::vars())
+    }
+
+    /// [`Config::from_toml`] with every problem, the first one first.
+    pub fn from_toml_all(
+        text: &str,
+        path: &Path,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut raw: RawConfig = toml::from_str(text)
+            .map_err(|e| vec![ConfigError::Parse { path: path.to_owned(), message: e.to_string() }])?;
         raw.resolve_paths(path);
-        raw.apply_env(env)?;
-        raw.validate()
+        let mut errors = raw.apply_env(env);
+        match raw.validate() {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(errors),
+            Err(found) => {
+                errors.extend(found);
+                Err(errors)
+            }
+        }
     }
 
     /// The built-in sandbox configuration: simulator, loopback ports, a data
@@ -258,43 +288,93 @@ impl Config {
 }
 
 impl RawConfig {
-    /// Validates the sections in an order that keeps the first error the
-    /// same as ever: mode, tls, admin, http, sandbox, wechat, orders and
-    /// products, platforms, then the rest.
-    fn validate(self) -> Result<Config, ConfigError> {
-        let mode = match self.mode.as_deref() {
-            None | Some("live") => Mode::Live,
-            Some("sandbox") => Mode::Sandbox,
-            Some(other) => return Err(invalid("mode", format!("must be \"live\" or \"sandbox\", not {other:?}"))),
+    /// Validates every section, keeping the first problem of each, in an
+    /// order that keeps the very first the same as when validation stopped
+    /// there: mode, tls, admin, http, sandbox, wechat, orders and products,
+    /// platforms, then the rest.
+    fn validate(self) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mode = keep(
+            &mut errors,
+            match self.mode.as_deref() {
+                None | Some("live") => Ok(Mode::Live),
+                Some("sandbox") => Ok(Mode::Sandbox),
+                Some(other) => Err(invalid("mode", format!("must be \"live\" or \"sandbox\", not {other:?}"))),
+            },
+        );
+        let tls = keep(&mut errors, self.tls.validate());
+        let admin = keep(&mut errors, self.admin.validate());
+        // With [tls] wrong, whether http.listen may be "off" waits for it.
+        let http = keep(&mut errors, self.http.validate(tls.as_ref().is_none_or(|t| t.enabled())));
+        let sandbox = keep(&mut errors, self.sandbox.validate());
+        let wechat = match (mode, &tls, &http, &sandbox) {
+            (Some(mode), Some(tls), Some(http), Some(sandbox)) => {
+                keep(&mut errors, self.wechat.validate(mode, tls, http.listen, sandbox.simulator_listen))
+            }
+            _ => None,
         };
-        let tls = self.tls.validate()?;
-        let admin = self.admin.validate()?;
-        let http = self.http.validate(tls.enabled())?;
-        let sandbox = self.sandbox.validate()?;
-        let wechat = self.wechat.validate(mode, &tls, http.listen, sandbox.simulator_listen)?;
+        let max_total_fee = keep(&mut errors, self.orders.max_total_fee());
+        let products = max_total_fee.and_then(|max| keep(&mut errors, orders::catalogue(self.products, max)));
+        let platforms = keep(&mut errors, platforms::platforms(self.platforms));
+        let orders = match (mode, max_total_fee) {
+            (Some(mode), Some(max)) => keep(&mut errors, self.orders.validate(mode, max)),
+            _ => None,
+        };
+        let metrics = mode.and_then(|mode| keep(&mut errors, self.metrics.validate(mode)));
+        let log = keep(&mut errors, self.log.validate());
+        let storage = keep(&mut errors, self.storage.validate());
+        let notifies = keep(&mut errors, self.notifies.validate());
+        let reconcile = keep(&mut errors, self.reconcile.validate());
+        let (
+            Some(mode),
+            Some(tls),
+            Some(admin),
+            Some(http),
+            Some(sandbox),
+            Some((wechat, client_certificate)),
+            Some(products),
+            Some(platforms),
+            Some(orders),
+            Some(metrics),
+            Some(log),
+            Some(storage),
+            Some(notifies),
+            Some(reconcile),
+        ) = (
+            mode, tls, admin, http, sandbox, wechat, products, platforms, orders, metrics, log, storage, notifies,
+            reconcile,
+        )
+        else {
+            return Err(errors);
+        };
         let data_dir = self.data_dir.unwrap_or_else(|| match mode {
             Mode::Live => PathBuf::from("/var/lib/paybridge"),
             Mode::Sandbox => PathBuf::from("paybridge-sandbox-data"),
         });
-        let max_total_fee = self.orders.max_total_fee()?;
         Ok(Config {
-            products: orders::catalogue(self.products, max_total_fee)?,
-            platforms: platforms::platforms(self.platforms)?,
+            products,
+            platforms,
             mode,
             data_dir,
             http,
             tls,
             wechat,
-            orders: self.orders.validate(mode, max_total_fee)?,
+            client_certificate,
+            orders,
             sandbox,
             admin,
-            metrics: self.metrics.validate(mode)?,
-            log: self.log.validate()?,
-            storage: self.storage.validate()?,
-            notifies: self.notifies.validate()?,
-            reconcile: self.reconcile.validate()?,
+            metrics,
+            log,
+            storage,
+            notifies,
+            reconcile,
         })
     }
+}
+
+/// `found`'s value, or `None` with its error added to `errors`.
+fn keep<T>(errors: &mut Vec<ConfigError>, found: Result<T, ConfigError>) -> Option<T> {
+    found.map_err(|e| errors.push(e)).ok()
 }
 
 impl RawConfig {
@@ -389,6 +469,44 @@ mod tests {
         let c = Config::from_toml(&files, &file, env.into_iter()).unwrap();
         assert_eq!(c.tls.cert_file.unwrap(), dir.path().join("c.pem"));
         assert_eq!(c.tls.key_file.unwrap(), Path::new("other.pem"));
+    }
+
+    #[test]
+    fn check_config_finds_every_problem_and_load_stops_at_the_first() {
+        let text = format!(
+            "{}\n[admin]\npassword_hash = \"nope\"\n[log]\nformat = \"xml\"\n[storage]\ncache_mb = 1\n",
+            LIVE.replace("10000100", "abc")
+        );
+        let env = [("PAYBRIDGE_ORDERS_MAX_TOTAL_FEE", "lots"), ("PAYBRIDGE_METRICS_LISTEN", "nowhere")];
+        let vars = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let errors = Config::from_toml_all(&text, Path::new("test.toml"), vars).unwrap_err();
+        let keys: Vec<&str> = errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, .. } => key.as_str(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "PAYBRIDGE_ORDERS_MAX_TOTAL_FEE",
+                "admin.password_hash",
+                "wechat.mch_id",
+                "metrics.listen",
+                "log.format",
+                "storage.cache_mb"
+            ]
+        );
+        assert_eq!(error(&text, &env), errors[0].to_string(), "load stops at the first");
+        // [wechat] needs [http]: with http wrong, wechat waits rather than guess.
+        let errors = Config::from_toml_all(
+            &LIVE.replace("127.0.0.1:9000", "nine").replace("10000100", "abc"),
+            Path::new("test.toml"),
+            std::iter::empty(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::wechat_v2::ClientCertFiles;
 use super::{invalid, sandbox_credentials, wechat_v2, wechat_v3, ConfigError, PayApi, TlsConfig};
 use crate::domain::Mode;
 use crate::secret::Secret;
@@ -47,14 +48,15 @@ pub(super) struct RawWechat {
 impl RawWechat {
     /// The section in `mode`. The notify URL defaults to `/pay/notify` on the
     /// first TLS domain, else on the plain `listen`er; the sandbox's endpoints
-    /// are the simulator at `simulator_listen`.
+    /// are the simulator at `simulator_listen`. Also returns where API v2's
+    /// client certificate was read from, if it was.
     pub fn validate(
         mut self,
         mode: Mode,
         tls: &TlsConfig,
         listen: Option<SocketAddr>,
         simulator_listen: SocketAddr,
-    ) -> Result<WechatConfig, ConfigError> {
+    ) -> Result<(WechatConfig, Option<ClientCertFiles>), ConfigError> {
         let timeout = Duration::from_millis(self.timeout_ms.unwrap_or(10_000));
         if timeout.is_zero() {
             return Err(invalid("wechat.timeout_ms", "must be more than 0"));
@@ -110,7 +112,8 @@ impl RawWechat {
             (_, _, None) => format!("https://{}/pay/notify", tls.listen),
         };
 
-        Ok(match mode {
+        let mut cert_files = None;
+        let wechat = match mode {
             Mode::Sandbox => {
                 // SECURITY: sandbox mode never takes real credentials or hosts, so that
                 // it can never be mistaken for live mode or send anything to WeChat.
@@ -187,7 +190,9 @@ impl RawWechat {
                 if !mch_id.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid("wechat.mch_id", format!("{mch_id:?} is not a merchant number (digits only)")));
                 }
+                let files = client_cert.files();
                 let refund_tls = client_cert.validate(&mch_id)?;
+                cert_files = refund_tls.as_ref().map(|_| files);
                 let notify_url = match (w.notify_url, tls.enabled() && !tls.domains.is_empty()) {
                     (Some(url), _) => url,
                     (None, true) => notify_default,
@@ -223,7 +228,8 @@ impl RawWechat {
                     refund_tls,
                 }
             }
-        })
+        };
+        Ok((wechat, cert_files))
     }
 }
 
