@@ -240,22 +240,23 @@ impl RawWechat {
 pub(super) fn check_key_of_32(key: &str, value: &Secret, what: &str) -> Result<(), ConfigError> {
     let text = value.expose();
     let length = text.chars().count();
-    let wanted = format!("it must be exactly 32 letters and digits: {what}");
+    let wanted = format!("exactly 32 letters and digits: {what}");
     if text.trim() != text {
         return Err(invalid(
             key,
             format!(
-                "is {length} characters long, with spaces or a line break at its start or end: remove them ({wanted})"
+                "is {length} characters long, with spaces or a line break at its start or end: remove them; \
+                 it must be {wanted}"
             ),
         ));
     }
     if length != 32 {
-        return Err(invalid(key, format!("is {length} characters long: {wanted}")));
+        return Err(invalid(key, format!("is {length} characters long, and must be {wanted}")));
     }
     if let Some(at) = text.chars().position(|c| !c.is_ascii_alphanumeric()) {
         return Err(invalid(
             key,
-            format!("has a character that is not a letter or digit at position {}: {wanted}", at + 1),
+            format!("has a character that is not a letter or digit at position {}; it must be {wanted}", at + 1),
         ));
     }
     Ok(())
