@@ -180,7 +180,15 @@ pub fn main() -> anyhow::Result<()> {
                 serve(Config::sandbox_with_api(&api).with_overrides(listen, simulator_listen, data_dir), None).await
             }
             Command::CheckConfig { config: path } => {
-                let config = Config::load(&path)?;
+                // Every problem at once, so one run shows all there is to fix.
+                let config = match Config::check(&path) {
+                    Ok(config) => config,
+                    Err(errors) if errors.len() == 1 => return Err(errors.into_iter().next().expect("one").into()),
+                    Err(errors) => {
+                        let list: Vec<String> = errors.iter().map(|e| format!("\n  - {e}")).collect();
+                        anyhow::bail!("{} problems in {}:{}", errors.len(), path.display(), list.concat());
+                    }
+                };
                 print!("{}", config.describe());
                 let warnings = config.warnings(Some(&path));
                 for warning in &warnings {

@@ -87,7 +87,7 @@ pub(super) fn platforms(raw: Vec<RawPlatform>) -> Result<Platforms, ConfigError>
                 invalid(&key_name("webhook_url"), format!("{:?} is not an http:// or https:// URL", p.webhook_url))
             })?;
         if let Some(appid) = &p.appid {
-            if !super::is_appid(appid) {
+            if !super::wechat::is_appid(appid) {
                 return Err(invalid(&key_name("appid"), format!("{appid:?} is not a mini-program AppID")));
             }
         }
@@ -107,4 +107,49 @@ fn check_key(name: &str, key: &Secret) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{error, load, LIVE};
+
+    #[test]
+    fn platforms_are_checked_and_their_keys_masked() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef-platform";
+        let with = |fields: &str| format!("{LIVE}\n[[platforms]]\n{fields}\n");
+        let good = format!(
+            "id = \"shop-a\"\nkey = \"{KEY}\"\nwebhook_url = \"http://a.example.com/hook\"\n\
+             appid = \"wx0123456789abcdef\"\nprevious_key = \"{KEY}-old\"\n\
+             previous_key_until = \"2026-12-31T00:00:00+08:00\""
+        );
+        let c = load(&with(&good), &[]).unwrap();
+        let p = c.platforms.get("shop-a").unwrap();
+        assert_eq!((p.key.expose(), p.previous_key.as_ref().unwrap().1), (KEY, 1_798_646_400_000));
+        assert_eq!(p.keys_at(1_798_646_399_999).count(), 2, "both keys before the deadline");
+        assert_eq!(p.keys_at(1_798_646_400_000).count(), 1, "only the new one after");
+        let shown = c.describe();
+        assert!(shown.contains("[[platforms]]\nid = \"shop-a\"") && !shown.contains(KEY), "{shown}");
+        assert!(c.warnings(None).iter().any(|w| w.contains("webhook_url http://a.example.com/hook")));
+
+        let url = "webhook_url = \"https://a.example.com/hook\"";
+        for (bad, key) in [
+            (format!("id = \"Shop A\"\nkey = \"{KEY}\"\n{url}"), "platforms[0].id"),
+            (format!("id = \"a\"\nkey = \"short\"\n{url}"), "platforms[0].key"),
+            (format!("id = \"a\"\n{url}"), "platforms[0].key"),
+            (format!("id = \"a\"\nkey = \"{KEY}\"\nkey_file = \"/x\"\n{url}"), "platforms[0].key"),
+            (format!("id = \"a\"\nkey_file = \"/nonexistent/key\"\n{url}"), "platforms[0].key_file"),
+            (format!("id = \"a\"\nkey = \"{KEY}\"\nwebhook_url = \"ftp://x/y\""), "platforms[0].webhook_url"),
+            (format!("id = \"a\"\nkey = \"{KEY}\"\n{url}\nappid = \"wx1\""), "platforms[0].appid"),
+            (format!("id = \"a\"\nkey = \"{KEY}\"\n{url}\nprevious_key = \"{KEY}\""), "previous_key_until"),
+            (
+                format!("id = \"a\"\nkey = \"{KEY}\"\n{url}\nprevious_key = \"{KEY}\"\nprevious_key_until = \"soon\""),
+                "previous_key_until",
+            ),
+        ] {
+            let e = error(&with(&bad), &[]);
+            assert!(e.contains(key) && !e.contains(KEY), "{bad}: {e}");
+        }
+        let twice = format!("{LIVE}\n[[platforms]]\n{good}\n[[platforms]]\n{good}\n");
+        assert!(error(&twice, &[]).contains("used twice"));
+    }
 }

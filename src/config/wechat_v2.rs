@@ -13,6 +13,17 @@ use crate::secret::Secret;
 
 pub use crate::wechat::settings::{RefundTls, SECAPI_BASE_URL};
 
+/// Where API v2's client certificate was read from, for `check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    /// Each file setting (`client_cert_file`, `client_key_file`,
+    /// `client_p12_file`, `secapi_ca_file`) and the path read, relative
+    /// ones resolved against the config file's folder.
+    pub files: Vec<(&'static str, PathBuf)>,
+    /// Whether `client_p12_password` is set (else the mch_id opened the `.p12`).
+    pub p12_password_set: bool,
+}
+
 /// The `[wechat]` keys of the client certificate, as written.
 #[derive(Debug, Default)]
 pub(super) struct RawClientCert {
@@ -37,6 +48,20 @@ impl RawClientCert {
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name))
+    }
+
+    /// The files this names, before [`RawClientCert::validate`] takes them.
+    pub fn files(&self) -> ClientCertFiles {
+        let named = [
+            ("client_cert_file", &self.cert_file),
+            ("client_key_file", &self.key_file),
+            ("client_p12_file", &self.p12_file),
+            ("secapi_ca_file", &self.secapi_ca_file),
+        ];
+        ClientCertFiles {
+            files: named.into_iter().filter_map(|(name, path)| Some((name, path.clone()?))).collect(),
+            p12_password_set: self.p12_password.is_some(),
+        }
     }
 
     /// Reads and checks the certificate; `None` when none is configured

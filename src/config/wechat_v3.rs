@@ -51,13 +51,13 @@ impl RawV3 {
             .apiv3_key
             .filter(|k| !k.is_empty())
             .ok_or_else(|| invalid("wechat.apiv3_key", "is required with api_version = \"v3\" (APIv3密钥)"))?;
-        let apiv3_key = ApiV3Key::new(&apiv3_key_text).map_err(|_| {
-            invalid(
-                "wechat.apiv3_key",
-                "must be exactly 32 characters: the APIv3 key set in the merchant platform (not the APIv2 key, \
-                 not a file name)",
-            )
-        })?;
+        super::wechat::check_key_of_32(
+            "wechat.apiv3_key",
+            &apiv3_key_text,
+            "the APIv3 key (APIv3密钥) set in the merchant platform, not the APIv2 key, not a file name",
+        )?;
+        let apiv3_key = ApiV3Key::new(&apiv3_key_text)
+            .map_err(|_| invalid("wechat.apiv3_key", "must be exactly 32 letters and digits"))?;
         let key_path = self.merchant_key_file.ok_or_else(|| {
             invalid("wechat.merchant_key_file", "is required with api_version = \"v3\": the path of apiclient_key.pem")
         })?;
@@ -290,5 +290,18 @@ mod tests {
         let text = "mode = \"sandbox\"\n[wechat]\napi_version = \"v3\"\napiv3_key = \"x\"";
         let e = load(text, &[]).unwrap_err().to_string();
         assert!(e.contains("`wechat.apiv3_key`") && e.contains("sandbox"), "{e}");
+    }
+
+    #[test]
+    fn the_apiv3_key_is_counted_in_characters_not_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = config(dir.path(), "");
+        // 26 ASCII and 2 Chinese characters make 32 bytes but only 28 characters.
+        let pasted = format!("{}密钥", &sim::APIV3_KEY[..26]);
+        let e = load(&good.replace(sim::APIV3_KEY, &pasted), &[]).unwrap_err().to_string();
+        assert!(e.contains("`wechat.apiv3_key`: is 28 characters long") && !e.contains(&sim::APIV3_KEY[..26]), "{e}");
+        let spaced = format!(" {} ", sim::APIV3_KEY);
+        let e = load(&good.replace(sim::APIV3_KEY, &spaced), &[]).unwrap_err().to_string();
+        assert!(e.contains("is 34 characters long, with spaces") && !e.contains(sim::APIV3_KEY), "{e}");
     }
 }
