@@ -1,4 +1,9 @@
-//! The command line: `paybridge [serve | sandbox | check-config]`.
+//! The command line: `paybridge serve | sandbox | check-config | backup |
+//! restore | reconcile | admin set-password | cert status`.
+//!
+//! Longer than the usual file on purpose: it is the clap definition of every
+//! command and one short function per command, read together when a command
+//! is added; the work itself is in the modules each function calls.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
