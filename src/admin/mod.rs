@@ -8,6 +8,7 @@ pub mod auth;
 mod bills;
 pub mod csv;
 pub mod integration;
+mod overview;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -127,6 +128,48 @@ pub struct OrderRow {
     sandbox: bool,
     /// Where the amount came from: `client`, `product vip-month ×2`.
     source: String,
+    /// The same, in parts, for the page to say in its language.
+    amount_source: AmountSource,
+}
+
+/// Where an order's amount came from, in parts (the page words it).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum AmountSource {
+    /// The mini-program said how much.
+    Client,
+    /// The catalogue's price × quantity.
+    Product {
+        /// The product's id.
+        id: String,
+        /// How many.
+        quantity: u32,
+    },
+    /// A platform's backend created it.
+    Platform {
+        /// The platform's id.
+        platform: String,
+        /// The platform's own order id.
+        order_id: String,
+    },
+    /// From an order token a platform signed.
+    Token {
+        /// The platform's id.
+        platform: String,
+        /// The platform's own order id.
+        order_id: String,
+    },
+}
+
+impl From<&store::OrderSource> for AmountSource {
+    fn from(s: &store::OrderSource) -> AmountSource {
+        match s.clone() {
+            store::OrderSource::Client => AmountSource::Client,
+            store::OrderSource::Product { id, quantity } => AmountSource::Product { id, quantity },
+            store::OrderSource::Platform { platform, order_id } => AmountSource::Platform { platform, order_id },
+            store::OrderSource::Token { platform, order_id } => AmountSource::Token { platform, order_id },
+        }
+    }
 }
 
 impl From<&Order> for OrderRow {
@@ -144,6 +187,7 @@ impl From<&Order> for OrderRow {
             last_error: o.last_error.clone(),
             sandbox: o.sandbox,
             source: o.source.describe(),
+            amount_source: AmountSource::from(&o.source),
         }
     }
 }
@@ -296,37 +340,6 @@ impl From<&store::Delivery> for DeliveryRow {
 /// How many notifies an order's detail shows; the rest are a page away.
 pub const ORDER_NOTIFIES: usize = 20;
 
-/// Paid count and amount.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Total {
-    count: u64,
-    fen: u64,
-}
-
-/// One day of the chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct Day {
-    date: String,
-    count: u64,
-    fen: u64,
-}
-
-/// The overview: today, this month, pending, problems, last 30 days.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Overview {
-    sandbox: bool,
-    today: Total,
-    month: Total,
-    pending: u64,
-    closed: u64,
-    rejected_notifies_today: u64,
-    rejected_notifies_30_days: u64,
-    /// Days of the last 30 whose bill differs from the orders, or failed.
-    reconciliation_attention: u64,
-    days: Vec<Day>,
-}
-
 /// The System view.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -358,6 +371,7 @@ pub struct CertificateInfo {
 
 pub use crate::store::{day_string, parse_day};
 pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
+pub use overview::{Day, Overview, Total};
 
 impl Admin {
     /// The admin state for a running server.
@@ -388,37 +402,6 @@ impl Admin {
     /// Whether this is sandbox mode.
     pub fn sandbox(&self) -> bool {
         self.system.sandbox
-    }
-
-    /// The overview at `now_ms`.
-    pub fn overview(&self, now_ms: i64) -> Result<Overview, StoreError> {
-        let today = store::beijing_day(now_ms);
-        let days = self.store.paid_by_day(today - 29, today)?;
-        let first_of_month = {
-            let date = time::Date::from_julian_day(2_440_588 + today as i32).expect("a day in range");
-            today - (date.day() as i64 - 1)
-        };
-        let month = self
-            .store
-            .paid_by_day(first_of_month, today)?
-            .iter()
-            .try_fold(Total::default(), |t, d| {
-                Some(Total { count: t.count.checked_add(d.count)?, fen: t.fen.checked_add(d.fen)? })
-            })
-            .ok_or(StoreError::Codec(store::codec::CodecError::Overflow("the month's paid total")))?;
-        let counts = self.store.status_counts()?;
-        let count = |s: store::OrderStatus| counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
-        Ok(Overview {
-            sandbox: self.sandbox(),
-            today: days.last().map_or(Total::default(), |d| Total { count: d.count, fen: d.fen }),
-            month,
-            pending: count(store::OrderStatus::Created) + count(store::OrderStatus::Prepaid),
-            closed: count(store::OrderStatus::Closed),
-            rejected_notifies_today: self.store.rejected_notifies(today, today)?,
-            rejected_notifies_30_days: self.store.rejected_notifies(today - 29, today)?,
-            reconciliation_attention: self.store.bill_days_needing_attention(&day_string(today - 30))?,
-            days: days.iter().map(|d| Day { date: day_string(d.day), count: d.count, fen: d.fen }).collect(),
-        })
     }
 
     /// A page of orders, filtered or searched.
@@ -529,5 +512,19 @@ mod tests {
         assert_eq!(day_string(day), "2026-11-27");
         assert_eq!(parse_day("2026-13-01"), None);
         assert_eq!(parse_day("yesterday"), None);
+    }
+
+    #[test]
+    fn the_amount_source_comes_in_parts_the_page_can_word() {
+        let json = |s: store::OrderSource| serde_json::to_value(AmountSource::from(&s)).unwrap();
+        assert_eq!(json(store::OrderSource::Client), serde_json::json!({ "kind": "client" }));
+        assert_eq!(
+            json(store::OrderSource::Product { id: "vip".into(), quantity: 2 }),
+            serde_json::json!({ "kind": "product", "id": "vip", "quantity": 2 })
+        );
+        assert_eq!(
+            json(store::OrderSource::Token { platform: "shop-a".into(), order_id: "A1".into() }),
+            serde_json::json!({ "kind": "token", "platform": "shop-a", "orderId": "A1" })
+        );
     }
 }
