@@ -642,7 +642,10 @@ async fn money_times_and_words_read_right_in_both_languages() {
             assert!(fields.contains(source), "{shot}: {fields}");
             let history = b.text("#order-history").await;
             assert!(history.contains("¥19.90") && history.contains("¥5.00"), "{shot}: {history}");
-            assert!(!history.contains(" fen") && history.contains(&format!("at {shown_time_end}")), "{shot}: {history}");
+            assert!(
+                !history.contains(" fen") && history.contains(&format!("at {shown_time_end}")),
+                "{shot}: {history}"
+            );
             if mobile {
                 b.assert_no_horizontal_scroll("order detail").await;
             }
