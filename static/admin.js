@@ -482,7 +482,7 @@ function orderRow(o) {
     h('span', { class: 'amount' }, '¥' + yuan(o.totalFee)),
     h('span', { class: 'desc' }, o.body),
     h('span', { class: 'meta' }, statusBadge(o.status), ' ',
-      o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) })));
+      h('span', { class: 'when' }, o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) }))));
 }
 
 function queryOf(params) {
