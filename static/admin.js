@@ -18,8 +18,12 @@ const I18N = {
     'recon.MATCHED': 'Matched', 'recon.DIFFERENCES': 'Differences', 'recon.NO_BILL': 'No bill (nothing that day)',
     'recon.NOT_READY': 'Not ready at WeChat yet', 'recon.FAILED': 'Failed',
     'recon.ONLY_AT_WECHAT': 'Only at WeChat', 'recon.ONLY_HERE': 'Only here', 'recon.AMOUNT_MISMATCH': 'Amount differs',
-    'recon.STATUS_MISMATCH': 'Status differs', 'overview.reconciliation': 'Reconciliation',
-    'overview.reconciliationSub': '{n} day(s) to look at in 30 days', 'overview.reconciliationOk': 'bills match',
+    'recon.STATUS_MISMATCH': 'Status differs', 'overview.reconciliation': 'Days to check (对账)',
+    'overview.reconciliationSub': '{n} of the last 30 days differ or failed', 'overview.reconciliationOk': 'all bills of the last 30 days match',
+    'overview.reconciliationNone': 'no day reconciled in the last 30 days',
+    'overview.refunded': 'refunded ¥{fen}', 'overview.net': 'net {amount}',
+    'source.client': 'client', 'source.product': 'product {id} ×{n}', 'source.platform': 'platform {platform} order {order}',
+    'source.token': 'token from {platform} for order {order}',
     'order.webhooks': 'Webhooks to platform A', 'order.resend': 'Re-send', 'order.resent': 'Queued: it goes out within a second.',
     'delivery.line': '{type} to {platform}: {state}, {n} attempts', 'delivery.last': 'last: {result} at {t}', 'delivery.next': 'next try {t}',
     'integration.intro': 'Everything platform A and mini-program B need, with this server\'s values filled in. Keys are never shown: give each platform its key from the config file.',
@@ -82,8 +86,12 @@ const I18N = {
     'recon.MATCHED': '一致', 'recon.DIFFERENCES': '有差异', 'recon.NO_BILL': '无账单（当日无交易）',
     'recon.NOT_READY': '微信支付尚未生成账单', 'recon.FAILED': '失败',
     'recon.ONLY_AT_WECHAT': '仅微信支付有', 'recon.ONLY_HERE': '仅本系统有', 'recon.AMOUNT_MISMATCH': '金额不一致',
-    'recon.STATUS_MISMATCH': '状态不一致', 'overview.reconciliation': '对账',
-    'overview.reconciliationSub': '近 30 天有 {n} 天需要查看', 'overview.reconciliationOk': '账单一致',
+    'recon.STATUS_MISMATCH': '状态不一致', 'overview.reconciliation': '待核对天数（对账）',
+    'overview.reconciliationSub': '近 30 天有 {n} 天不一致或失败', 'overview.reconciliationOk': '近 30 天的账单全部一致',
+    'overview.reconciliationNone': '近 30 天尚未对账',
+    'overview.refunded': '退款 ¥{fen}', 'overview.net': '净收 {amount}',
+    'source.client': '客户端金额', 'source.product': '商品 {id} ×{n}', 'source.platform': '平台 {platform} 订单 {order}',
+    'source.token': '平台 {platform} 签发的下单令牌，订单 {order}',
     'order.webhooks': '推送给平台 A 的通知', 'order.resend': '重新推送', 'order.resent': '已排队，一秒内发出。',
     'delivery.line': '{type} → {platform}：{state}，已尝试 {n} 次', 'delivery.last': '最近：{result}（{t}）', 'delivery.next': '下次重试 {t}',
     'integration.intro': '平台 A 与小程序 B 接入所需的全部代码，已填入本服务器的参数。密钥从不显示：请从配置文件中把各平台的密钥交给对方。',
@@ -169,6 +177,41 @@ function h(tag, attrs, ...children) {
 function yuan(fen) {
   const f = Math.max(0, Math.trunc(fen || 0));
   return Math.floor(f / 100) + '.' + String(f % 100).padStart(2, '0');
+}
+
+// Paid less refunded can be below zero (today's refunds of earlier orders).
+function signedYuan(fen) {
+  return (fen < 0 ? '−¥' : '¥') + yuan(Math.abs(fen));
+}
+
+// Yuan from fen written as digits (in a history line), exactly, however long.
+function yuanOfDigits(digits) {
+  const d = digits.replace(/^0+(?=\d)/, '').padStart(3, '0');
+  return d.slice(0, -2) + '.' + d.slice(-2);
+}
+
+// WeChat's own time (time_end: yyyyMMddHHmmss, already Beijing time) in the
+// page's one format; anything else as it came.
+function wechatTime(text) {
+  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(text || '');
+  return m ? `${m[1]}-${m[2]}-${m[3]} ${m[4]}:${m[5]}:${m[6]}` : text;
+}
+
+// A history line as stored ("1990 fen", "transaction … at 20261203015215")
+// in the page's units: yuan, and dates as everywhere else.
+function historyText(detail) {
+  return (detail || '')
+    .replace(/\b(\d{1,20}) fen\b/g, (_, n) => '¥' + yuanOfDigits(n))
+    .replace(/\bat (\d{14})\b/g, (_, n) => 'at ' + wechatTime(n));
+}
+
+// Where the amount came from, in the page's language.
+function sourceText(o) {
+  const s = o.amountSource;
+  if (!s) return o.source;
+  if (s.kind === 'product') return t('source.product', { id: s.id, n: s.quantity });
+  if (s.kind === 'platform' || s.kind === 'token') return t('source.' + s.kind, { platform: s.platform, order: s.orderId });
+  return s.kind === 'client' ? t('source.client') : o.source;
 }
 
 // One date format everywhere, in both languages: the one the date filters
@@ -296,9 +339,29 @@ function render(...children) {
   v.replaceChildren(...children);
 }
 
-function stat(label, value, sub, warn) {
-  return h('div', { class: 'card stat' + (warn ? ' warn' : '') },
+function stat(label, value, sub, warn, id) {
+  return h('div', { class: 'card stat' + (warn ? ' warn' : ''), id },
     h('div', { class: 'label' }, label), h('div', { class: 'value' }, value), h('div', { class: 'sub' }, sub || ''));
+}
+
+// Paid, and when anything was refunded, the refunds and what is left, side
+// by side: "Paid today" alone would count money that went back.
+function paidStat(id, label, paid, refunded) {
+  const sub = [orderCount(paid.count)];
+  if (refunded.count) {
+    sub.push(' · ', t('overview.refunded', { fen: yuan(refunded.fen) }),
+      h('br'), h('span', { class: 'net' }, t('overview.net', { amount: signedYuan(paid.fen - refunded.fen) })));
+  }
+  return stat(label, '¥' + yuan(paid.fen), sub, false, id);
+}
+
+// The days the bill was compared in the last 30: how many need a look,
+// and "all match" only when some day was compared at all.
+function reconciliationStat(o) {
+  const n = o.reconciliationAttention;
+  const sub = n > 0 ? t('overview.reconciliationSub', { n })
+    : o.reconciledDays > 0 ? t('overview.reconciliationOk') : t('overview.reconciliationNone');
+  return stat(t('overview.reconciliation'), String(n), sub, n > 0);
 }
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -345,15 +408,12 @@ async function overview() {
   const o = await api('/admin/api/overview');
   render(
     h('div', { class: 'stats', id: 'overview' },
-      stat(t('overview.today'), '¥' + yuan(o.today.fen), orderCount(o.today.count)),
-      stat(t('overview.month'), '¥' + yuan(o.month.fen), orderCount(o.month.count)),
+      paidStat('stat-today', t('overview.today'), o.today, o.refundedToday),
+      paidStat('stat-month', t('overview.month'), o.month, o.refundedMonth),
       stat(t('overview.pending'), String(o.pending), t('overview.closed', { n: o.closed })),
       stat(t('overview.rejected'), String(o.rejectedNotifiesToday), t('overview.rejected30', { n: o.rejectedNotifies30Days }),
         o.rejectedNotifiesToday > 0),
-      h('a', { href: '#/reconciliation', id: 'reconciliation-badge', class: 'stat-link' },
-        stat(t('overview.reconciliation'), String(o.reconciliationAttention),
-          o.reconciliationAttention > 0 ? t('overview.reconciliationSub', { n: o.reconciliationAttention }) : t('overview.reconciliationOk'),
-          o.reconciliationAttention > 0))),
+      h('a', { href: '#/reconciliation', id: 'reconciliation-badge', class: 'stat-link' }, reconciliationStat(o))),
     chart(o.days));
 }
 
@@ -422,7 +482,7 @@ function orderRow(o) {
     h('span', { class: 'amount' }, '¥' + yuan(o.totalFee)),
     h('span', { class: 'desc' }, o.body),
     h('span', { class: 'meta' }, statusBadge(o.status), ' ',
-      o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) })));
+      h('span', { class: 'when' }, o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) }))));
 }
 
 function queryOf(params) {
@@ -538,20 +598,20 @@ async function orderDetail(no) {
       ['field.outTradeNo', o.outTradeNo],
       ['field.body', o.body],
       ['field.attach', o.attach],
-      ['field.source', o.source],
+      ['field.source', sourceText(o)],
       ['field.openid', o.openid],
       ['field.transactionId', o.transactionId],
       ['field.prepayId', o.prepayId],
       ['field.createdAt', when(o.createdAt)],
       ['field.paidAt', when(o.paidAt)],
-      ['field.timeEnd', o.timeEnd],
+      ['field.timeEnd', wechatTime(o.timeEnd)],
       ['field.updatedAt', when(o.updatedAt)],
       ['field.lastError', o.lastError],
       ['field.sandbox', o.sandbox ? t('yes') : null],
     ])),
     h('h2', {}, t('order.history')),
     h('ol', { class: 'card history', id: 'order-history' },
-      ...o.history.map(e => h('li', {}, when(e.at), ' ', h('strong', {}, e.kind), ' ', e.detail))),
+      ...o.history.map(e => h('li', {}, when(e.at), ' ', h('strong', {}, e.kind), ' ', historyText(e.detail)))),
     ...refundSection(o),
     ...(o.deliveries.length ? [
       h('h2', {}, t('order.webhooks')),

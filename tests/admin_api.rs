@@ -196,6 +196,10 @@ async fn filters_search_csv_and_overview() {
     let (_, overview) = admin.get("/admin/api/overview").await;
     assert_eq!(overview["today"], json!({ "count": 2, "fen": 1997 }));
     assert_eq!(overview["month"]["fen"], 1997);
+    // Refunds that went through sit next to the paid totals (none here).
+    assert_eq!(overview["refundedToday"], json!({ "count": 0, "fen": 0 }));
+    assert_eq!(overview["refundedMonth"], json!({ "count": 0, "fen": 0 }));
+    assert_eq!((overview["reconciliationAttention"].as_u64(), overview["reconciledDays"].as_u64()), (Some(0), Some(0)));
     assert_eq!(overview["pending"], 2);
     assert_eq!(overview["rejectedNotifiesToday"], 1);
     let days = overview["days"].as_array().unwrap();

@@ -520,7 +520,7 @@ async fn the_daily_bill_in_chromium() {
     // The overview says a day needs a look, and leads there.
     b.go(&env.base, "overview").await;
     let badge = b.text("#reconciliation-badge").await;
-    assert!(badge.contains("1 day(s) to look at"), "{badge}");
+    assert!(badge.contains("Days to check (对账)\n1\n1 of the last 30 days differ or failed"), "{badge}");
     b.wait("#reconciliation-badge").await.click().await.unwrap();
     b.wait_view("reconciliation").await;
     assert!(b.text("#bill-days").await.contains(&today));
@@ -537,6 +537,143 @@ async fn the_daily_bill_in_chromium() {
     }
     b.assert_no_horizontal_scroll("对账").await;
     b.screenshot("reconciliation-day-360-zh").await;
+    b.client.close().await.unwrap();
+    env.stop().await;
+}
+
+/// Issue 21's loose ends, in both languages, on a desktop and a phone: the
+/// overview shows refunds next to the paid totals and counts days to check;
+/// an order reads in yuan and Beijing time everywhere, its amount source in
+/// the page's language, its 32-character number on one line on a desktop.
+#[tokio::test]
+async fn money_times_and_words_read_right_in_both_languages() {
+    let opts = Opts { api: common::Api::V3 { public_key: true, certificates: false }, ..Opts::default() };
+    let env = Env::start(opts).await;
+    // As long as WeChat lets an order number be.
+    let no = "PB20261207LOOSEENDS0000000000021";
+    assert_eq!(no.len(), 32);
+    let openid = env.openid("code-loose-ends").await;
+    assert_eq!(env.order(no, 1990, &openid).await.0, 200);
+    env.sim_pay(json!({ "out_trade_no": no })).await;
+    env.wait_acknowledged(no).await;
+    let admin = common::login(&env).await;
+    let refund = admin
+        .http
+        .post(format!("{}/admin/api/orders/{no}/refunds", env.base))
+        .header("x-csrf-token", &admin.csrf)
+        .json(&json!({ "amount": 500, "reason": "部分退款" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), 201);
+    env.refunds_settled(no).await;
+    let time_end = env.stored_order(no).time_end.unwrap();
+    assert_eq!(time_end.len(), 14, "{time_end}");
+    let shown_time_end = format!(
+        "{}-{}-{} {}:{}:{}",
+        &time_end[0..4],
+        &time_end[4..6],
+        &time_end[6..8],
+        &time_end[8..10],
+        &time_end[10..12],
+        &time_end[12..14]
+    );
+    let base = &env.base;
+
+    let (en, zh) = (["Paid today", "refunded ¥5.00", "net ¥14.90"], ["今日收款", "退款 ¥5.00", "净收 ¥14.90"]);
+    for (lang, mobile) in [("en-US", false), ("zh-CN", true)] {
+        let b = browser(lang, mobile).await;
+        b.login(base, ADMIN_PASSWORD).await;
+        for round in 0..2 {
+            if round == 1 {
+                // The other language, in the same browser.
+                b.wait("#lang").await.click().await.unwrap();
+                b.go(base, "overview").await;
+            }
+            let zh_now = b.script("return document.documentElement.lang").await == "zh-CN";
+            let shot = format!("loose-ends-{}-{}", if zh_now { "zh" } else { "en" }, if mobile { 360 } else { 1280 });
+            let [paid, refunded, net] = if zh_now { zh } else { en };
+
+            // Paid, refunded and what is left, today and this month.
+            for card in ["#stat-today", "#stat-month"] {
+                let text = b.text(card).await;
+                assert!(text.contains("¥19.90") && text.contains(refunded) && text.contains(net), "{shot}: {text}");
+            }
+            assert!(b.text("#stat-today").await.contains(paid));
+            // The reconciliation card counts days to check; none compared yet.
+            let badge = b.text("#reconciliation-badge").await;
+            let (title, none) = match zh_now {
+                true => ("待核对天数（对账）", "近 30 天尚未对账"),
+                false => ("Days to check (对账)", "no day reconciled in the last 30 days"),
+            };
+            assert_eq!(badge, format!("{title}\n0\n{none}"), "{shot}");
+            if mobile {
+                b.assert_no_horizontal_scroll("overview with refunds").await;
+            }
+            b.screenshot(&format!("{shot}-overview")).await;
+
+            // The order number stays on one line in the list on a desktop.
+            b.go(base, "orders").await;
+            let lines = b
+                .client
+                .execute(
+                    "const e = document.querySelector(`.order[data-no='${arguments[0]}'] .main`); \
+                     const r = document.createRange(); r.selectNodeContents(e); \
+                     return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size;",
+                    vec![json!(no)],
+                )
+                .await
+                .unwrap();
+            if mobile {
+                b.assert_no_horizontal_scroll("orders with a long number").await;
+            } else {
+                assert_eq!(lines, 1, "{shot}: the order number wraps onto {lines} lines");
+            }
+            b.screenshot(&format!("{shot}-orders")).await;
+
+            // The order: WeChat's time formatted, the source in words, the history in yuan.
+            b.go(base, &format!("orders/{no}")).await;
+            let fields = b.text("#order-fields").await;
+            let (source, paid_at) = match zh_now {
+                true => ("金额来源\n客户端金额\n", "微信支付完成时间\n"),
+                false => ("Amount from\nclient\n", "WeChat payment time\n"),
+            };
+            assert!(fields.contains(&format!("{paid_at}{shown_time_end}\n")), "{shot}: {fields}");
+            assert!(fields.contains(source), "{shot}: {fields}");
+            let history = b.text("#order-history").await;
+            assert!(history.contains("¥19.90") && history.contains("¥5.00"), "{shot}: {history}");
+            assert!(
+                !history.contains(" fen") && history.contains(&format!("at {shown_time_end}")),
+                "{shot}: {history}"
+            );
+            if mobile {
+                b.assert_no_horizontal_scroll("order detail").await;
+            }
+            b.screenshot(&format!("{shot}-order")).await;
+        }
+        b.client.close().await.unwrap();
+    }
+
+    // Once today's bill is compared and matches, the card says so.
+    let today = paybridge::store::day_string(paybridge::store::beijing_day(paybridge::pay::now_ms()));
+    env.sim.simulator.close_day(&today);
+    let run = admin
+        .http
+        .post(format!("{}/admin/api/reconciliation/{today}/run", env.base))
+        .header("x-csrf-token", &admin.csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let ran: Value = run.json().await.unwrap();
+    assert_eq!(ran["state"], "MATCHED", "{ran}");
+    let b = browser("en-US", false).await;
+    b.login(base, ADMIN_PASSWORD).await;
+    let badge = b.text("#reconciliation-badge").await;
+    assert_eq!(badge, "Days to check (对账)\n0\nall bills of the last 30 days match");
+    b.wait("#lang").await.click().await.unwrap();
+    b.go(base, "overview").await;
+    assert!(b.text("#reconciliation-badge").await.contains("近 30 天的账单全部一致"));
     b.client.close().await.unwrap();
     env.stop().await;
 }

@@ -129,6 +129,7 @@ async fn walkthrough(api: &str) {
     // Step 9's promise: the simulator ends it, demo platform A is told.
     let told = proc.log_line("SANDBOX demo platform A: signature verified, order.refunded").await;
     assert!(told.contains(&no), "{told}");
+    assert!(told.contains("amount=500") && told.contains("refunded_total=500"), "the refund's amount: {told}");
 
     // Step 10, `reconcile` through the running sandbox's control socket with
     // the binary's path as printed: the two payments and the refund match,

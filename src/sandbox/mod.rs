@@ -174,13 +174,31 @@ fn demo_platform_receives(headers: &warp::http::HeaderMap, body: &[u8]) -> Respo
     }
     let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let order = &event["order"];
-    tracing::info!(
-        event = %event["id"].as_str().unwrap_or(""),
-        order_id = %order["orderId"].as_str().unwrap_or(""),
-        out_trade_no = %order["outTradeNo"].as_str().unwrap_or(""),
-        amount = order["amount"].as_u64().unwrap_or(0),
-        "SANDBOX demo platform A: signature verified, {}", event["type"].as_str().unwrap_or("?")
-    );
+    let kind = event["type"].as_str().unwrap_or("?");
+    let refund = &event["refund"];
+    if refund.is_object() {
+        // What A's backend acts on for a refund: this refund's amount, and
+        // how much of the order is refunded by now; not what was paid.
+        tracing::info!(
+            event = %event["id"].as_str().unwrap_or(""),
+            order_id = %order["orderId"].as_str().unwrap_or(""),
+            out_trade_no = %order["outTradeNo"].as_str().unwrap_or(""),
+            out_refund_no = %refund["outRefundNo"].as_str().unwrap_or(""),
+            status = %refund["status"].as_str().unwrap_or(""),
+            amount = refund["amount"].as_u64().unwrap_or(0),
+            refunded_total = order["refundedAmount"].as_u64().unwrap_or(0),
+            order_amount = order["amount"].as_u64().unwrap_or(0),
+            "SANDBOX demo platform A: signature verified, {kind}"
+        );
+    } else {
+        tracing::info!(
+            event = %event["id"].as_str().unwrap_or(""),
+            order_id = %order["orderId"].as_str().unwrap_or(""),
+            out_trade_no = %order["outTradeNo"].as_str().unwrap_or(""),
+            amount = order["amount"].as_u64().unwrap_or(0),
+            "SANDBOX demo platform A: signature verified, {kind}"
+        );
+    }
     reply::json(&serde_json::json!({ "ok": true })).into_response()
 }
 
