@@ -1,0 +1,277 @@
+//! What the store costs as it grows: disk, memory, start-up and CPU (issue 22).
+//!
+//! `cargo bench --bench store_cost` fills a real sled store (default
+//! [`StoreOptions`], a temp dir on the same disk as `target/`) with
+//! `STORE_COST_ORDERS` orders (default 1,000,000) through the public write
+//! path, `Store::insert_order`, then pays half of them by `record_notify`
+//! exactly as `pay::notify` settles a verified v2 notify (the raw XML body
+//! kept, the order changed in the same write). It prints, in one run:
+//! - bytes on disk (allocated blocks of the data directory, after a close and
+//!   a reopen) per placed order, and what paying adds per paid order;
+//! - this process's RSS idle after the reopen, and its peak (VmHWM);
+//! - start-up: the time `Store::open` takes on the filled directory;
+//! - the p50 of one notify written at a time, beside the p50 of a 512-byte
+//!   write + `fdatasync` loop in the same directory (the disk's floor);
+//! - CPU time (all threads: the writer, sled's, tokio's) per notify at 16
+//!   concurrent writers.
+//!
+//! This is the "before" measurement: nothing here tunes the store.
+//! Under `cargo test` (no `--bench` argument) it runs once on a small store
+//! and checks its answers, so the benchmark cannot rot.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use paybridge::config::Mode;
+use paybridge::store::{NotifyRecord, Order, OrderContents, OrderStatus, Payment, PaymentOutcome, Store, Verdict};
+
+/// When the orders were placed (unix ms); one second apart.
+const BASE_MS: i64 = 1_790_000_000_000;
+/// Writers at once while filling, as a busy server has: the store syncs them in groups.
+const FILL_WRITERS: usize = 512;
+/// Concurrent notify writers for the CPU figure (the brief's figure).
+const NOTIFY_WRITERS: usize = 16;
+
+fn order_no(i: u64) -> String {
+    format!("COST{i:010}")
+}
+
+fn fee(i: u64) -> u64 {
+    100 + i % 1000
+}
+
+fn transaction_id(i: u64) -> String {
+    format!("4200{i:024}")
+}
+
+/// A v2 payment notify body of the size WeChat sends (the store keeps it
+/// whole, so its size is part of the cost). The signature is not checked
+/// here: the store is what is measured, not the protocol.
+fn notify_body(i: u64) -> String {
+    format!(
+        "<xml><appid><![CDATA[wxd930ea5d5a258f4f]]></appid><bank_type><![CDATA[OTHERS]]></bank_type>\
+         <cash_fee><![CDATA[{fee}]]></cash_fee><fee_type><![CDATA[CNY]]></fee_type>\
+         <is_subscribe><![CDATA[N]]></is_subscribe><mch_id><![CDATA[10000100]]></mch_id>\
+         <nonce_str><![CDATA[5K8264ILTKCH16CQ2502SI8ZNMTM67VS]]></nonce_str>\
+         <openid><![CDATA[{openid}]]></openid><out_trade_no><![CDATA[{no}]]></out_trade_no>\
+         <result_code><![CDATA[SUCCESS]]></result_code><return_code><![CDATA[SUCCESS]]></return_code>\
+         <sign><![CDATA[C380BEC2BFD727A4B6845133519F3AD6]]></sign><time_end><![CDATA[20261126120000]]></time_end>\
+         <total_fee>{fee}</total_fee><trade_type><![CDATA[JSAPI]]></trade_type>\
+         <transaction_id><![CDATA[{tx}]]></transaction_id></xml>",
+        fee = fee(i),
+        openid = openid(i),
+        no = order_no(i),
+        tx = transaction_id(i),
+    )
+}
+
+fn openid(i: u64) -> String {
+    format!("o{:027}", i % 5000)
+}
+
+async fn place(store: &Store, i: u64) {
+    let contents =
+        OrderContents { total_fee: fee(i), body: format!("商品 {i}"), attach: String::new(), openid: openid(i) };
+    let order = Order::new(order_no(i), contents, false, BASE_MS + i as i64 * 1000);
+    store.insert_order(order).await.unwrap().expect("each order number is new");
+}
+
+/// Pays order `i` the way `pay::notify` settles a verified v2 payment notify.
+async fn pay(store: &Store, i: u64) {
+    let now = BASE_MS + i as i64 * 1000 + 500;
+    let mut record = NotifyRecord::received(notify_body(i).as_bytes(), now, Some("127.0.0.1:4000".into()), false);
+    record.verified = true;
+    record.out_trade_no = Some(order_no(i));
+    record.transaction_id = Some(transaction_id(i));
+    let payment = Payment {
+        transaction_id: transaction_id(i),
+        total_fee: fee(i),
+        time_end: "20261126120000".into(),
+        openid: openid(i),
+    };
+    let (stored, ()) = store
+        .record_notify(record, move |order| match order {
+            None => (Verdict::Rejected, "unknown order".into(), ()),
+            Some(order) => match order.apply_payment(&payment, now) {
+                PaymentOutcome::Paid => (Verdict::Paid, "order marked PAID".into(), ()),
+                PaymentOutcome::Duplicate => (Verdict::Duplicate, "already PAID by this transaction".into(), ()),
+                PaymentOutcome::Conflict(reason) => (Verdict::Rejected, reason, ()),
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.verdict, Verdict::Paid, "order {i}: {}", stored.reason);
+}
+
+/// Runs `job(i)` for every `i` in `range`, `at_once` at a time.
+async fn run<F, Fut>(range: std::ops::Range<u64>, at_once: usize, job: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures_util::stream::iter(range).map(job).buffer_unordered(at_once).collect::<Vec<()>>().await;
+}
+
+/// Bytes allocated on disk (blocks, not lengths) under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() { disk_bytes(&entry.path()) } else { meta.blocks() * 512 };
+    }
+    total
+}
+
+/// A `VmRSS:`-style line of /proc/self/status, in MiB.
+fn status_mib(key: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 =
+        status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+/// This process's CPU time so far (user + system, all threads), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// `rounds` 512-byte writes, each followed by `fdatasync`: the p50 of one.
+fn fdatasync_p50(dir: &Path, rounds: usize) -> Duration {
+    let path = dir.join("baseline");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 512];
+    let samples = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            file.write_all(&block).unwrap();
+            file.sync_data().unwrap();
+            start.elapsed()
+        })
+        .collect();
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+    median(samples)
+}
+
+/// Closes `store` and opens the directory again: the reopened store and how
+/// long `Store::open` took. sled may still be finishing the closed handle's
+/// last writes on its threads; opening waits for its lock (`lock_wait`).
+async fn reopen(store: Store, data: &Path) -> (Store, Duration) {
+    assert!(store.close(Duration::from_secs(120)).await, "the writer finishes its queue");
+    drop(store);
+    let start = Instant::now();
+    let store = Store::open(data, Mode::Live).unwrap();
+    (store, start.elapsed())
+}
+
+/// Every order is there, and exactly the first `paid` of them are PAID.
+fn check_orders(store: &Store, count: u64, paid: u64) {
+    for i in 0..count {
+        let order = store.order(&order_no(i)).unwrap().unwrap_or_else(|| panic!("order {i} was not read back"));
+        assert_eq!(order.total_fee, fee(i));
+        let want = if i < paid { OrderStatus::Paid } else { OrderStatus::Created };
+        assert_eq!(order.status, want, "order {i}");
+    }
+}
+
+async fn measure(count: u64, one_sender_rounds: u64) {
+    assert!(count >= 2 * one_sender_rounds && count >= 4, "too few orders to pay half");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path().join("data");
+    let paid = count / 2;
+
+    let started = Instant::now();
+    let store = Store::open(&data, Mode::Live).unwrap();
+    run(0..count, FILL_WRITERS, |i| {
+        let store = store.clone();
+        async move { place(&store, i).await }
+    })
+    .await;
+    let fill = started.elapsed();
+    let (store, _) = reopen(store, &data).await;
+    let (store, startup) = reopen(store, &data).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let placed_bytes = disk_bytes(&data);
+    let idle_rss = status_mib("VmRSS:");
+    check_orders(&store, count, 0);
+
+    // One sender: the first notifies one at a time, beside the disk's floor.
+    let sync_p50 = fdatasync_p50(dir.path(), one_sender_rounds as usize);
+    let mut samples = Vec::new();
+    for i in 0..one_sender_rounds {
+        let start = Instant::now();
+        pay(&store, i).await;
+        samples.push(start.elapsed());
+    }
+    let one_p50 = median(samples);
+
+    // The rest of the half at 16 concurrent writers, with the CPU they cost.
+    let (cpu, started) = (cpu_time(), Instant::now());
+    run(one_sender_rounds..paid, NOTIFY_WRITERS, |i| {
+        let store = store.clone();
+        async move { pay(&store, i).await }
+    })
+    .await;
+    let concurrent = paid - one_sender_rounds;
+    let notify_rate = concurrent as f64 / started.elapsed().as_secs_f64();
+    let cpu_per_notify = (cpu_time() - cpu).div_f64(concurrent as f64);
+
+    let (store, _) = reopen(store, &data).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let paid_bytes = disk_bytes(&data);
+    check_orders(&store, count, paid);
+    assert!(store.close(Duration::from_secs(120)).await);
+    let peak_rss = status_mib("VmHWM:");
+
+    let per_placed = placed_bytes as f64 / count as f64;
+    let per_paid = (paid_bytes as f64 - placed_bytes as f64) / paid as f64;
+    for (name, figure) in [("per placed order", per_placed), ("per paid order", per_paid)] {
+        assert!(figure.is_finite() && figure > 0.0, "bytes {name}: {figure}");
+    }
+    assert!(idle_rss > 0.0 && peak_rss >= idle_rss, "RSS idle {idle_rss} MiB, peak {peak_rss} MiB");
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| {count:>9} | {:>7.1} s | {:>6.0} | {:>6.0} | {:>8.1} | {:>6.1} | {:>6.1} | {:>8.1} | {:>6.2} / {:>6.2} | {:>7.0} | {:>6.0} |",
+        fill.as_secs_f64(),
+        per_placed,
+        per_paid,
+        paid_bytes as f64 / (1024.0 * 1024.0),
+        idle_rss,
+        peak_rss,
+        ms(startup),
+        ms(one_p50),
+        ms(sync_p50),
+        cpu_per_notify.as_secs_f64() * 1e6,
+        notify_rate,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let default = if bench { 1_000_000 } else { 2_000 };
+    let count = std::env::var("STORE_COST_ORDERS")
+        .ok()
+        .map(|v| v.replace(['_', ','], "").parse::<u64>().expect("STORE_COST_ORDERS is a whole number"))
+        .unwrap_or(default);
+    let one_sender_rounds = if bench { 500 } else { 30 }.min(count / 2);
+    println!(
+        "| orders    | fill      | B/placed | B/paid | disk MiB | idle RSS MiB | peak RSS MiB | open ms | \
+         one sender p50 / fdatasync p50 ms | CPU µs/notify (16) | notifies/s (16) |"
+    );
+    println!("|----------:|----------:|-------:|-------:|---------:|-------:|-------:|---------:|----------------:|--------:|-------:|");
+    measure(count, one_sender_rounds).await;
+}
