@@ -212,7 +212,7 @@ async fn a_day_keeps_at_most_500_differences() {
 /// downloads the day's bill and reconciles it by itself.
 #[tokio::test]
 async fn yesterday_is_reconciled_by_itself_after_ten() {
-    let env = Env::start(Opts::default()).await;
+    let env = Env::start(Opts { reconcile_schedule: true, ..Opts::default() }).await;
     let day = today();
     paid(&env, "SCHEDULED01", 100).await;
     env.sim.simulator.close_day(&day);

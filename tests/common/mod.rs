@@ -57,6 +57,11 @@ pub struct Opts {
     pub extra: String,
     /// API v2: the merchant's client certificate for refunds.
     pub client_cert: ClientCert,
+    /// Whether the daily bill's schedule runs (`[reconcile] enabled`). Off
+    /// by default: after 10:00 Beijing it would reconcile yesterday at
+    /// start-up, and a test's view of the reconciled days would depend on
+    /// the hour it runs. The tests of the schedule turn it on.
+    pub reconcile_schedule: bool,
 }
 
 /// How an API v2 merchant gives PayBridge its API certificate.
@@ -81,6 +86,7 @@ impl Default for Opts {
             orders_extra: "",
             extra: String::new(),
             client_cert: ClientCert::None,
+            reconcile_schedule: false,
         }
     }
 }
@@ -193,6 +199,8 @@ accept_client_amount = {accept}
 {orders_extra}
 [admin]
 password_hash = "{hash}"
+[reconcile]
+enabled = {reconcile_schedule}
 [metrics]
 listen = "127.0.0.1:0"
 {extra}
@@ -205,6 +213,7 @@ listen = "127.0.0.1:0"
         api_keys = api_keys(data_dir, opts),
         timeout_ms = opts.timeout_ms,
         accept = opts.accept_client_amount,
+        reconcile_schedule = opts.reconcile_schedule,
     )
 }
 
