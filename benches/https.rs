@@ -29,6 +29,26 @@ impl Drop for Guard {
     }
 }
 
+/// nginx, stopped as nginx must be: SIGKILL ends only its master and leaves
+/// the workers running (orphans that outlive the test run), so it gets
+/// SIGTERM — the master then stops its workers — and SIGKILL only if it has
+/// not exited within five seconds.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..250 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -61,7 +81,7 @@ fn paybridge(dir: &Path, port: u16) -> Guard {
     Guard(child)
 }
 
-fn nginx(dir: &Path, port: u16) -> Option<Guard> {
+fn nginx(dir: &Path, port: u16) -> Option<Nginx> {
     let html = dir.join("admin.html");
     std::fs::write(&html, include_bytes!("../static/admin.html")).unwrap();
     let conf = dir.join("nginx.conf");
@@ -86,7 +106,7 @@ fn nginx(dir: &Path, port: u16) -> Option<Guard> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    Some(Guard(child))
+    Some(Nginx(child))
 }
 
 async fn wait_for(url: &str) {
