@@ -8,10 +8,16 @@
 //! kept, the order changed in the same write). It prints, in one run:
 //! - bytes on disk (allocated blocks of the data directory, after a close and
 //!   a reopen) per placed order, and what paying adds per paid order;
-//! - this process's RSS idle after the reopen, and its peak (VmHWM);
-//! - start-up: the time `Store::open` takes on the filled directory;
+//! - start-up (the time `Store::open` takes on the filled directory) and the
+//!   idle RSS after it, both in a fresh process (this binary, run again as a
+//!   probe), as a restarted server would see them; and this process's peak
+//!   RSS (VmHWM) while filling and paying;
+//! - what each tree holds (entries, live key and value bytes), beside which
+//!   the bytes on disk are sled's own overhead;
 //! - the p50 of one notify written at a time, beside the p50 of a 512-byte
-//!   write + `fdatasync` loop in the same directory (the disk's floor);
+//!   write + `fdatasync` loop in the same directory (the disk's floor), both
+//!   overwriting a preallocated file in place (as sled writes its log) and
+//!   appending (each sync also commits the file's new size);
 //! - CPU time (all threads: the writer, sled's, tokio's) per notify at 16
 //!   concurrent writers.
 //!
@@ -148,14 +154,26 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// `rounds` 512-byte writes, each followed by `fdatasync`: the p50 of one.
-fn fdatasync_p50(dir: &Path, rounds: usize) -> Duration {
+/// Appending (`overwrite` false) grows the file, so each sync also commits
+/// the new size to the file system's journal; overwriting a preallocated
+/// file in place, as sled writes its log segments, syncs the data alone.
+fn fdatasync_p50(dir: &Path, rounds: usize, overwrite: bool) -> Duration {
+    use std::os::unix::fs::FileExt;
+    const SPAN: u64 = 1024 * 1024;
     let path = dir.join("baseline");
     let mut file = std::fs::File::create(&path).unwrap();
+    if overwrite {
+        file.write_all(&vec![0u8; SPAN as usize]).unwrap();
+        file.sync_all().unwrap();
+    }
     let block = [7u8; 512];
-    let samples = (0..rounds)
-        .map(|_| {
+    let samples = (0..rounds as u64)
+        .map(|i| {
             let start = Instant::now();
-            file.write_all(&block).unwrap();
+            match overwrite {
+                true => file.write_all_at(&block, i * 4096 % SPAN).unwrap(),
+                false => file.write_all(&block).unwrap(),
+            }
             file.sync_data().unwrap();
             start.elapsed()
         })
@@ -165,15 +183,39 @@ fn fdatasync_p50(dir: &Path, rounds: usize) -> Duration {
     median(samples)
 }
 
-/// Closes `store` and opens the directory again: the reopened store and how
-/// long `Store::open` took. sled may still be finishing the closed handle's
-/// last writes on its threads; opening waits for its lock (`lock_wait`).
-async fn reopen(store: Store, data: &Path) -> (Store, Duration) {
+/// The probe: opens the store at `dir` in this fresh process, waits for
+/// sled's start-up work to settle, and prints `open_ms rss_mib`.
+fn probe(dir: &Path) {
+    let start = Instant::now();
+    let store = Store::open(dir, Mode::Live).unwrap();
+    let open = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    println!("{} {}", open.as_secs_f64() * 1000.0, status_mib("VmRSS:"));
+    drop(store);
+}
+
+/// Start-up time (ms) and idle RSS (MiB) of a fresh process opening `dir`.
+fn probe_fresh(dir: &Path) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(PROBE, dir)
+        .output()
+        .expect("the probe runs");
+    assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut figures = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+    (figures.next().unwrap(), figures.next().unwrap())
+}
+
+/// Set to a data directory, this binary is the probe of [`probe`].
+const PROBE: &str = "STORE_COST_PROBE";
+
+/// Closes `store` and opens the directory again. sled may still be
+/// finishing the closed handle's last writes on its threads; opening waits
+/// for its lock (`lock_wait`).
+async fn reopen(store: Store, data: &Path) -> Store {
     assert!(store.close(Duration::from_secs(120)).await, "the writer finishes its queue");
     drop(store);
-    let start = Instant::now();
-    let store = Store::open(data, Mode::Live).unwrap();
-    (store, start.elapsed())
+    Store::open(data, Mode::Live).unwrap()
 }
 
 /// Every order is there, and exactly the first `paid` of them are PAID.
@@ -200,15 +242,18 @@ async fn measure(count: u64, one_sender_rounds: u64) {
     })
     .await;
     let fill = started.elapsed();
-    let (store, _) = reopen(store, &data).await;
-    let (store, startup) = reopen(store, &data).await;
+    let store = reopen(store, &data).await;
+    assert!(store.close(Duration::from_secs(120)).await);
+    drop(store);
+    let (startup, idle_rss) = probe_fresh(&data);
+    let store = Store::open(&data, Mode::Live).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let placed_bytes = disk_bytes(&data);
-    let idle_rss = status_mib("VmRSS:");
     check_orders(&store, count, 0);
 
     // One sender: the first notifies one at a time, beside the disk's floor.
-    let sync_p50 = fdatasync_p50(dir.path(), one_sender_rounds as usize);
+    let sync_p50 = fdatasync_p50(dir.path(), one_sender_rounds as usize, true);
+    let append_p50 = fdatasync_p50(dir.path(), one_sender_rounds as usize, false);
     let mut samples = Vec::new();
     for i in 0..one_sender_rounds {
         let start = Instant::now();
@@ -228,19 +273,26 @@ async fn measure(count: u64, one_sender_rounds: u64) {
     let notify_rate = concurrent as f64 / started.elapsed().as_secs_f64();
     let cpu_per_notify = (cpu_time() - cpu).div_f64(concurrent as f64);
 
-    let (store, _) = reopen(store, &data).await;
+    let store = reopen(store, &data).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let paid_bytes = disk_bytes(&data);
     check_orders(&store, count, paid);
+    let prints = store.footprint().unwrap();
     assert!(store.close(Duration::from_secs(120)).await);
+    drop(store);
     let peak_rss = status_mib("VmHWM:");
+    let (paid_startup, paid_idle_rss) = probe_fresh(&data);
+    let live: u64 = prints.iter().map(|p| p.key_bytes + p.value_bytes).sum();
+    let orders = prints.iter().find(|p| p.name == "orders").expect("the orders tree");
+    assert_eq!(orders.entries, count, "every order is in the orders tree");
 
     let per_placed = placed_bytes as f64 / count as f64;
     let per_paid = (paid_bytes as f64 - placed_bytes as f64) / paid as f64;
     for (name, figure) in [("per placed order", per_placed), ("per paid order", per_paid)] {
         assert!(figure.is_finite() && figure > 0.0, "bytes {name}: {figure}");
     }
-    assert!(idle_rss > 0.0 && peak_rss >= idle_rss, "RSS idle {idle_rss} MiB, peak {peak_rss} MiB");
+    assert!(idle_rss > 0.0 && paid_idle_rss > 0.0 && peak_rss > 0.0, "RSS idle {idle_rss} MiB, peak {peak_rss} MiB");
+    assert!(live > 0 && live < paid_bytes * 4, "live bytes {live} beside {paid_bytes} on disk");
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -251,16 +303,43 @@ async fn measure(count: u64, one_sender_rounds: u64) {
         paid_bytes as f64 / (1024.0 * 1024.0),
         idle_rss,
         peak_rss,
-        ms(startup),
+        startup,
         ms(one_p50),
         ms(sync_p50),
         cpu_per_notify.as_secs_f64() * 1e6,
         notify_rate,
     );
+    println!(
+        "fdatasync p50: {:.2} ms overwriting in place (the column above), {:.2} ms appending",
+        ms(sync_p50),
+        ms(append_p50)
+    );
+    println!(
+        "after paying: start-up {paid_startup:.1} ms, idle RSS {paid_idle_rss:.1} MiB; \
+         live data {:.0} B per order ({:.1} MiB) beside {:.1} MiB on disk",
+        live as f64 / count as f64,
+        live as f64 / (1024.0 * 1024.0),
+        paid_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!("| tree | entries | key B | value B | B per order |");
+    println!("|---|--:|--:|--:|--:|");
+    for p in prints.iter().filter(|p| p.entries > 0) {
+        println!(
+            "| {} | {} | {} | {} | {:.1} |",
+            p.name,
+            p.entries,
+            p.key_bytes,
+            p.value_bytes,
+            (p.key_bytes + p.value_bytes) as f64 / count as f64
+        );
+    }
 }
 
 #[tokio::main]
 async fn main() {
+    if let Some(dir) = std::env::var_os(PROBE) {
+        return probe(Path::new(&dir));
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let default = if bench { 1_000_000 } else { 2_000 };
     let count = std::env::var("STORE_COST_ORDERS")

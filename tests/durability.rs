@@ -340,7 +340,7 @@ async fn every_success_follows_an_fdatasync_of_the_data() {
     // The descriptor the writer syncs: sled's data file, opened read-only.
     let data_fd: String = trace
         .lines()
-        .find(|l| l.contains("openat(") && l.contains("/data/db\"") && l.contains("O_RDONLY"))
+        .find(|l| l.contains("openat(") && l.contains("/data/store/db\"") && l.contains("O_RDONLY"))
         .and_then(|l| l.rsplit("= ").next())
         .expect("the data file is opened for syncing")
         .trim()

@@ -138,7 +138,7 @@ impl Store {
         if &magic[..16] != MAGIC || magic[16] != VERSION {
             return Err(RestoreError::NotABackup);
         }
-        let db = sled::Config::new().path(dir).open().map_err(StoreError::from)?;
+        let db = super::open::sled_config(dir, super::StoreOptions::default()).open().map_err(StoreError::from)?;
         let truncated = |_| RestoreError::Damaged;
         let mut count = [0u8; 4];
         r.read_exact(&mut count).map_err(truncated)?;
@@ -159,10 +159,15 @@ impl Store {
         if expected.as_slice() != stored {
             return Err(RestoreError::Damaged);
         }
+        // sled's id generator is not in any tree: new ids must stay above
+        // the restored ones (see `trees::NEXT_ID`).
+        let floor = super::trees::ids_in_use(&db).map_err(StoreError::from)?;
+        db.open_tree("stats").and_then(|t| t.insert(super::trees::NEXT_ID, &floor.to_be_bytes())).map_err(StoreError::from)?;
         db.flush().map_err(StoreError::from)?;
         drop(db);
         // sled's flush only sync_file_ranges: make the restored data durable.
-        super::writer::open_data_file(dir).and_then(|f| f.sync_all()).map_err(|e| StoreError::Sled(e.into()))?;
+        let sled_dir = dir.join(super::open::SLED_DIR);
+        super::writer::open_data_file(&sled_dir).and_then(|f| f.sync_all()).map_err(|e| StoreError::Sled(e.into()))?;
         Ok(())
     }
 }
@@ -192,5 +197,28 @@ mod tests {
         assert!(matches!(Store::restore(&dir.path().join("c"), &damaged[..]), Err(RestoreError::Damaged)));
         assert!(!dir.path().join("c").exists(), "nothing left behind");
         assert!(matches!(Store::restore(&dir.path().join("d"), &b"hello"[..]), Err(RestoreError::NotABackup)));
+    }
+
+    /// sled's id generator is not in the backup: without the id floor, the
+    /// restored store handed out ids from 0 again, and its first notifies
+    /// overwrote the restored notify log.
+    #[tokio::test]
+    async fn a_restored_store_hands_out_ids_above_the_restored_ones() {
+        use crate::store::testing::notify_at;
+        use crate::store::Verdict;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
+        for i in 0..20 {
+            store.record_notify(notify_at("N", i, false, b"<xml/>"), |_| (Verdict::Rejected, "x".into(), ())).await.unwrap();
+        }
+        let newest = store.list_notifies(None, 100).unwrap().items[0].id;
+        Store::restore(&dir.path().join("b"), &store.backup().await.unwrap()[..]).unwrap();
+        let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
+        let (record, ()) = restored
+            .record_notify(notify_at("N", 99, false, b"<xml>new</xml>"), |_| (Verdict::Rejected, "x".into(), ()))
+            .await
+            .unwrap();
+        assert!(record.id > newest, "id {} after the restored {newest}", record.id);
+        assert_eq!(restored.list_notifies(None, 100).unwrap().items.len(), 21, "nothing overwritten");
     }
 }

@@ -40,6 +40,8 @@ pub mod backup;
 pub mod bill;
 pub mod certificates;
 pub mod codec;
+mod footprint;
+mod migrate;
 pub mod notify;
 mod open;
 pub mod order;
@@ -59,6 +61,7 @@ use arc_swap::ArcSwapOption;
 use sled::transaction::TransactionError;
 
 pub use certificates::StoredCertificate;
+pub use footprint::TreeFootprint;
 pub use notify::{NotifyRecord, NotifySource, Verdict};
 pub use open::{holds_data, PID_FILE};
 pub use order::{Order, OrderContents, OrderEvent, OrderSource, OrderStatus, Payment, PaymentOutcome, Prepay};

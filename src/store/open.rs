@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use super::trees::Trees;
+use super::migrate;
+use super::trees::{Trees, NEXT_ID};
+use super::tx::read_u64;
 use super::writer::{self, Writer};
 use super::{schedule, Delivery, NotifyRecord, Order, Store, StoreError, StoreOptions};
 use crate::domain::Mode;
@@ -20,9 +22,49 @@ const INDEX_VERSION: &[u8] = b"6";
 /// The file a running server writes its pid to, in the data directory.
 pub const PID_FILE: &str = "paybridge.pid";
 
+/// Where sled keeps its files, inside the data directory. Releases before
+/// the compressed format kept them at the top of the data directory; such a
+/// directory is copied into this one when first opened ([`migrate`]).
+pub(super) const SLED_DIR: &str = "store";
+
+/// zstd's level for sled's pages: the fastest. Higher levels saved little
+/// more on the store-cost bench and cost more CPU per write (see
+/// static/docs/engineering.md, "What the store costs").
+const COMPRESSION_LEVEL: i32 = 1;
+
 /// Whether `dir` holds a PayBridge database (without creating anything).
 pub fn holds_data(dir: &Path) -> bool {
-    dir.join("db").is_file() && dir.join("conf").is_file()
+    dir.join(SLED_DIR).join("conf").is_file() || migrate::holds_old_format(dir)
+}
+
+/// sled's settings for the store in data directory `dir`.
+pub(super) fn sled_config(dir: &Path, options: StoreOptions) -> sled::Config {
+    sled::Config::new()
+        .path(dir.join(SLED_DIR))
+        .cache_capacity(options.cache_bytes)
+        .flush_every_ms(None)
+        .use_compression(true)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
+/// Opens sled with `config`, waiting up to `lock_wait` for the lock: within
+/// one process (a reopen after a failure, a restart in tests) sled may still
+/// be finishing the previous handle's last writes on its I/O threads.
+/// Another process holding it is [`StoreError::Locked`].
+pub(super) fn open_locked(config: &sled::Config, dir: &Path, lock_wait: std::time::Duration) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= lock_wait {
+                    let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok());
+                    return Err(StoreError::Locked { dir: dir.display().to_string(), pid });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
 
 impl Store {
@@ -48,21 +90,8 @@ impl Trees {
     pub(super) fn open(dir: &Path, mode: Mode, options: StoreOptions) -> Result<Trees, StoreError> {
         // sled's background flush is off: durability comes from the writer's
         // own sync after every batch, and tests must not pass thanks to a timer.
-        let config = sled::Config::new().path(dir).cache_capacity(options.cache_bytes).flush_every_ms(None);
-        let started = std::time::Instant::now();
-        let db = loop {
-            match config.open() {
-                // sled reports a held lock as `Other` with this text.
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    if started.elapsed() >= options.lock_wait {
-                        let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse().ok());
-                        return Err(StoreError::Locked { dir: dir.display().to_string(), pid });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                opened => break opened?,
-            }
-        };
+        migrate::bring_up_to_date(dir, options)?;
+        let db = open_locked(&sled_config(dir, options), dir, options.lock_wait)?;
         let meta = db.open_tree("meta")?;
         match meta.get("mode")? {
             Some(found) if found.as_ref() != mode.as_str().as_bytes() => {
@@ -98,9 +127,12 @@ impl Trees {
             refunds_processing: db.open_tree("refunds_processing")?,
             bills: db.open_tree("bills")?,
             bill_files: db.open_tree("bill_files")?,
-            data_file: writer::open_data_file(dir).map_err(sled::Error::Io)?,
+            data_file: writer::open_data_file(&dir.join(SLED_DIR)).map_err(sled::Error::Io)?,
+            id_offset: 0,
             db,
         };
+        let floor = read_u64(trees.stats.get(NEXT_ID)?.as_deref(), 0);
+        let trees = Trees { id_offset: floor.saturating_sub(trees.db.generate_id()?), ..trees };
         match meta.get("index_version")?.as_deref() {
             Some(INDEX_VERSION) => {}
             // Version 5 lacks only the due index: built alone, so platforms'
@@ -159,7 +191,7 @@ impl Trees {
             // A platform's order is in its change feed as changed now: the
             // feed's history is not in the orders, and a platform reading
             // from an older cursor must not miss it.
-            let change = if order.source.platform().is_some() { Some(self.db.generate_id()?) } else { None };
+            let change = if order.source.platform().is_some() { Some(self.next_id()?) } else { None };
             self.transact(|tx| {
                 tx.insert_order(&order)?;
                 change.map_or(Ok(()), |id| tx.note_platform_change(&order, id))

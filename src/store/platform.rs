@@ -464,7 +464,7 @@ mod tests {
         assert!(store.platform_changes("shop-b", 0, 10).unwrap().is_empty(), "another platform sees nothing");
         drop(store);
 
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::open::sled_config(dir.path(), Default::default()).open().unwrap();
         db.open_tree("meta").unwrap().insert("index_version", "0").unwrap();
         db.flush().unwrap();
         drop(db);

@@ -38,6 +38,37 @@ pub(crate) struct Trees {
     pub(super) bill_files: Tree,
     /// sled's data file, opened again so the writer can `fdatasync` it.
     pub(super) data_file: std::fs::File,
+    /// Added to sled's id generator so that ids never go back below
+    /// [`NEXT_ID`] (see [`Trees::next_id`]).
+    pub(super) id_offset: u64,
+}
+
+/// The key in `stats` under which every batch records the id after the
+/// highest it handed out. Ids key the notify log, the outbox and platform
+/// changes, and order sequence numbers: sled keeps its id generator outside
+/// every tree, so a backup restored, or a store copied into a new format,
+/// starts it again from 0, and new ids would overwrite old records (and a
+/// platform's change cursor would skip new changes). Ids are therefore
+/// sled's plus an offset that keeps them above this floor.
+pub(super) const NEXT_ID: &[u8] = b"i";
+
+/// The trees whose keys end with an id (8 bytes, big-endian): the notify log,
+/// the outbox, platform changes, and the time index (created ‖ seq).
+pub(super) const TREES_KEYED_BY_ID: [&str; 4] = ["notifies", "outbox", "platform_changes", "orders_by_time"];
+
+/// The id after every id the keys of `db` use: the floor for a copy of it.
+pub(super) fn ids_in_use(db: &sled::Db) -> Result<u64, sled::Error> {
+    let mut floor = 0;
+    for name in TREES_KEYED_BY_ID {
+        for entry in db.open_tree(name)?.iter().keys() {
+            let key = entry?;
+            if let Some(id) = key.len().checked_sub(8).map(|at| &key[at..]) {
+                floor = floor.max(u64::from_be_bytes(id.try_into().expect("8 bytes")).saturating_add(1));
+            }
+        }
+    }
+    let stats = db.open_tree("stats")?;
+    Ok(floor.max(super::tx::read_u64(stats.get(NEXT_ID)?.as_deref(), 0)))
 }
 
 impl Trees {
@@ -47,6 +78,12 @@ impl Trees {
             Some(bytes) => Ok(Some(Order::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// A new id, above every id handed out before (see [`NEXT_ID`]); the
+    /// batch that uses it records it in the same transaction.
+    pub(super) fn next_id(&self) -> Result<u64, sled::Error> {
+        Ok(self.db.generate_id()? + self.id_offset)
     }
 
     /// Runs `f` as one transaction over every tree. Only the writer thread

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use super::trees::NEXT_ID;
 use super::tx::{Tx, TxResult};
 use super::{StoreError, StoreOptions, Trees};
 use crate::domain::Mode;
@@ -319,18 +320,20 @@ fn run(slot: &ArcSwapOption<Trees>, reopen: &Reopen, jobs: &Receiver<Message>, s
 
 /// Applies a batch as one transaction; if that fails, each change alone.
 fn apply(trees: &Trees, batch: &mut [Box<dyn Change>]) {
-    let ids = match batch.iter().map(|_| trees.db.generate_id()).collect::<Result<Vec<u64>, _>>() {
+    let ids = match batch.iter().map(|_| trees.next_id()).collect::<Result<Vec<u64>, _>>() {
         Ok(ids) => ids,
         Err(e) => {
             batch.iter_mut().for_each(|change| change.failed(StoreError::Sled(e.clone())));
             return;
         }
     };
+    let next = ids.iter().max().map_or(0, |id| id + 1).to_be_bytes();
     let batch = std::cell::RefCell::new(batch);
     let together = trees.transact(|tx| {
         for (change, id) in batch.borrow_mut().iter_mut().zip(&ids) {
             change.apply(tx, *id)?;
         }
+        tx.stats.insert(NEXT_ID, &next[..])?;
         Ok(())
     });
     if together.is_ok() {
@@ -338,7 +341,12 @@ fn apply(trees: &Trees, batch: &mut [Box<dyn Change>]) {
     }
     for (change, id) in batch.into_inner().iter_mut().zip(ids) {
         let change = std::cell::RefCell::new(change);
-        if let Err(e) = trees.transact(|tx| change.borrow_mut().apply(tx, id)) {
+        let apply = |tx: &Tx| {
+            change.borrow_mut().apply(tx, id)?;
+            tx.stats.insert(NEXT_ID, &next[..])?;
+            Ok(())
+        };
+        if let Err(e) = trees.transact(apply) {
             change.into_inner().failed(e);
         }
     }
