@@ -117,6 +117,24 @@ impl Simulator {
         self.inner.queries.lock().expect("queries lock").push(std::time::Instant::now());
     }
 
+    /// Notes a call to one of WeChat's APIs: `jscode2session`,
+    /// `pay/orderquery`, `secapi/pay/refund`, or v3's method and first four
+    /// path segments (`GET /v3/pay/transactions/out-trade-no`).
+    pub fn count_call(&self, api: &str) {
+        // Bounded: paths are whatever a client sends; past 64 names, "other".
+        let mut calls = self.inner.calls.lock().expect("calls lock");
+        let name = match calls.contains_key(api) || calls.len() < 64 {
+            true => crate::text::clip(api, 80).into_owned(),
+            false => "other".to_owned(),
+        };
+        *calls.entry(name).or_default() += 1;
+    }
+
+    /// How many calls each API got, by [`Simulator::count_call`]'s names.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.calls.lock().expect("calls lock").clone()
+    }
+
     /// When each order query arrived, oldest first.
     pub fn queries(&self) -> Vec<std::time::Instant> {
         self.inner.queries.lock().expect("queries lock").clone()
