@@ -274,7 +274,7 @@ async fn certificates(client: &V3Client, keys: &V3Keys) -> Check {
             CODE_APIV3_KEY,
             APIV3_KEY,
             format!("the platform certificates could not be downloaded ({}): not proved", clip(&e.to_string(), 200)),
-            Some("fix the request signature below if it failed, then run the doctor again".into()),
+            Some("fix what the API v3 lines above say, then run the doctor again".into()),
         ),
     }
 }
