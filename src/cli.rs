@@ -61,6 +61,10 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
+        /// Only the config and the credentials, not this machine's HTTPS,
+        /// notify URL and DNS (run elsewhere than on the server).
+        #[arg(long)]
+        credentials_only: bool,
     },
     /// Write a consistent backup of the data, from the running server (or
     /// directly, when it is stopped).
@@ -213,8 +217,12 @@ pub fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Command::Doctor { config: path } => {
-                let report = crate::doctor::check_file(&path).await;
+            Command::Doctor { config: path, credentials_only } => {
+                let scope = match credentials_only {
+                    true => crate::doctor::Scope::Credentials,
+                    false => crate::doctor::Scope::Everything,
+                };
+                let report = crate::doctor::check_file(&path, scope).await;
                 print!("{}", report.text());
                 match report.count(crate::checkup::Outcome::Failed) {
                     0 => Ok(()),
@@ -504,7 +512,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             }
             // What `paybridge doctor` proves for a live merchant, proved here
             // against the simulator.
-            let report = crate::doctor::check(&running.config).await;
+            let report = crate::doctor::check(&running.config, crate::doctor::Scope::Credentials).await;
             println!("`paybridge doctor` against the simulator:\n{}", report.text());
             println!("PayBridge SANDBOX listening on {base}");
         }

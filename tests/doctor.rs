@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::{client_cert_toml, config_text, start_simulator, Api, ClientCert, Opts, APP_SECRET, MCH_ID, MCH_KEY};
 use paybridge::checkup::{Outcome, Report};
+use paybridge::doctor::Scope;
 use paybridge::sandbox::v3::{self as sim_keys, KeyMode};
 use paybridge::sandbox::SimulatorHandle;
 use paybridge::wechat::sign::SignType;
@@ -73,7 +74,7 @@ async fn doctor(
     prepare(&sim);
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path(), &sim, &opts, edit);
-    let report = paybridge::doctor::check_file(&path).await;
+    let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     let calls = sim.simulator.calls();
     sim.stop().await;
     (report, calls)
@@ -134,7 +135,7 @@ async fn an_expired_api_certificate_fails_the_refund_checks() {
     let (cert, key) = swap(&sim, MCH_ID, now - time::Duration::days(400), now - time::Duration::days(1));
     std::fs::write(dir.path().join("apiclient_cert.pem"), &cert).unwrap();
     std::fs::write(dir.path().join("apiclient_key.pem"), &key).unwrap();
-    let report = paybridge::doctor::check_file(&path).await;
+    let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     assert_failed(&report, "refund_certificate", "expired on", "商户API证书");
     assert_failed(&report, "refund_tls", "refused the API certificate", "商户API证书");
     assert!(report.text().contains("CertificateExpired"), "TLS's reason: {}", report.text());
@@ -144,7 +145,7 @@ async fn an_expired_api_certificate_fails_the_refund_checks() {
     let (cert, key) = swap(&sim, MCH_ID, now - time::Duration::days(355), now + time::Duration::days(10));
     std::fs::write(dir.path().join("apiclient_cert.pem"), &cert).unwrap();
     std::fs::write(dir.path().join("apiclient_key.pem"), &key).unwrap();
-    let report = paybridge::doctor::check_file(&path).await;
+    let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     assert_eq!(outcome(&report, "refund_certificate"), Outcome::Unproved, "{}", report.text());
     assert!(report.text().contains("in 9 days") || report.text().contains("in 10 days"), "{}", report.text());
     assert_eq!(outcome(&report, "refund_tls"), Outcome::Passed, "{}", report.text());
@@ -153,7 +154,7 @@ async fn an_expired_api_certificate_fails_the_refund_checks() {
     let (cert, key) = swap(&sim, "1230000109", now - time::Duration::days(1), now + time::Duration::days(300));
     std::fs::write(dir.path().join("apiclient_cert.pem"), &cert).unwrap();
     std::fs::write(dir.path().join("apiclient_key.pem"), &key).unwrap();
-    let report = paybridge::doctor::check_file(&path).await;
+    let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     assert_failed(&report, "refund_certificate", "not 10000100's", "apiclient_cert.pem");
     sim.stop().await;
 }
@@ -268,7 +269,7 @@ async fn the_binary_prints_the_report_and_exits_non_zero_on_a_failure() {
         // Off the runtime's thread: the simulator answers on it meanwhile.
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_paybridge"))
-                .args(["doctor", "--config", path.to_str().unwrap()])
+                .args(["doctor", "--credentials-only", "--config", path.to_str().unwrap()])
                 .env("PAYBRIDGE_LOG", "debug")
                 .output()
                 .unwrap()

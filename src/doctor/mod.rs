@@ -6,7 +6,8 @@
 //! change anything: a login with a code no `wx.login` issues
 //! ([`login`]), a query of an order number no order has ([`v2`], [`v3`]),
 //! the platform certificates' download, an empty request to the refund host
-//! over mutual TLS ([`refund`]). WeChat's answer to each tells a right
+//! over mutual TLS ([`refund`]); then what WeChat needs of this server
+//! ([`site`]). WeChat's answer to each tells a right
 //! credential from a wrong one. Every line of the [`Report`] is checked
 //! for the configured secrets before it leaves (see [`scrub`]).
 //!
@@ -16,6 +17,7 @@
 mod login;
 pub mod places;
 mod refund;
+mod site;
 mod v2;
 mod v3;
 
@@ -44,10 +46,28 @@ pub const CODE_APIV3_KEY: &str = "apiv3_key";
 pub const CODE_REFUND_CERT: &str = "refund_certificate";
 /// API v2 refunds: the mutual-TLS handshake.
 pub const CODE_REFUND_TLS: &str = "refund_tls";
+/// The certificate PayBridge serves.
+pub const CODE_HTTPS: &str = "https_certificate";
+/// The notify URL's form.
+pub const CODE_NOTIFY_URL: &str = "notify_url";
+/// The notify URL answers as PayBridge.
+pub const CODE_NOTIFY_ENDPOINT: &str = "notify_endpoint";
+/// The domain's addresses.
+pub const CODE_DNS: &str = "dns";
+
+/// What to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The credentials and, in live mode, this server's HTTPS, notify URL and DNS.
+    Everything,
+    /// Only the configuration and the credentials (`--credentials-only`: a
+    /// machine that is not the server, before it is set up).
+    Credentials,
+}
 
 /// Checks the configuration file at `path` as `check-config` does, then,
 /// if it is valid, every credential in it ([`check`]).
-pub async fn check_file(path: &Path) -> Report {
+pub async fn check_file(path: &Path, scope: Scope) -> Report {
     let mut report = Report::default();
     let config = match Config::check(path) {
         Ok(config) => config,
@@ -79,13 +99,14 @@ pub async fn check_file(path: &Path) -> Report {
     for warning in config.warnings(Some(path)) {
         report.push(Check::unproved(CODE_CONFIG_WARNING, "config warning", warning, None));
     }
-    report.checks.extend(check(&config).await.checks);
+    report.checks.extend(check(&config, scope).await.checks);
     report
 }
 
 /// Checks every credential of a valid configuration against WeChat (the
-/// simulator in sandbox mode), one call each.
-pub async fn check(config: &Config) -> Report {
+/// simulator in sandbox mode), one call each; then, in live mode, what
+/// WeChat needs of this server ([`site`]: HTTPS, the notify URL, DNS).
+pub async fn check(config: &Config, scope: Scope) -> Report {
     let mut report = Report::default();
     let w = &config.wechat;
     let client = match WechatClient::new(w) {
@@ -141,6 +162,9 @@ pub async fn check(config: &Config) -> Report {
                 )),
             }
         }
+    }
+    if config.mode == crate::config::Mode::Live && scope == Scope::Everything {
+        report.checks.extend(site::check(config).await);
     }
     scrub(&mut report, config);
     report
