@@ -118,8 +118,50 @@ async fn a_domain_elsewhere_is_not_proved_and_a_loopback_one_fails() {
     config.wechat.notify_url = "https://203.0.113.7/pay/notify".parse().unwrap();
     config.wechat.timeout = std::time::Duration::from_millis(300);
     let report = run(&config).await;
-    assert_line(&report, "dns", Outcome::Unproved, "203.0.113.7, not an address of this machine");
+    assert_line(
+        &report,
+        "dns",
+        Outcome::Unproved,
+        "names an address, not a domain: 203.0.113.7, not an address of this machine",
+    );
     config.wechat.notify_url = "https://localhost/pay/notify".parse().unwrap();
     assert_line(&run(&config).await, "dns", Outcome::Failed, "cannot reach a loopback or private address");
+    env.stop().await;
+}
+
+/// The admin page's System view runs the same doctor for the running
+/// configuration: behind a session and the CSRF token, at most once per 10 s.
+#[tokio::test]
+async fn the_admin_api_runs_the_doctor_for_the_running_config_once_per_10_s() {
+    let env = Env::start(Opts { client_cert: common::ClientCert::Pem, ..Opts::default() }).await;
+    let admin = common::login(&env).await;
+    let url = format!("{}/admin/api/system/checkup", env.base);
+    assert_eq!(admin.http.post(&url).send().await.unwrap().status(), 403, "a change needs the CSRF token");
+    assert!(env.sim.simulator.calls().is_empty());
+
+    let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let outcome = |code: &str| {
+        let check = body["checks"].as_array().unwrap().iter().find(|c| c["code"] == code);
+        check.unwrap_or_else(|| panic!("no {code}: {text}"))["outcome"].as_str().unwrap().to_owned()
+    };
+    for code in ["login", "v2_key", "refund_certificate", "refund_tls", "notify_endpoint"] {
+        assert_eq!(outcome(code), "passed", "{code}: {text}");
+    }
+    assert_eq!(outcome("notify_url"), "failed", "plain HTTP on loopback: {text}");
+    assert_eq!(body["failed"], true);
+    for secret in [common::APP_SECRET, common::MCH_KEY, "PRIVATE KEY"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let calls = env.sim.simulator.calls();
+    assert_eq!(calls.values().sum::<u64>(), 3, "{calls:?}");
+    assert!(calls.values().all(|n| *n == 1), "{calls:?}");
+
+    let r = admin.http.post(&url).header("x-csrf-token", &admin.csrf).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("less than 10 s ago"));
+    assert_eq!(env.sim.simulator.calls(), calls, "no second run");
     env.stop().await;
 }

@@ -208,23 +208,32 @@ async fn dns(config: &Config) -> Check {
         }
     };
     let list = addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ");
+    // An address rather than a name: nothing to resolve, and no certificate
+    // from a public CA names it.
+    let named = match host.parse::<IpAddr>() {
+        Ok(_) => "the notify URL names an address, not a domain:".to_owned(),
+        Err(_) => format!("{host} resolves to"),
+    };
     if addresses.iter().all(|ip| is_private(*ip)) {
         return Check::failed(
             CODE_DNS,
             DNS,
-            format!("{host} resolves to {list}: WeChat's servers cannot reach a loopback or private address"),
-            format!("point {host}'s A/AAAA records at this server's public address, and use that name in notify_url"),
+            format!("{named} {list}: WeChat's servers cannot reach a loopback or private address"),
+            format!(
+                "give this server a domain whose A/AAAA records point at its public address, and use it in \
+                 notify_url (now {host})"
+            ),
         );
     }
     let foreign: Vec<String> = addresses.iter().filter(|ip| !is_local(**ip)).map(IpAddr::to_string).collect();
     match foreign.is_empty() {
-        true => Check::passed(CODE_DNS, DNS, format!("{host} resolves to {list}, addresses of this machine")),
+        true => Check::passed(CODE_DNS, DNS, format!("{named} {list}, addresses of this machine")),
         false => Check::unproved(
             CODE_DNS,
             DNS,
             format!(
-                "{host} resolves to {}, not an address of this machine (right behind NAT, a cloud's public address \
-                 or a load balancer): not proved from here",
+                "{named} {}, not an address of this machine (right behind NAT, a cloud's public address or a load \
+                 balancer): not proved from here",
                 foreign.join(", ")
             ),
             Some("the notify endpoint line shows whether the name reaches PayBridge".into()),
