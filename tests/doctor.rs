@@ -248,6 +248,9 @@ async fn a_wrong_apiv3_key_fails_where_the_certificates_prove_it() {
     let wrong = "0123456789abcdef0123456789ABCDEF";
     let (report, _) = doctor(v3(false, true), certificates, |t| t.replace(sim_keys::APIV3_KEY, wrong)).await;
     assert_failed(&report, "apiv3_key", "do not decrypt with wechat.apiv3_key", "API安全 → APIv3密钥");
+    // The reply is signed with a certificate the download could not bring: the APIv3 key is the culprit.
+    assert_eq!(outcome(&report, "v3_reply"), Outcome::Unproved, "{}", report.text());
+    assert!(report.text().contains("see the APIv3 key line"), "{}", report.text());
     assert!(!report.text().contains(wrong), "{}", report.text());
 }
 

@@ -190,6 +190,16 @@ fn reply(probe: &Probe, keys: &V3Keys) -> Check {
                 ),
                 format!("{public_key_fix}; keep platform_certificates = true until the switch is complete"),
             ),
+            // Certificate mode, and the download failed: the APIv3 key line says why.
+            (false, _) if keys.platform_certificates => Check::unproved(
+                CODE_V3_REPLY,
+                REPLY,
+                format!(
+                    "WeChat signs with platform certificate {signed_by}, which PayBridge could not download and \
+                     decrypt (see the APIv3 key line)"
+                ),
+                None,
+            ),
             (false, _) => Check::failed(
                 CODE_V3_REPLY,
                 REPLY,
