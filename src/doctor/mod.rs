@@ -199,3 +199,21 @@ fn scrub(report: &mut Report, config: &Config) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_secret_never_leaves_in_a_line() {
+        let config = Config::sandbox_default();
+        let secret = crate::sandbox::keys::APP_SECRET;
+        let key = crate::sandbox::keys::MCH_KEY;
+        let mut report = Report::default();
+        report.push(Check::failed("login", "login", format!("WeChat echoed {secret}"), format!("not {key}")));
+        scrub(&mut report, &config);
+        let text = report.text();
+        assert!(!text.contains(secret) && !text.contains(key), "{text}");
+        assert!(text.contains("WeChat echoed ***") && text.contains("fix: not ***"), "{text}");
+    }
+}

@@ -318,3 +318,26 @@ impl Simulator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SimulatorConfig;
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn calls_are_counted_by_api_and_the_names_are_bounded() {
+        let sim = Simulator::new(SimulatorConfig::new("wx1", &Secret::new("s"), "1", &Secret::new("k")));
+        sim.count_call("jscode2session");
+        sim.count_call("jscode2session");
+        for i in 0..100 {
+            sim.count_call(&format!("GET /v3/made-up/{i}"));
+        }
+        let calls = sim.calls();
+        assert_eq!(calls["jscode2session"], 2);
+        assert_eq!(calls.len(), 65, "64 names, then one for all the others");
+        assert_eq!(calls["other"], 37);
+        sim.count_call("jscode2session");
+        assert_eq!(sim.calls()["jscode2session"], 3, "a known name still counts");
+    }
+}
