@@ -211,15 +211,24 @@ pub async fn start_with_listeners(
         webhooks.shared_clock(),
         config.reconcile.keep_bills_days,
     );
-    let admin = Arc::new(Admin::new(
-        config.admin_settings(),
-        store.clone(),
-        password_hash,
-        tls_status.clone(),
-        payments.clone(),
-        webhooks.clone(),
-        reconciler.clone(),
-    ));
+    // The System view's "Check credentials": the doctor, for this config.
+    let doctor_config = Arc::new(config.clone());
+    let checkup: crate::admin::checkup::RunCheckup = Box::new(move || {
+        let config = doctor_config.clone();
+        Box::pin(async move { crate::doctor::check(&config, crate::doctor::Scope::Everything).await })
+    });
+    let admin = Arc::new(
+        Admin::new(
+            config.admin_settings(),
+            store.clone(),
+            password_hash,
+            tls_status.clone(),
+            payments.clone(),
+            webhooks.clone(),
+            reconciler.clone(),
+        )
+        .with_checkups(checkup),
+    );
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),
         store: store.clone(),

@@ -1,5 +1,5 @@
-//! The command line: `paybridge serve | sandbox | check-config | backup |
-//! restore | reconcile | admin set-password | cert status`.
+//! The command line: `paybridge serve | sandbox | check-config | doctor |
+//! backup | restore | reconcile | admin set-password | cert status`.
 //!
 //! Longer than the usual file on purpose: it is the clap definition of every
 //! command and one short function per command, read together when a command
@@ -53,6 +53,18 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
+    },
+    /// Prove every credential against WeChat before the first real payment:
+    /// one line per check (✓ / ✗ / !), what to fix and where; exits non-zero
+    /// if any check failed. Creates no order and prints no secret.
+    Doctor {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Only the config and the credentials, not this machine's HTTPS,
+        /// notify URL and DNS (run elsewhere than on the server).
+        #[arg(long)]
+        credentials_only: bool,
     },
     /// Write a consistent backup of the data, from the running server (or
     /// directly, when it is stopped).
@@ -204,6 +216,18 @@ pub fn main() -> anyhow::Result<()> {
                     n => println!("\n# config valid, with {n} warning(s) above"),
                 }
                 Ok(())
+            }
+            Command::Doctor { config: path, credentials_only } => {
+                let scope = match credentials_only {
+                    true => crate::doctor::Scope::Credentials,
+                    false => crate::doctor::Scope::Everything,
+                };
+                let report = crate::doctor::check_file(&path, scope).await;
+                print!("{}", report.text());
+                match report.count(crate::checkup::Outcome::Failed) {
+                    0 => Ok(()),
+                    n => anyhow::bail!("{n} check(s) failed: fix each as its line says, then run the doctor again"),
+                }
             }
             Command::Admin { action: AdminCommand::SetPassword { config } } => set_password(&config),
             Command::Backup { config, to } => backup(&Config::load(&config)?, &to).await,
@@ -486,6 +510,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             if let Some(password) = &running.sandbox_admin_password {
                 println!("Admin page: {base}/admin  (SANDBOX password: {password})\n");
             }
+            // What `paybridge doctor` proves for a live merchant, proved here
+            // against the simulator.
+            let report = crate::doctor::check(&running.config, crate::doctor::Scope::Credentials).await;
+            println!("`paybridge doctor` against the simulator:\n{}", report.text());
             println!("PayBridge SANDBOX listening on {base}");
         }
         _ => {

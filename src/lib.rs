@@ -13,6 +13,7 @@
 //! - [`limit`]: bounds for what strangers can make PayBridge keep: per-peer budgets, summarised logs.
 //! - [`text`]: quoting input in messages, at a bounded length.
 //! - [`metrics`]: counters and their Prometheus text.
+//! - [`checkup`]: a checkup's report, one line per check (✓ / ✗ / !) with the fix.
 //!
 //! Then, each on the ones before it:
 //! - [`wechat`]: the WeChat Pay protocol, v2 (XML, MD5/HMAC) and v3 (JSON, RSA, AES-GCM), its client, and its settings.
@@ -25,6 +26,7 @@
 //! - [`server`]: the accept loop, connection limits and graceful shutdown.
 //! - [`control`]: the local control socket (`paybridge reconcile`, reloads).
 //! - [`config`]: the TOML file and the environment, parsed into each module's settings.
+//! - [`doctor`]: `paybridge doctor`: every credential and setting proved against WeChat, each with its fix.
 //! - [`sandbox`]: the WeChat Pay simulator, another party: tests and sandbox mode; nothing above imports it.
 //! - [`app`]: the wiring: opens the store, starts the services and the listeners.
 //! - [`cli`]: the command line.
@@ -34,10 +36,12 @@
 
 pub mod admin;
 pub mod app;
+pub mod checkup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod limit;

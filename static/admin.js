@@ -72,6 +72,14 @@ const I18N = {
     'system.tls': 'HTTPS certificate', 'system.tlsOff': 'TLS is off: plain HTTP only.',
     'system.domains': 'Domains', 'system.issuer': 'Issuer', 'system.notAfter': 'Expires',
     'system.nextRenewal': 'Next renewal', 'system.lastError': 'Last error', 'system.none': 'none',
+    'checkup.title': 'Credentials (paybridge doctor)', 'checkup.run': 'Check credentials', 'checkup.running': 'Checking…',
+    'checkup.intro': 'Asks WeChat once per credential, creates no order, shows no secret. At most once every 10 s.',
+    'checkup.fix': 'Fix', 'checkup.next': 'Next', 'checkup.summary': '{passed} passed, {failed} failed, {unproved} not proved',
+    'check.config': 'Configuration', 'check.config_warning': 'Configuration warning', 'check.login': 'Mini-program login',
+    'check.v2_key': 'API v2 key', 'check.v3_request': 'API v3 request signature', 'check.v3_reply': 'API v3 reply signature',
+    'check.apiv3_key': 'APIv3 key', 'check.refund_certificate': 'API certificate (v2 refunds)',
+    'check.refund_tls': 'Refund host (mutual TLS)', 'check.https_certificate': 'HTTPS certificate',
+    'check.notify_url': 'Notify URL', 'check.notify_endpoint': 'Notify endpoint', 'check.dns': 'DNS',
     'yes': 'yes', 'no': 'no', 'error': 'Something went wrong: {msg}', 'loading': 'Loading…',
   },
   zh: {
@@ -139,6 +147,14 @@ const I18N = {
     'system.tls': 'HTTPS 证书', 'system.tlsOff': '未启用 TLS：仅提供 HTTP。',
     'system.domains': '域名', 'system.issuer': '签发者', 'system.notAfter': '到期时间',
     'system.nextRenewal': '下次续期', 'system.lastError': '最近错误', 'system.none': '无',
+    'checkup.title': '凭据检查（paybridge doctor）', 'checkup.run': '检查凭据', 'checkup.running': '检查中…',
+    'checkup.intro': '每项凭据向微信请求一次，不创建订单，不显示任何密钥。每 10 秒最多一次。',
+    'checkup.fix': '修改方法', 'checkup.next': '下一步', 'checkup.summary': '通过 {passed} 项，失败 {failed} 项，未能证明 {unproved} 项',
+    'check.config': '配置文件', 'check.config_warning': '配置警告', 'check.login': '小程序登录',
+    'check.v2_key': 'APIv2 密钥', 'check.v3_request': 'APIv3 请求签名', 'check.v3_reply': 'APIv3 应答验签',
+    'check.apiv3_key': 'APIv3 密钥', 'check.refund_certificate': '商户 API 证书（v2 退款）',
+    'check.refund_tls': '退款接口（双向 TLS）', 'check.https_certificate': 'HTTPS 证书',
+    'check.notify_url': '支付通知地址', 'check.notify_endpoint': '支付通知接口', 'check.dns': '域名解析',
     'yes': '是', 'no': '否', 'error': '出错了：{msg}', 'loading': '加载中…',
   },
 };
@@ -789,7 +805,39 @@ async function system() {
     h('h2', {}, t('system.products')),
     h('div', { class: 'card', id: 'system-products' }, s.products.length
       ? fields(s.products.map(p => [`${p.id} — ${p.name}`, '¥' + yuan(p.price)]))
-      : h('p', { class: 'muted' }, t('system.noProducts'))));
+      : h('p', { class: 'muted' }, t('system.noProducts'))),
+    h('h2', {}, t('checkup.title')),
+    checkupCard());
+}
+
+// "Check credentials": the doctor for the running configuration, one line
+// per check. The names and headings follow the page's language; the lines
+// themselves are the doctor's (English, with WeChat's menus in Chinese).
+function checkupCard() {
+  const MARK = { passed: '✓', failed: '✗', unproved: '!' };
+  const out = h('div', { id: 'checkup-result' });
+  const button = h('button', { type: 'button', id: 'checkup-run' }, t('checkup.run'));
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    button.textContent = t('checkup.running');
+    try {
+      const r = await api('/admin/api/system/checkup', { method: 'POST', body: '{}' });
+      const count = o => r.checks.filter(c => c.outcome === o).length;
+      out.replaceChildren(
+        h('ul', { class: 'checkup' }, r.checks.map(c => h('li', { class: 'check check-' + c.outcome, 'data-code': c.code },
+          h('span', { class: 'mark' }, MARK[c.outcome] || '?'), ' ',
+          h('strong', {}, I18N.en['check.' + c.code] ? t('check.' + c.code) : c.name), ': ', c.detail,
+          c.fix ? h('div', { class: 'fix muted' }, t(c.outcome === 'failed' ? 'checkup.fix' : 'checkup.next') + ': ' + c.fix) : null))),
+        h('p', { class: r.failed ? 'error' : 'muted', id: 'checkup-summary' },
+          t('checkup.summary', { passed: count('passed'), failed: count('failed'), unproved: count('unproved') })));
+    } catch (e) {
+      out.replaceChildren(h('p', { class: 'error', role: 'alert' }, t('error', { msg: e.message })));
+    } finally {
+      button.disabled = false;
+      button.textContent = t('checkup.run');
+    }
+  });
+  return h('div', { class: 'card', id: 'system-checkup' }, h('p', { class: 'muted' }, t('checkup.intro')), button, out);
 }
 
 function showError(e) {

@@ -677,3 +677,43 @@ async fn money_times_and_words_read_right_in_both_languages() {
     b.client.close().await.unwrap();
     env.stop().await;
 }
+
+/// The System view's "Check credentials" runs the doctor for the running
+/// configuration and shows its lines, named in the page's language; a
+/// second click within 10 s is refused, and says so.
+#[tokio::test]
+async fn the_system_view_checks_the_credentials_in_both_languages() {
+    for (lang, mobile, login, notify_url, summary, refused) in [
+        ("en-US", false, "Mini-program login", "Notify URL", "passed", "Something went wrong"),
+        ("zh-CN", true, "小程序登录", "支付通知地址", "通过", "出错了"),
+    ] {
+        let env = Env::start(Opts { client_cert: common::ClientCert::Pem, ..Opts::default() }).await;
+        let b = browser(lang, mobile).await;
+        b.login(&env.base, ADMIN_PASSWORD).await;
+        b.go(&env.base, "system").await;
+        b.wait("#checkup-run").await.click().await.unwrap();
+        let result = b.text("#checkup-summary").await;
+        assert!(result.contains(summary), "{lang}: {result}");
+        let line = b.text("li[data-code=\"login\"]").await;
+        assert!(line.starts_with(&format!("✓ {login}: ")) && line.contains("40029"), "{lang}: {line}");
+        let line = b.text("li[data-code=\"v2_key\"]").await;
+        assert!(line.starts_with("✓ ") && line.contains("ORDERNOTEXIST"), "{lang}: {line}");
+        // The test's PayBridge serves plain HTTP on loopback: WeChat could not use it.
+        let line = b.text("li[data-code=\"notify_url\"]").await;
+        assert!(line.starts_with(&format!("✗ {notify_url}: ")) && line.contains("https://"), "{lang}: {line}");
+        assert!(!b.text("li[data-code=\"notify_url\"] .fix").await.is_empty(), "{lang}: a failure shows its fix");
+        let page = b.client.source().await.unwrap();
+        assert!(!page.contains(common::APP_SECRET) && !page.contains(common::MCH_KEY), "{lang}: no secret");
+        if mobile {
+            b.assert_no_horizontal_scroll("system, checkup").await;
+        }
+        b.script("document.getElementById('system-checkup').scrollIntoView(); return null;").await;
+        b.screenshot(&format!("system-checkup-{lang}")).await;
+        // Once per 10 s: the second click is refused, in the page's language.
+        b.wait("#checkup-run").await.click().await.unwrap();
+        let alert = b.text("#checkup-result [role=\"alert\"]").await;
+        assert!(alert.contains(refused) && alert.contains("10 s"), "{lang}: {alert}");
+        assert_eq!(env.sim.simulator.calls().values().sum::<u64>(), 3, "{lang}: one call per credential, one run");
+        env.stop().await;
+    }
+}

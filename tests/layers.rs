@@ -16,9 +16,9 @@ use std::path::Path;
 /// longest module path listed that contains it.
 const LAYERS: &[&[&str]] = &[
     // 0. Ground: time, the shared domain types, secrets, bounds, quoting,
-    //    counters, and the sandbox's key material (a leaf both the simulator
-    //    and the configuration read).
-    &["clock", "domain", "secret", "limit", "text", "metrics", "sandbox::keys"],
+    //    counters, a checkup's report, and the sandbox's key material (a
+    //    leaf both the simulator and the configuration read).
+    &["clock", "domain", "secret", "limit", "text", "metrics", "checkup", "sandbox::keys"],
     // 1. The WeChat Pay protocol (v2, v3), its client and its settings. Below
     //    the store: the protocol needs no storage, and this order makes
     //    "wechat never imports store" a rule.
@@ -41,10 +41,14 @@ const LAYERS: &[&[&str]] = &[
     &["server", "control"],
     // 10. Configuration: TOML and environment into each module's settings.
     &["config"],
-    // 11. The WeChat Pay simulator: another party, imported by nothing in the
+    // 11. The doctor: proves the configuration's credentials against WeChat;
+    //     nothing below imports it (the admin page gets its report through
+    //     the wiring, as a boxed function).
+    &["doctor"],
+    // 12. The WeChat Pay simulator: another party, imported by nothing in the
     //     product (only the wiring starts it in sandbox mode).
     &["sandbox"],
-    // 12. Wiring and the command line.
+    // 13. Wiring and the command line.
     &["app", "cli", "main", "lib"],
 ];
 

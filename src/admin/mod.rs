@@ -1,12 +1,14 @@
 //! The merchant's admin page: what it shows and who may see it.
 //!
 //! [`auth`] holds the password, sessions and login limits; this module and
-//! its view files (`overview`, `orders`, `bills`, [`integration`], [`csv`])
+//! its view files (`overview`, `orders`, `bills`, [`integration`], [`csv`],
+//! [`checkup`])
 //! build the views (JSON-ready structs) from the store, so the routes in
 //! [`crate::http::admin`] only parse and render.
 
 pub mod auth;
 mod bills;
+pub mod checkup;
 pub mod csv;
 pub mod integration;
 mod orders;
@@ -45,6 +47,8 @@ pub struct Admin {
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
     started: Instant,
     system: SystemInfo,
+    /// "Check credentials": the doctor, handed over by the wiring.
+    checkups: Option<checkup::Checkups>,
 }
 
 /// What the System view shows of the configuration: no secret.
@@ -170,6 +174,21 @@ impl Admin {
             tls_status,
             started: Instant::now(),
             system: settings.system,
+            checkups: None,
+        }
+    }
+
+    /// Lets the System view run `run` (the doctor for the running config).
+    pub fn with_checkups(mut self, run: checkup::RunCheckup) -> Admin {
+        self.checkups = Some(checkup::Checkups::new(run));
+        self
+    }
+
+    /// Runs the checkup; `None` when none was handed over.
+    pub async fn checkup(&self) -> Option<Result<crate::checkup::Report, checkup::Refused>> {
+        match &self.checkups {
+            Some(checkups) => Some(checkups.run().await),
+            None => None,
         }
     }
 

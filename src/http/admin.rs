@@ -500,6 +500,26 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         })
     });
 
+    // "Check credentials": the doctor for the running configuration. It
+    // calls WeChat, so it is a change as far as CSRF goes, and bounded.
+    let checkup = warp::path!("admin" / "api" / "system" / "checkup")
+        .and(warp::post())
+        .and(caller())
+        .and(with(admin.clone()))
+        .then(|c: Caller, admin: Arc<Admin>| async move {
+            if let Err(refusal) = c.authorize_change(&admin) {
+                return refusal.reply();
+            }
+            match admin.checkup().await {
+                Some(Ok(report)) => reply::json(&serde_json::json!({
+                    "checks": report.checks, "failed": report.failed(), "summary": report.summary(),
+                }))
+                .into_response(),
+                Some(Err(refused)) => json_error(StatusCode::TOO_MANY_REQUESTS, "TOO_SOON", &refused.to_string()),
+                None => json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no checkup in this server"),
+            }
+        });
+
     let api = overview
         .or(orders)
         .unify()
@@ -518,7 +538,8 @@ pub fn routes(admin: Arc<Admin>) -> BoxedFilter<(Response,)> {
         .boxed();
     // Boxed in groups: a long chain of warp filters makes one deeply nested
     // type that takes the compiler minutes.
-    let reconciliation = bill_days.or(bill_day).unify().or(bill_file).unify().or(bill_run).unify().boxed();
+    let reconciliation =
+        bill_days.or(bill_day).unify().or(bill_file).unify().or(bill_run).unify().or(checkup).unify().boxed();
     let api =
         api.or(reconciliation).unify().or(integration).unify().or(login).unify().or(logout).unify().or(session).unify();
     page.or(static_file)

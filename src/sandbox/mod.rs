@@ -34,10 +34,14 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_sim.clone())
-        .map(|q: HashMap<String, String>, sim: Simulator| reply::json(&sim.jscode2session(&q)).into_response());
+        .map(|q: HashMap<String, String>, sim: Simulator| {
+            sim.count_call("jscode2session");
+            reply::json(&sim.jscode2session(&q)).into_response()
+        });
     let pay =
         warp::path!("pay" / String).and(warp::method()).and(body::limited(1024 * 1024)).and(with_sim.clone()).then(
             |api: String, method: warp::http::Method, body: bytes::Bytes, sim: Simulator| async move {
+                sim.count_call(&format!("pay/{}", crate::text::clip(&api, 40)));
                 let r = sim.pay_api(&api, method == warp::http::Method::POST, &body);
                 if let Some(delay) = r.delay {
                     tokio::time::sleep(delay).await;
@@ -92,6 +96,9 @@ pub fn routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
              body: bytes::Bytes,
              sim: Simulator| async move {
                 let now = crate::clock::now_ms() / 1000;
+                let path = path_and_query.split('?').next().unwrap_or_default();
+                let api: Vec<&str> = path.split('/').skip(1).take(4).collect();
+                sim.count_call(&format!("{method} /{}", api.join("/")));
                 let (auth, serial, host) =
                     (authorization.as_deref(), wants_serial.as_deref(), host.unwrap_or_default());
                 if let Some(reply) = sim.v3_bill(method.as_str(), &path_and_query, auth, serial, &host, now) {
@@ -330,6 +337,7 @@ fn secapi_routes(sim: Simulator) -> warp::filters::BoxedFilter<(Response,)> {
         .and(body::limited(64 * 1024))
         .and(with(sim))
         .map(|body: bytes::Bytes, sim: Simulator| {
+            sim.count_call("secapi/pay/refund");
             let r = sim.secapi_refund(&body, crate::clock::now_ms() / 1000);
             // A refund WeChat accepted ends soon after, with a notify.
             sim.end_new_refunds();

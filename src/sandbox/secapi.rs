@@ -29,6 +29,8 @@ pub struct MerchantTls {
     pub client_key_pem: String,
     /// The server side: requires a client certificate issued by the CA.
     pub server: Arc<rustls::ServerConfig>,
+    /// The CA, to issue other client certificates (a test's expired one).
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl MerchantTls {
@@ -69,7 +71,28 @@ impl MerchantTls {
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
             server: Arc::new(server),
+            ca,
         }
+    }
+
+    /// Another API certificate from the same CA, for merchant `cn`, valid
+    /// from `not_before` to `not_after` (a test's expired or soon-expiring
+    /// certificate: the mutual-TLS port refuses an expired one, as WeChat
+    /// does). Returns the certificate and its key, PEM.
+    pub fn client_certificate(
+        &self,
+        cn: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> (String, String) {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.ca).expect("a certificate");
+        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -77,6 +100,9 @@ impl Simulator {
     /// `/secapi/pay/refund`: reached only through the mutual-TLS port, so
     /// the merchant's certificate was checked in the handshake.
     pub fn secapi_refund(&self, body: &[u8], now_secs: i64) -> SimReply {
+        if body.is_empty() {
+            return return_fail("post数据为空");
+        }
         let request = match xml::parse(body) {
             Ok(f) => f,
             Err(_) => return return_fail("XML格式错误"),

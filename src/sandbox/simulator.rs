@@ -130,6 +130,8 @@ struct Inner {
     v3_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
     /// When each order query (v2 or v3) arrived, to check a client's pace.
     queries: Mutex<Vec<std::time::Instant>>,
+    /// Every call to WeChat's APIs, by API (the control API not counted).
+    calls: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Notify delivery of v3 refunds.
     refund_deliveries: Mutex<HashMap<String, Arc<Mutex<Delivery>>>>,
     /// Refund notifies are lost (a test of refund queries).
@@ -184,6 +186,7 @@ impl Simulator {
                 faults: Mutex::default(),
                 v3_deliveries: Mutex::default(),
                 queries: Mutex::default(),
+                calls: Mutex::default(),
                 refund_deliveries: Mutex::default(),
                 lose_refund_notifies: Default::default(),
                 http: reqwest::Client::new(),

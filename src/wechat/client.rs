@@ -94,6 +94,29 @@ pub(crate) fn transport(e: reqwest::Error) -> WechatError {
     }
 }
 
+/// [`transport`], with the error's causes: a refused TLS handshake says why
+/// only in a cause (`received fatal alert: CertificateExpired`).
+fn with_causes(e: reqwest::Error) -> WechatError {
+    if e.is_timeout() {
+        return WechatError::Timeout;
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    // SECURITY: as in `transport`, the URL is removed; the causes are
+    // hyper's and TLS's own words, which carry no URL.
+    let mut text = e.without_url().to_string();
+    for cause in causes {
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    WechatError::Transport(text)
+}
+
 /// What `jscode2session` tells us. `session_key` is deliberately absent:
 /// it is never deserialized, stored, logged or returned.
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +376,31 @@ impl WechatClient {
         let body = post_xml(http, join(base, "/secapi/pay/refund"), request, MAX_XML_BYTES).await;
         self.record("refund", started);
         self.check_reply(&body?)
+    }
+
+    /// Sends the refund host (`/secapi/pay/refund`) an empty request over
+    /// mutual TLS with the API certificate, for `paybridge doctor`: once the
+    /// handshake has accepted the certificate, WeChat answers an empty body
+    /// with `return_code=FAIL` (`post数据为空`), and nothing can come of it.
+    /// Returns the HTTP status and `return_msg` (when the body is WeChat's
+    /// XML); a refused handshake is a `Transport` error with TLS's reason.
+    pub async fn probe_refund_host(&self) -> Result<(u16, Option<String>), WechatError> {
+        let Some((http, base)) = &self.secapi else {
+            return Err(WechatError::ReturnFail(NO_CLIENT_CERTIFICATE.into()));
+        };
+        let started = Instant::now();
+        let reply = http
+            .post(join(base, "/secapi/pay/refund"))
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body("")
+            .send()
+            .await;
+        self.record("refund", started);
+        let reply = reply.map_err(with_causes)?;
+        let status = reply.status().as_u16();
+        let body = read_limited(reply).await?;
+        let message = xml::parse(&body).ok().and_then(|f| f.get("return_msg").map(|m| clip(m, 200).to_string()));
+        Ok((status, message))
     }
 
     /// Queries a refund by our number (`refundquery`, no certificate needed).

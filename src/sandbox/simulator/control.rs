@@ -117,6 +117,24 @@ impl Simulator {
         self.inner.queries.lock().expect("queries lock").push(std::time::Instant::now());
     }
 
+    /// Notes a call to one of WeChat's APIs: `jscode2session`,
+    /// `pay/orderquery`, `secapi/pay/refund`, or v3's method and first four
+    /// path segments (`GET /v3/pay/transactions/out-trade-no`).
+    pub fn count_call(&self, api: &str) {
+        // Bounded: paths are whatever a client sends; past 64 names, "other".
+        let mut calls = self.inner.calls.lock().expect("calls lock");
+        let name = match calls.contains_key(api) || calls.len() < 64 {
+            true => crate::text::clip(api, 80).into_owned(),
+            false => "other".to_owned(),
+        };
+        *calls.entry(name).or_default() += 1;
+    }
+
+    /// How many calls each API got, by [`Simulator::count_call`]'s names.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.calls.lock().expect("calls lock").clone()
+    }
+
     /// When each order query arrived, oldest first.
     pub fn queries(&self) -> Vec<std::time::Instant> {
         self.inner.queries.lock().expect("queries lock").clone()
@@ -298,5 +316,28 @@ impl Simulator {
             time_expire: o.params.get("time_expire").cloned(),
             notify: o.delivery.lock().expect("delivery lock").clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SimulatorConfig;
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn calls_are_counted_by_api_and_the_names_are_bounded() {
+        let sim = Simulator::new(SimulatorConfig::new("wx1", &Secret::new("s"), "1", &Secret::new("k")));
+        sim.count_call("jscode2session");
+        sim.count_call("jscode2session");
+        for i in 0..100 {
+            sim.count_call(&format!("GET /v3/made-up/{i}"));
+        }
+        let calls = sim.calls();
+        assert_eq!(calls["jscode2session"], 2);
+        assert_eq!(calls.len(), 65, "64 names, then one for all the others");
+        assert_eq!(calls["other"], 37);
+        sim.count_call("jscode2session");
+        assert_eq!(sim.calls()["jscode2session"], 3, "a known name still counts");
     }
 }

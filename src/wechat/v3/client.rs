@@ -10,7 +10,7 @@ use url::Url;
 use super::api::{self, JsapiAmount, JsapiOrder, JsapiPayer, ReplyError, Signer};
 use super::crypto::{ApiV3Key, PublicKey};
 use super::trust::{PlatformCertificate, Trust};
-use super::verify::{SignedHeaders, Verifier};
+use super::verify::{SignedHeaders, Verifier, VerifyError};
 use crate::wechat::client::{read_up_to, transport, WechatError};
 use crate::wechat::xml::MAX_XML_BYTES;
 
@@ -51,6 +51,26 @@ impl RawReply {
             ReplyError::Api { code, message, .. } => WechatError::Business { code, description: message },
         })
     }
+}
+
+/// What a signed request got back, before anything in it is trusted: the
+/// status, WeChat's `code` and `message`, and how its signature checked.
+/// For `paybridge doctor`, which must tell a refused request from a reply
+/// signed by a key it does not know, where [`V3Client::query`] only says
+/// that the call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// HTTP status.
+    pub status: u16,
+    /// WeChat's `code` (`ORDER_NOT_EXIST`, `SIGN_ERROR`, …); empty on a 2xx.
+    pub code: String,
+    /// WeChat's `message` (at most 256 characters).
+    pub message: String,
+    /// The reply's `Wechatpay-Serial`: which key signed it.
+    pub serial: Option<String>,
+    /// `None`: the reply carries no signature; else whether it verified
+    /// with the keys trusted now.
+    pub verified: Option<Result<(), VerifyError>>,
 }
 
 /// An order as PayBridge places it.
@@ -200,6 +220,34 @@ impl V3Client {
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.signer.mchid);
         let reply = self.call("GET", &path, Vec::new()).await?;
         serde_json::from_slice(&reply).map_err(|e| WechatError::BadReply(e.to_string()))
+    }
+
+    /// Queries an order by our number and returns what came back, verified
+    /// or not (see [`Probe`]); nothing in it is used beyond the report.
+    pub async fn probe_query(&self, out_trade_no: &str) -> Result<Probe, WechatError> {
+        let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.signer.mchid);
+        let reply = self.send("GET", &path, Vec::new()).await?;
+        let headers = reply.signed_headers();
+        let now = crate::clock::now_ms() / 1000;
+        let verified = headers.signature.map(|_| self.trust.verifier().verify(&headers, &reply.body, now));
+        #[derive(serde::Deserialize, Default)]
+        struct ErrorBody {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let error = match (200..300).contains(&reply.status) {
+            true => ErrorBody::default(),
+            false => serde_json::from_slice(&reply.body).unwrap_or_default(),
+        };
+        Ok(Probe {
+            status: reply.status,
+            code: error.code.chars().take(64).collect(),
+            message: error.message.chars().take(256).collect(),
+            serial: headers.serial.map(|s| s.chars().take(64).collect()),
+            verified,
+        })
     }
 
     /// Queries an order by WeChat's transaction id; returns WeChat's verified JSON.
