@@ -231,7 +231,8 @@ fn check_orders(store: &Store, count: u64, paid: u64) {
 async fn measure(count: u64, one_sender_rounds: u64) {
     assert!(count >= 2 * one_sender_rounds && count >= 4, "too few orders to pay half");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let data = dir.path().join("data");
+    // STORE_COST_KEEP=DIR keeps the filled store there, to profile its opening.
+    let data = std::env::var_os("STORE_COST_KEEP").map_or_else(|| dir.path().join("data"), Into::into);
     let paid = count / 2;
 
     let started = Instant::now();

@@ -9,7 +9,7 @@
 //! | `orders_by_tx` | transaction_id | out_trade_no |
 //! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
 //! | `orders_due` | queue (1) ‖ due_ms (8, BE) ‖ out_trade_no | empty ([`schedule`]: the lifecycle's work) |
-//! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day | orders per status / paid count and fen / rejected notifies |
+//! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day / `n` / `i` | orders per status / paid count and fen / rejected notifies / the notify log's size / the id floor |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |
 //! | `notifies_by_order` | out_trade_no ‖ 0x00 ‖ id | empty |
 //! | `meta` | name | value (`mode`: live or sandbox; `index_version`) |
@@ -25,11 +25,20 @@
 //! one writer thread ([`writer`]); a write's future resolves only after the
 //! batch it was part of is `fdatasync`ed, so callers can acknowledge at once.
 //!
+//! # On disk
+//! sled's files live in `<data_dir>/store/`, its pages compressed with zstd
+//! (format 2). A data directory of an earlier release (sled's files at its
+//! top, uncompressed) is copied into this format the first time it is
+//! opened (`migrate.rs`). sled's id generator is kept above every id in use
+//! by a floor in `stats` (`trees::NEXT_ID`), so that restored and copied
+//! stores never hand out an id twice.
+//!
 //! # Files
 //! This file holds [`Store`], its errors and options, and the glue between
 //! callers and the writer. Then, one concept each: `trees.rs` (the trees and
 //! the transaction over them), `open.rs` (opening the directory, the mode
-//! marker, index versions and rebuilds), `write.rs` (order and notify
+//! marker, index versions and rebuilds), `migrate.rs` (an earlier format
+//! copied into this one), `footprint.rs` (what each tree holds), `write.rs` (order and notify
 //! writes), `query.rs` (reads), `prune.rs` (what is forgotten: old
 //! notifies, nonces, bill files), `tx.rs` (keys and index upkeep inside a
 //! transaction), `writer.rs` (the writer thread); and a file per record
