@@ -151,7 +151,7 @@ mod tests {
             bad[at] ^= 0x20;
             std::fs::write(&path, &bad).unwrap();
             let file = File::open(&path).unwrap();
-            assert!(!matches!(read_at(&file, 0, u64::MAX), Ok(_)), "a flipped byte at {at} is noticed");
+            assert!(read_at(&file, 0, u64::MAX).is_err(), "a flipped byte at {at} is noticed");
         }
     }
 }

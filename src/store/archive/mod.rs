@@ -156,7 +156,7 @@ impl Archive {
     /// one: shown once), else the archive. Blocking reads.
     pub fn lookup(&self, store: &Store, out_trade_no: &str) -> Result<Option<Found>, ArchiveError> {
         if let Some(order) = store.order(out_trade_no)? {
-            return Ok(Some(Found::Hot(order)));
+            return Ok(Some(Found::Hot(Box::new(order))));
         }
         Ok(self.find(out_trade_no)?.map(|a| Found::Archived(Box::new(a))))
     }
@@ -196,7 +196,7 @@ impl Archive {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// In the hot store: it may still change.
-    Hot(Order),
+    Hot(Box<Order>),
     /// In the archive: read-only.
     Archived(Box<ArchivedOrder>),
 }
