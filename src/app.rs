@@ -51,6 +51,8 @@ pub struct Running {
     pub lifecycle: Arc<crate::pay::lifecycle::Lifecycle>,
     /// The daily bill.
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
+    /// Orders that ended long ago, out of the hot store.
+    pub archive: crate::store::archive::Archive,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -211,6 +213,7 @@ pub async fn start_with_listeners(
         webhooks.shared_clock(),
         config.reconcile.keep_bills_days,
     );
+    let archive = crate::store::archive::Archive::new(&config.data_dir);
     let admin = Arc::new(Admin::new(
         config.admin_settings(),
         store.clone(),
@@ -219,6 +222,7 @@ pub async fn start_with_listeners(
         payments.clone(),
         webhooks.clone(),
         reconciler.clone(),
+        archive.clone(),
     ));
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),
@@ -257,6 +261,11 @@ pub async fn start_with_listeners(
     if config.reconcile.enabled {
         background.push(tokio::spawn(reconciler.clone().run()));
     }
+    background.push(tokio::spawn(archive.clone().keep_moving(
+        store.clone(),
+        config.archive_after_days,
+        webhooks.shared_clock(),
+    )));
     if payments.uses_platform_certificates() {
         payments.start_certificates().await;
         background.push(tokio::spawn(payments.clone().run_certificate_refresh()));
@@ -264,7 +273,13 @@ pub async fn start_with_listeners(
     match crate::control::bind(&config.data_dir) {
         Ok(listener) => {
             let socket = crate::control::socket_path(&config.data_dir);
-            let control = crate::control::Control { store: store.clone(), reconciler: reconciler.clone() };
+            let control = crate::control::Control {
+                store: store.clone(),
+                reconciler: reconciler.clone(),
+                archive: archive.clone(),
+                archive_after_days: config.archive_after_days,
+                clock: webhooks.shared_clock(),
+            };
             background.push(tokio::spawn(crate::control::serve(listener, control, socket)));
         }
         // A data_dir path too long for a Unix socket, say: serving goes on.
@@ -313,6 +328,7 @@ pub async fn start_with_listeners(
         webhooks,
         lifecycle,
         reconciler,
+        archive,
         stop,
         servers,
         background,

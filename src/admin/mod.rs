@@ -43,6 +43,8 @@ pub struct Admin {
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     /// Runs a day's reconciliation again.
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
+    /// Orders moved out of the hot store: found by number, read-only.
+    pub archive: crate::store::archive::Archive,
     started: Instant,
     system: SystemInfo,
 }
@@ -144,7 +146,7 @@ pub struct CertificateInfo {
 
 pub use crate::store::{day_string, parse_day};
 pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
-pub use orders::{AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES};
+pub use orders::{order_detail, AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES};
 pub use overview::{Day, Overview, Total};
 
 impl Admin {
@@ -157,8 +159,10 @@ impl Admin {
         payments: Arc<crate::pay::Payments>,
         webhooks: Arc<crate::platform::webhook::Webhooks>,
         reconciler: Arc<crate::pay::reconcile::Reconciler>,
+        archive: crate::store::archive::Archive,
     ) -> Admin {
         Admin {
+            archive,
             payments,
             webhooks,
             reconciler,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::entry::{ArchivedOrder, Entry};
 use super::{frame, index, month_of, Archive, ArchiveError};
@@ -30,7 +30,7 @@ const FEED_SCAN_LIMIT: usize = 100_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// What one move did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MoveReport {
     /// Orders that left the hot store for the archive.
