@@ -261,7 +261,11 @@ pub fn main() -> anyhow::Result<()> {
                 let config = Config::load(&config)?;
                 let report = crate::store::archive::Archive::new(&config.data_dir).verify()?;
                 print!("{}", report.summary());
-                anyhow::ensure!(!report.damaged(), "the archive in {} is damaged (see above)", config.data_dir.display());
+                anyhow::ensure!(
+                    !report.damaged(),
+                    "the archive in {} is damaged (see above)",
+                    config.data_dir.display()
+                );
                 Ok(())
             }
             Command::Restore { config, from, replace } => restore(&Config::load(&config)?, &from, replace).await,

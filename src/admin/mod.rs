@@ -146,7 +146,9 @@ pub struct CertificateInfo {
 
 pub use crate::store::{day_string, parse_day};
 pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
-pub use orders::{order_detail, AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES};
+pub use orders::{
+    order_detail, AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES,
+};
 pub use overview::{Day, Overview, Total};
 
 impl Admin {

@@ -345,8 +345,21 @@ impl RawConfig {
             Some(reconcile),
             Some(archive_after_days),
         ) = (
-            mode, tls, admin, http, sandbox, wechat, products, platforms, orders, metrics, log, storage, notifies,
-            reconcile, archive_after_days,
+            mode,
+            tls,
+            admin,
+            http,
+            sandbox,
+            wechat,
+            products,
+            platforms,
+            orders,
+            metrics,
+            log,
+            storage,
+            notifies,
+            reconcile,
+            archive_after_days,
         )
         else {
             return Err(errors);
