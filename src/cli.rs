@@ -317,7 +317,7 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             };
-            let bytes = store.backup().await?;
+            let bytes = store.backup(&crate::store::archive::Archive::new(dir)).await?;
             store.close(std::time::Duration::from_secs(30)).await;
             bytes
         }

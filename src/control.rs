@@ -91,7 +91,7 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
         return stream.get_mut().write_all(b"error no request within 10 seconds\n").await;
     }
     match line.trim() {
-        "backup" => match store.backup().await {
+        "backup" => match store.backup(&control.archive).await {
             Ok(bytes) => {
                 tracing::info!(bytes = bytes.len(), "backup taken");
                 let out = stream.get_mut();

@@ -211,6 +211,54 @@ impl Found {
     }
 }
 
+impl Archive {
+    /// Waits until no move runs and keeps moves out while the guard lives
+    /// (a backup: the hot store and the archive at one point in time).
+    pub(super) async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.moving.lock().await
+    }
+
+    /// Every archive file's committed bytes, by file name (for a backup):
+    /// a month file up to the length its index commits, and its index. A
+    /// month without a readable index is copied whole (what is there is
+    /// what a restore gets). Blocking reads.
+    pub(super) fn committed_files(&self) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+        let mut files = Vec::new();
+        for name in self.months()? {
+            let month = self.month(&name);
+            let io = |path: &Path| {
+                let path = path.display().to_string();
+                move |source| ArchiveError::Io { path, source }
+            };
+            let index = match std::fs::read(&month.idx) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(&month.idx)(e)),
+            };
+            let mut data = match std::fs::read(&month.pba) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io(&month.pba)(e)),
+            };
+            if let Some(covered) = index.as_deref().and_then(|b| index::Index::decode(b).ok()).map(|i| i.covered) {
+                data.truncate(covered as usize);
+            }
+            files.push((format!("{name}.pba"), data));
+            if let Some(index) = index {
+                files.push((format!("{name}.idx"), index));
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// Whether `name` is an archive file's name (`YYYY-MM.pba` or `.idx`):
+/// SECURITY: a restore writes only such names, never a path a crafted
+/// backup makes up.
+pub fn is_file_name(name: &str) -> bool {
+    name.strip_suffix(".pba").or_else(|| name.strip_suffix(".idx")).is_some_and(is_month)
+}
+
 /// Whether `name` looks like `YYYY-MM`.
 fn is_month(name: &str) -> bool {
     let b = name.as_bytes();
