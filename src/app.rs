@@ -208,12 +208,13 @@ pub async fn start_with_listeners(
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
     let webhooks = crate::platform::webhook::Webhooks::new(store.clone(), payments.clone(), metrics.clone());
+    let archive = crate::store::archive::Archive::new(&config.data_dir);
     let reconciler = crate::pay::reconcile::Reconciler::new(
         payments.clone(),
         webhooks.shared_clock(),
         config.reconcile.keep_bills_days,
+        archive.clone(),
     );
-    let archive = crate::store::archive::Archive::new(&config.data_dir);
     let admin = Arc::new(Admin::new(
         config.admin_settings(),
         store.clone(),

@@ -346,7 +346,9 @@ async fn reconcile(config: Option<&Config>, dir: &std::path::Path, day: &str) ->
                 payments.start_certificates().await;
             }
             let clock = Arc::new(crate::platform::webhook::Clock::default());
-            let reconciler = crate::pay::reconcile::Reconciler::new(payments, clock, config.reconcile.keep_bills_days);
+            let archive = crate::store::archive::Archive::new(dir);
+            let reconciler =
+                crate::pay::reconcile::Reconciler::new(payments, clock, config.reconcile.keep_bills_days, archive);
             let result = reconciler.run_day(day).await;
             store.close(std::time::Duration::from_secs(30)).await;
             serde_json::to_value(crate::admin::BillDayView::from(&result?))?

@@ -164,6 +164,13 @@ async fn ended_orders_move_to_the_archive_and_are_still_found() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no order NOSUCH0001"), "{out:?}");
 
+    // Reconciling that day again reads its orders and refunds from the
+    // archive: WeChat's bill matches them.
+    env.sim.simulator.close_day(&day);
+    let result = env.app.reconciler.run_day(&day).await.unwrap();
+    assert_eq!(result.state, paybridge::store::bill::BillState::Matched, "{result:?}");
+    assert_eq!((result.payments, result.refunds), (3, 1), "{result:?}");
+
     // A run asked for now finds nothing more to move.
     let report: Value = serde_json::from_slice(&paybridge::control::archive(&data).await.unwrap().unwrap()).unwrap();
     assert_eq!(report["moved"], 0, "{report}");
