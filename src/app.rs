@@ -223,7 +223,6 @@ pub async fn start_with_listeners(
         payments.clone(),
         webhooks.clone(),
         reconciler.clone(),
-        archive.clone(),
     ));
     let ops = crate::http::ops::Ops {
         metrics: metrics.clone(),

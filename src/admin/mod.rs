@@ -43,7 +43,8 @@ pub struct Admin {
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     /// Runs a day's reconciliation again.
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
-    /// Orders moved out of the hot store: found by number, read-only.
+    /// Orders moved out of the hot store: found by number, read-only (the
+    /// server's moves run on another handle of the same folder).
     pub archive: crate::store::archive::Archive,
     started: Instant,
     system: SystemInfo,
@@ -79,6 +80,8 @@ pub struct AdminSettings {
     system: SystemInfo,
     /// Where WeChat posts notifies (the integration view shows it).
     notify_url: url::Url,
+    /// The data directory's archive (read only here).
+    archive: crate::store::archive::Archive,
 }
 
 impl AdminSettings {
@@ -111,7 +114,8 @@ impl AdminSettings {
             data_dir: data_dir.display().to_string(),
             accept_client_amount,
         };
-        AdminSettings { system, notify_url: wechat.notify_url.clone() }
+        let archive = crate::store::archive::Archive::new(data_dir);
+        AdminSettings { system, notify_url: wechat.notify_url.clone(), archive }
     }
 }
 
@@ -161,10 +165,9 @@ impl Admin {
         payments: Arc<crate::pay::Payments>,
         webhooks: Arc<crate::platform::webhook::Webhooks>,
         reconciler: Arc<crate::pay::reconcile::Reconciler>,
-        archive: crate::store::archive::Archive,
     ) -> Admin {
         Admin {
-            archive,
+            archive: settings.archive,
             payments,
             webhooks,
             reconciler,

@@ -109,6 +109,12 @@ struct Inner {
     moving: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive").field("dir", &self.inner.dir).finish()
+    }
+}
+
 /// The Beijing month (`YYYY-MM`) of a unix-ms time: an order's month file.
 pub fn month_of(ms: i64) -> String {
     let mut day = crate::clock::day_string(crate::clock::beijing_day(ms));
