@@ -19,7 +19,7 @@ use common::{config_text, start_simulator, Api, Env, Opts};
 use paybridge::domain::Mode;
 use paybridge::store::archive::{Archive, Found};
 use paybridge::store::{NotifyRecord, Order, OrderContents, OrderStatus, Payment, Store, Verdict};
-use process::Proc;
+use process::{free_tcp_port, ChildGuard, Proc};
 use serde_json::{json, Value};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -109,6 +109,55 @@ async fn check_archived(env: &Env, day: &str) {
     assert_eq!(listed, ["ARCHOTPAID"], "listing pages cover the hot store only");
 }
 
+/// The admin page in headless Chromium (see `tests/admin_browser.rs`):
+/// an archived order's page says so and offers no refund, and a search by
+/// its number lists it with the badge.
+async fn archived_in_the_browser(env: &Env) {
+    use fantoccini::{ClientBuilder, Locator};
+    let port = free_tcp_port();
+    let driver = ChildGuard::spawn(std::process::Command::new("chromedriver").arg(format!("--port={port}")));
+    let url = format!("http://127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while reqwest::get(format!("{url}/status")).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start: {}", driver.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let options = json!({ "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--lang=en", format!("--user-data-dir={}", profile.path().display())],
+    }});
+    let Value::Object(capabilities) = options else { unreachable!() };
+    let client = ClientBuilder::rustls().unwrap().capabilities(capabilities).connect(&url).await.unwrap();
+    let wait = |css: String| {
+        let client = client.clone();
+        async move {
+            let found = client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(&css)).await;
+            found.unwrap_or_else(|e| panic!("no {css}: {e}"))
+        }
+    };
+    client.goto(&format!("{}/admin", env.base)).await.unwrap();
+    wait("#password".into()).await.send_keys(common::ADMIN_PASSWORD).await.unwrap();
+    wait("#login-submit".into()).await.click().await.unwrap();
+    wait("body[data-view=\"overview\"]".into()).await;
+
+    client.goto(&format!("{}/admin#/orders/ARCREFUND1", env.base)).await.unwrap();
+    wait("body[data-view=\"orders/ARCREFUND1\"]".into()).await;
+    let note = wait("#order-archived".into()).await.text().await.unwrap();
+    assert!(note.contains("archive"), "{note}");
+    assert!(client.find(Locator::Css("#refund-form")).await.is_err(), "no refund form for an archived order");
+    let refunds = client.find_all(Locator::Css(".card.refund")).await.unwrap();
+    assert_eq!(refunds.len(), 1, "its refund is listed");
+
+    client.goto(&format!("{}/admin#/orders?q=ARCPAID001", env.base)).await.unwrap();
+    wait("body[data-view=\"orders?q=ARCPAID001\"]".into()).await;
+    let badge = wait("a.row.order[data-no=\"ARCPAID001\"] .status.archived".into()).await;
+    assert_eq!(badge.text().await.unwrap(), "Archived");
+    client.close().await.unwrap();
+}
+
 /// The round trip: the orders a day brings, 401 days later in the archive
 /// (moved by the server's own daily schedule), found by number with their
 /// notifies and refunds, in the CSV, out of the hot store; after a restart
@@ -153,6 +202,7 @@ async fn ended_orders_move_to_the_archive_and_are_still_found() {
     assert!(env.app.store.notifies_for_order("ARCPAID001", None, 10).unwrap().items.is_empty());
     assert!(env.app.store.refunds_for_order("ARCREFUND1").unwrap().is_empty());
     check_archived(&env, &day).await;
+    archived_in_the_browser(&env).await;
 
     // The CLI finds it through the running server's control socket.
     let data = env.dir.path().join("data");
