@@ -196,10 +196,8 @@ fn probe(dir: &Path) {
 
 /// Start-up time (ms) and idle RSS (MiB) of a fresh process opening `dir`.
 fn probe_fresh(dir: &Path) -> (f64, f64) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(PROBE, dir)
-        .output()
-        .expect("the probe runs");
+    let out =
+        std::process::Command::new(std::env::current_exe().unwrap()).env(PROBE, dir).output().expect("the probe runs");
     assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut figures = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());

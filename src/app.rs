@@ -51,6 +51,8 @@ pub struct Running {
     pub lifecycle: Arc<crate::pay::lifecycle::Lifecycle>,
     /// The daily bill.
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
+    /// Orders that ended long ago, out of the hot store.
+    pub archive: crate::store::archive::Archive,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -206,10 +208,12 @@ pub async fn start_with_listeners(
         tracing::warn!("no admin password set: the admin page is locked; run `paybridge admin set-password`");
     }
     let webhooks = crate::platform::webhook::Webhooks::new(store.clone(), payments.clone(), metrics.clone());
+    let archive = crate::store::archive::Archive::new(&config.data_dir);
     let reconciler = crate::pay::reconcile::Reconciler::new(
         payments.clone(),
         webhooks.shared_clock(),
         config.reconcile.keep_bills_days,
+        archive.clone(),
     );
     // The System view's "Check credentials": the doctor, for this config.
     let doctor_config = Arc::new(config.clone());
@@ -266,6 +270,11 @@ pub async fn start_with_listeners(
     if config.reconcile.enabled {
         background.push(tokio::spawn(reconciler.clone().run()));
     }
+    background.push(tokio::spawn(archive.clone().keep_moving(
+        store.clone(),
+        config.archive_after_days,
+        webhooks.shared_clock(),
+    )));
     if payments.uses_platform_certificates() {
         payments.start_certificates().await;
         background.push(tokio::spawn(payments.clone().run_certificate_refresh()));
@@ -273,7 +282,13 @@ pub async fn start_with_listeners(
     match crate::control::bind(&config.data_dir) {
         Ok(listener) => {
             let socket = crate::control::socket_path(&config.data_dir);
-            let control = crate::control::Control { store: store.clone(), reconciler: reconciler.clone() };
+            let control = crate::control::Control {
+                store: store.clone(),
+                reconciler: reconciler.clone(),
+                archive: archive.clone(),
+                archive_after_days: config.archive_after_days,
+                clock: webhooks.shared_clock(),
+            };
             background.push(tokio::spawn(crate::control::serve(listener, control, socket)));
         }
         // A data_dir path too long for a Unix socket, say: serving goes on.
@@ -322,6 +337,7 @@ pub async fn start_with_listeners(
         webhooks,
         lifecycle,
         reconciler,
+        archive,
         stop,
         servers,
         background,

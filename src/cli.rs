@@ -1,5 +1,6 @@
 //! The command line: `paybridge serve | sandbox | check-config | doctor |
-//! backup | restore | reconcile | admin set-password | cert status`.
+//! backup | restore | reconcile | order | archive run|verify |
+//! admin set-password | cert status`.
 //!
 //! Longer than the usual file on purpose: it is the clap definition of every
 //! command and one short function per command, read together when a command
@@ -103,6 +104,25 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Show an order by number, from the hot store or the archive (JSON, as
+    /// the admin API shows it), through the running server, or directly
+    /// when it is stopped.
+    Order {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG", required_unless_present = "data_dir")]
+        config: Option<PathBuf>,
+        /// Or only the data directory of a running server (the sandbox's).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// The order number (out_trade_no).
+        number: String,
+    },
+    /// The archive of orders that ended long ago (`[storage] archive_after_days`).
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        action: ArchiveCommand,
+    },
     /// Admin page commands.
     Admin {
         /// What to do.
@@ -124,6 +144,25 @@ pub enum AdminCommand {
     /// and writes its Argon2id hash into the config file as `[admin] password_hash`.
     SetPassword {
         /// The TOML config file to update.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// `paybridge archive ...`
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Move the orders that are due to the archive now, through the running
+    /// server, or directly when it is stopped (the server also does it daily).
+    Run {
+        /// The TOML config file.
+        #[arg(long, env = "PAYBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check every archive file: each frame's checksum, each record, the
+    /// index against the file. Prints a summary; exits non-zero on damage.
+    Verify {
+        /// The TOML config file.
         #[arg(long, env = "PAYBRIDGE_CONFIG")]
         config: PathBuf,
     },
@@ -236,6 +275,23 @@ pub fn main() -> anyhow::Result<()> {
                 let dir = data_dir.or_else(|| config.as_ref().map(|c| c.data_dir.clone())).expect("clap requires one");
                 reconcile(config.as_ref(), &dir, &date).await
             }
+            Command::Order { config, data_dir, number } => {
+                let config = config.map(|c| Config::load(&c)).transpose()?;
+                let dir = data_dir.or_else(|| config.as_ref().map(|c| c.data_dir.clone())).expect("clap requires one");
+                show_order(config.as_ref(), &dir, &number).await
+            }
+            Command::Archive { action: ArchiveCommand::Run { config } } => archive_run(&Config::load(&config)?).await,
+            Command::Archive { action: ArchiveCommand::Verify { config } } => {
+                let config = Config::load(&config)?;
+                let report = crate::store::archive::Archive::new(&config.data_dir).verify()?;
+                print!("{}", report.summary());
+                anyhow::ensure!(
+                    !report.damaged(),
+                    "the archive in {} is damaged (see above)",
+                    config.data_dir.display()
+                );
+                Ok(())
+            }
             Command::Restore { config, from, replace } => restore(&Config::load(&config)?, &from, replace).await,
             Command::Cert { action: CertCommand::Status { config } } => {
                 let config = Config::load(&config)?;
@@ -285,7 +341,7 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             };
-            let bytes = store.backup().await?;
+            let bytes = store.backup(&crate::store::archive::Archive::new(dir)).await?;
             store.close(std::time::Duration::from_secs(30)).await;
             bytes
         }
@@ -314,7 +370,9 @@ async fn reconcile(config: Option<&Config>, dir: &std::path::Path, day: &str) ->
                 payments.start_certificates().await;
             }
             let clock = Arc::new(crate::platform::webhook::Clock::default());
-            let reconciler = crate::pay::reconcile::Reconciler::new(payments, clock, config.reconcile.keep_bills_days);
+            let archive = crate::store::archive::Archive::new(dir);
+            let reconciler =
+                crate::pay::reconcile::Reconciler::new(payments, clock, config.reconcile.keep_bills_days, archive);
             let result = reconciler.run_day(day).await;
             store.close(std::time::Duration::from_secs(30)).await;
             serde_json::to_value(crate::admin::BillDayView::from(&result?))?
@@ -355,6 +413,82 @@ async fn reconcile(config: Option<&Config>, dir: &std::path::Path, day: &str) ->
         }
         _ => anyhow::bail!("{}", json["error"].as_str().unwrap_or("the day could not be reconciled")),
     }
+}
+
+/// Opens the store of a stopped server directly, without waiting for its
+/// lock (a running one holds it: then its control socket must answer).
+fn open_stopped(config: &Config) -> anyhow::Result<crate::store::Store> {
+    let dir = &config.data_dir;
+    anyhow::ensure!(
+        crate::store::holds_data(dir),
+        "no PayBridge data in {} (data_dir): is it the right config?",
+        dir.display()
+    );
+    let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
+    match crate::store::Store::open_with(dir, config.mode, now) {
+        Ok(store) => Ok(store),
+        Err(e @ crate::store::StoreError::Locked { .. }) => anyhow::bail!(
+            "{e}, but its control socket {} does not answer; run this as the service user \
+             (sudo -u paybridge ...) or root",
+            crate::control::socket_path(dir).display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Moves what is due to the archive: through the running server, or
+/// directly when it is stopped. Prints what moved.
+async fn archive_run(config: &Config) -> anyhow::Result<()> {
+    let report = match crate::control::archive(&config.data_dir).await? {
+        Some(json) => serde_json::from_slice::<crate::store::archive::MoveReport>(&json)?,
+        None => {
+            let store = open_stopped(config)?;
+            let archive = crate::store::archive::Archive::new(&config.data_dir);
+            let now = crate::clock::now_ms();
+            let cutoff = now - i64::from(config.archive_after_days) * 86_400_000;
+            let report = archive.move_ended(&store, cutoff, now).await;
+            store.close(std::time::Duration::from_secs(30)).await;
+            report?
+        }
+    };
+    println!(
+        "Moved {} order(s) that ended more than {} days ago to the archive ({} frame(s), {} bytes{}).",
+        report.moved,
+        config.archive_after_days,
+        report.frames,
+        report.bytes,
+        if report.months.is_empty() { String::new() } else { format!(", months {}", report.months.join(" ")) }
+    );
+    if report.changed > 0 {
+        println!("{} order(s) changed while moving; they stay and move next time.", report.changed);
+    }
+    anyhow::ensure!(
+        report.failed_months.is_empty(),
+        "the archive files of {} could not be written (see the log); their orders stay in the hot store",
+        report.failed_months.join(" ")
+    );
+    Ok(())
+}
+
+/// Prints an order (hot store or archive) as JSON.
+async fn show_order(config: Option<&Config>, dir: &std::path::Path, number: &str) -> anyhow::Result<()> {
+    let json = match crate::control::order(dir, number).await? {
+        Some(json) => json,
+        None => {
+            let Some(config) = config else {
+                anyhow::bail!("no PayBridge answers on {}: start it, or pass --config", dir.display())
+            };
+            let store = open_stopped(config)?;
+            let archive = crate::store::archive::Archive::new(dir);
+            let found = crate::admin::order_detail(&store, &archive, number);
+            store.close(std::time::Duration::from_secs(30)).await;
+            found?.map(|d| serde_json::to_vec(&d)).transpose()?.unwrap_or_default()
+        }
+    };
+    anyhow::ensure!(!json.is_empty(), "no order {number} in the hot store or the archive");
+    let value: serde_json::Value = serde_json::from_slice(&json)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
 }
 
 /// Restores a backup into `data_dir`: into a new directory beside it first,

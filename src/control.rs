@@ -10,6 +10,10 @@
 //! - `backup` → `ok <length>` and that many bytes;
 //! - `reconcile <yyyy-MM-dd>` → `ok <length>` and the day's result as JSON
 //!   (what the admin API returns);
+//! - `archive` → moves the orders that are due to the archive now; `ok
+//!   <length>` and what it did as JSON;
+//! - `order <out_trade_no>` → `ok <length>` and the order as JSON (the
+//!   admin API's detail, from the hot store or the archive), `ok 0` if none;
 //!
 //! or `error <message>`.
 
@@ -50,6 +54,12 @@ pub struct Control {
     pub store: Store,
     /// For `reconcile`.
     pub reconciler: std::sync::Arc<crate::pay::reconcile::Reconciler>,
+    /// For `archive` and `order`.
+    pub archive: crate::store::archive::Archive,
+    /// `[storage] archive_after_days`.
+    pub archive_after_days: u32,
+    /// The schedules' clock: what "now" is for a move.
+    pub clock: std::sync::Arc<crate::clock::Clock>,
 }
 
 /// Serves operator requests until the task is dropped.
@@ -81,7 +91,7 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
         return stream.get_mut().write_all(b"error no request within 10 seconds\n").await;
     }
     match line.trim() {
-        "backup" => match store.backup().await {
+        "backup" => match store.backup(&control.archive).await {
             Ok(bytes) => {
                 tracing::info!(bytes = bytes.len(), "backup taken");
                 let out = stream.get_mut();
@@ -105,12 +115,54 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
                 Err(e) => stream.get_mut().write_all(format!("error {e}\n").as_bytes()).await,
             }
         }
+        "archive" => {
+            let now = control.clock.now_ms();
+            let cutoff = now - i64::from(control.archive_after_days) * 86_400_000;
+            match control.archive.move_ended(store, cutoff, now).await {
+                Ok(report) => ok_json(stream.get_mut(), &serde_json::to_vec(&report).unwrap_or_default()).await,
+                Err(e) => stream.get_mut().write_all(format!("error the move failed: {e}\n").as_bytes()).await,
+            }
+        }
+        other if other.starts_with("order ") => {
+            let no = other["order ".len()..].trim().to_owned();
+            let (store, archive) = (store.clone(), control.archive.clone());
+            let found = tokio::task::spawn_blocking(move || crate::admin::order_detail(&store, &archive, &no)).await;
+            match found {
+                Ok(Ok(detail)) => {
+                    let json = detail.map(|d| serde_json::to_vec(&d).unwrap_or_default()).unwrap_or_default();
+                    ok_json(stream.get_mut(), &json).await
+                }
+                Ok(Err(e)) => stream.get_mut().write_all(format!("error {e}\n").as_bytes()).await,
+                Err(e) => stream.get_mut().write_all(format!("error {e}\n").as_bytes()).await,
+            }
+        }
         other => {
-            let reply =
-                format!("error unknown request {:?}; this server knows: backup, reconcile\n", other.escape_debug());
+            let reply = format!(
+                "error unknown request {:?}; this server knows: backup, reconcile, archive, order\n",
+                other.escape_debug()
+            );
             stream.get_mut().write_all(reply.as_bytes()).await
         }
     }
+}
+
+/// Sends `ok <length>` and `bytes`.
+async fn ok_json(out: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(format!("ok {}\n", bytes.len()).as_bytes()).await?;
+    out.write_all(bytes).await
+}
+
+/// Asks the server using `data_dir` to move what is due to the archive;
+/// returns what it did as JSON. `Ok(None)`: no server answers.
+pub async fn archive(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    ask(data_dir, "archive").await
+}
+
+/// Asks the server using `data_dir` for an order by number (hot store or
+/// archive): its JSON, empty if there is none. `Ok(None)`: no server answers.
+pub async fn order(data_dir: &Path, out_trade_no: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    anyhow::ensure!(!out_trade_no.contains('\n') && out_trade_no.len() <= 50, "an order number is one short line");
+    ask(data_dir, &format!("order {out_trade_no}")).await
 }
 
 /// Whether a server answers on `data_dir`'s control socket.

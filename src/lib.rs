@@ -17,7 +17,7 @@
 //!
 //! Then, each on the ones before it:
 //! - [`wechat`]: the WeChat Pay protocol, v2 (XML, MD5/HMAC) and v3 (JSON, RSA, AES-GCM), its client, and its settings.
-//! - [`store`]: sled storage: orders, notifies, refunds, the outbox, bills; one writer with group commit.
+//! - [`store`]: sled storage: orders, notifies, refunds, the outbox, bills; one writer with group commit; the archive of ended orders.
 //! - [`platform`]: platform A's keys, request signatures and order tokens (and, above [`pay`], webhook delivery).
 //! - [`pay`]: the domain: orders, notifies, the lifecycle, refunds, reconciliation, platform orders; no HTTP.
 //! - [`tls`]: HTTPS certificates: ACME (Let's Encrypt), files, self-signed; renewal.

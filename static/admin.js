@@ -43,6 +43,7 @@ const I18N = {
     'orders.created': 'created {t}', 'orders.paid': 'paid {t}',
     'order.title': 'Order {no}', 'order.back': '← Orders', 'order.history': 'History', 'order.notifies': 'Notifies',
     'order.noNotifies': 'No notify received for this order.', 'order.notFound': 'No such order.',
+    'order.archived': 'Archived', 'order.archivedNote': 'This order ended long ago and was moved to the archive: it is shown as it was, and nothing can change it.',
     'field.outTradeNo': 'Order number', 'field.status': 'Status', 'field.amount': 'Amount (yuan)',
     'field.body': 'Description', 'field.attach': 'Attach', 'field.source': 'Amount from',
     'system.products': 'Products ([[products]], reloaded on SIGHUP)', 'system.noProducts': 'No products: orders take a client amount or none.', 'field.openid': 'Payer openid',
@@ -118,6 +119,7 @@ const I18N = {
     'orders.created': '创建于 {t}', 'orders.paid': '支付于 {t}',
     'order.title': '订单 {no}', 'order.back': '← 订单列表', 'order.history': '订单历史', 'order.notifies': '支付通知',
     'order.noNotifies': '此订单尚未收到支付通知。', 'order.notFound': '没有这个订单。',
+    'order.archived': '已归档', 'order.archivedNote': '此订单早已结束并已移入归档：按归档时的样子显示，不能再做任何更改。',
     'field.outTradeNo': '商户订单号', 'field.status': '状态', 'field.amount': '金额（元）',
     'field.body': '商品描述', 'field.attach': '附加数据', 'field.source': '金额来源',
     'system.products': '商品目录（[[products]]，SIGHUP 时重新加载）', 'system.noProducts': '未配置商品。', 'field.openid': '付款人 openid',
@@ -498,6 +500,7 @@ function orderRow(o) {
     h('span', { class: 'amount' }, '¥' + yuan(o.totalFee)),
     h('span', { class: 'desc' }, o.body),
     h('span', { class: 'meta' }, statusBadge(o.status), ' ',
+      o.archived ? h('span', { class: 'status archived' }, t('order.archived')) : '', o.archived ? ' ' : '',
       h('span', { class: 'when' }, o.paidAt ? t('orders.paid', { t: when(o.paidAt) }) : t('orders.created', { t: when(o.createdAt) }))));
 }
 
@@ -606,6 +609,7 @@ async function orderDetail(no) {
   render(
     h('a', { href: '#/orders' }, t('order.back')),
     h('h1', { id: 'order-title' }, t('order.title', { no: o.outTradeNo })),
+    o.archived ? h('p', { class: 'card archived', id: 'order-archived' }, t('order.archivedNote')) : '',
     h('div', { class: 'card', id: 'order-fields' }, fields([
       ['field.status', statusBadge(o.status)],
       ['field.amount', '¥' + yuan(o.totalFee)],
@@ -631,7 +635,7 @@ async function orderDetail(no) {
     ...refundSection(o),
     ...(o.deliveries.length ? [
       h('h2', {}, t('order.webhooks')),
-      h('div', { id: 'order-deliveries' }, ...o.deliveries.map(deliveryCard))] : []),
+      h('div', { id: 'order-deliveries' }, ...o.deliveries.map(d => deliveryCard(d, o.archived)))] : []),
     h('h2', {}, t('order.notifies')),
     h('div', { id: 'order-notifies' },
       ...(o.notifies.length ? o.notifies.map(n => notifyCard(n, false)) : [h('p', { class: 'muted' }, t('order.noNotifies'))])));
@@ -652,7 +656,7 @@ function refundSection(o) {
       h('strong', {}, '¥' + yuan(r.amount)), ' ', r.reason || ''),
     h('div', { class: 'muted' }, r.outRefundNo, ' · ', r.requestedBy, ' · ', when(r.createdAt),
       r.lastResult ? ' · ' + r.lastResult : '')));
-  if (!['PAID', 'PARTIALLY_REFUNDED'].includes(o.status) || refundable <= 0) {
+  if (o.archived || !['PAID', 'PARTIALLY_REFUNDED'].includes(o.status) || refundable <= 0) {
     return list.length ? [h('h2', {}, t('order.refunds')), ...list] : [];
   }
   const amount = h('input', { id: 'refund-amount', inputmode: 'decimal', placeholder: yuan(refundable), 'aria-label': t('refund.amount') });
@@ -698,7 +702,7 @@ function refundSection(o) {
   return [h('h2', {}, t('order.refunds')), ...list, form];
 }
 
-function deliveryCard(d) {
+function deliveryCard(d, archived) {
   const note = h('span', { class: 'muted' });
   const card = h('div', { class: 'card delivery', 'data-state': d.state },
     h('div', {}, statusBadge(d.state), ' ',
@@ -706,7 +710,7 @@ function deliveryCard(d) {
     h('div', { class: 'muted' }, d.eventId,
       d.lastResult ? ' · ' + t('delivery.last', { result: d.lastResult, t: when(d.lastAttemptAt) }) : '',
       d.nextAt ? ' · ' + t('delivery.next', { t: when(d.nextAt) }) : ''));
-  if (d.state !== 'DELIVERED') {
+  if (d.state !== 'DELIVERED' && !archived) {
     const button = h('button', { type: 'button', class: 'ghost resend' }, t('order.resend'));
     button.addEventListener('click', async () => {
       button.disabled = true;

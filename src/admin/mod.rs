@@ -45,6 +45,9 @@ pub struct Admin {
     pub webhooks: Arc<crate::platform::webhook::Webhooks>,
     /// Runs a day's reconciliation again.
     pub reconciler: Arc<crate::pay::reconcile::Reconciler>,
+    /// Orders moved out of the hot store: found by number, read-only (the
+    /// server's moves run on another handle of the same folder).
+    pub archive: crate::store::archive::Archive,
     started: Instant,
     system: SystemInfo,
     /// "Check credentials": the doctor, handed over by the wiring.
@@ -81,6 +84,8 @@ pub struct AdminSettings {
     system: SystemInfo,
     /// Where WeChat posts notifies (the integration view shows it).
     notify_url: url::Url,
+    /// The data directory's archive (read only here).
+    archive: crate::store::archive::Archive,
 }
 
 impl AdminSettings {
@@ -113,7 +118,8 @@ impl AdminSettings {
             data_dir: data_dir.display().to_string(),
             accept_client_amount,
         };
-        AdminSettings { system, notify_url: wechat.notify_url.clone() }
+        let archive = crate::store::archive::Archive::new(data_dir);
+        AdminSettings { system, notify_url: wechat.notify_url.clone(), archive }
     }
 }
 
@@ -148,7 +154,9 @@ pub struct CertificateInfo {
 
 pub use crate::store::{day_string, parse_day};
 pub use bills::{BillDayView, MAX_DAYS_PER_PAGE};
-pub use orders::{AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES};
+pub use orders::{
+    order_detail, AmountSource, DeliveryRow, NotifyRow, OrderDetail, OrderRow, RefundRow, ORDER_NOTIFIES,
+};
 pub use overview::{Day, Overview, Total};
 
 impl Admin {
@@ -163,6 +171,7 @@ impl Admin {
         reconciler: Arc<crate::pay::reconcile::Reconciler>,
     ) -> Admin {
         Admin {
+            archive: settings.archive,
             payments,
             webhooks,
             reconciler,

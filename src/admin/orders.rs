@@ -1,11 +1,13 @@
 //! The Orders and Notifies views: an order's row, its detail (history,
 //! notifies, refunds, webhooks), and the notify log, as the admin API
-//! sends them.
+//! sends them. An order number not in the hot store is looked up in the
+//! archive ([`crate::store::archive`]) and shown read-only, marked archived.
 
 use serde::Serialize;
 
 use super::Admin;
-use crate::store::{self, NotifyRecord, Order, OrderFilter, Page, StoreError};
+use crate::store::archive::{Archive, ArchiveError, ArchivedOrder, Found};
+use crate::store::{self, NotifyRecord, Order, OrderFilter, Page, Store, StoreError};
 
 /// One row of the order list (its fields are the CSV export's too).
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +28,8 @@ pub struct OrderRow {
     pub(super) source: String,
     /// The same, in parts, for the page to say in its language.
     pub(super) amount_source: AmountSource,
+    /// Read from the archive: it ended long ago and nothing changes it.
+    pub(super) archived: bool,
 }
 
 /// Where an order's amount came from, in parts (the page words it).
@@ -84,7 +88,15 @@ impl From<&Order> for OrderRow {
             sandbox: o.sandbox,
             source: o.source.describe(),
             amount_source: AmountSource::from(&o.source),
+            archived: false,
         }
+    }
+}
+
+impl OrderRow {
+    /// The row of an archived order.
+    pub(super) fn archived(o: &Order) -> OrderRow {
+        OrderRow { archived: true, ..OrderRow::from(o) }
     }
 }
 
@@ -236,15 +248,72 @@ impl From<&store::Delivery> for DeliveryRow {
 /// How many notifies an order's detail shows; the rest are a page away.
 pub const ORDER_NOTIFIES: usize = 20;
 
+impl OrderDetail {
+    /// An order of the hot store, with what the store keeps of it.
+    fn hot(store: &Store, order: &Order) -> Result<OrderDetail, StoreError> {
+        let no = &order.out_trade_no;
+        let notifies = store.notifies_for_order(no, None, ORDER_NOTIFIES)?;
+        Ok(OrderDetail {
+            row: OrderRow::from(order),
+            prepay_id: order.prepay.as_ref().map(|p| p.prepay_id.clone()),
+            time_end: order.time_end.clone(),
+            updated_at: order.updated_at,
+            history: order.history.clone(),
+            notifies: notifies.items.iter().map(NotifyRow::from).collect(),
+            notifies_next: notifies.next,
+            deliveries: store.deliveries_for_order(no)?.iter().map(DeliveryRow::from).collect(),
+            refunds: store.refunds_for_order(no)?.iter().map(RefundRow::from).collect(),
+            refunded_fee: order.refunded_fee,
+            refund_pending_fee: order.refund_pending_fee,
+        })
+    }
+
+    /// An archived order, with everything that moved with it.
+    fn archived(a: &ArchivedOrder) -> OrderDetail {
+        let order = &a.order;
+        OrderDetail {
+            row: OrderRow::archived(order),
+            prepay_id: order.prepay.as_ref().map(|p| p.prepay_id.clone()),
+            time_end: order.time_end.clone(),
+            updated_at: order.updated_at,
+            history: order.history.clone(),
+            notifies: a.notifies.iter().map(NotifyRow::from).collect(),
+            notifies_next: None,
+            deliveries: a.deliveries.iter().map(DeliveryRow::from).collect(),
+            refunds: a.refunds.iter().map(RefundRow::from).collect(),
+            refunded_fee: order.refunded_fee,
+            refund_pending_fee: order.refund_pending_fee,
+        }
+    }
+}
+
+/// One order in full, from the hot store or else the archive (`None`: in
+/// neither). Blocking reads; the admin page and `paybridge order` use it.
+pub fn order_detail(store: &Store, archive: &Archive, out_trade_no: &str) -> Result<Option<OrderDetail>, ArchiveError> {
+    Ok(match archive.lookup(store, out_trade_no)? {
+        None => None,
+        Some(Found::Hot(order)) => Some(OrderDetail::hot(store, &order)?),
+        Some(Found::Archived(archived)) => Some(OrderDetail::archived(&archived)),
+    })
+}
+
+/// Whether `filter` takes `order` (status and creation time).
+fn accepts(filter: &OrderFilter, order: &Order) -> bool {
+    filter.status.is_none_or(|s| s == order.status)
+        && filter.from_ms.is_none_or(|from| order.created_at >= from)
+        && filter.to_ms.is_none_or(|to| order.created_at < to)
+}
+
 impl Admin {
-    /// A page of orders, filtered or searched.
+    /// A page of orders, filtered or searched. Listing covers the hot
+    /// store only; a search for an order number also finds it in the archive.
     pub fn orders(
         &self,
         filter: &OrderFilter,
         query: Option<&str>,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<Page<OrderRow>, StoreError> {
+    ) -> Result<Page<OrderRow>, ArchiveError> {
         let page = match query.map(str::trim).filter(|q| !q.is_empty()) {
             Some(q) => {
                 let found = self.store.search_orders(q, filter, cursor, limit)?;
@@ -256,7 +325,35 @@ impl Admin {
             }
             None => self.store.list_orders(filter, cursor, limit)?,
         };
-        Ok(Page { items: page.items.iter().map(OrderRow::from).collect(), next: page.next })
+        let mut items: Vec<OrderRow> = page.items.iter().map(OrderRow::from).collect();
+        if let (true, None, Some(q)) = (items.is_empty(), cursor, query.map(str::trim)) {
+            if let Some(archived) = self.archive.find(q)?.filter(|a| accepts(filter, &a.order)) {
+                items.push(OrderRow::archived(&archived.order));
+            }
+        }
+        Ok(Page { items, next: page.next })
+    }
+
+    /// The archived orders an export over `filter` (and an exact number,
+    /// if searched) covers, at most `limit`, skipping any still in the hot
+    /// store (a move stopped halfway: the hot one is exported).
+    pub fn archived_rows(
+        &self,
+        filter: &OrderFilter,
+        query: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OrderRow>, ArchiveError> {
+        let found = match query.map(str::trim).filter(|q| !q.is_empty()) {
+            Some(q) => self.archive.find(q)?.into_iter().collect(),
+            None => self.archive.created_in(filter.from_ms.unwrap_or(0), filter.to_ms.unwrap_or(i64::MAX), limit)?,
+        };
+        let mut rows = Vec::new();
+        for archived in found.iter().filter(|a| accepts(filter, &a.order)) {
+            if self.store.order(&archived.order.out_trade_no)?.is_none() {
+                rows.push(OrderRow::archived(&archived.order));
+            }
+        }
+        Ok(rows)
     }
 
     /// The orders that configured platforms created under this id of theirs.
@@ -268,23 +365,9 @@ impl Admin {
         Ok(found)
     }
 
-    /// One order in full, or `None`.
-    pub fn order(&self, out_trade_no: &str) -> Result<Option<OrderDetail>, StoreError> {
-        let Some(order) = self.store.order(out_trade_no)? else { return Ok(None) };
-        let notifies = self.store.notifies_for_order(out_trade_no, None, ORDER_NOTIFIES)?;
-        Ok(Some(OrderDetail {
-            row: OrderRow::from(&order),
-            prepay_id: order.prepay.as_ref().map(|p| p.prepay_id.clone()),
-            time_end: order.time_end.clone(),
-            updated_at: order.updated_at,
-            history: order.history.clone(),
-            notifies: notifies.items.iter().map(NotifyRow::from).collect(),
-            notifies_next: notifies.next,
-            deliveries: self.store.deliveries_for_order(out_trade_no)?.iter().map(DeliveryRow::from).collect(),
-            refunds: self.store.refunds_for_order(out_trade_no)?.iter().map(RefundRow::from).collect(),
-            refunded_fee: order.refunded_fee,
-            refund_pending_fee: order.refund_pending_fee,
-        }))
+    /// One order in full, from the hot store or the archive, or `None`.
+    pub fn order(&self, out_trade_no: &str) -> Result<Option<OrderDetail>, ArchiveError> {
+        order_detail(&self.store, &self.archive, out_trade_no)
     }
 
     /// A page of the notify log, or of one order's verified notifies.

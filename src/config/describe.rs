@@ -126,9 +126,10 @@ impl Config {
             self.reconcile.enabled, self.reconcile.keep_bills_days
         );
         out += &format!(
-            "[storage]\ncache_mb = {}\nmax_pending_writes = {}\n\n",
+            "[storage]\ncache_mb = {}\nmax_pending_writes = {}\narchive_after_days = {}\n\n",
             self.storage.cache_bytes / (1024 * 1024),
-            self.storage.max_pending_writes
+            self.storage.max_pending_writes,
+            self.archive_after_days
         );
         out += &format!(
             "[metrics]\nlisten = {}\ntoken = {}\n\n",

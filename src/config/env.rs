@@ -96,6 +96,9 @@ impl RawConfig {
             "METRICS_LISTEN" => self.metrics.listen = Some(value),
             "LOG_FORMAT" => self.log.format = Some(value),
             "STORAGE_CACHE_MB" => self.storage.cache_mb = Some(parsed(&var, &value, "expected a whole number")?),
+            "STORAGE_ARCHIVE_AFTER_DAYS" => {
+                self.storage.archive_after_days = Some(parsed(&var, &value, "expected a whole number")?)
+            }
             "STORAGE_MAX_PENDING_WRITES" => {
                 self.storage.max_pending_writes = Some(parsed(&var, &value, "expected a whole number")?)
             }

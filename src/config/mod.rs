@@ -88,6 +88,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The store's memory and write queue (`[storage]`).
     pub storage: StoreOptions,
+    /// Days after its end an order moves to the archive (`[storage] archive_after_days`).
+    pub archive_after_days: u32,
     /// The notify log's bounds (`[notifies]`).
     pub notifies: NotifiesConfig,
     /// The daily bill (`[reconcile]`).
@@ -322,6 +324,7 @@ impl RawConfig {
         };
         let metrics = mode.and_then(|mode| keep(&mut errors, self.metrics.validate(mode)));
         let log = keep(&mut errors, self.log.validate());
+        let archive_after_days = keep(&mut errors, self.storage.archive_after_days());
         let storage = keep(&mut errors, self.storage.validate());
         let notifies = keep(&mut errors, self.notifies.validate());
         let reconcile = keep(&mut errors, self.reconcile.validate());
@@ -340,9 +343,23 @@ impl RawConfig {
             Some(storage),
             Some(notifies),
             Some(reconcile),
+            Some(archive_after_days),
         ) = (
-            mode, tls, admin, http, sandbox, wechat, products, platforms, orders, metrics, log, storage, notifies,
+            mode,
+            tls,
+            admin,
+            http,
+            sandbox,
+            wechat,
+            products,
+            platforms,
+            orders,
+            metrics,
+            log,
+            storage,
+            notifies,
             reconcile,
+            archive_after_days,
         )
         else {
             return Err(errors);
@@ -366,6 +383,7 @@ impl RawConfig {
             metrics,
             log,
             storage,
+            archive_after_days,
             notifies,
             reconcile,
         })

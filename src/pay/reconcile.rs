@@ -22,7 +22,9 @@
 //! day ([`crate::store::bill`]). A bill WeChat has not made yet, or one
 //! that cannot be downloaded, is tried again every 30 minutes, up to 48
 //! times; a malformed bill is kept for audit and nothing in it counts as
-//! matched. Any day can be run again from the admin page or with
+//! matched. Orders and refunds of a day whose orders have moved to the
+//! archive ([`crate::store::archive`]) are read from there (the days'
+//! results themselves stay in the hot store). Any day can be run again from the admin page or with
 //! `paybridge reconcile --date YYYY-MM-DD`.
 
 use std::collections::HashSet;
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use super::Payments;
 use crate::clock::Clock;
+use crate::store::archive::{Archive, ArchiveError};
 use crate::store::bill::{BillDay, BillState, Difference, DifferenceKind, MAX_DIFFERENCES};
 use crate::store::{beijing_day, beijing_day_start, day_string, parse_day, Order, Refund, RefundStatus, StoreError};
 use crate::wechat::bill::{self, Bill};
@@ -186,14 +189,16 @@ pub struct Reconciler {
     pay: Arc<Payments>,
     clock: Arc<Clock>,
     keep_bills_days: u32,
+    /// Where the orders of long-past days are.
+    archive: Archive,
     /// One day at a time (the schedule and an admin may ask together).
     running: tokio::sync::Mutex<()>,
 }
 
 impl Reconciler {
     /// A reconciler for `pay` on `clock` (the schedule's time line; tests move it).
-    pub fn new(pay: Arc<Payments>, clock: Arc<Clock>, keep_bills_days: u32) -> Arc<Reconciler> {
-        Arc::new(Reconciler { pay, clock, keep_bills_days, running: tokio::sync::Mutex::new(()) })
+    pub fn new(pay: Arc<Payments>, clock: Arc<Clock>, keep_bills_days: u32, archive: Archive) -> Arc<Reconciler> {
+        Arc::new(Reconciler { pay, clock, keep_bills_days, archive, running: tokio::sync::Mutex::new(()) })
     }
 
     /// Reconciles yesterday when due; runs until aborted.
@@ -309,12 +314,25 @@ impl Reconciler {
             .chain(bill.refunds.iter().map(|r| r.out_trade_no.clone()))
             .collect();
         let wanted_refunds: Vec<String> = bill.refunds.iter().map(|r| r.out_refund_no.clone()).collect();
+        let archive = self.archive.clone();
         let local = self
             .pay
             .store
             .read(move |store| {
                 let mut local = Local::default();
-                for order in store.orders_created_in(start - PAID_WITHIN_DAYS * 86_400_000, end)? {
+                let mut orders = store.orders_created_in(start - PAID_WITHIN_DAYS * 86_400_000, end)?;
+                // A day long past: its orders may be in the archive (an
+                // order in both is the hot one).
+                let archived =
+                    archive_read(|| archive.created_in(start - PAID_WITHIN_DAYS * 86_400_000, end, usize::MAX))?;
+                let mut archived_refunds = Vec::new();
+                for a in archived {
+                    if store.order(&a.order.out_trade_no)?.is_none() {
+                        archived_refunds.extend(a.refunds);
+                        orders.push(a.order);
+                    }
+                }
+                for order in orders {
                     if order.status.is_paid() && paid_day(&order).as_deref() == Some(day.as_str()) {
                         local.paid.push(order.out_trade_no.clone());
                     }
@@ -324,10 +342,23 @@ impl Reconciler {
                     if let std::collections::hash_map::Entry::Vacant(slot) = local.orders.entry(no) {
                         if let Some(order) = store.order(slot.key())? {
                             slot.insert(order);
+                        } else if let Some(a) = archive_read(|| archive.find(slot.key()))? {
+                            archived_refunds.extend(a.refunds);
+                            slot.insert(a.order);
                         }
                     }
                 }
-                for refund in store.refunds_created_in(start, end)? {
+                let mut refunds = store.refunds_created_in(start, end)?;
+                // Refunds asked that day of orders archived since: WeChat
+                // takes them up to a year after the payment.
+                let year_before = start - 366 * 86_400_000;
+                for a in archive_read(|| archive.created_in(year_before, end, usize::MAX))? {
+                    if store.order(&a.order.out_trade_no)?.is_none() {
+                        archived_refunds.extend(a.refunds);
+                    }
+                }
+                refunds.extend(archived_refunds.iter().filter(|r| (start..end).contains(&r.created_at)).cloned());
+                for refund in refunds {
                     // A refund WeChat refused at once never reached its books.
                     if refund.refund_id.is_some()
                         || !matches!(refund.status, RefundStatus::Closed | RefundStatus::Failed)
@@ -336,10 +367,14 @@ impl Reconciler {
                     }
                     local.refunds.insert(refund.out_refund_no.clone(), refund);
                 }
+                let archived_by_number: std::collections::HashMap<String, Refund> =
+                    archived_refunds.into_iter().map(|r| (r.out_refund_no.clone(), r)).collect();
                 for no in wanted_refunds {
                     if let std::collections::hash_map::Entry::Vacant(slot) = local.refunds.entry(no) {
                         if let Some(refund) = store.refund(slot.key())? {
                             slot.insert(refund);
+                        } else if let Some(refund) = archived_by_number.get(slot.key()) {
+                            slot.insert(refund.clone());
                         }
                     }
                 }
@@ -348,6 +383,15 @@ impl Reconciler {
             .await?;
         Ok(local)
     }
+}
+
+/// An archive read inside a store read: its failure carried as a store
+/// error (the caller reports it as a failed day, nothing recorded wrong).
+fn archive_read<T>(read: impl FnOnce() -> Result<T, ArchiveError>) -> Result<T, StoreError> {
+    read().map_err(|e| match e {
+        ArchiveError::Store(e) => e,
+        other => StoreError::Sled(sled::Error::Io(std::io::Error::other(other.to_string()))),
+    })
 }
 
 #[cfg(test)]

@@ -2,19 +2,25 @@
 //! and restored into an empty data directory.
 //!
 //! Format: `PAYBRIDGE-BACKUP` and a version byte, then for each tree its name
-//! and its entries (length-prefixed, big-endian), then a SHA-256 of all that.
-//! The copy is taken on the writer thread, so it is one point in time: writes
-//! queue meanwhile (and are refused with 503 once the queue is full).
+//! and its entries (length-prefixed, big-endian), then (version 2) the
+//! archive's files, each its name and its bytes (length 8 bytes), then a
+//! SHA-256 of all that. Version 1 backups (no archive) still restore.
+//! The copy of the trees is taken on the writer thread, so it is one point
+//! in time: writes queue meanwhile (and are refused with 503 once the queue
+//! is full); no move to the archive runs from before it until the archive's
+//! files are read, so an order is in one or the other.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::archive::{self, Archive};
 use super::{Store, StoreError};
 
 const MAGIC: &[u8] = b"PAYBRIDGE-BACKUP";
-const VERSION: u8 = 1;
+/// Version 2 added the archive's files.
+const VERSION: u8 = 2;
 
 /// Why a backup could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -79,21 +85,40 @@ fn get(r: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 impl Store {
-    /// A consistent backup of every tree, taken between two write batches.
-    pub async fn backup(&self) -> Result<Vec<u8>, StoreError> {
+    /// A consistent backup of every tree, taken between two write batches,
+    /// and of `archive`'s files (no move runs meanwhile). Held in memory.
+    pub async fn backup(&self, archive: &Archive) -> Result<Vec<u8>, StoreError> {
+        let _no_move = archive.hold().await;
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.writer.submit_exclusive(Box::new(move |trees| {
             let _ = answer.send(trees.ok_or(StoreError::Unavailable).and_then(|trees| {
                 let mut out = Vec::new();
-                trees.backup(&mut out).map(|()| out)
+                trees.backup(&mut out).map(|hash| (out, hash))
             }));
         }))?;
-        answered.await.unwrap_or(Err(StoreError::Stopped))
+        let (out, hash) = answered.await.unwrap_or(Err(StoreError::Stopped))?;
+        let archive = archive.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let files = archive.committed_files().map_err(|e| io::Error::other(e.to_string()))?;
+            let mut w = Hashing { inner: out, hash };
+            w.write_all(&(files.len() as u32).to_be_bytes())?;
+            for (name, bytes) in files {
+                put(&mut w, name.as_bytes())?;
+                w.write_all(&(bytes.len() as u64).to_be_bytes())?;
+                w.write_all(&bytes)?;
+            }
+            let digest = w.hash.finalize();
+            w.inner.extend_from_slice(&digest);
+            Ok::<_, io::Error>(w.inner)
+        });
+        done.await.unwrap_or_else(|e| Err(io::Error::other(e))).map_err(|e| StoreError::Sled(sled::Error::Io(e)))
     }
 }
 
 impl super::Trees {
-    fn backup(&self, out: impl Write) -> Result<(), StoreError> {
+    /// Writes the header and every tree; returns the hash so far (the
+    /// archive's files follow, then the digest).
+    fn backup(&self, out: impl Write) -> Result<Sha256, StoreError> {
         let mut w = Hashing { inner: out, hash: Sha256::new() };
         let io = |e: io::Error| StoreError::Sled(sled::Error::Io(e));
         w.write_all(MAGIC).map_err(io)?;
@@ -110,10 +135,8 @@ impl super::Trees {
                 put(&mut w, &v).map_err(io)?;
             }
         }
-        let digest = w.hash.finalize();
-        w.inner.write_all(&digest).map_err(io)?;
         w.inner.flush().map_err(io)?;
-        Ok(())
+        Ok(w.hash)
     }
 }
 
@@ -135,7 +158,8 @@ impl Store {
         let mut r = Hashing { inner: input, hash: Sha256::new() };
         let mut magic = [0u8; 17];
         r.read_exact(&mut magic).map_err(|_| RestoreError::NotABackup)?;
-        if &magic[..16] != MAGIC || magic[16] != VERSION {
+        let version = magic[16];
+        if &magic[..16] != MAGIC || !(1..=VERSION).contains(&version) {
             return Err(RestoreError::NotABackup);
         }
         let db = super::open::sled_config(dir, super::StoreOptions::default()).open().map_err(StoreError::from)?;
@@ -153,6 +177,9 @@ impl Store {
                 tree.insert(k, v).map_err(StoreError::from)?;
             }
         }
+        if version >= 2 {
+            restore_archive(dir, &mut r)?;
+        }
         let expected = r.hash.finalize();
         let mut stored = [0u8; 32];
         r.inner.read_exact(&mut stored).map_err(truncated)?;
@@ -162,7 +189,9 @@ impl Store {
         // sled's id generator is not in any tree: new ids must stay above
         // the restored ones (see `trees::NEXT_ID`).
         let floor = super::trees::ids_in_use(&db).map_err(StoreError::from)?;
-        db.open_tree("stats").and_then(|t| t.insert(super::trees::NEXT_ID, &floor.to_be_bytes())).map_err(StoreError::from)?;
+        db.open_tree("stats")
+            .and_then(|t| t.insert(super::trees::NEXT_ID, &floor.to_be_bytes()))
+            .map_err(StoreError::from)?;
         db.flush().map_err(StoreError::from)?;
         drop(db);
         // sled's flush only sync_file_ranges: make the restored data durable.
@@ -170,6 +199,34 @@ impl Store {
         super::writer::open_data_file(&sled_dir).and_then(|f| f.sync_all()).map_err(|e| StoreError::Sled(e.into()))?;
         Ok(())
     }
+}
+
+/// Writes the archive's files of a version 2 backup into `dir`'s archive.
+fn restore_archive(dir: &Path, r: &mut impl Read) -> Result<(), RestoreError> {
+    let truncated = |_| RestoreError::Damaged;
+    let mut count = [0u8; 4];
+    r.read_exact(&mut count).map_err(truncated)?;
+    let folder = dir.join(archive::ARCHIVE_DIR);
+    for _ in 0..u32::from_be_bytes(count) {
+        let name = String::from_utf8(get(r).map_err(truncated)?).map_err(|_| RestoreError::Damaged)?;
+        if !archive::is_file_name(&name) {
+            return Err(RestoreError::Damaged);
+        }
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len).map_err(truncated)?;
+        let len = u64::from_be_bytes(len);
+        std::fs::create_dir_all(&folder)?;
+        let mut file = std::fs::File::create(folder.join(&name))?;
+        let copied = io::copy(&mut r.take(len), &mut file)?;
+        if copied != len {
+            return Err(RestoreError::Damaged);
+        }
+        file.sync_all()?;
+    }
+    if folder.is_dir() {
+        std::fs::File::open(&folder)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,7 +241,7 @@ mod tests {
         let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
         let contents = OrderContents { total_fee: 5, body: "b".into(), attach: "".into(), openid: "o".into() };
         store.insert_order(Order::new("BACKUP0001".into(), contents, false, 7)).await.unwrap().unwrap();
-        let bytes = store.backup().await.unwrap();
+        let bytes = store.backup(&Archive::new(&dir.path().join("a"))).await.unwrap();
 
         Store::restore(&dir.path().join("b"), &bytes[..]).unwrap();
         let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
@@ -197,6 +254,65 @@ mod tests {
         assert!(matches!(Store::restore(&dir.path().join("c"), &damaged[..]), Err(RestoreError::Damaged)));
         assert!(!dir.path().join("c").exists(), "nothing left behind");
         assert!(matches!(Store::restore(&dir.path().join("d"), &b"hello"[..]), Err(RestoreError::NotABackup)));
+
+        // A version 1 backup (no archive section) still restores.
+        let mut v1 = bytes[..bytes.len() - 32 - 4].to_vec();
+        assert_eq!(&bytes[bytes.len() - 36..bytes.len() - 32], &[0, 0, 0, 0], "an empty archive section");
+        v1[16] = 1;
+        let digest = Sha256::digest(&v1);
+        v1.extend_from_slice(&digest);
+        Store::restore(&dir.path().join("v1"), &v1[..]).unwrap();
+        let restored = Store::open(&dir.path().join("v1"), Mode::Live).unwrap();
+        assert_eq!(restored.order("BACKUP0001").unwrap(), store.order("BACKUP0001").unwrap());
+    }
+
+    /// The archive's files are in the backup and a restore puts them back:
+    /// the archived orders are found and verify; the hot ones are hot.
+    #[tokio::test]
+    async fn the_archive_goes_with_the_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let store = Store::open(&a, Mode::Live).unwrap();
+        let old = crate::clock::now_ms() - 500 * 86_400_000;
+        for i in 0..30 {
+            let contents = OrderContents { total_fee: 5, body: "b".into(), attach: "".into(), openid: "o".into() };
+            let no = format!("BACKUP{i:04}");
+            store.insert_order(Order::new(no.clone(), contents, false, old + i)).await.unwrap().unwrap();
+            if i < 20 {
+                store.update_order(&no, move |o| o.close(old + i + 1, "x")).await.unwrap();
+            }
+        }
+        let archive = Archive::new(&a);
+        let now = crate::clock::now_ms();
+        assert_eq!(archive.move_ended(&store, now - 400 * 86_400_000, now).await.unwrap().moved, 20);
+        // A torn tail is not copied: only what the index commits.
+        let month = &archive.months().unwrap()[0];
+        let pba = archive.dir().join(format!("{month}.pba"));
+        let committed = std::fs::metadata(&pba).unwrap().len();
+        std::fs::OpenOptions::new().append(true).open(&pba).unwrap().write_all(b"PBAF torn").unwrap();
+        let bytes = store.backup(&archive).await.unwrap();
+
+        Store::restore(&b, &bytes[..]).unwrap();
+        let copy = Archive::new(&b);
+        assert_eq!(std::fs::metadata(copy.dir().join(format!("{month}.pba"))).unwrap().len(), committed);
+        let report = copy.verify().unwrap();
+        assert!(!report.damaged() && report.files[0].orders == 20, "{}", report.summary());
+        let restored = Store::open(&b, Mode::Live).unwrap();
+        for i in 0..30 {
+            let no = format!("BACKUP{i:04}");
+            let found = copy.lookup(&restored, &no).unwrap().unwrap();
+            assert_eq!(matches!(found, archive::Found::Archived(_)), i < 20, "{no}");
+        }
+
+        // A crafted name never becomes a path.
+        let mut evil = bytes.clone();
+        let at = evil.windows(11).position(|w| w == format!("{month}.pba").as_bytes()).unwrap();
+        evil[at..at + 11].copy_from_slice(b"../evil.pba");
+        let len = evil.len();
+        let digest = Sha256::digest(&evil[..len - 32]);
+        evil[len - 32..].copy_from_slice(&digest);
+        assert!(matches!(Store::restore(&dir.path().join("c"), &evil[..]), Err(RestoreError::Damaged)));
+        assert!(!dir.path().join("evil.pba").exists() && !dir.path().join("c").exists());
     }
 
     /// sled's id generator is not in the backup: without the id floor, the
@@ -209,10 +325,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
         for i in 0..20 {
-            store.record_notify(notify_at("N", i, false, b"<xml/>"), |_| (Verdict::Rejected, "x".into(), ())).await.unwrap();
+            store
+                .record_notify(notify_at("N", i, false, b"<xml/>"), |_| (Verdict::Rejected, "x".into(), ()))
+                .await
+                .unwrap();
         }
         let newest = store.list_notifies(None, 100).unwrap().items[0].id;
-        Store::restore(&dir.path().join("b"), &store.backup().await.unwrap()[..]).unwrap();
+        Store::restore(&dir.path().join("b"), &store.backup(&Archive::new(&dir.path().join("a"))).await.unwrap()[..])
+            .unwrap();
         let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
         let (record, ()) = restored
             .record_notify(notify_at("N", 99, false, b"<xml>new</xml>"), |_| (Verdict::Rejected, "x".into(), ()))

@@ -43,8 +43,10 @@
 //! notifies, nonces, bill files), `tx.rs` (keys and index upkeep inside a
 //! transaction), `writer.rs` (the writer thread); and a file per record
 //! kind: [`order`], [`notify`], [`refund`], [`platform`], [`bill`],
-//! [`certificates`], with [`schedule`], [`backup`] and [`codec`].
+//! [`certificates`], with [`schedule`], [`backup`] and [`codec`]; and
+//! [`archive`]: ended orders moved out of sled into files of their own.
 
+pub mod archive;
 pub mod backup;
 pub mod bill;
 pub mod certificates;

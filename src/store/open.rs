@@ -51,7 +51,11 @@ pub(super) fn sled_config(dir: &Path, options: StoreOptions) -> sled::Config {
 /// one process (a reopen after a failure, a restart in tests) sled may still
 /// be finishing the previous handle's last writes on its I/O threads.
 /// Another process holding it is [`StoreError::Locked`].
-pub(super) fn open_locked(config: &sled::Config, dir: &Path, lock_wait: std::time::Duration) -> Result<sled::Db, StoreError> {
+pub(super) fn open_locked(
+    config: &sled::Config,
+    dir: &Path,
+    lock_wait: std::time::Duration,
+) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         match config.open() {
