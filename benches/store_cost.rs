@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use paybridge::config::Mode;
-use paybridge::store::{NotifyRecord, Order, OrderContents, OrderStatus, Payment, PaymentOutcome, Store, Verdict};
+use paybridge::store::{
+    NotifyRecord, Order, OrderContents, OrderStatus, Payment, PaymentOutcome, Store, StoreOptions, Verdict,
+};
 
 /// When the orders were placed (unix ms); one second apart.
 const BASE_MS: i64 = 1_790_000_000_000;
@@ -186,8 +188,13 @@ fn fdatasync_p50(dir: &Path, rounds: usize, overwrite: bool) -> Duration {
 /// The probe: opens the store at `dir` in this fresh process, waits for
 /// sled's start-up work to settle, and prints `open_ms rss_mib`.
 fn probe(dir: &Path) {
+    let mut options = StoreOptions::default();
+    // STORE_COST_CACHE_MB: the probe opens with this page cache (`[storage] cache_mb`).
+    if let Some(mb) = std::env::var("STORE_COST_CACHE_MB").ok().and_then(|mb| mb.parse::<u64>().ok()) {
+        options.cache_bytes = mb * 1024 * 1024;
+    }
     let start = Instant::now();
-    let store = Store::open(dir, Mode::Live).unwrap();
+    let store = Store::open_with(dir, Mode::Live, options).unwrap();
     let open = start.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     println!("{} {}", open.as_secs_f64() * 1000.0, status_mib("VmRSS:"));
