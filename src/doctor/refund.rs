@@ -1,6 +1,12 @@
 //! API v2 refunds' credentials: the merchant API certificate itself (whose
 //! merchant, until when) and one mutual-TLS request to the refund host with
 //! it, an empty one that WeChat can only refuse.
+//!
+//! The handshake proves that WeChat accepts the certificate, not whose it
+//! is: WeChat documents no refusal of another merchant's certificate at the
+//! TLS layer (only a missing one is known to get its HTML 400 page), so the
+//! simulator accepts any certificate its CA issued, and the certificate's
+//! own merchant ([`certificate`]) is what catches one of another merchant.
 
 use super::places::PAY_API_CERTIFICATE;
 use super::{unreachable, CODE_REFUND_CERT, CODE_REFUND_TLS};
