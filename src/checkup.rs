@@ -1,8 +1,8 @@
 //! A checkup's report: one line per check, each passed (✓), failed (✗) or
 //! not proved (!), with what was proved and, for a failure, what to fix and
-//! where. `paybridge doctor` prints it; the admin page shows the same report
-//! (this is ground so the admin layer can hold one without knowing how the
-//! checks are made).
+//! where. `paybridge doctor` prints it (in English); the admin page shows
+//! the same report, in Chinese where a line has it (this is ground so the
+//! admin layer can hold one without knowing how the checks are made).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,28 +43,50 @@ pub struct Check {
     /// For a failure (and some unproved checks): what to change, and where
     /// (the page of pay.weixin.qq.com or mp.weixin.qq.com, the setting).
     pub fix: Option<String>,
+    /// `detail` in Chinese, for the admin page in 中文 (`None`: English only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail_zh: Option<String>,
+    /// `fix` in Chinese (`None`: English only, or no fix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_zh: Option<String>,
 }
 
 impl Check {
     /// A passed check.
     pub fn passed(code: &str, name: impl Into<String>, detail: impl Into<String>) -> Check {
-        Check { code: code.into(), name: name.into(), outcome: Outcome::Passed, detail: detail.into(), fix: None }
+        Check::new(code, name.into(), Outcome::Passed, detail.into(), None)
     }
 
     /// A failed check, with its fix.
     pub fn failed(code: &str, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check {
-            code: code.into(),
-            name: name.into(),
-            outcome: Outcome::Failed,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Check::new(code, name.into(), Outcome::Failed, detail.into(), Some(fix.into()))
     }
 
     /// A check that proved nothing either way; `next` says how it will be proved, if anything does.
     pub fn unproved(code: &str, name: impl Into<String>, detail: impl Into<String>, next: Option<String>) -> Check {
-        Check { code: code.into(), name: name.into(), outcome: Outcome::Unproved, detail: detail.into(), fix: next }
+        Check::new(code, name.into(), Outcome::Unproved, detail.into(), next)
+    }
+
+    fn new(code: &str, name: String, outcome: Outcome, detail: String, fix: Option<String>) -> Check {
+        Check { code: code.into(), name, outcome, detail, fix, detail_zh: None, fix_zh: None }
+    }
+
+    /// The same check with its detail in Chinese.
+    pub fn zh(mut self, detail: impl Into<String>) -> Check {
+        self.detail_zh = Some(detail.into());
+        self
+    }
+
+    /// The same check with its fix (or next step) in Chinese.
+    pub fn zh_fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix_zh = Some(fix.into());
+        self
+    }
+
+    /// Whether a person reading Chinese gets every part of the line in
+    /// Chinese: its detail, and its fix if it has one.
+    pub fn has_zh(&self) -> bool {
+        self.detail_zh.is_some() && (self.fix.is_none() || self.fix_zh.is_some())
     }
 }
 
@@ -127,7 +149,9 @@ mod tests {
         let mut report = Report::default();
         report.push(Check::passed("login", "mini-program login", "AppID and AppSecret accepted"));
         assert!(!report.failed());
-        report.push(Check::failed("v2_key", "API v2 key", "签名错误", "set wechat.mch_key"));
+        report.push(
+            Check::failed("v2_key", "API v2 key", "签名错误", "set wechat.mch_key").zh("签名错误").zh_fix("设置"),
+        );
         report.push(Check::unproved("apiv3_key", "APIv3 key", "not provable here", None));
         assert!(report.failed());
         assert_eq!(
@@ -137,6 +161,10 @@ mod tests {
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["checks"][1]["outcome"], "failed");
+        assert_eq!(json["checks"][1]["fix_zh"], "设置");
+        assert!(json["checks"][0].get("detail_zh").is_none(), "absent when there is none");
+        assert!(report.checks[1].has_zh() && !report.checks[2].has_zh());
+        assert!(!report.text().contains("设置"), "the terminal's report is English");
         assert_eq!(serde_json::from_value::<Report>(json).unwrap(), report);
     }
 }

@@ -815,8 +815,9 @@ async function system() {
 }
 
 // "Check credentials": the doctor for the running configuration, one line
-// per check. The names and headings follow the page's language; the lines
-// themselves are the doctor's (English, with WeChat's menus in Chinese).
+// per check. The names and headings follow the page's language; so do the
+// lines, which the doctor writes in English and, for the page in 中文, in
+// Chinese (detail_zh, fix_zh; English where a line has no Chinese).
 function checkupCard() {
   const MARK = { passed: '✓', failed: '✗', unproved: '!' };
   const out = h('div', { id: 'checkup-result' });
@@ -827,11 +828,14 @@ function checkupCard() {
     try {
       const r = await api('/admin/api/system/checkup', { method: 'POST', body: '{}' });
       const count = o => r.checks.filter(c => c.outcome === o).length;
+      const zh = state.lang === 'zh';
       out.replaceChildren(
         h('ul', { class: 'checkup' }, r.checks.map(c => h('li', { class: 'check check-' + c.outcome, 'data-code': c.code },
           h('span', { class: 'mark' }, MARK[c.outcome] || '?'), ' ',
-          h('strong', {}, I18N.en['check.' + c.code] ? t('check.' + c.code) : c.name), ': ', c.detail,
-          c.fix ? h('div', { class: 'fix muted' }, t(c.outcome === 'failed' ? 'checkup.fix' : 'checkup.next') + ': ' + c.fix) : null))),
+          h('strong', {}, I18N.en['check.' + c.code] ? t('check.' + c.code) : c.name), ': ',
+          (zh && c.detail_zh) || c.detail,
+          c.fix ? h('div', { class: 'fix muted' },
+            t(c.outcome === 'failed' ? 'checkup.fix' : 'checkup.next') + ': ' + ((zh && c.fix_zh) || c.fix)) : null))),
         h('p', { class: r.failed ? 'error' : 'muted', id: 'checkup-summary' },
           t('checkup.summary', { passed: count('passed'), failed: count('failed'), unproved: count('unproved') })));
     } catch (e) {

@@ -683,9 +683,27 @@ async fn money_times_and_words_read_right_in_both_languages() {
 /// second click within 10 s is refused, and says so.
 #[tokio::test]
 async fn the_system_view_checks_the_credentials_in_both_languages() {
-    for (lang, mobile, login, notify_url, summary, refused) in [
-        ("en-US", false, "Mini-program login", "Notify URL", "passed", "Something went wrong"),
-        ("zh-CN", true, "小程序登录", "支付通知地址", "通过", "出错了"),
+    for (lang, mobile, login, notify_url, summary, refused, not_https, fix) in [
+        (
+            "en-US",
+            false,
+            "Mini-program login",
+            "Notify URL",
+            "passed",
+            "Something went wrong",
+            "is not https://",
+            "Fix: set wechat.notify_url to https://",
+        ),
+        (
+            "zh-CN",
+            true,
+            "小程序登录",
+            "支付通知地址",
+            "通过",
+            "出错了",
+            "不是 https://",
+            "修改方法: 把 wechat.notify_url 设为 https://",
+        ),
     ] {
         let env = Env::start(Opts { client_cert: common::ClientCert::Pem, ..Opts::default() }).await;
         let b = browser(lang, mobile).await;
@@ -700,8 +718,12 @@ async fn the_system_view_checks_the_credentials_in_both_languages() {
         assert!(line.starts_with("✓ ") && line.contains("ORDERNOTEXIST"), "{lang}: {line}");
         // The test's PayBridge serves plain HTTP on loopback: WeChat could not use it.
         let line = b.text("li[data-code=\"notify_url\"]").await;
-        assert!(line.starts_with(&format!("✗ {notify_url}: ")) && line.contains("https://"), "{lang}: {line}");
-        assert!(!b.text("li[data-code=\"notify_url\"] .fix").await.is_empty(), "{lang}: a failure shows its fix");
+        assert!(line.starts_with(&format!("✗ {notify_url}: ")) && line.contains(not_https), "{lang}: {line}");
+        // The fix in the page's language: the doctor's Chinese in 中文.
+        let shown = b.text("li[data-code=\"notify_url\"] .fix").await;
+        assert!(shown.starts_with(fix), "{lang}: a failure shows its fix: {shown}");
+        let login_detail = b.text("li[data-code=\"login\"]").await;
+        assert_eq!(login_detail.contains("微信接受了"), lang == "zh-CN", "{lang}: {login_detail}");
         let page = b.client.source().await.unwrap();
         assert!(!page.contains(common::APP_SECRET) && !page.contains(common::MCH_KEY), "{lang}: no secret");
         if mobile {

@@ -2,7 +2,8 @@
 //! every check with one WeChat call each; each wrong credential (the
 //! simulator knows the right one, PayBridge is given a wrong one) fails
 //! its own line, with the fix that names where to set it; nothing secret
-//! is printed; the exit code says whether anything failed.
+//! is printed; the exit code says whether anything failed. Every line
+//! also comes in Chinese, for the admin page in 中文.
 
 mod common;
 
@@ -60,6 +61,15 @@ fn assert_failed(report: &Report, code: &str, detail: &str, fix: &str) {
     assert!(check.fix.as_deref().unwrap_or("").contains(fix), "{code}'s fix should say {fix:?}:\n{text}");
 }
 
+/// Asserts every line of `report` has its Chinese, fix included.
+fn assert_all_in_chinese(report: &Report) {
+    for check in &report.checks {
+        assert!(check.has_zh(), "{} has no Chinese: {check:?}", check.code);
+        let zh = check.detail_zh.as_deref().unwrap_or("");
+        assert!(zh.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)), "{} is not Chinese: {zh}", check.code);
+    }
+}
+
 fn calls(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -77,6 +87,7 @@ async fn doctor(
     let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     let calls = sim.simulator.calls();
     sim.stop().await;
+    assert_all_in_chinese(&report);
     (report, calls)
 }
 
@@ -156,20 +167,42 @@ async fn an_expired_api_certificate_fails_the_refund_checks() {
     std::fs::write(dir.path().join("apiclient_key.pem"), &key).unwrap();
     let report = paybridge::doctor::check_file(&path, Scope::Credentials).await;
     assert_failed(&report, "refund_certificate", "not 10000100's", "apiclient_cert.pem");
+    // WeChat documents no TLS refusal of another merchant's certificate (nor
+    // does the simulator make one up): the line above is what catches it.
+    assert_eq!(outcome(&report, "refund_tls"), Outcome::Passed, "{}", report.text());
+    assert_all_in_chinese(&report);
     sim.stop().await;
 }
 
 #[tokio::test]
 async fn a_healthy_v3_merchant_passes_with_one_call_each() {
-    // WeChat Pay public key: the APIv3 key waits for the first notify.
+    let v3_calls =
+        calls(&[("GET /v3/certificates", 1), ("GET /v3/pay/transactions/out-trade-no", 1), ("jscode2session", 1)]);
+    // WeChat Pay public key, and the platform certificates kept since the
+    // switch: decrypting them proves the APIv3 key.
     let (report, calls_made) = doctor(v3(true, false), |_| {}, |t| t).await;
+    let text = report.text();
+    assert!(report.checks.iter().all(|c| c.outcome == Outcome::Passed), "{text}");
+    assert!(text.contains("404 ORDER_NOT_EXIST") && text.contains("PUB_KEY_ID_"), "{text}");
+    assert!(text.contains("decrypted the platform certificate list") && text.contains("verifies with the public key"));
+    assert_eq!(calls_made, v3_calls);
+
+    // A merchant with the public key only (new since 2024): WeChat has no
+    // certificates to send, so the APIv3 key waits for the first notify.
+    let no_certificates = |sim: &SimulatorHandle| sim.simulator.v3().set_platform_certificates(false);
+    let (report, calls_made) = doctor(v3(true, false), no_certificates, |t| t).await;
     let text = report.text();
     for code in ["config", "login", "v3_request", "v3_reply"] {
         assert_eq!(outcome(&report, code), Outcome::Passed, "{code}:\n{text}");
     }
     assert_eq!(outcome(&report, "apiv3_key"), Outcome::Unproved, "{text}");
-    assert!(!report.failed() && text.contains("404 ORDER_NOT_EXIST") && text.contains("PUB_KEY_ID_"), "{text}");
-    assert_eq!(calls_made, calls(&[("GET /v3/pay/transactions/out-trade-no", 1), ("jscode2session", 1)]));
+    assert!(!report.failed(), "{text}");
+    assert!(
+        text.contains("no platform certificates for this merchant (RESOURCE_NOT_EXISTS 无可用的平台证书"),
+        "{text}"
+    );
+    assert!(text.contains("next: the first notify proves it"), "{text}");
+    assert_eq!(calls_made, v3_calls);
 
     // Platform certificates: their download proves the APIv3 key, and verifies the query's reply.
     let certificates = |sim: &SimulatorHandle| sim.simulator.v3().set_key_mode(KeyMode::Certificates);
@@ -180,10 +213,7 @@ async fn a_healthy_v3_merchant_passes_with_one_call_each() {
         text.contains("decrypted the platform certificate list") && text.contains("platform certificate "),
         "{text}"
     );
-    assert_eq!(
-        calls_made,
-        calls(&[("GET /v3/certificates", 1), ("GET /v3/pay/transactions/out-trade-no", 1), ("jscode2session", 1)])
-    );
+    assert_eq!(calls_made, v3_calls);
 }
 
 #[tokio::test]
@@ -252,6 +282,17 @@ async fn a_wrong_apiv3_key_fails_where_the_certificates_prove_it() {
     assert_eq!(outcome(&report, "v3_reply"), Outcome::Unproved, "{}", report.text());
     assert!(report.text().contains("see the APIv3 key line"), "{}", report.text());
     assert!(!report.text().contains(wrong), "{}", report.text());
+
+    // Public-key mode, the certificates kept: the same ✗, the rest proved.
+    let (report, calls_made) = doctor(v3(true, false), |_| {}, |t| t.replace(sim_keys::APIV3_KEY, wrong)).await;
+    assert_failed(&report, "apiv3_key", "do not decrypt with wechat.apiv3_key", "API安全 → APIv3密钥");
+    let check = report.checks.iter().find(|c| c.code == "apiv3_key").unwrap();
+    assert!(check.fix_zh.as_deref().unwrap().contains("重新设置 APIv3 密钥"), "{check:?}");
+    for code in ["v3_request", "v3_reply"] {
+        assert_eq!(outcome(&report, code), Outcome::Passed, "{code}:\n{}", report.text());
+    }
+    assert!(!report.text().contains(wrong), "{}", report.text());
+    assert_eq!(calls_made["GET /v3/certificates"], 1);
 }
 
 #[tokio::test]

@@ -23,8 +23,13 @@ fn assert_line(report: &Report, code: &str, outcome: Outcome, says: &str) {
     assert!(check.detail.contains(says), "{code} should say {says:?}:\n{}", report.text());
 }
 
+/// The doctor's report; every line of it comes in Chinese too (the admin page in 中文).
 async fn run(config: &Config) -> Report {
-    paybridge::doctor::check(config, Scope::Everything).await
+    let report = paybridge::doctor::check(config, Scope::Everything).await;
+    for check in &report.checks {
+        assert!(check.has_zh(), "{} has no Chinese: {check:?}", check.code);
+    }
+    report
 }
 
 #[tokio::test]

@@ -73,31 +73,39 @@ pub async fn check_file(path: &Path, scope: Scope) -> Report {
         Ok(config) => config,
         Err(errors) => {
             for e in errors {
-                report.push(Check::failed(
-                    CODE_CONFIG,
-                    "config",
-                    e.to_string(),
-                    format!(
-                        "correct it in {} (or the PAYBRIDGE_… variable it names); WeChat was not asked anything",
+                report.push(
+                    Check::failed(
+                        CODE_CONFIG,
+                        "config",
+                        e.to_string(),
+                        format!(
+                            "correct it in {} (or the PAYBRIDGE_… variable it names); WeChat was not asked anything",
+                            path.display()
+                        ),
+                    )
+                    // The configuration's own message stays as it is written.
+                    .zh(format!("配置文件有误：{e}"))
+                    .zh_fix(format!(
+                        "在 {} 中改正（或改正它提到的 PAYBRIDGE_… 环境变量）；尚未向微信发出任何请求",
                         path.display()
-                    ),
-                ));
+                    )),
+                );
             }
             return report;
         }
     };
-    report.push(Check::passed(
-        CODE_CONFIG,
-        "config",
-        format!(
-            "{} is valid ({} mode, WeChat Pay API {})",
-            path.display(),
-            config.mode.as_str(),
-            config.wechat.api.version()
-        ),
-    ));
+    let (mode, api) = (config.mode.as_str(), config.wechat.api.version());
+    report.push(
+        Check::passed(
+            CODE_CONFIG,
+            "config",
+            format!("{} is valid ({mode} mode, WeChat Pay API {api})", path.display()),
+        )
+        .zh(format!("{} 有效（{mode} 模式，微信支付 API {api}）", path.display())),
+    );
     for warning in config.warnings(Some(path)) {
-        report.push(Check::unproved(CODE_CONFIG_WARNING, "config warning", warning, None));
+        let zh = format!("配置警告：{warning}");
+        report.push(Check::unproved(CODE_CONFIG_WARNING, "config warning", warning, None).zh(zh));
     }
     report.checks.extend(check(&config, scope).await.checks);
     report
@@ -112,12 +120,17 @@ pub async fn check(config: &Config, scope: Scope) -> Report {
     let client = match WechatClient::new(w) {
         Ok(client) => client,
         Err(e) => {
-            report.push(Check::failed(
-                CODE_CONFIG,
-                "WeChat client",
-                format!("cannot build the HTTPS client: {}", e.without_url()),
-                "check the client certificate settings (wechat.client_cert_file, client_key_file, secapi_ca_file)",
-            ));
+            let why = e.without_url().to_string();
+            report.push(
+                Check::failed(
+                    CODE_CONFIG,
+                    "WeChat client",
+                    format!("cannot build the HTTPS client: {why}"),
+                    "check the client certificate settings (wechat.client_cert_file, client_key_file, secapi_ca_file)",
+                )
+                .zh(format!("无法建立 HTTPS 客户端：{why}"))
+                .zh_fix("检查客户端证书的设置（wechat.client_cert_file、client_key_file、secapi_ca_file）"),
+            );
             return report;
         }
     };
@@ -135,16 +148,24 @@ pub async fn check(config: &Config, scope: Scope) -> Report {
                     };
                     report.push(refund::handshake(&client, &host).await);
                 }
-                None => report.push(Check::unproved(
-                    CODE_REFUND_CERT,
-                    "API certificate (v2 refunds)",
-                    "not configured: PayBridge refuses refunds",
-                    Some(format!(
-                        "to refund, download the API certificate at {} and set wechat.client_cert_file and \
-                         client_key_file (or client_p12_file)",
+                None => report.push(
+                    Check::unproved(
+                        CODE_REFUND_CERT,
+                        "API certificate (v2 refunds)",
+                        "not configured: PayBridge refuses refunds",
+                        Some(format!(
+                            "to refund, download the API certificate at {} and set wechat.client_cert_file and \
+                             client_key_file (or client_p12_file)",
+                            places::PAY_API_CERTIFICATE
+                        )),
+                    )
+                    .zh("未配置：PayBridge 拒绝退款")
+                    .zh_fix(format!(
+                        "要退款，请在 {} 下载 API 证书，并设置 wechat.client_cert_file 和 client_key_file（或 \
+                         client_p12_file）",
                         places::PAY_API_CERTIFICATE
                     )),
-                )),
+                ),
             }
         }
         PayApi::V3(_) => {
@@ -154,12 +175,19 @@ pub async fn check(config: &Config, scope: Scope) -> Report {
                     let (client, keys) = gateway.v3().expect("a v3 merchant's gateway is v3");
                     report.checks.extend(v3::check(client, keys, &w.mch_id).await);
                 }
-                Err(e) => report.push(Check::failed(
-                    CODE_V3_REQUEST,
-                    "WeChat client",
-                    format!("cannot build the HTTPS client: {}", e.without_url()),
-                    "report this as a bug: the configuration was valid",
-                )),
+                Err(e) => {
+                    let why = e.without_url().to_string();
+                    report.push(
+                        Check::failed(
+                            CODE_V3_REQUEST,
+                            "WeChat client",
+                            format!("cannot build the HTTPS client: {why}"),
+                            "report this as a bug: the configuration was valid",
+                        )
+                        .zh(format!("无法建立 HTTPS 客户端：{why}"))
+                        .zh_fix("配置有效却出现此错误：请作为缺陷报告"),
+                    )
+                }
             }
         }
     }
@@ -178,6 +206,8 @@ fn unreachable(code: &str, name: &str, what: &str, e: &WechatError) -> Check {
         format!("could not ask {what}: {e}"),
         "let this machine reach WeChat over HTTPS (DNS, firewall, outbound proxy), then run the doctor again",
     )
+    .zh(format!("无法访问 {what}：{e}"))
+    .zh_fix("让本机能通过 HTTPS 访问微信（DNS、防火墙、出站代理），然后再运行一次 doctor")
 }
 
 /// SECURITY: no line may carry a configured secret, whatever a reply or an
@@ -194,8 +224,8 @@ fn scrub(report: &mut Report, config: &Config) {
     };
     for check in &mut report.checks {
         hide(&mut check.detail);
-        if let Some(fix) = &mut check.fix {
-            hide(fix);
+        for text in [&mut check.fix, &mut check.detail_zh, &mut check.fix_zh].into_iter().flatten() {
+            hide(text);
         }
     }
 }
@@ -210,10 +240,16 @@ mod tests {
         let secret = crate::sandbox::keys::APP_SECRET;
         let key = crate::sandbox::keys::MCH_KEY;
         let mut report = Report::default();
-        report.push(Check::failed("login", "login", format!("WeChat echoed {secret}"), format!("not {key}")));
+        report.push(
+            Check::failed("login", "login", format!("WeChat echoed {secret}"), format!("not {key}"))
+                .zh(format!("微信返回了 {secret}"))
+                .zh_fix(format!("不是 {key}")),
+        );
         scrub(&mut report, &config);
         let text = report.text();
         assert!(!text.contains(secret) && !text.contains(key), "{text}");
+        let check = &report.checks[0];
+        assert_eq!((check.detail_zh.as_deref(), check.fix_zh.as_deref()), (Some("微信返回了 ***"), Some("不是 ***")));
         assert!(text.contains("WeChat echoed ***") && text.contains("fix: not ***"), "{text}");
     }
 }

@@ -1,6 +1,12 @@
 //! API v2 refunds' credentials: the merchant API certificate itself (whose
 //! merchant, until when) and one mutual-TLS request to the refund host with
 //! it, an empty one that WeChat can only refuse.
+//!
+//! The handshake proves that WeChat accepts the certificate, not whose it
+//! is: WeChat documents no refusal of another merchant's certificate at the
+//! TLS layer (only a missing one is known to get its HTML 400 page), so the
+//! simulator accepts any certificate its CA issued, and the certificate's
+//! own merchant ([`certificate`]) is what catches one of another merchant.
 
 use super::places::PAY_API_CERTIFICATE;
 use super::{unreachable, CODE_REFUND_CERT, CODE_REFUND_TLS};
@@ -48,8 +54,14 @@ pub(super) fn certificate(identity: &Secret, mch_id: &str, now_secs: i64) -> Che
         "apply for a new API certificate at {PAY_API_CERTIFICATE} and replace apiclient_cert.pem and \
          apiclient_key.pem (wechat.client_cert_file, client_key_file, or client_p12_file)"
     );
+    let renew_zh = format!(
+        "在 {PAY_API_CERTIFICATE} 申请新的 API 证书，替换 apiclient_cert.pem 和 apiclient_key.pem（wechat.client_cert_file、\
+         client_key_file 或 client_p12_file）"
+    );
     let Some(subject) = subject(identity) else {
-        return Check::failed(CODE_REFUND_CERT, CERTIFICATE, "the client certificate does not parse", renew);
+        return Check::failed(CODE_REFUND_CERT, CERTIFICATE, "the client certificate does not parse", renew)
+            .zh("客户端证书无法解析")
+            .zh_fix(renew_zh);
     };
     let for_merchant = subject.common_name == mch_id || subject.units.iter().any(|u| u == mch_id);
     if !for_merchant {
@@ -61,7 +73,12 @@ pub(super) fn certificate(identity: &Secret, mch_id: &str, now_secs: i64) -> Che
                 subject.common_name, subject.common_name, subject.units
             ),
             format!("use merchant {mch_id}'s apiclient_cert.pem and apiclient_key.pem ({PAY_API_CERTIFICATE})"),
-        );
+        )
+        .zh(format!(
+            "该证书属于商户 {:?}（CN {:?}，OU {:?}），不属于 {mch_id}",
+            subject.common_name, subject.common_name, subject.units
+        ))
+        .zh_fix(format!("使用商户 {mch_id} 的 apiclient_cert.pem 和 apiclient_key.pem（{PAY_API_CERTIFICATE}）"));
     }
     let days_left = (subject.not_after - now_secs).div_euclid(86_400);
     let until = day(subject.not_after);
@@ -71,14 +88,19 @@ pub(super) fn certificate(identity: &Secret, mch_id: &str, now_secs: i64) -> Che
             CERTIFICATE,
             format!("merchant {mch_id}'s certificate expired on {until} ({} days ago): refunds fail", -d),
             renew,
-        ),
+        )
+        .zh(format!("商户 {mch_id} 的证书已于 {until} 过期（{} 天前）：退款会失败", -d))
+        .zh_fix(renew_zh),
         d if d < WARN_DAYS => Check::unproved(
             CODE_REFUND_CERT,
             CERTIFICATE,
             format!("merchant {mch_id}'s certificate expires on {until}, in {d} days"),
             Some(renew),
-        ),
-        _ => Check::passed(CODE_REFUND_CERT, CERTIFICATE, format!("merchant {mch_id}'s, valid until {until}")),
+        )
+        .zh(format!("商户 {mch_id} 的证书将于 {until} 过期，还剩 {d} 天"))
+        .zh_fix(renew_zh),
+        _ => Check::passed(CODE_REFUND_CERT, CERTIFICATE, format!("merchant {mch_id}'s, valid until {until}"))
+            .zh(format!("属于商户 {mch_id}，有效期至 {until}")),
     }
 }
 
@@ -88,24 +110,30 @@ pub(super) async fn handshake(client: &WechatClient, host: &str) -> Check {
         "WeChat accepts only a current certificate of this merchant: check the line above, or download a new one at \
          {PAY_API_CERTIFICATE}"
     );
+    let refused_zh = format!("微信只接受本商户当前有效的证书：请看上一行，或在 {PAY_API_CERTIFICATE} 下载新证书");
     match client.probe_refund_host().await {
         Ok((200, Some(message))) => Check::passed(
             CODE_REFUND_TLS,
             HANDSHAKE,
             format!("{host} accepted the API certificate in a mutual-TLS handshake (an empty request: {message})"),
-        ),
+        )
+        .zh(format!("{host} 在双向 TLS 握手中接受了 API 证书（一个空请求：{message}）")),
         Ok((status, _)) => Check::failed(
             CODE_REFUND_TLS,
             HANDSHAKE,
             format!("{host} answered HTTP {status}, not WeChat's reply: the certificate was not accepted"),
             refused,
-        ),
+        )
+        .zh(format!("{host} 回复 HTTP {status}，不是微信的回复：证书未被接受"))
+        .zh_fix(refused_zh),
         Err(WechatError::Transport(why)) if why.contains("alert") || why.contains("certificate") => Check::failed(
             CODE_REFUND_TLS,
             HANDSHAKE,
             format!("{host} refused the API certificate: {}", crate::text::clip(&why, 200)),
             refused,
-        ),
+        )
+        .zh(format!("{host} 拒绝了 API 证书：{}", crate::text::clip(&why, 200)))
+        .zh_fix(refused_zh),
         Err(e) => unreachable(CODE_REFUND_TLS, HANDSHAKE, host, &e),
     }
 }

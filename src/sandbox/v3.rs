@@ -46,7 +46,10 @@ const PLATFORM_CERT_PRIVATE_KEY: &str = include_str!("keys/platform-cert-private
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyMode {
-    /// The WeChat Pay public key (new merchants); no certificates exist.
+    /// The WeChat Pay public key, for replies and notifies alike: a new
+    /// merchant, or one whose switch is complete. Whether it still has
+    /// platform certificates to download is a separate knob
+    /// ([`SimulatorV3::set_platform_certificates`]).
     PublicKey,
     /// Platform certificates only (older merchants).
     Certificates,
@@ -119,6 +122,11 @@ struct Inner {
     faults: Mutex<std::collections::VecDeque<SignFault>>,
     /// How often `/v3/certificates` was called.
     certificate_downloads: std::sync::atomic::AtomicU64,
+    /// In public-key mode, the merchant has no platform certificates (new
+    /// merchants since 2024, or voided after the switch): `/v3/certificates`
+    /// answers 404 `RESOURCE_NOT_EXISTS`. Off: a merchant that switched and
+    /// kept them, which WeChat still lets download them.
+    no_platform_certificates: std::sync::atomic::AtomicBool,
     /// Refunds by `out_refund_no`.
     refunds: Mutex<HashMap<String, SimRefund>>,
     /// Refunds accepted since the last look: their end and notify follow.
@@ -156,6 +164,7 @@ impl SimulatorV3 {
                 sign_with_other_key: Default::default(),
                 faults: Mutex::default(),
                 certificate_downloads: Default::default(),
+                no_platform_certificates: Default::default(),
                 refunds: Mutex::default(),
                 new_refunds: Mutex::default(),
                 refund_outcomes: Mutex::default(),
@@ -174,6 +183,15 @@ impl SimulatorV3 {
     /// Switches how WeChat signs for this merchant (WeChat's migration).
     pub fn set_key_mode(&self, mode: KeyMode) {
         *self.inner.key_mode.lock().expect("key mode lock") = mode;
+    }
+
+    /// Whether the merchant still has platform certificates in public-key
+    /// mode (the default: it switched and kept them). `false`: a merchant
+    /// onboarded since 2024, or one that voided them after the switch; its
+    /// `/v3/certificates` answers 404 `RESOURCE_NOT_EXISTS` "无可用的平台证书".
+    /// (In certificate and migrating modes they always exist.)
+    pub fn set_platform_certificates(&self, kept: bool) {
+        self.inner.no_platform_certificates.store(!kept, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The key mode in force.

@@ -91,7 +91,10 @@ impl SimulatorV3 {
 
     pub(super) fn certificates(&self) -> (u16, Option<Value>) {
         self.inner.certificate_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.key_mode() == KeyMode::PublicKey {
+        let none = self.inner.no_platform_certificates.load(std::sync::atomic::Ordering::Relaxed);
+        if self.key_mode() == KeyMode::PublicKey && none {
+            // WeChat's words to a merchant that has only the public key (its
+            // guide's address after "可查看指引" is left out: not known exactly).
             let message = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。";
             return (404, Some(error("RESOURCE_NOT_EXISTS", message)));
         }
