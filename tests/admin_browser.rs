@@ -736,6 +736,8 @@ async fn the_system_view_checks_the_credentials_in_both_languages() {
         let alert = b.text("#checkup-result [role=\"alert\"]").await;
         assert!(alert.contains(refused) && alert.contains("10 s"), "{lang}: {alert}");
         assert_eq!(env.sim.simulator.calls().values().sum::<u64>(), 3, "{lang}: one call per credential, one run");
+        // Closing the session ends Chromium; killing chromedriver alone left it running.
+        b.client.close().await.unwrap();
         env.stop().await;
     }
 }
