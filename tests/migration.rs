@@ -3,7 +3,8 @@
 //! holds exactly what it held, and a copy that is killed part-way resumes.
 //!
 //! `tests/fixtures/store-format-1.tar.gz` is a data directory written by
-//! that release's store (commit b4a5e21): 300 orders of every status (paid,
+//! that release's store (commit b4a5e21, through its `Store` API, by a
+//! throw-away test in a checkout of it): 300 orders of every status (paid,
 //! paid twice, closed, prepaid, failed prepays; client, product and
 //! platform orders), their notifies and a forged one, refunds processing and
 //! succeeded, platform orders with their outbox deliveries, a used nonce.
