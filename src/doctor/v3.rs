@@ -61,7 +61,16 @@ fn request(probe: &Probe, keys: &V3Keys, mch_id: &str) -> Check {
         "在 {PAY_API_CERTIFICATE} 找到证书：把它的证书序列号填入 wechat.merchant_serial，把同一次下载的 apiclient_key.pem \
          填入 wechat.merchant_key_file；`openssl x509 -noout -serial -in apiclient_cert.pem` 可显示证书文件的序列号"
     );
-    let merchant_fix_zh = format!("从 {PAY_MERCHANT_INFO} 复制商户号到 wechat.mch_id");
+    let unknown_merchant = || {
+        Check::failed(
+            CODE_V3_REQUEST,
+            REQUEST,
+            format!("WeChat knows no merchant {mch_id}: {said}"),
+            format!("copy the merchant number from {PAY_MERCHANT_INFO} into wechat.mch_id"),
+        )
+        .zh(format!("微信不认识商户号 {mch_id}：{said}"))
+        .zh_fix(format!("从 {PAY_MERCHANT_INFO} 复制商户号到 wechat.mch_id"))
+    };
     let clock_fix_zh = "本机时钟不准：打开 NTP（timedatectl set-ntp true），然后再运行一次 doctor";
     match (probe.status, probe.code.as_str()) {
         (404, "ORDER_NOT_EXIST") | (200..=299, _) if verified => Check::passed(
@@ -92,14 +101,7 @@ fn request(probe: &Probe, keys: &V3Keys, mch_id: &str) -> Check {
         )
         .zh(format!("微信不认识商户 {mch_id} 的 API 证书 {serial}：{said}"))
         .zh_fix(certificate_fix_zh),
-        (401, _) if probe.message.contains("商户号") => Check::failed(
-            CODE_V3_REQUEST,
-            REQUEST,
-            format!("WeChat knows no merchant {mch_id}: {said}"),
-            format!("copy the merchant number from {PAY_MERCHANT_INFO} into wechat.mch_id"),
-        )
-        .zh(format!("微信不认识商户号 {mch_id}：{said}"))
-        .zh_fix(merchant_fix_zh),
+        (401, _) if probe.message.contains("商户号") => unknown_merchant(),
         (401, _) if probe.message.contains("时间戳") => Check::failed(
             CODE_V3_REQUEST,
             REQUEST,
@@ -121,14 +123,7 @@ fn request(probe: &Probe, keys: &V3Keys, mch_id: &str) -> Check {
             "微信认识证书 {serial}，但签名无法用它的公钥验证：merchant_key_file 不是该证书的私钥（{said}）"
         ))
         .zh_fix(certificate_fix_zh),
-        (400, "MCH_NOT_EXISTS") => Check::failed(
-            CODE_V3_REQUEST,
-            REQUEST,
-            format!("WeChat knows no merchant {mch_id}: {said}"),
-            format!("copy the merchant number from {PAY_MERCHANT_INFO} into wechat.mch_id"),
-        )
-        .zh(format!("微信不认识商户号 {mch_id}：{said}"))
-        .zh_fix(merchant_fix_zh),
+        (400, "MCH_NOT_EXISTS") => unknown_merchant(),
         (500..=599, _) => Check::unproved(
             CODE_V3_REQUEST,
             REQUEST,

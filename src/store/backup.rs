@@ -224,7 +224,7 @@ fn restore_archive(dir: &Path, r: &mut impl Read) -> Result<(), RestoreError> {
         file.sync_all()?;
     }
     if folder.is_dir() {
-        std::fs::File::open(&folder)?.sync_all()?;
+        super::open::sync_dir(&folder)?;
     }
     Ok(())
 }

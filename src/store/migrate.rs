@@ -130,7 +130,7 @@ fn sync_files(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::Sled(sled::Error::Io(e)))
+    super::open::sync_dir(dir).map_err(|e| StoreError::Sled(sled::Error::Io(e)))
 }
 
 /// Deletes an earlier release's sled files from the top of `dir` (never

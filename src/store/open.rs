@@ -47,6 +47,12 @@ pub(super) fn sled_config(dir: &Path, options: StoreOptions) -> sled::Config {
         .compression_factor(COMPRESSION_LEVEL)
 }
 
+/// `fsync`s a folder, so the names created, renamed or removed in it are
+/// durable (the archive's files, a migrated store, a restored archive).
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Opens sled with `config`, waiting up to `lock_wait` for the lock: within
 /// one process (a reopen after a failure, a restart in tests) sled may still
 /// be finishing the previous handle's last writes on its I/O threads.

@@ -21,6 +21,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub(super) use crate::store::open::sync_dir;
+
 const MAGIC: &[u8; 4] = b"PBAI";
 const HEAD: u64 = 16;
 const SUM: usize = 32;
@@ -140,11 +142,6 @@ fn record(bytes: &[u8]) -> Record {
         offset: u64::from_be_bytes(bytes[KEY_WIDTH..KEY_WIDTH + 8].try_into().expect("8 bytes")),
         created_at: i64::from_be_bytes(bytes[KEY_WIDTH + 8..].try_into().expect("8 bytes")),
     }
-}
-
-/// `fsync`s a folder, so the names created or renamed in it are durable.
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Finds `key` in the index file by binary search, reading a few records
