@@ -43,14 +43,28 @@ pub(crate) struct Trees {
     pub(super) id_offset: u64,
 }
 
-/// The key in `stats` under which every batch records the id after the
-/// highest it handed out. Ids key the notify log, the outbox and platform
+/// The key in `stats` that holds a floor above every id handed out: a
+/// batch whose ids reach it raises it to the next multiple of
+/// [`NEXT_ID_STEP`], so one batch in thousands writes it. Ids key the notify log, the outbox and platform
 /// changes, and order sequence numbers: sled keeps its id generator outside
 /// every tree, so a backup restored, or a store copied into a new format,
 /// starts it again from 0, and new ids would overwrite old records (and a
 /// platform's change cursor would skip new changes). Ids are therefore
 /// sled's plus an offset that keeps them above this floor.
 pub(super) const NEXT_ID: &[u8] = b"i";
+
+/// How far [`NEXT_ID`] is raised at a time. Each change written costs sled
+/// a compressed log entry (see static/docs/engineering.md, "What the store
+/// costs"); ids are only ordered and unique, so skipping up to this many
+/// after a restore loses nothing.
+pub(super) const NEXT_ID_STEP: u64 = 1 << 16;
+
+/// The floor to record after a batch whose highest id is `highest`, if the
+/// recorded one, `recorded`, does not already cover it.
+pub(super) fn raised_floor(recorded: u64, highest: u64) -> Option<u64> {
+    let next = highest.checked_add(1)?;
+    (next > recorded).then(|| next.checked_next_multiple_of(NEXT_ID_STEP).unwrap_or(u64::MAX))
+}
 
 /// The trees whose keys end with an id (8 bytes, big-endian): the notify log,
 /// the outbox, platform changes, and the time index (created ‖ seq).
@@ -147,5 +161,22 @@ impl Trees {
         self.db.flush()?;
         self.data_file.sync_data().map_err(sled::Error::Io)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_floor_is_raised_in_steps_and_only_when_reached() {
+        assert_eq!(raised_floor(0, 0), Some(NEXT_ID_STEP));
+        assert_eq!(raised_floor(NEXT_ID_STEP, 5), None, "covered: nothing to write");
+        assert_eq!(raised_floor(NEXT_ID_STEP, NEXT_ID_STEP - 1), None);
+        assert_eq!(raised_floor(NEXT_ID_STEP, NEXT_ID_STEP), Some(2 * NEXT_ID_STEP));
+        // A floor recorded by an earlier release (exactly the next id) is raised the same way.
+        assert_eq!(raised_floor(1_000_001, 1_000_001), Some(1_000_002u64.next_multiple_of(NEXT_ID_STEP)));
+        assert_eq!(raised_floor(0, u64::MAX), None, "no id above the last");
+        assert_eq!(raised_floor(0, u64::MAX - 1), Some(u64::MAX));
     }
 }

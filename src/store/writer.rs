@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use super::trees::NEXT_ID;
-use super::tx::{Tx, TxResult};
+use super::trees::{raised_floor, NEXT_ID};
+use super::tx::{read_u64, Tx, TxResult};
 use super::{StoreError, StoreOptions, Trees};
 use crate::domain::Mode;
 
@@ -327,14 +327,19 @@ fn apply(trees: &Trees, batch: &mut [Box<dyn Change>]) {
             return;
         }
     };
-    let next = ids.iter().max().map_or(0, |id| id + 1).to_be_bytes();
+    let highest = ids.iter().copied().max().unwrap_or(0);
+    let record_floor = |tx: &Tx| -> TxResult<()> {
+        if let Some(floor) = raised_floor(read_u64(tx.stats.get(NEXT_ID)?.as_deref(), 0), highest) {
+            tx.stats.insert(NEXT_ID, &floor.to_be_bytes()[..])?;
+        }
+        Ok(())
+    };
     let batch = std::cell::RefCell::new(batch);
     let together = trees.transact(|tx| {
         for (change, id) in batch.borrow_mut().iter_mut().zip(&ids) {
             change.apply(tx, *id)?;
         }
-        tx.stats.insert(NEXT_ID, &next[..])?;
-        Ok(())
+        record_floor(tx)
     });
     if together.is_ok() {
         return;
@@ -343,8 +348,7 @@ fn apply(trees: &Trees, batch: &mut [Box<dyn Change>]) {
         let change = std::cell::RefCell::new(change);
         let apply = |tx: &Tx| {
             change.borrow_mut().apply(tx, id)?;
-            tx.stats.insert(NEXT_ID, &next[..])?;
-            Ok(())
+            record_floor(tx)
         };
         if let Err(e) = trees.transact(apply) {
             change.into_inner().failed(e);
