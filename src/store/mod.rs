@@ -5,9 +5,9 @@
 //! |---|---|---|
 //! | `orders` | out_trade_no | [`Order`] |
 //! | `orders_by_time` | created_ms (8, BE) ‖ seq (8, BE) | out_trade_no |
-//! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | out_trade_no |
+//! | `orders_by_status` | status (1) ‖ created_ms ‖ seq | empty (the number: `orders_by_time`) |
 //! | `orders_by_tx` | transaction_id | out_trade_no |
-//! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | out_trade_no |
+//! | `orders_by_openid` | openid ‖ 0x00 ‖ created_ms ‖ seq | empty (as above) |
 //! | `orders_due` | queue (1) ‖ due_ms (8, BE) ‖ out_trade_no | empty ([`schedule`]: the lifecycle's work) |
 //! | `stats` | `s` ‖ status / `d` ‖ day / `r` ‖ day / `n` / `i` | orders per status / paid count and fen / rejected notifies / the notify log's size / the id floor |
 //! | `notifies` | id (8, BE) | [`NotifyRecord`] |

@@ -9,15 +9,17 @@ use arc_swap::ArcSwapOption;
 
 use super::migrate;
 use super::trees::{Trees, NEXT_ID};
-use super::tx::read_u64;
+use super::tx::{self, read_u64};
 use super::writer::{self, Writer};
 use super::{schedule, Delivery, NotifyRecord, Order, Store, StoreError, StoreOptions};
 use crate::domain::Mode;
 
 /// The version of the index layout; a data directory with an older one has
 /// its indexes rebuilt from the orders when opened.
-/// Version 6 added `orders_due`.
-const INDEX_VERSION: &[u8] = b"6";
+/// Version 6 added `orders_due`; version 7 leaves `orders_by_status` and
+/// `orders_by_openid` without values (the number is in `orders_by_time`
+/// under the same time key).
+const INDEX_VERSION: &[u8] = b"7";
 
 /// The file a running server writes its pid to, in the data directory.
 pub const PID_FILE: &str = "paybridge.pid";
@@ -147,8 +149,13 @@ impl Trees {
             Some(INDEX_VERSION) => {}
             // Version 5 lacks only the due index: built alone, so platforms'
             // change feeds do not see every order again.
+            Some(b"6") => {
+                trees.rekey_order_indexes()?;
+                meta.insert("index_version", INDEX_VERSION)?;
+            }
             Some(b"5") => {
                 trees.build_due_index()?;
+                trees.rekey_order_indexes()?;
                 meta.insert("index_version", INDEX_VERSION)?;
             }
             _ => {
@@ -173,6 +180,32 @@ impl Trees {
             }
         }
         tracing::info!(open_orders = open, "the lifecycle's due index was built");
+        Ok(())
+    }
+
+    /// Writes the status and payer indexes in version 7's form (see
+    /// [`INDEX_VERSION`]) from the orders. Runs at open, before the writer
+    /// starts; interrupted, it runs again at the next open.
+    fn rekey_order_indexes(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        self.orders_by_status.clear()?;
+        self.orders_by_openid.clear()?;
+        let (mut by_status, mut by_openid, mut done) = (sled::Batch::default(), sled::Batch::default(), 0u64);
+        for entry in self.orders.iter() {
+            let (_, bytes) = entry?;
+            let order = Order::decode(&bytes)?;
+            let time = tx::time_key(&order);
+            by_status.insert(&tx::status_key(order.status, &time)[..], &[]);
+            by_openid.insert(tx::openid_key(&order.openid, &time), &[]);
+            done += 1;
+            if done % 10_000 == 0 {
+                self.orders_by_status.apply_batch(std::mem::take(&mut by_status))?;
+                self.orders_by_openid.apply_batch(std::mem::take(&mut by_openid))?;
+            }
+        }
+        self.orders_by_status.apply_batch(by_status)?;
+        self.orders_by_openid.apply_batch(by_openid)?;
+        tracing::info!(orders = done, ms = started.elapsed().as_millis() as u64, "status and payer indexes rewritten");
         Ok(())
     }
 
@@ -236,6 +269,53 @@ mod tests {
         drop(Store::open(dir.path(), Mode::Sandbox).unwrap());
         let err = Store::open(dir.path(), Mode::Live).err().unwrap();
         assert!(err.to_string().contains("sandbox data"), "{err}");
+    }
+
+    /// A data directory of index version 6 (both indexes holding the
+    /// order's number) gets them rewritten when opened, and lists and
+    /// searches find the same orders.
+    #[tokio::test]
+    async fn version_6_indexes_are_rewritten_when_opened() {
+        use crate::store::{OrderFilter, OrderStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        for i in 0..30 {
+            let mut o = order(&format!("SIX{i:07}"), 1000 + i);
+            o.openid = format!("payer-{}", i % 3);
+            store.insert_order(o).await.unwrap().unwrap();
+        }
+        for i in 0..10 {
+            store.update_order(&format!("SIX{i:07}"), |o| o.close(5000, "x")).await.unwrap();
+        }
+        // What version 6 wrote.
+        let trees = store.trees().unwrap();
+        trees.orders_by_status.clear().unwrap();
+        trees.orders_by_openid.clear().unwrap();
+        for entry in trees.orders.iter() {
+            let (no, bytes) = entry.unwrap();
+            let o = Order::decode(&bytes).unwrap();
+            let time = tx::time_key(&o);
+            trees.orders_by_status.insert(&tx::status_key(o.status, &time)[..], no.clone()).unwrap();
+            trees.orders_by_openid.insert(tx::prefixed_key(&o.openid, &time), no).unwrap();
+        }
+        trees.db.open_tree("meta").unwrap().insert("index_version", &b"6"[..]).unwrap();
+        drop(trees);
+        assert!(store.close(std::time::Duration::from_secs(5)).await);
+        drop(store);
+
+        let store = Store::open(dir.path(), Mode::Live).unwrap();
+        let trees = store.trees().unwrap();
+        let values = trees.orders_by_openid.iter().values().chain(trees.orders_by_status.iter().values());
+        assert!(values.map(Result::unwrap).all(|v| v.is_empty()), "version 7: no values");
+        assert_eq!(trees.orders_by_openid.len() + trees.orders_by_status.len(), 60);
+        let closed = store.list_orders(&OrderFilter::status(OrderStatus::Closed), None, 100).unwrap().items;
+        assert_eq!(closed.len(), 10);
+        let open = store.list_orders(&OrderFilter::status(OrderStatus::Created), None, 100).unwrap().items;
+        assert_eq!(open.len(), 20);
+        assert_eq!(open[0].out_trade_no, "SIX0000029", "newest first");
+        let payer = store.search_orders("payer-1", &OrderFilter::default(), None, 100).unwrap().items;
+        assert_eq!(payer.len(), 10);
+        assert!(payer.iter().all(|o| o.openid == "payer-1"));
     }
 
     /// A data directory from before the due index gets it built when opened.

@@ -107,7 +107,9 @@ impl Store {
         self.page(entries, prefix.len(), limit, |order| filter.accepts(order))
     }
 
-    /// Collects a page from index entries whose keys end in a time key.
+    /// Collects a page from index entries whose keys end in a time key. An
+    /// entry's value is the order's number, or empty where the number is
+    /// found in `orders_by_time` under that time key.
     fn page(
         &self,
         entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
@@ -115,11 +117,19 @@ impl Store {
         limit: usize,
         keep: impl Fn(&Order) -> bool,
     ) -> Result<Page<Order>, StoreError> {
+        let trees = self.trees()?;
         let mut items = Vec::with_capacity(limit.min(1000));
         let mut last_key = None;
         for entry in entries {
-            let (key, no) = entry?;
-            let Some(order) = self.order(&String::from_utf8_lossy(&no))? else { continue };
+            let (key, value) = entry?;
+            let no = match value.is_empty() {
+                false => value,
+                true => match trees.orders_by_time.get(&key[prefix_len..])? {
+                    Some(no) => no,
+                    None => continue,
+                },
+            };
+            let Some(order) = trees.order(&String::from_utf8_lossy(&no))? else { continue };
             if !keep(&order) {
                 continue;
             }

@@ -50,6 +50,12 @@ pub(super) fn status_key(status: OrderStatus, time: &[u8; 16]) -> [u8; 17] {
     key
 }
 
+/// `openid ‖ 0x00 ‖ created_ms ‖ seq`: the payer index's key. Its value is
+/// empty; the order's number is in `orders_by_time` under the time key.
+pub(super) fn openid_key(openid: &str, time: &[u8; 16]) -> Vec<u8> {
+    prefixed_key(openid, time)
+}
+
 /// `text ‖ 0x00 ‖ suffix`: an index entry under a text prefix.
 pub(super) fn prefixed_key(text: &str, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(text.len() + 1 + suffix.len());
@@ -154,8 +160,8 @@ impl Tx<'_> {
             self.due.insert(key, &[])?;
         }
         self.by_time.insert(&time[..], order.out_trade_no.as_bytes())?;
-        self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
-        self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
+        self.by_status.insert(&status_key(order.status, &time)[..], &[])?;
+        self.by_openid.insert(openid_key(&order.openid, &time), &[])?;
         self.bump_status(order.status, 1)?;
         if order.status.is_paid() {
             self.paid(order)?;
@@ -186,13 +192,13 @@ impl Tx<'_> {
         let time = time_key(order);
         if before.openid != order.openid {
             // A platform's order learns its payer when mini-program B pays it.
-            self.by_openid.remove(prefixed_key(&before.openid, &time))?;
-            self.by_openid.insert(prefixed_key(&order.openid, &time), order.out_trade_no.as_bytes())?;
+            self.by_openid.remove(openid_key(&before.openid, &time))?;
+            self.by_openid.insert(openid_key(&order.openid, &time), &[])?;
         }
         if before.status != order.status {
             self.platform_order_changed(order, id)?;
             self.by_status.remove(&status_key(before.status, &time)[..])?;
-            self.by_status.insert(&status_key(order.status, &time)[..], order.out_trade_no.as_bytes())?;
+            self.by_status.insert(&status_key(order.status, &time)[..], &[])?;
             self.bump_status(before.status, -1)?;
             self.bump_status(order.status, 1)?;
             if order.status == OrderStatus::Paid {
@@ -214,7 +220,7 @@ impl Tx<'_> {
         }
         self.by_time.remove(&time[..])?;
         self.by_status.remove(&status_key(order.status, &time)[..])?;
-        self.by_openid.remove(prefixed_key(&order.openid, &time))?;
+        self.by_openid.remove(openid_key(&order.openid, &time))?;
         self.bump_status(order.status, -1)
     }
 

@@ -298,7 +298,7 @@ fn forget(tx: &Tx, moving: &Moving) -> TxResult<bool> {
     }
     tx.by_time.remove(&time[..])?;
     tx.by_status.remove(&status_key(order.status, &time)[..])?;
-    tx.by_openid.remove(prefixed_key(&order.openid, &time))?;
+    tx.by_openid.remove(tx::openid_key(&order.openid, &time))?;
     if let Some(id) = &order.transaction_id {
         if tx.by_tx.get(id.as_bytes())?.as_deref() == Some(no.as_bytes()) {
             tx.by_tx.remove(id.as_bytes())?;
