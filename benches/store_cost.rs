@@ -25,6 +25,9 @@
 //! Under `cargo test` (no `--bench` argument) it runs once on a small store
 //! and checks its answers, so the benchmark cannot rot.
 
+#[path = "store_cost/floor.rs"]
+mod floor;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -80,19 +83,35 @@ fn openid(i: u64) -> String {
 }
 
 async fn place(store: &Store, i: u64) {
+    store.insert_order(new_order(i)).await.unwrap().expect("each order number is new");
+}
+
+/// Order `i` as the store keeps it when placed.
+fn new_order(i: u64) -> Order {
     let contents =
         OrderContents { total_fee: fee(i), body: format!("商品 {i}"), attach: String::new(), openid: openid(i) };
-    let order = Order::new(order_no(i), contents, false, BASE_MS + i as i64 * 1000);
-    store.insert_order(order).await.unwrap().expect("each order number is new");
+    Order::new(order_no(i), contents, false, BASE_MS + i as i64 * 1000)
+}
+
+/// When order `i` is paid.
+fn paid_at(i: u64) -> i64 {
+    BASE_MS + i as i64 * 1000 + 500
+}
+
+/// The verified notify that pays order `i`, before the store decides on it.
+fn notify_record(i: u64) -> NotifyRecord {
+    let mut record =
+        NotifyRecord::received(notify_body(i).as_bytes(), paid_at(i), Some("127.0.0.1:4000".into()), false);
+    record.verified = true;
+    record.out_trade_no = Some(order_no(i));
+    record.transaction_id = Some(transaction_id(i));
+    record
 }
 
 /// Pays order `i` the way `pay::notify` settles a verified v2 payment notify.
 async fn pay(store: &Store, i: u64) {
-    let now = BASE_MS + i as i64 * 1000 + 500;
-    let mut record = NotifyRecord::received(notify_body(i).as_bytes(), now, Some("127.0.0.1:4000".into()), false);
-    record.verified = true;
-    record.out_trade_no = Some(order_no(i));
-    record.transaction_id = Some(transaction_id(i));
+    let now = paid_at(i);
+    let record = notify_record(i);
     let payment = Payment {
         transaction_id: transaction_id(i),
         total_fee: fee(i),
@@ -346,6 +365,9 @@ async fn main() {
     if let Some(dir) = std::env::var_os(PROBE) {
         return probe(Path::new(&dir));
     }
+    if let Some(dir) = std::env::var_os(floor::PROBE) {
+        return floor::probe(Path::new(&dir));
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let default = if bench { 1_000_000 } else { 2_000 };
     let count = std::env::var("STORE_COST_ORDERS")
@@ -359,4 +381,60 @@ async fn main() {
     );
     println!("|----------:|----------:|-------:|-------:|---------:|-------:|-------:|---------:|----------------:|--------:|-------:|");
     measure(count, one_sender_rounds).await;
+    sled_alone(count, one_sender_rounds);
+}
+
+/// The same orders and payments on a bare sled with the fewest writes any
+/// layout could make ([`floor`]), compressed and not: what sled itself
+/// costs, beside the store's figures above.
+fn sled_alone(count: u64, rounds: u64) {
+    let order = |i: u64| (order_no(i).into_bytes(), new_order(i).encode());
+    let payment = |i: u64| {
+        let mut record = notify_record(i);
+        (record.verdict, record.reason) = (Verdict::Paid, "order marked PAID".into());
+        let mut state = vec![b'P'];
+        state.extend_from_slice(&paid_at(i).to_be_bytes());
+        state.extend_from_slice(transaction_id(i).as_bytes());
+        (record.encode(), state)
+    };
+    let records = floor::Records { order: &order, payment: &payment };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let sync_p50 = fdatasync_p50(dir.path(), rounds as usize, true);
+    println!();
+    println!("sled alone, an order's record and a payment's two records (no index), same disk:");
+    println!(
+        "| sled | B/placed | B/paid | open ms placed / paid | idle RSS MiB placed / paid | \
+         one payment p50 / fdatasync p50 ms | CPU µs/payment (8 per commit) |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|");
+    let floors: Vec<floor::Floor> = [true, false]
+        .into_iter()
+        .map(|compress| floor::measure(dir.path(), count, rounds, compress, &records))
+        .collect();
+    for f in &floors {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {:.0} |",
+            if f.compress { "zstd level 1" } else { "uncompressed" },
+            f.per_placed,
+            f.per_paid,
+            f.open_ms[0],
+            f.open_ms[1],
+            f.idle_rss[0],
+            f.idle_rss[1],
+            f.one_sender.as_secs_f64() * 1000.0,
+            sync_p50.as_secs_f64() * 1000.0,
+            f.cpu_per_payment.as_secs_f64() * 1e6,
+        );
+        assert!(f.per_placed > 0.0 && f.per_paid > 0.0 && f.one_sender > Duration::ZERO, "sled alone: figures");
+        assert!(f.idle_rss.iter().chain(&f.open_ms).all(|x| x.is_finite() && *x > 0.0), "sled alone: probes");
+    }
+    let (zstd, plain) = (&floors[0], &floors[1]);
+    assert!(
+        zstd.per_placed + zstd.per_paid < plain.per_placed + plain.per_paid,
+        "compression must save disk: {:.0} + {:.0} B compressed, {:.0} + {:.0} B not",
+        zstd.per_placed,
+        zstd.per_paid,
+        plain.per_placed,
+        plain.per_paid
+    );
 }
