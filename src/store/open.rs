@@ -147,8 +147,8 @@ impl Trees {
         let trees = Trees { id_offset: floor.saturating_sub(trees.db.generate_id()?), ..trees };
         match meta.get("index_version")?.as_deref() {
             Some(INDEX_VERSION) => {}
-            // Version 5 lacks only the due index: built alone, so platforms'
-            // change feeds do not see every order again.
+            // Versions 5 and 6 lack only what a later one changed: built
+            // alone, so platforms' change feeds do not see every order again.
             Some(b"6") => {
                 trees.rekey_order_indexes()?;
                 meta.insert("index_version", INDEX_VERSION)?;

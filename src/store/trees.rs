@@ -45,12 +45,13 @@ pub(crate) struct Trees {
 
 /// The key in `stats` that holds a floor above every id handed out: a
 /// batch whose ids reach it raises it to the next multiple of
-/// [`NEXT_ID_STEP`], so one batch in thousands writes it. Ids key the notify log, the outbox and platform
-/// changes, and order sequence numbers: sled keeps its id generator outside
-/// every tree, so a backup restored, or a store copied into a new format,
-/// starts it again from 0, and new ids would overwrite old records (and a
-/// platform's change cursor would skip new changes). Ids are therefore
-/// sled's plus an offset that keeps them above this floor.
+/// [`NEXT_ID_STEP`], so one batch in thousands writes it. Ids key the
+/// notify log, the outbox and platform changes, and order sequence numbers:
+/// sled keeps its id generator outside every tree, so a backup restored, or
+/// a store copied into a new format, starts it again from 0, and new ids
+/// would overwrite old records (and a platform's change cursor would skip
+/// new changes). Ids are therefore sled's plus an offset that keeps them
+/// above this floor.
 pub(super) const NEXT_ID: &[u8] = b"i";
 
 /// How far [`NEXT_ID`] is raised at a time. Each change written costs sled
