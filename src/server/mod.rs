@@ -215,11 +215,17 @@ async fn serve(
                     Some(acceptor) => connection.serve_tls(acceptor, stream, activity.clone()).await,
                 }
             };
+            // Counted before the socket closes, so the metrics already say
+            // why when the client sees it closed.
+            let watched = async {
+                let closed = activity.watch().await;
+                closes.record(closed, peer, metrics.as_deref());
+            };
             // Dropping the connection closes its socket, whatever hyper was
             // waiting for (a window that never opens, a client that never reads).
             tokio::select! {
                 () = served => {}
-                closed = activity.watch() => closes.record(closed, peer, metrics.as_deref()),
+                () = watched => {}
             }
         });
     }
