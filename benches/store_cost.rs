@@ -11,7 +11,7 @@
 //! - start-up (the time `Store::open` takes on the filled directory) and the
 //!   idle RSS after it, both in a fresh process (this binary, run again as a
 //!   probe), as a restarted server would see them; and this process's peak
-//!   RSS (VmHWM) while filling and paying;
+//!   RSS (VmHWM) while filling;
 //! - what each tree holds (entries, live key and value bytes), beside which
 //!   the bytes on disk are sled's own overhead;
 //! - the p50 of one notify written at a time, beside the p50 of a 512-byte
@@ -19,8 +19,8 @@
 //!   overwriting a preallocated file in place (as sled writes its log) and
 //!   appending (each sync also commits the file's new size);
 //! - CPU time (all threads: the writer, sled's, tokio's) per notify at 16
-//!   concurrent writers.
-//!
+//!   concurrent writers, and the resident memory before, at the peak and 2 s
+//!   after, in a fresh process that pays the rest of the half;
 //! - then the same orders and payments on a bare sled, compressed and not,
 //!   with the fewest writes any record layout could make (`floor.rs`): what
 //!   sled itself costs, beside the store's figures.
@@ -165,6 +165,11 @@ fn status_mib(key: &str) -> f64 {
     kib / 1024.0
 }
 
+/// Resets this process's peak resident memory (VmHWM) to what it holds now.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("/proc/self/clear_refs takes 5 (reset the peak RSS)");
+}
+
 /// This process's CPU time so far (user + system, all threads), from /proc.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -237,6 +242,57 @@ fn probe_fresh(dir: &Path) -> (f64, f64) {
 /// Set to a data directory, this binary is the probe of [`probe`].
 const PROBE: &str = "STORE_COST_PROBE";
 
+/// Set to `first,end` (with [`PROBE`]'s data directory in [`PAY_DIR`]), this
+/// binary pays those orders at [`NOTIFY_WRITERS`] and prints what it cost ([`paying`]).
+const PAY_RANGE: &str = "STORE_COST_PAY";
+const PAY_DIR: &str = "STORE_COST_PAY_DIR";
+
+/// What paying at [`NOTIFY_WRITERS`] cost in a fresh process.
+struct Load {
+    /// CPU seconds per notify (all threads).
+    cpu_per_notify: f64,
+    /// Notifies a second.
+    rate: f64,
+    /// Resident MiB: open and idle before, the peak while paying, 2 s after.
+    rss: [f64; 3],
+}
+
+/// The paying process: opens the store at `dir`, pays `range` at
+/// [`NOTIFY_WRITERS`], and prints `cpu_per_notify rate before peak after`.
+async fn paying(dir: &Path, range: std::ops::Range<u64>) {
+    let store = Store::open(dir, Mode::Live).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = status_mib("VmRSS:");
+    reset_peak_rss();
+    let count = range.end - range.start;
+    let (cpu, started) = (cpu_time(), Instant::now());
+    run(range, NOTIFY_WRITERS, |i| {
+        let store = store.clone();
+        async move { pay(&store, i).await }
+    })
+    .await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let cpu_per_notify = (cpu_time() - cpu).as_secs_f64() / count as f64;
+    let peak = status_mib("VmHWM:");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = status_mib("VmRSS:");
+    assert!(store.close(Duration::from_secs(120)).await);
+    println!("{cpu_per_notify} {rate} {before} {peak} {after}");
+}
+
+/// Runs [`paying`] in a fresh process.
+fn paying_fresh(dir: &Path, range: std::ops::Range<u64>) -> Load {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(PAY_DIR, dir)
+        .env(PAY_RANGE, format!("{},{}", range.start, range.end))
+        .output()
+        .expect("the paying process runs");
+    assert!(out.status.success(), "paying: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let f: Vec<f64> = text.split_whitespace().map(|f| f.parse::<f64>().unwrap()).collect();
+    Load { cpu_per_notify: f[0], rate: f[1], rss: [f[2], f[3], f[4]] }
+}
+
 /// Closes `store` and opens the directory again. sled may still be
 /// finishing the closed handle's last writes on its threads; opening waits
 /// for its lock (`lock_wait`).
@@ -291,17 +347,12 @@ async fn measure(count: u64, one_sender_rounds: u64) {
     }
     let one_p50 = median(samples);
 
-    // The rest of the half at 16 concurrent writers, with the CPU they cost.
-    let (cpu, started) = (cpu_time(), Instant::now());
-    run(one_sender_rounds..paid, NOTIFY_WRITERS, |i| {
-        let store = store.clone();
-        async move { pay(&store, i).await }
-    })
-    .await;
-    let concurrent = paid - one_sender_rounds;
-    let notify_rate = concurrent as f64 / started.elapsed().as_secs_f64();
-    let cpu_per_notify = (cpu_time() - cpu).div_f64(concurrent as f64);
-
+    // The rest of the half at 16 concurrent writers, in a fresh process
+    // (as a restarted server would take them), with the CPU and memory they cost.
+    assert!(store.close(Duration::from_secs(120)).await);
+    drop(store);
+    let load = paying_fresh(&data, one_sender_rounds..paid);
+    let store = Store::open(&data, Mode::Live).unwrap();
     let store = reopen(store, &data).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let paid_bytes = disk_bytes(&data);
@@ -335,9 +386,18 @@ async fn measure(count: u64, one_sender_rounds: u64) {
         startup,
         ms(one_p50),
         ms(sync_p50),
-        cpu_per_notify.as_secs_f64() * 1e6,
-        notify_rate,
+        load.cpu_per_notify * 1e6,
+        load.rate,
     );
+    println!(
+        "paying at {NOTIFY_WRITERS} writers in a fresh process (page cache {} MiB): resident {:.1} MiB before, \
+         {:.1} MiB at the peak, {:.1} MiB 2 s after",
+        StoreOptions::default().cache_bytes >> 20,
+        load.rss[0],
+        load.rss[1],
+        load.rss[2]
+    );
+    assert!(load.rss[1] >= load.rss[2] && load.rss[2] > 0.0, "RSS under load: {:?} MiB", load.rss);
     println!(
         "fdatasync p50: {:.2} ms overwriting in place (the column above), {:.2} ms appending",
         ms(sync_p50),
@@ -371,6 +431,10 @@ async fn main() {
     }
     if let Some(dir) = std::env::var_os(floor::PROBE) {
         return floor::probe(Path::new(&dir));
+    }
+    if let (Some(dir), Ok(range)) = (std::env::var_os(PAY_DIR), std::env::var(PAY_RANGE)) {
+        let (first, end) = range.split_once(',').expect("first,end");
+        return paying(Path::new(&dir), first.parse().unwrap()..end.parse().unwrap()).await;
     }
     let bench = std::env::args().any(|a| a == "--bench");
     let default = if bench { 1_000_000 } else { 2_000 };

@@ -9,7 +9,8 @@
 //! dropped every index, count and link. Payments are committed eight to a
 //! transaction (about what 16 concurrent senders group into), each followed
 //! by sled's `flush` and an `fdatasync` of its data file, as the store's
-//! writer does. Whatever layout PayBridge chooses on sled costs at least this.
+//! writer does, with the store's default page cache. Whatever layout
+//! PayBridge chooses on sled costs at least this.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,6 +50,7 @@ pub struct Records<'a> {
 fn open(path: &Path, compress: bool) -> (sled::Db, sled::Tree, sled::Tree, sled::Tree, std::fs::File) {
     let db = sled::Config::new()
         .path(path)
+        .cache_capacity(paybridge::store::StoreOptions::default().cache_bytes)
         .flush_every_ms(None)
         .use_compression(compress)
         .compression_factor(1)
