@@ -321,14 +321,24 @@ pub fn main() -> anyhow::Result<()> {
 /// straight from the data directory when PayBridge is stopped. Never
 /// creates a data directory: a wrong `data_dir` is an error naming it.
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dir = &config.data_dir;
     anyhow::ensure!(
         crate::store::holds_data(dir),
         "no PayBridge data in {} (data_dir): is it the right config? Nothing was written",
         dir.display()
     );
-    let bytes = match crate::control::backup(dir).await? {
-        Some(bytes) => bytes,
+    // Customers' payments: owner-only, under a temporary name until complete.
+    let mut file =
+        crate::tls::cert::PrivateFile::create(to).with_context(|| format!("cannot write {}", to.display()))?;
+    let folder = to.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    // On the data directory's disk, the backup leaves the room payments need.
+    let same_disk = std::fs::metadata(dir)?.dev() == std::fs::metadata(folder)?.dev();
+    let reserve = if same_disk { crate::store::backup::DISK_RESERVE } else { 0 };
+    let mut out = crate::store::backup::KeepFree::new(file.file().try_clone()?, folder, reserve)
+        .with_context(|| format!("cannot write {}", to.display()))?;
+    let len = match crate::control::backup(dir, &mut out).await? {
+        Some(len) => len,
         None => {
             // No server answers: open the directory ourselves, without waiting for its lock.
             let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
@@ -341,14 +351,13 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
                 ),
                 Err(e) => return Err(e.into()),
             };
-            let bytes = store.backup(&crate::store::archive::Archive::new(dir)).await?;
+            let written = store.backup(&crate::store::archive::Archive::new(dir), out).await;
             store.close(std::time::Duration::from_secs(30)).await;
-            bytes
+            written?.1
         }
     };
-    // Customers' payments: owner-only, written atomically.
-    crate::tls::cert::write_private(to, &bytes).with_context(|| format!("cannot write {}", to.display()))?;
-    println!("Backup written to {} ({} bytes).", to.display(), bytes.len());
+    file.commit().with_context(|| format!("cannot write {}", to.display()))?;
+    println!("Backup written to {} ({len} bytes).", to.display());
     Ok(())
 }
 

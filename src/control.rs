@@ -18,12 +18,13 @@
 //! or `error <message>`.
 
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::store::backup::{KeepFree, DISK_RESERVE};
 use crate::store::Store;
 
 /// The socket's file name in the data directory.
@@ -91,18 +92,21 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
         return stream.get_mut().write_all(b"error no request within 10 seconds\n").await;
     }
     match line.trim() {
-        "backup" => match store.backup(&control.archive).await {
-            Ok(bytes) => {
-                tracing::info!(bytes = bytes.len(), "backup taken");
-                let out = stream.get_mut();
-                out.write_all(format!("ok {}\n", bytes.len()).as_bytes()).await?;
-                out.write_all(&bytes).await
+        "backup" => {
+            let data_dir = socket.parent().unwrap_or(Path::new("."));
+            match spool_backup(store, &control.archive, data_dir, DISK_RESERVE).await {
+                Ok((spool, len)) => {
+                    tracing::info!(bytes = len, "backup taken");
+                    let out = stream.get_mut();
+                    out.write_all(format!("ok {len}\n").as_bytes()).await?;
+                    send(out, spool).await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "backup failed");
+                    stream.get_mut().write_all(format!("error the backup failed: {e}\n").as_bytes()).await
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "backup failed");
-                stream.get_mut().write_all(format!("error the backup failed: {e}\n").as_bytes()).await
-            }
-        },
+        }
         other if other.starts_with("reconcile ") => {
             let day = other["reconcile ".len()..].trim();
             match control.reconciler.run_day(day).await {
@@ -146,6 +150,51 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
     }
 }
 
+/// Writes a backup into a spool file in `data_dir`, then rewinds it: the
+/// store's copy is taken at the writer's pace, not the reader's, and a
+/// backup of any size is never in memory. The file is unlinked as soon as
+/// it is made, so nothing is left behind, whatever stops the process; it
+/// leaves `reserve` bytes free on the disk (a backup fails rather than
+/// take the room payments need).
+pub async fn spool_backup(
+    store: &Store,
+    archive: &crate::store::archive::Archive,
+    data_dir: &Path,
+    reserve: u64,
+) -> Result<(std::fs::File, u64), crate::store::StoreError> {
+    use std::io::Seek;
+    let failed = crate::store::StoreError::Backup;
+    let path = data_dir.join(format!("backup-{:016x}.spool", rand::random::<u64>()));
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).map_err(failed)?;
+    std::fs::remove_file(&path).map_err(failed)?;
+    let out = KeepFree::new(file, data_dir, reserve).map_err(failed)?;
+    let (out, len) = store.backup(archive, out).await?;
+    let mut spool = out.into_inner();
+    spool.rewind().map_err(failed)?;
+    Ok((spool, len))
+}
+
+/// How long the reader of a backup may take for each buffer of it before
+/// the server gives up (and the spool's disk space is given back).
+const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends `file` from where it is to its end.
+async fn send(out: &mut UnixStream, file: std::fs::File) -> io::Result<()> {
+    let mut file = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        match tokio::time::timeout(SEND_STALL, out.write_all(&buf[..n])).await {
+            Ok(written) => written?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the backup's reader stopped reading")),
+        }
+    }
+}
+
 /// Sends `ok <length>` and `bytes`.
 async fn ok_json(out: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
     out.write_all(format!("ok {}\n", bytes.len()).as_bytes()).await?;
@@ -170,10 +219,11 @@ pub async fn is_serving(data_dir: &Path) -> bool {
     UnixStream::connect(socket_path(data_dir)).await.is_ok()
 }
 
-/// Asks the server using `data_dir` for a backup. `Ok(None)`: no server
-/// answers on the socket.
-pub async fn backup(data_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    ask(data_dir, "backup").await
+/// Asks the server using `data_dir` for a backup and writes it to `out`
+/// as it arrives; returns its length. `Ok(None)`: no server answers on
+/// the socket.
+pub async fn backup(data_dir: &Path, out: &mut impl io::Write) -> anyhow::Result<Option<u64>> {
+    ask_into(data_dir, "backup", out).await
 }
 
 /// Asks the server using `data_dir` to reconcile `day`; returns the
@@ -185,6 +235,13 @@ pub async fn reconcile(data_dir: &Path, day: &str) -> anyhow::Result<Option<Vec<
 
 /// Sends one request; returns the answer's bytes.
 async fn ask(data_dir: &Path, request: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    Ok(ask_into(data_dir, request, &mut bytes).await?.map(|_| bytes))
+}
+
+/// Sends one request; writes the answer's bytes to `out` as they arrive
+/// and returns how many there were.
+async fn ask_into(data_dir: &Path, request: &str, out: &mut impl io::Write) -> anyhow::Result<Option<u64>> {
     let path = socket_path(data_dir);
     let Ok(stream) = UnixStream::connect(&path).await else { return Ok(None) };
     let mut stream = BufReader::new(stream);
@@ -195,12 +252,21 @@ async fn ask(data_dir: &Path, request: &str) -> anyhow::Result<Option<Vec<u8>>> 
     if let Some(message) = line.strip_prefix("error ") {
         anyhow::bail!("the server at {} refused: {message}", path.display());
     }
-    let length: usize = line
+    let length: u64 = line
         .strip_prefix("ok ")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("unexpected answer {line:?} on {}", path.display()))?;
-    let mut bytes = Vec::with_capacity(length.min(1 << 30));
-    (&mut stream).take(length as u64).read_to_end(&mut bytes).await?;
-    anyhow::ensure!(bytes.len() == length, "the answer from {} ended early", path.display());
-    Ok(Some(bytes))
+    let mut answer = (&mut stream).take(length);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0;
+    loop {
+        let n = answer.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        got += n as u64;
+    }
+    anyhow::ensure!(got == length, "the answer from {} ended early", path.display());
+    Ok(Some(length))
 }

@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/process.rs"]
 mod process;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -372,47 +374,12 @@ async fn every_success_follows_an_fdatasync_of_the_data() {
     sim.stop().await;
 }
 
-/// A small tmpfs mounted for one test (we run as root, as CI does);
-/// unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(megabytes: u32) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs", dir.path().to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
-        Tmpfs { dir }
-    }
-
-    /// Fills the file system up with one file; returns its path.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.dir.path().join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
 /// The disk fills up mid-load: writes fail with 503 and FAIL (so WeChat
 /// resends), nothing acknowledged is lost, `/healthz` keeps answering and
 /// says so, and once space is freed the server recovers by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_writes_and_recovers_when_space_returns() {
-    let disk = Tmpfs::mount(16);
+    let disk = tmpfs::Tmpfs::mount(16);
     let sim = start_simulator().await;
     let env = Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), sim, load_opts()).await;
     let client = Client::new(&env.base);
@@ -521,8 +488,10 @@ async fn a_backup_under_load_is_consistent() {
     let mut backups = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let bytes = paybridge::control::backup(&env.dir.path().join("data")).await.unwrap();
-        backups.push(bytes.expect("the server answers on its control socket"));
+        let mut bytes = Vec::new();
+        let len = paybridge::control::backup(&env.dir.path().join("data"), &mut bytes).await.unwrap();
+        assert_eq!(len, Some(bytes.len() as u64), "the server answers on its control socket");
+        backups.push(bytes);
     }
     for w in writers {
         w.await.unwrap();

@@ -4,11 +4,13 @@
 mod common;
 #[path = "common/process.rs"]
 mod process;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{config_text, notify_fields, signed_xml, Env, Opts};
+use common::{config_text, notify_fields, signed_xml, start_simulator, Env, Opts};
 use paybridge::config::Mode;
 use paybridge::store::{OrderFilter, Store};
 use paybridge::wechat::sign::SignType;
@@ -31,6 +33,126 @@ async fn some_business(env: &Env) {
     let forged =
         signed_xml(notify_fields("OPS0000002", 250, "4200000000000000000000000055"), &"f".repeat(32), SignType::Md5);
     assert_eq!(env.notify(forged).await.1["return_code"], "FAIL", "a forged notify is refused");
+}
+
+/// A backup never takes the room payments need. On a data disk with less
+/// than `DISK_RESERVE` free, the running server refuses to spool one (and
+/// keeps taking orders, with nothing left behind); with PayBridge stopped,
+/// a backup to another disk is written and restores, and one onto the data
+/// disk is refused, leaving no file.
+#[tokio::test]
+async fn a_backup_leaves_room_for_payments_on_the_data_disk() {
+    use paybridge::store::backup::DISK_RESERVE;
+    let disk = tmpfs::Tmpfs::mount(64);
+    assert!(fs_free(disk.dir.path()) < DISK_RESERVE);
+    let env =
+        Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), start_simulator().await, Opts::default()).await;
+    some_business(&env).await;
+    let data = env.dir.path().join("data");
+    let config = env.dir.path().join("paybridge.toml");
+    std::fs::write(&config, config_text(&data, &env.app.addr.to_string(), &env.sim.url(), &env.opts)).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let backup_to = |to: &std::path::Path| -> Vec<String> {
+        vec!["backup".into(), "--config".into(), config.display().to_string(), "--to".into(), to.display().to_string()]
+    };
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    let out = paybridge(backup_to(&elsewhere.path().join("running.pb"))).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let says = format!("a backup leaves at least {} MiB for payments", DISK_RESERVE >> 20);
+    assert!(stderr.contains(&says) && stderr.contains(&data.display().to_string()), "{stderr}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "no file, no temporary file");
+    assert_eq!(listing(), before, "no spool left in the data directory");
+    let openid = env.openid("code-after").await;
+    assert_eq!(env.order("OPS0000003", 100, &openid).await.0, 200, "the server goes on");
+    let (dir, _sim) = env.stop().await;
+
+    let out = paybridge(backup_to(&disk.dir.path().join("onto-data-disk.pb"))).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&says), "{stderr}");
+    let on_disk: Vec<_> = std::fs::read_dir(disk.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(on_disk, [dir.path().file_name().unwrap()], "nothing but the data");
+
+    let file = elsewhere.path().join("stopped.pb");
+    let out = paybridge(backup_to(&file)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = elsewhere.path().join("restored");
+    Store::restore(&restored, std::fs::File::open(&file).unwrap()).unwrap();
+    let orders = Store::open(&restored, Mode::Live).unwrap().list_orders(&OrderFilter::default(), None, 10).unwrap();
+    assert_eq!(orders.items.len(), 3);
+}
+
+/// A backup goes through the running server a buffer at a time: backing
+/// up 96 MiB of archive (one month file put there for the test) raises the
+/// server's peak resident memory by far less than that (it held the whole
+/// backup before).
+#[tokio::test]
+async fn a_backup_does_not_pass_through_the_servers_memory() {
+    let sim = start_simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("paybridge.toml");
+    std::fs::write(&config, config_text(&data, "127.0.0.1:0", &sim.url(), &Opts::default())).unwrap();
+    let mut server = process::Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "info");
+    server.line("PayBridge listening").await;
+    let month = vec![0x5au8; 96 << 20];
+    std::fs::create_dir_all(data.join("archive")).unwrap();
+    std::fs::write(data.join("archive/2020-01.pba"), &month).unwrap();
+    drop(month);
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
+    };
+    let before = peak();
+    let mut copy = std::io::BufWriter::new(std::fs::File::create(dir.path().join("backup.pb")).unwrap());
+    let len = paybridge::control::backup(&data, &mut copy).await.unwrap().unwrap();
+    drop(copy);
+    let after = peak();
+    assert!(len > 96 << 20, "the month is in the backup: {len} bytes");
+    assert!(after - before < 24 << 20, "peak resident memory went from {before} to {after} bytes");
+    assert_eq!(server.terminate().await.code(), Some(0));
+    let restored = dir.path().join("restored");
+    Store::restore(&restored, std::fs::File::open(dir.path().join("backup.pb")).unwrap()).unwrap();
+    assert_eq!(std::fs::read(restored.join("archive/2020-01.pba")).unwrap().len(), 96 << 20);
+}
+
+/// Free bytes on `path`'s file system, as `df` counts them.
+fn fs_free(path: &std::path::Path) -> u64 {
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// [`KeepFree`] asks the disk as the backup grows: on a 32 MiB disk with a
+/// 16 MiB reserve, writing stops with a clear error once less than the
+/// reserve is left, at most one check interval (4 MiB) past it.
+#[test]
+fn a_backup_stops_growing_at_the_reserve() {
+    use paybridge::store::backup::KeepFree;
+    use std::io::Write;
+    let disk = tmpfs::Tmpfs::mount(32);
+    let path = disk.dir.path().join("growing.pb");
+    let mut out = KeepFree::new(std::fs::File::create(&path).unwrap(), disk.dir.path(), 16 << 20).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0u64;
+    let error = loop {
+        match out.write_all(&chunk) {
+            Ok(()) => written += chunk.len() as u64,
+            Err(e) => break e,
+        }
+        assert!(written <= 32 << 20, "never stopped");
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::StorageFull, "{error}");
+    assert!(error.to_string().contains("a backup leaves at least 16 MiB for payments"), "{error}");
+    assert!(written >= 12 << 20, "it wrote until the reserve: {written}");
+    let free = fs_free(disk.dir.path());
+    assert!(free >= 12 << 20, "at most 4 MiB past the reserve: {free} bytes free");
 }
 
 #[tokio::test]
@@ -292,7 +414,8 @@ async fn restore_over_existing_data_as_the_readme_says() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let env = Env::start(Opts::default()).await;
     some_business(&env).await;
-    let bytes = paybridge::control::backup(&env.dir.path().join("data")).await.unwrap().unwrap();
+    let mut bytes = Vec::new();
+    paybridge::control::backup(&env.dir.path().join("data"), &mut bytes).await.unwrap().unwrap();
     env.stop().await;
 
     let root_only = tempfile::tempdir().unwrap();

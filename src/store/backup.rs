@@ -9,9 +9,13 @@
 //! in time: writes queue meanwhile (and are refused with 503 once the queue
 //! is full); no move to the archive runs from before it until the archive's
 //! files are read, so an order is in one or the other.
+//!
+//! A backup is written as it is read, to a file (or whatever `Write` it is
+//! given): a store of millions of orders and years of archive never passes
+//! through memory. [`KeepFree`] keeps it from taking the last of a disk.
 
-use std::io::{self, Read, Write};
-use std::path::Path;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -42,16 +46,81 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
-/// Writes everything it is given to `inner` and hashes it on the way.
+/// What a backup leaves free on the disk of the data directory: a backup
+/// that would take the last of it fails instead, and payments keep their
+/// room.
+pub const DISK_RESERVE: u64 = 256 << 20;
+
+/// How often (in bytes written) [`KeepFree`] asks how much room is left.
+const CHECK_EVERY: u64 = 4 << 20;
+
+/// A writer that fails, before each [`CHECK_EVERY`] bytes, once its disk
+/// has less than `reserve` bytes left: a backup overshoots the reserve by
+/// at most that much, and fails with a message saying what was left.
+pub struct KeepFree<W> {
+    inner: W,
+    dir: PathBuf,
+    reserve: u64,
+    unchecked: u64,
+}
+
+impl<W: Write> KeepFree<W> {
+    /// `inner` writes to a file in `dir`; checks the room at once.
+    pub fn new(inner: W, dir: &Path, reserve: u64) -> io::Result<Self> {
+        let keep = KeepFree { inner, dir: dir.to_owned(), reserve, unchecked: 0 };
+        keep.check()?;
+        Ok(keep)
+    }
+
+    /// The writer, to finish with.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn check(&self) -> io::Result<()> {
+        let free = fs2::available_space(&self.dir)?;
+        if free < self.reserve {
+            let message = format!(
+                "{} has {} MiB free, and a backup leaves at least {} MiB for payments: \
+                 free some space, or write the backup to another disk with PayBridge stopped",
+                self.dir.display(),
+                free >> 20,
+                self.reserve >> 20
+            );
+            return Err(io::Error::new(io::ErrorKind::StorageFull, message));
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for KeepFree<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.unchecked >= CHECK_EVERY {
+            self.check()?;
+            self.unchecked = 0;
+        }
+        let n = self.inner.write(buf)?;
+        self.unchecked += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes everything it is given to `inner` and hashes and counts it on
+/// the way (or hashes what it reads).
 struct Hashing<W> {
     inner: W,
     hash: Sha256,
+    len: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hash.update(&buf[..n]);
+        self.len += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -85,42 +154,41 @@ fn get(r: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 impl Store {
-    /// A consistent backup of every tree, taken between two write batches,
-    /// and of `archive`'s files (no move runs meanwhile). Held in memory.
-    pub async fn backup(&self, archive: &Archive) -> Result<Vec<u8>, StoreError> {
+    /// Writes a consistent backup of every tree, taken between two write
+    /// batches, and of `archive`'s files (no move runs meanwhile) to `out`,
+    /// a buffer at a time; returns `out` and the backup's length.
+    pub async fn backup<W: Write + Send + 'static>(&self, archive: &Archive, out: W) -> Result<(W, u64), StoreError> {
         let _no_move = archive.hold().await;
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.writer.submit_exclusive(Box::new(move |trees| {
-            let _ = answer.send(trees.ok_or(StoreError::Unavailable).and_then(|trees| {
-                let mut out = Vec::new();
-                trees.backup(&mut out).map(|hash| (out, hash))
-            }));
+            let _ = answer.send(trees.ok_or(StoreError::Unavailable).and_then(|trees| trees.backup(out)));
         }))?;
-        let (out, hash) = answered.await.unwrap_or(Err(StoreError::Stopped))?;
+        let mut w = answered.await.unwrap_or(Err(StoreError::Stopped))?;
         let archive = archive.clone();
         let done = tokio::task::spawn_blocking(move || {
             let files = archive.committed_files().map_err(|e| io::Error::other(e.to_string()))?;
-            let mut w = Hashing { inner: out, hash };
             w.write_all(&(files.len() as u32).to_be_bytes())?;
-            for (name, bytes) in files {
-                put(&mut w, name.as_bytes())?;
-                w.write_all(&(bytes.len() as u64).to_be_bytes())?;
-                w.write_all(&bytes)?;
+            for file in files {
+                put(&mut w, file.name.as_bytes())?;
+                w.write_all(&file.len().to_be_bytes())?;
+                file.copy(&mut w)?;
             }
-            let digest = w.hash.finalize();
-            w.inner.extend_from_slice(&digest);
-            Ok::<_, io::Error>(w.inner)
+            let Hashing { inner, hash, len } = w;
+            let mut inner = inner.into_inner().map_err(io::IntoInnerError::into_error)?;
+            inner.write_all(&hash.finalize())?;
+            inner.flush()?;
+            Ok::<_, io::Error>((inner, len + 32))
         });
-        done.await.unwrap_or_else(|e| Err(io::Error::other(e))).map_err(|e| StoreError::Sled(sled::Error::Io(e)))
+        done.await.unwrap_or_else(|e| Err(io::Error::other(e))).map_err(StoreError::Backup)
     }
 }
 
 impl super::Trees {
-    /// Writes the header and every tree; returns the hash so far (the
-    /// archive's files follow, then the digest).
-    fn backup(&self, out: impl Write) -> Result<Sha256, StoreError> {
-        let mut w = Hashing { inner: out, hash: Sha256::new() };
-        let io = |e: io::Error| StoreError::Sled(sled::Error::Io(e));
+    /// Writes the header and every tree to `out`; returns the writer, with
+    /// the hash so far (the archive's files follow, then the digest).
+    fn backup<W: Write>(&self, out: W) -> Result<Hashing<BufWriter<W>>, StoreError> {
+        let mut w = Hashing { inner: BufWriter::with_capacity(256 << 10, out), hash: Sha256::new(), len: 0 };
+        let io = StoreError::Backup;
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&[VERSION]).map_err(io)?;
         let names: Vec<_> = self.db.tree_names().into_iter().filter(|n| n.as_ref() != b"__sled__default").collect();
@@ -135,8 +203,7 @@ impl super::Trees {
                 put(&mut w, &v).map_err(io)?;
             }
         }
-        w.inner.flush().map_err(io)?;
-        Ok(w.hash)
+        Ok(w)
     }
 }
 
@@ -155,7 +222,7 @@ impl Store {
     }
 
     fn restore_into(dir: &Path, input: impl Read) -> Result<(), RestoreError> {
-        let mut r = Hashing { inner: input, hash: Sha256::new() };
+        let mut r = Hashing { inner: input, hash: Sha256::new(), len: 0 };
         let mut magic = [0u8; 17];
         r.read_exact(&mut magic).map_err(|_| RestoreError::NotABackup)?;
         let version = magic[16];
@@ -241,7 +308,7 @@ mod tests {
         let store = Store::open(&dir.path().join("a"), Mode::Live).unwrap();
         let contents = OrderContents { total_fee: 5, body: "b".into(), attach: "".into(), openid: "o".into() };
         store.insert_order(Order::new("BACKUP0001".into(), contents, false, 7)).await.unwrap().unwrap();
-        let bytes = store.backup(&Archive::new(&dir.path().join("a"))).await.unwrap();
+        let bytes = store.backup(&Archive::new(&dir.path().join("a")), Vec::new()).await.unwrap().0;
 
         Store::restore(&dir.path().join("b"), &bytes[..]).unwrap();
         let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
@@ -290,7 +357,7 @@ mod tests {
         let pba = archive.dir().join(format!("{month}.pba"));
         let committed = std::fs::metadata(&pba).unwrap().len();
         std::fs::OpenOptions::new().append(true).open(&pba).unwrap().write_all(b"PBAF torn").unwrap();
-        let bytes = store.backup(&archive).await.unwrap();
+        let bytes = store.backup(&archive, Vec::new()).await.unwrap().0;
 
         Store::restore(&b, &bytes[..]).unwrap();
         let copy = Archive::new(&b);
@@ -331,8 +398,11 @@ mod tests {
                 .unwrap();
         }
         let newest = store.list_notifies(None, 100).unwrap().items[0].id;
-        Store::restore(&dir.path().join("b"), &store.backup(&Archive::new(&dir.path().join("a"))).await.unwrap()[..])
-            .unwrap();
+        Store::restore(
+            &dir.path().join("b"),
+            &store.backup(&Archive::new(&dir.path().join("a")), Vec::new()).await.unwrap().0[..],
+        )
+        .unwrap();
         let restored = Store::open(&dir.path().join("b"), Mode::Live).unwrap();
         let (record, ()) = restored
             .record_notify(notify_at("N", 99, false, b"<xml>new</xml>"), |_| (Verdict::Rejected, "x".into(), ()))

@@ -107,6 +107,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("storage is shutting down")]
     Stopped,
+    /// A backup could not be written (where it goes, or the archive's
+    /// files it copies); the store itself is unharmed.
+    #[error("cannot write the backup: {0}")]
+    Backup(std::io::Error),
     /// Another process holds the data directory.
     #[error("the data directory {dir} is in use: another PayBridge is probably running{}", pid.map_or(String::new(), |p| format!(" (pid {p})")))]
     Locked {

@@ -116,22 +116,56 @@ pub fn alpn_challenge(domain: &str, key_authorization_digest: &[u8]) -> Result<A
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename) with mode 0600.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    // A temporary name of our own next to the file: the rename below is atomic.
-    let tmp = std::path::PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable only once the directory is synced.
-        std::fs::File::open(dir)?.sync_all()?;
+    let mut file = PrivateFile::create(path)?;
+    file.file().write_all(contents)?;
+    file.commit()
+}
+
+/// A file with mode 0600 written under a temporary name of its own beside
+/// `path`, which it replaces atomically on [`PrivateFile::commit`] (fsync,
+/// rename, fsync of the folder); dropped uncommitted, it is removed.
+pub struct PrivateFile {
+    file: std::fs::File,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    committed: bool,
+}
+
+impl PrivateFile {
+    /// Creates the temporary file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let tmp = std::path::PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&tmp)?;
+        Ok(PrivateFile { file, tmp, path: path.to_owned(), committed: false })
     }
-    Ok(())
+
+    /// The file, to write to.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// Makes the contents durable and puts them at `path`.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.committed = true;
+        // The rename is durable only once the directory is synced (a bare
+        // file name's directory is the current one).
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -224,11 +224,13 @@ impl Archive {
         self.inner.moving.lock().await
     }
 
-    /// Every archive file's committed bytes, by file name (for a backup):
-    /// a month file up to the length its index commits, and its index. A
-    /// month without a readable index is copied whole (what is there is
-    /// what a restore gets). Blocking reads.
-    pub(super) fn committed_files(&self) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
+    /// Every archive file a backup copies, by file name: a month file up
+    /// to the length its index commits, and its index. A month without a
+    /// readable index is copied whole (what is there is what a restore
+    /// gets). Only the indexes are read here (a month's is small); the
+    /// month files are read by [`Committed::copy`], so a backup never holds
+    /// years of archive in memory. Blocking reads.
+    pub(super) fn committed_files(&self) -> Result<Vec<Committed>, ArchiveError> {
         let mut files = Vec::new();
         for name in self.months()? {
             let month = self.month(&name);
@@ -241,20 +243,61 @@ impl Archive {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io(&month.idx)(e)),
             };
-            let mut data = match std::fs::read(&month.pba) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            let on_disk = match std::fs::metadata(&month.pba) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(io(&month.pba)(e)),
             };
-            if let Some(covered) = index.as_deref().and_then(|b| index::Index::decode(b).ok()).map(|i| i.covered) {
-                data.truncate(covered as usize);
-            }
-            files.push((format!("{name}.pba"), data));
+            let covered = index.as_deref().and_then(|b| index::Index::decode(b).ok()).map(|i| i.covered);
+            let len = covered.map_or(on_disk, |covered| covered.min(on_disk));
+            files.push(Committed { name: format!("{name}.pba"), body: Body::Prefix(month.pba.clone(), len) });
             if let Some(index) = index {
-                files.push((format!("{name}.idx"), index));
+                files.push(Committed { name: format!("{name}.idx"), body: Body::Bytes(index) });
             }
         }
         Ok(files)
+    }
+}
+
+/// One archive file as a backup copies it.
+pub(super) struct Committed {
+    /// Its file name (`YYYY-MM.pba` or `.idx`).
+    pub name: String,
+    body: Body,
+}
+
+enum Body {
+    /// Read already (an index).
+    Bytes(Vec<u8>),
+    /// The first bytes of a file: a month file is only appended to, and no
+    /// move runs while a backup holds the archive, so they do not change.
+    Prefix(PathBuf, u64),
+}
+
+impl Committed {
+    /// How many bytes [`Committed::copy`] writes.
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            Body::Bytes(bytes) => bytes.len() as u64,
+            Body::Prefix(_, len) => *len,
+        }
+    }
+
+    /// Writes the file's committed bytes to `out`, a buffer at a time.
+    pub fn copy(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        match &self.body {
+            Body::Bytes(bytes) => out.write_all(bytes),
+            Body::Prefix(path, len) => {
+                let file = std::fs::File::open(path)?;
+                let copied = std::io::copy(&mut std::io::Read::take(file, *len), out)?;
+                if copied != *len {
+                    let message =
+                        format!("{} is shorter than its index says ({copied} of {len} bytes)", path.display());
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message));
+                }
+                Ok(())
+            }
+        }
     }
 }
 
