@@ -206,6 +206,27 @@ mod tests {
         assert_eq!(store.notify_log_size().unwrap(), (0, 0));
     }
 
+    /// The largest notify the route accepts is kept whole: a verified body
+    /// at the route's limit, an API v3 resource as large (it is smaller
+    /// than its base64 ciphertext in that body), every other field at its
+    /// longest, fits [`MAX_NOTIFY_BYTES`].
+    #[tokio::test]
+    async fn the_largest_legal_notify_fits() {
+        let (_dir, store) = open();
+        let limit = crate::wechat::xml::MAX_XML_BYTES;
+        let mut record = notify_at(&"N".repeat(32), 1, true, &vec![b'n'; limit]);
+        record.peer = Some("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535".into());
+        record.transaction_id = Some("4".repeat(32));
+        record.event_id = Some("e".repeat(64));
+        record.resource = Some(vec![b'r'; limit]);
+        let recorded = store.record_notify(record, |_| (Verdict::Ignored, "r".repeat(1024), ())).await;
+        assert!(recorded.is_ok(), "{:?}", recorded.err());
+        let (count, _) = store.notify_log_size().unwrap();
+        assert_eq!(count, 1);
+        let kept = store.list_notifies(None, 1).unwrap().items;
+        assert_eq!((kept[0].raw.len(), kept[0].resource.as_ref().map(Vec::len)), (limit, Some(limit)), "kept whole");
+    }
+
     /// Refunds, outbox deliveries and days of reconciliation have a
     /// maximum size too: the largest the rules allow fits, a larger one is
     /// refused whole where it is written.
