@@ -156,7 +156,7 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
 /// it is made, so nothing is left behind, whatever stops the process; it
 /// leaves `reserve` bytes free on the disk (a backup fails rather than
 /// take the room payments need).
-pub async fn spool_backup(
+async fn spool_backup(
     store: &Store,
     archive: &crate::store::archive::Archive,
     data_dir: &Path,
