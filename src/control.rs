@@ -177,7 +177,7 @@ async fn spool_backup(
 
 /// How long the reader of a backup may take for each buffer of it before
 /// the server gives up (and the spool's disk space is given back).
-const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Sends `file` from where it is to its end.
 async fn send(out: &mut UnixStream, file: std::fs::File) -> io::Result<()> {

@@ -88,25 +88,29 @@ async fn a_backup_leaves_room_for_payments_on_the_data_disk() {
     assert_eq!(orders.items.len(), 3);
 }
 
-/// A backup goes through the running server a buffer at a time: backing
-/// up 96 MiB of archive (one month file put there for the test) raises the
-/// server's peak resident memory by far less than that (it held the whole
-/// backup before).
+/// A backup goes through the running server a buffer at a time, from a
+/// spool file: backing up 96 MiB of archive (one month file put there for
+/// the test) raises the server's peak resident memory by far less than
+/// that (it held the whole backup before). A reader that stops reading
+/// holds neither the server (it keeps answering) nor the spool's disk
+/// space for long: the server gives up after its stall bound (20 s).
 #[tokio::test]
 async fn a_backup_does_not_pass_through_the_servers_memory() {
     let sim = start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("paybridge.toml");
-    std::fs::write(&config, config_text(&data, "127.0.0.1:0", &sim.url(), &Opts::default())).unwrap();
+    let addr = format!("127.0.0.1:{}", process::free_tcp_port());
+    std::fs::write(&config, config_text(&data, &addr, &sim.url(), &Opts::default())).unwrap();
     let mut server = process::Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "info");
     server.line("PayBridge listening").await;
     let month = vec![0x5au8; 96 << 20];
     std::fs::create_dir_all(data.join("archive")).unwrap();
     std::fs::write(data.join("archive/2020-01.pba"), &month).unwrap();
     drop(month);
+    let pid = server.child.id();
     let peak = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_owned();
         line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
     };
@@ -117,7 +121,37 @@ async fn a_backup_does_not_pass_through_the_servers_memory() {
     let after = peak();
     assert!(len > 96 << 20, "the month is in the backup: {len} bytes");
     assert!(after - before < 24 << 20, "peak resident memory went from {before} to {after} bytes");
+
+    // A reader that stops after the first line.
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stuck =
+        tokio::io::BufReader::new(tokio::net::UnixStream::connect(data.join("control.sock")).await.unwrap());
+    stuck.get_mut().write_all(b"backup\n").await.unwrap();
+    let mut line = String::new();
+    stuck.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("ok "), "{line}");
+    let spools = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().contains(".spool"))
+            .count()
+    };
+    assert_eq!(spools(), 1, "the spool is open while the reader is stuck");
+    let http = reqwest::Client::new();
+    let waited = std::time::Instant::now();
+    while spools() > 0 {
+        assert!(waited.elapsed() < Duration::from_secs(40), "the spool is still held after 40 s");
+        let health = http.get(format!("http://{addr}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "the server answers while a backup's reader is stuck");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(waited.elapsed() > Duration::from_secs(15), "given up at the stall bound, not before");
+    drop(stuck);
     assert_eq!(server.terminate().await.code(), Some(0));
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("the backup's reader stopped reading"), "{log}");
+
     let restored = dir.path().join("restored");
     Store::restore(&restored, std::fs::File::open(dir.path().join("backup.pb")).unwrap()).unwrap();
     assert_eq!(std::fs::read(restored.join("archive/2020-01.pba")).unwrap().len(), 96 << 20);
