@@ -321,7 +321,6 @@ pub fn main() -> anyhow::Result<()> {
 /// straight from the data directory when PayBridge is stopped. Never
 /// creates a data directory: a wrong `data_dir` is an error naming it.
 async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let dir = &config.data_dir;
     anyhow::ensure!(
         crate::store::holds_data(dir),
@@ -329,36 +328,64 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
         dir.display()
     );
     // Customers' payments: owner-only, under a temporary name until complete.
+    remove_stale_temporaries(to);
     let mut file =
         crate::tls::cert::PrivateFile::create(to).with_context(|| format!("cannot write {}", to.display()))?;
     let folder = to.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    // On the data directory's disk, the backup leaves the room payments need.
-    let same_disk = std::fs::metadata(dir)?.dev() == std::fs::metadata(folder)?.dev();
-    let reserve = if same_disk { crate::store::backup::DISK_RESERVE } else { 0 };
-    let mut out = crate::store::backup::KeepFree::new(file.file().try_clone()?, folder, reserve)
-        .with_context(|| format!("cannot write {}", to.display()))?;
-    let len = match crate::control::backup(dir, &mut out).await? {
-        Some(len) => len,
-        None => {
-            // No server answers: open the directory ourselves, without waiting for its lock.
-            let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
-            let store = match crate::store::Store::open_with(dir, config.mode, now) {
-                Ok(store) => store,
-                Err(e @ crate::store::StoreError::Locked { .. }) => anyhow::bail!(
-                    "{e}, but its control socket {} does not answer; run `paybridge backup` as the service user \
-                     (sudo -u paybridge ...) or root",
-                    crate::control::socket_path(dir).display()
-                ),
-                Err(e) => return Err(e.into()),
-            };
-            let written = store.backup(&crate::store::archive::Archive::new(dir), out).await;
-            store.close(std::time::Duration::from_secs(30)).await;
-            written?.1
-        }
+    let folder = folder.canonicalize().with_context(|| format!("cannot write {}", to.display()))?;
+    // Wherever it goes (often the data directory's disk), a backup leaves room for payments.
+    let out =
+        crate::store::backup::KeepFree::new(file.file().try_clone()?, &folder, crate::store::backup::DISK_RESERVE)
+            .with_context(|| format!("cannot write {}", to.display()))?;
+    // Ctrl-C or SIGTERM: stop, and the temporary file goes with `file`.
+    let len = tokio::select! {
+        len = write_backup(config, out) => len?,
+        () = shutdown_signal() => anyhow::bail!("interrupted: no backup was written to {}", to.display()),
     };
     file.commit().with_context(|| format!("cannot write {}", to.display()))?;
     println!("Backup written to {} ({len} bytes).", to.display());
     Ok(())
+}
+
+/// Writes the backup to `out`: from the running server over its control
+/// socket, or, when none answers, from the data directory itself.
+async fn write_backup(config: &Config, mut out: crate::store::backup::KeepFree<std::fs::File>) -> anyhow::Result<u64> {
+    let dir = &config.data_dir;
+    if let Some(len) = crate::control::backup(dir, &mut out).await? {
+        return Ok(len);
+    }
+    // No server answers: open the directory ourselves, without waiting for its lock.
+    let now = crate::store::StoreOptions { lock_wait: std::time::Duration::ZERO, ..config.storage };
+    let store = match crate::store::Store::open_with(dir, config.mode, now) {
+        Ok(store) => store,
+        Err(e @ crate::store::StoreError::Locked { .. }) => anyhow::bail!(
+            "{e}, but its control socket {} does not answer; run `paybridge backup` as the service user \
+             (sudo -u paybridge ...) or root",
+            crate::control::socket_path(dir).display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let written = store.backup(&crate::store::archive::Archive::new(dir), out).await;
+    store.close(std::time::Duration::from_secs(30)).await;
+    Ok(written?.1)
+}
+
+/// Removes what an earlier backup to `to` killed outright (SIGKILL, power
+/// loss) left: `to`'s name, a dot, 16 hex digits, `.tmp`.
+fn remove_stale_temporaries(to: &std::path::Path) {
+    let (Some(name), Some(folder)) = (to.file_name().and_then(|n| n.to_str()), to.parent()) else { return };
+    let folder = if folder.as_os_str().is_empty() { std::path::Path::new(".") } else { folder };
+    let Ok(entries) = std::fs::read_dir(folder) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp"))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Reconciles a day through the server on `dir`, or with `config` directly

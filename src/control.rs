@@ -18,7 +18,7 @@
 //! or `error <message>`.
 
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -99,7 +99,7 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
                     tracing::info!(bytes = len, "backup taken");
                     let out = stream.get_mut();
                     out.write_all(format!("ok {len}\n").as_bytes()).await?;
-                    send(out, spool).await
+                    send(out, spool, len).await
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "backup failed");
@@ -152,10 +152,11 @@ async fn handle(stream: UnixStream, control: &Control, socket: &Path) -> io::Res
 
 /// Writes a backup into a spool file in `data_dir`, then rewinds it: the
 /// store's copy is taken at the writer's pace, not the reader's, and a
-/// backup of any size is never in memory. The file is unlinked as soon as
-/// it is made, so nothing is left behind, whatever stops the process; it
-/// leaves `reserve` bytes free on the disk (a backup fails rather than
-/// take the room payments need).
+/// backup of any size is never in memory. The file has no name (Linux's
+/// `O_TMPFILE`; elsewhere it is unlinked as soon as it is made), so nothing
+/// is left behind, whatever stops the process; it leaves `reserve` bytes
+/// free on the disk (a backup fails rather than take the room payments
+/// need).
 async fn spool_backup(
     store: &Store,
     archive: &crate::store::archive::Archive,
@@ -164,10 +165,7 @@ async fn spool_backup(
 ) -> Result<(std::fs::File, u64), crate::store::StoreError> {
     use std::io::Seek;
     let failed = crate::store::StoreError::Backup;
-    let path = data_dir.join(format!("backup-{:016x}.spool", rand::random::<u64>()));
-    let file =
-        std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).map_err(failed)?;
-    std::fs::remove_file(&path).map_err(failed)?;
+    let file = tempfile::tempfile_in(data_dir).map_err(failed)?;
     let out = KeepFree::new(file, data_dir, reserve).map_err(failed)?;
     let (out, len) = store.backup(archive, out).await?;
     let mut spool = out.into_inner();
@@ -179,8 +177,15 @@ async fn spool_backup(
 /// the server gives up (and the spool's disk space is given back).
 const SEND_STALL: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Sends `file` from where it is to its end.
-async fn send(out: &mut UnixStream, file: std::fs::File) -> io::Result<()> {
+/// The slowest a reader may take a backup on average, in bytes a second:
+/// one that reads a little every few seconds is given up too.
+const SEND_AT_LEAST: u64 = 1 << 20;
+
+/// Sends `file` (`len` bytes) from where it is to its end, within
+/// [`SEND_STALL`] for each buffer and [`SEND_STALL`] plus a second per
+/// [`SEND_AT_LEAST`] bytes in all.
+async fn send(out: &mut UnixStream, file: std::fs::File, len: u64) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + SEND_STALL + std::time::Duration::from_secs(len / SEND_AT_LEAST);
     let mut file = tokio::fs::File::from_std(file);
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -188,7 +193,8 @@ async fn send(out: &mut UnixStream, file: std::fs::File) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        match tokio::time::timeout(SEND_STALL, out.write_all(&buf[..n])).await {
+        let until = deadline.min(tokio::time::Instant::now() + SEND_STALL);
+        match tokio::time::timeout_at(until, out.write_all(&buf[..n])).await {
             Ok(written) => written?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the backup's reader stopped reading")),
         }

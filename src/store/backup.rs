@@ -46,9 +46,9 @@ pub enum RestoreError {
     Store(#[from] StoreError),
 }
 
-/// What a backup leaves free on the disk of the data directory: a backup
-/// that would take the last of it fails instead, and payments keep their
-/// room.
+/// What a backup leaves free on the disk it is written to (the server's
+/// spool is on the data directory's): a backup that would take the last of
+/// it fails instead, and payments keep their room.
 pub const DISK_RESERVE: u64 = 256 << 20;
 
 /// How often (in bytes written) [`KeepFree`] asks how much room is left.
@@ -81,8 +81,9 @@ impl<W: Write> KeepFree<W> {
         let free = fs2::available_space(&self.dir)?;
         if free < self.reserve {
             let message = format!(
-                "{} has {} MiB free, and a backup leaves at least {} MiB for payments: \
-                 free some space, or write the backup to another disk with PayBridge stopped",
+                "{} has {} MiB free, and a backup leaves at least {} MiB free (room for payments): free some \
+                 space, or write the backup to another disk (with PayBridge stopped if the full disk is its data \
+                 directory's)",
                 self.dir.display(),
                 free >> 20,
                 self.reserve >> 20
@@ -380,6 +381,14 @@ mod tests {
         evil[len - 32..].copy_from_slice(&digest);
         assert!(matches!(Store::restore(&dir.path().join("c"), &evil[..]), Err(RestoreError::Damaged)));
         assert!(!dir.path().join("evil.pba").exists() && !dir.path().join("c").exists());
+
+        // A month whose file is gone (its index alone is left) does not stop
+        // every later backup: it is copied empty, as it is found.
+        std::fs::remove_file(&pba).unwrap();
+        let bytes = store.backup(&archive, Vec::new()).await.unwrap().0;
+        Store::restore(&dir.path().join("d"), &bytes[..]).unwrap();
+        let copy = Archive::new(&dir.path().join("d"));
+        assert_eq!(std::fs::metadata(copy.dir().join(format!("{month}.pba"))).unwrap().len(), 0);
     }
 
     /// sled's id generator is not in the backup: without the id floor, the

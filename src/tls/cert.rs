@@ -134,7 +134,9 @@ pub struct PrivateFile {
 impl PrivateFile {
     /// Creates the temporary file.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let tmp = std::path::PathBuf::from(format!("{}.{:016x}.tmp", path.display(), rand::random::<u64>()));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+        let tmp = std::path::PathBuf::from(tmp);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]

@@ -287,6 +287,9 @@ impl Committed {
     pub fn copy(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         match &self.body {
             Body::Bytes(bytes) => out.write_all(bytes),
+            // A month whose file is missing (its index alone is left) is
+            // empty, as it was read before: nothing to open.
+            Body::Prefix(_, 0) => Ok(()),
             Body::Prefix(path, len) => {
                 let file = std::fs::File::open(path)?;
                 let copied = std::io::copy(&mut std::io::Read::take(file, *len), out)?;
