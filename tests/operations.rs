@@ -165,6 +165,40 @@ async fn a_backup_does_not_pass_through_the_servers_memory() {
     assert_eq!(std::fs::read(restored.join("archive/2020-01.pba")).unwrap().len(), 64 << 20);
 }
 
+/// A reader that takes a backup a little at a time, each buffer within the
+/// stall bound, is given up too: a backup must go at 1 MiB/s on average
+/// after the first 20 s (2 MiB at 32 KiB/s would take a minute).
+#[tokio::test]
+async fn a_trickling_backup_reader_is_given_up() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(Opts::default()).await;
+    let data = env.dir.path().join("data");
+    std::fs::create_dir_all(data.join("archive")).unwrap();
+    std::fs::write(data.join("archive/2020-01.pba"), vec![0x5au8; 2 << 20]).unwrap();
+    let socket = tokio::net::UnixStream::connect(paybridge::control::socket_path(&data)).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(socket);
+    reader.get_mut().write_all(b"backup\n").await.unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    let len: u64 = line.trim().strip_prefix("ok ").unwrap().parse().unwrap();
+    let started = std::time::Instant::now();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = reader.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        assert!(started.elapsed() < Duration::from_secs(50), "still sending after 50 s ({got} of {len} bytes)");
+    }
+    assert!(got < len, "given up before the end: {got} of {len} bytes");
+    assert!(started.elapsed() > Duration::from_secs(20), "not before the first 20 s");
+    assert_eq!(env.get("/healthz").await.0, 200);
+    env.stop().await;
+}
+
 /// `paybridge backup` stopped by Ctrl-C or SIGTERM while the backup
 /// arrives leaves no file: not the backup, not its temporary file.
 #[tokio::test]
