@@ -328,11 +328,10 @@ async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
         dir.display()
     );
     // Customers' payments: owner-only, under a temporary name until complete.
-    remove_stale_temporaries(to);
-    let mut file =
-        crate::tls::cert::PrivateFile::create(to).with_context(|| format!("cannot write {}", to.display()))?;
-    let folder = to.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let folder = folder.canonicalize().with_context(|| format!("cannot write {}", to.display()))?;
+    use crate::tls::cert::{folder_of, PrivateFile};
+    PrivateFile::remove_stale(to);
+    let mut file = PrivateFile::create(to).with_context(|| format!("cannot write {}", to.display()))?;
+    let folder = folder_of(to).canonicalize().with_context(|| format!("cannot write {}", to.display()))?;
     // Wherever it goes (often the data directory's disk), a backup leaves room for payments.
     let out =
         crate::store::backup::KeepFree::new(file.file().try_clone()?, &folder, crate::store::backup::DISK_RESERVE)
@@ -368,24 +367,6 @@ async fn write_backup(config: &Config, mut out: crate::store::backup::KeepFree<s
     let written = store.backup(&crate::store::archive::Archive::new(dir), out).await;
     store.close(std::time::Duration::from_secs(30)).await;
     Ok(written?.1)
-}
-
-/// Removes what an earlier backup to `to` killed outright (SIGKILL, power
-/// loss) left: `to`'s name, a dot, 16 hex digits, `.tmp`.
-fn remove_stale_temporaries(to: &std::path::Path) {
-    let (Some(name), Some(folder)) = (to.file_name().and_then(|n| n.to_str()), to.parent()) else { return };
-    let folder = if folder.as_os_str().is_empty() { std::path::Path::new(".") } else { folder };
-    let Ok(entries) = std::fs::read_dir(folder) else { return };
-    for entry in entries.filter_map(Result::ok) {
-        let stale = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp"))
-            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        if stale {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// Reconciles a day through the server on `dir`, or with `config` directly

@@ -7,6 +7,7 @@ mod process;
 #[path = "common/tmpfs.rs"]
 mod tmpfs;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,6 +36,28 @@ async fn some_business(env: &Env) {
     assert_eq!(env.notify(forged).await.1["return_code"], "FAIL", "a forged notify is refused");
 }
 
+/// The in-process server on a tmpfs of `disk_mib`, with some business and
+/// an archive month of `month_mib` (made up: backups copy it as it is), and
+/// its config file for the command line. Returns the disk, the server, its
+/// data directory and its config.
+async fn on_tmpfs_with_a_month(disk_mib: u32, month_mib: usize) -> (tmpfs::Tmpfs, Env, PathBuf, PathBuf) {
+    let disk = tmpfs::Tmpfs::mount(disk_mib);
+    let env =
+        Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), start_simulator().await, Opts::default()).await;
+    some_business(&env).await;
+    let data = env.dir.path().join("data");
+    put_archive_month(&data, month_mib);
+    let config = env.dir.path().join("paybridge.toml");
+    std::fs::write(&config, config_text(&data, &env.app.addr.to_string(), &env.sim.url(), &env.opts)).unwrap();
+    (disk, env, data, config)
+}
+
+/// Puts a made-up archive month of `mib` MiB into `data`.
+fn put_archive_month(data: &Path, mib: usize) {
+    std::fs::create_dir_all(data.join("archive")).unwrap();
+    std::fs::write(data.join("archive/2020-01.pba"), vec![0x5au8; mib << 20]).unwrap();
+}
+
 /// A backup never takes the room payments need: on a 400 MiB data disk
 /// holding a 100 MiB archive month, the running server's spool stops
 /// part-way once less than `DISK_RESERVE` would be left (the server says
@@ -45,17 +68,9 @@ async fn some_business(env: &Env) {
 #[tokio::test]
 async fn a_backup_leaves_room_for_payments_on_the_data_disk() {
     use paybridge::store::backup::DISK_RESERVE;
-    let disk = tmpfs::Tmpfs::mount(400);
-    let env =
-        Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), start_simulator().await, Opts::default()).await;
-    some_business(&env).await;
-    let data = env.dir.path().join("data");
-    std::fs::create_dir_all(data.join("archive")).unwrap();
-    std::fs::write(data.join("archive/2020-01.pba"), vec![0x5au8; 100 << 20]).unwrap();
+    let (disk, env, data, config) = on_tmpfs_with_a_month(400, 100).await;
     let free = fs_free(disk.dir.path());
     assert!(free > DISK_RESERVE && free < DISK_RESERVE + (100 << 20), "{free}: the spool must cross the reserve");
-    let config = env.dir.path().join("paybridge.toml");
-    std::fs::write(&config, config_text(&data, &env.app.addr.to_string(), &env.sim.url(), &env.opts)).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let backup_to = |to: &std::path::Path| -> Vec<String> {
         vec!["backup".into(), "--config".into(), config.display().to_string(), "--to".into(), to.display().to_string()]
@@ -109,10 +124,7 @@ async fn a_backup_does_not_pass_through_the_servers_memory() {
     std::fs::write(&config, config_text(&data, &addr, &sim.url(), &Opts::default())).unwrap();
     let mut server = process::Proc::spawn(&["serve", "--config", config.to_str().unwrap()], "info");
     server.line("PayBridge listening").await;
-    let month = vec![0x5au8; 64 << 20];
-    std::fs::create_dir_all(data.join("archive")).unwrap();
-    std::fs::write(data.join("archive/2020-01.pba"), &month).unwrap();
-    drop(month);
+    put_archive_month(&data, 64);
     let pid = server.child.id();
     let peak = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -173,8 +185,7 @@ async fn a_trickling_backup_reader_is_given_up() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let env = Env::start(Opts::default()).await;
     let data = env.dir.path().join("data");
-    std::fs::create_dir_all(data.join("archive")).unwrap();
-    std::fs::write(data.join("archive/2020-01.pba"), vec![0x5au8; 2 << 20]).unwrap();
+    put_archive_month(&data, 2);
     let socket = tokio::net::UnixStream::connect(paybridge::control::socket_path(&data)).await.unwrap();
     let mut reader = tokio::io::BufReader::new(socket);
     reader.get_mut().write_all(b"backup\n").await.unwrap();
@@ -203,15 +214,7 @@ async fn a_trickling_backup_reader_is_given_up() {
 /// arrives leaves no file: not the backup, not its temporary file.
 #[tokio::test]
 async fn an_interrupted_backup_leaves_no_file() {
-    let disk = tmpfs::Tmpfs::mount(1024);
-    let env =
-        Env::start_in(tempfile::tempdir_in(disk.dir.path()).unwrap(), start_simulator().await, Opts::default()).await;
-    some_business(&env).await;
-    let data = env.dir.path().join("data");
-    std::fs::create_dir_all(data.join("archive")).unwrap();
-    std::fs::write(data.join("archive/2020-01.pba"), vec![0x5au8; 256 << 20]).unwrap();
-    let config = env.dir.path().join("paybridge.toml");
-    std::fs::write(&config, config_text(&data, &env.app.addr.to_string(), &env.sim.url(), &env.opts)).unwrap();
+    let (disk, env, _data, config) = on_tmpfs_with_a_month(1024, 256).await;
     let to_dir = tempfile::tempdir_in(disk.dir.path()).unwrap();
     let to = to_dir.path().join("backup.pb");
     let mut interrupted = 0;

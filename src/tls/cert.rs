@@ -132,7 +132,7 @@ pub struct PrivateFile {
 }
 
 impl PrivateFile {
-    /// Creates the temporary file.
+    /// Creates the temporary file: `path`, a dot, 16 hex digits, `.tmp`.
     pub fn create(path: &Path) -> std::io::Result<Self> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".{:016x}.tmp", rand::random::<u64>()));
@@ -145,6 +145,23 @@ impl PrivateFile {
         Ok(PrivateFile { file, tmp, path: path.to_owned(), committed: false })
     }
 
+    /// Removes the temporary files of writes to `path` that were killed
+    /// outright (SIGKILL, power loss), which no `Drop` removed.
+    pub fn remove_stale(path: &Path) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return };
+        let Ok(entries) = std::fs::read_dir(folder_of(path)) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp"))
+                .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// The file, to write to.
     pub fn file(&mut self) -> &mut std::fs::File {
         &mut self.file
@@ -155,11 +172,14 @@ impl PrivateFile {
         self.file.sync_all()?;
         std::fs::rename(&self.tmp, &self.path)?;
         self.committed = true;
-        // The rename is durable only once the directory is synced (a bare
-        // file name's directory is the current one).
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
+        // The rename is durable only once the directory is synced.
+        std::fs::File::open(folder_of(&self.path))?.sync_all()
     }
+}
+
+/// The folder `path` is in (a bare file name's is the current one).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 impl Drop for PrivateFile {
